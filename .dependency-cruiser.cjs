@@ -1,0 +1,71 @@
+/**
+ * The layering of STYLE.md, enforced in `npm test`.
+ * api <- graph, state, checkpoint <- runtime; one importer per native or vendor package.
+ */
+module.exports = {
+  forbidden: [
+    { name: 'no-circular', severity: 'error', from: {}, to: { circular: true } },
+    {
+      name: 'api-imports-nothing',
+      comment: 'framework/api holds public types and imports no other part of the project',
+      severity: 'error',
+      from: { path: '^framework/api/' },
+      to: { path: '^(framework/(?!api/)|connectors/|examples/)' },
+    },
+    {
+      name: 'graph-is-pure',
+      severity: 'error',
+      from: { path: '^framework/graph/' },
+      to: { path: '^(framework/(runtime|checkpoint|state|metrics|testing)/|connectors/|examples/)' },
+    },
+    {
+      name: 'state-below-runtime',
+      severity: 'error',
+      from: { path: '^framework/(state|checkpoint)/' },
+      to: { path: '^(framework/(runtime|graph|metrics|testing)/|connectors/|examples/)' },
+    },
+    {
+      name: 'framework-not-on-connectors',
+      severity: 'error',
+      from: { path: '^framework/' },
+      to: { path: '^(connectors/|examples/)' },
+    },
+    {
+      name: 'only-kafka-connector-imports-kafkajs',
+      severity: 'error',
+      from: { pathNot: '^(connectors/kafka/|scripts/kafka/)' },
+      to: { path: 'node_modules/(kafkajs|@kafkajs)/' },
+    },
+    {
+      name: 'only-level-backend-imports-classic-level',
+      severity: 'error',
+      from: { pathNot: '^framework/state/backends/level/' },
+      to: { path: 'node_modules/(classic-level|abstract-level)/' },
+    },
+    {
+      name: 'only-metrics-imports-prom-client',
+      severity: 'error',
+      from: { pathNot: '^framework/metrics/' },
+      to: { path: 'node_modules/prom-client/' },
+    },
+    {
+      name: 'examples-use-public-entry-points',
+      comment:
+        'examples and connectors import framework/index.ts (or framework/testing/index.ts), never deep paths',
+      severity: 'error',
+      from: { path: '^(examples|connectors)/' },
+      to: { path: '^framework/', pathNot: '^framework/(index|testing/index)\\.ts$' },
+    },
+  ],
+  options: {
+    doNotFollow: { path: 'node_modules' },
+    exclude: { path: '(^|/)(node_modules|dist|\\.cache)/' },
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: 'tsconfig.json' },
+    enhancedResolveOptions: {
+      exportsFields: ['exports'],
+      conditionNames: ['import', 'require', 'node', 'default'],
+      extensions: ['.ts', '.js'],
+    },
+  },
+};
