@@ -1,0 +1,38 @@
+/**
+ * The one catalogue of error codes. Every error the framework throws on purpose is a
+ * `StreamError` with one of these codes, a message that says what is wrong and what to do, and the
+ * underlying `cause` when there is one. docs/errors.md lists the same codes (a test keeps them in step).
+ */
+export const ErrorCodes = {
+  CONFIG_INVALID: 'a configuration value is missing, of the wrong type, or out of range',
+  GRAPH_INVALID: 'the job graph makes no sense (uid collision, keyed state without keyBy, cycle ...)',
+  USER_FUNCTION_FAILED: 'a user function threw while processing a record, timer or barrier',
+  KEY_GROUP_MISMATCH:
+    'a record reached a task that does not own its key group (input not partitioned by the key)',
+  STATE_DESCRIPTOR_CONFLICT: 'a state name was registered twice with a different kind or serializer',
+  SERIALIZER_MISMATCH: 'a snapshot was written by another serializer, or a newer version of it',
+  SNAPSHOT_FORMAT_UNSUPPORTED: 'a snapshot was written in a format version this build cannot read',
+  CHECKPOINT_CORRUPT: 'a checkpoint or savepoint file is truncated or fails its checksum',
+  CHECKPOINT_NOT_FOUND: 'the checkpoint, savepoint or checkpoint directory asked for does not exist',
+  CHECKPOINT_STORAGE_FAILED: 'writing or reading checkpoint storage failed (disk full, permissions ...)',
+  CHECKPOINT_DECLINED: 'a checkpoint was declined or timed out and was aborted',
+  CHECKPOINT_FAILURES_EXCEEDED: 'more consecutive checkpoints failed than the configuration tolerates',
+  RESTART_LIMIT_EXCEEDED: 'the restart strategy gave up after too many task failures',
+  JOB_CANCELLED: 'the job was stopped while the operation was in progress',
+} as const;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+export class StreamError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StreamError';
+    this.code = code;
+  }
+}
+
+/** True when `e` is a StreamError, optionally of the given code. */
+export function isStreamError(e: unknown, code?: ErrorCode): e is StreamError {
+  return e instanceof StreamError && (code === undefined || e.code === code);
+}

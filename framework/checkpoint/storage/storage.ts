@@ -1,0 +1,59 @@
+/**
+ * Checkpoint storage: where snapshot files and checkpoint metadata are written.
+ *
+ * Contract:
+ * - Files are immutable once written; every file has a SHA-256 that `readFile` verifies, refusing a
+ *   truncated or altered file with CHECKPOINT_CORRUPT naming the file.
+ * - `commit` writes the metadata of one checkpoint atomically (filesystem: temp file, fsync, rename,
+ *   fsync of the directory). A checkpoint exists once, and only once, its metadata is committed.
+ * - Retention: after each commit, only the last `retain` checkpoints of a scope (and all savepoints)
+ *   are kept; a file is deleted when no retained checkpoint or savepoint lists it in `files`
+ *   (files may be shared by several checkpoints: incremental checkpoints list earlier files).
+ * - `discard` removes the files a checkpoint wrote that no committed metadata references (a failed
+ *   or aborted checkpoint).
+ */
+export interface CheckpointStorage {
+  readonly kind: 'memory' | 'filesystem';
+  writeFile(scope: Scope, checkpointId: number, name: string, bytes: Uint8Array): Promise<FileRef>;
+  readFile(ref: FileRef): Promise<Uint8Array>;
+  commit(meta: CheckpointMetadata): Promise<void>;
+  /** The newest committed checkpoint of the scope (savepoints excluded), or undefined. */
+  latest(scope: Scope): Promise<CheckpointMetadata | undefined>;
+  /** Committed checkpoints of the scope, oldest first (savepoints excluded). */
+  list(scope: Scope): Promise<CheckpointMetadata[]>;
+  /** Throws CHECKPOINT_NOT_FOUND when absent. */
+  load(scope: Scope, checkpointId: number): Promise<CheckpointMetadata>;
+  /** Savepoints by name; throws CHECKPOINT_NOT_FOUND when absent. */
+  loadSavepoint(name: string, scope: Scope): Promise<CheckpointMetadata>;
+  discard(scope: Scope, checkpointId: number): Promise<void>;
+}
+
+/** One task of one job: the unit that checkpoints. */
+export interface Scope {
+  readonly jobId: string;
+  /** e.g. `s0-p3`: stage and partition. */
+  readonly taskId: string;
+}
+
+export interface FileRef {
+  /** Storage-relative path, stable across processes. */
+  readonly path: string;
+  readonly bytes: number;
+  readonly sha256: string;
+}
+
+export interface CheckpointMetadata {
+  readonly formatVersion: 1;
+  readonly jobId: string;
+  readonly taskId: string;
+  readonly checkpointId: number;
+  /** Set for savepoints: the user's name for it. Savepoints are never pruned by retention. */
+  readonly savepoint?: string;
+  readonly timestamp: number;
+  /** Every file this checkpoint needs, including files first written by earlier checkpoints. */
+  readonly files: readonly FileRef[];
+  /** Whether this checkpoint wrote all state, or only changes since an earlier one. */
+  readonly type: 'full' | 'incremental';
+  /** Runtime-owned description of the snapshot (operators, source positions ...); opaque to storage. */
+  readonly payload: unknown;
+}

@@ -1,0 +1,67 @@
+import type { KeyId } from '../api/keys.ts';
+import type { StateKind, StateTtlConfig } from '../api/state.ts';
+
+/**
+ * The keyed state backend contract: one primitive store of JS values per (state name, key id).
+ * The state handles (ValueState, ListState ...) and TTL are implemented once, above this contract,
+ * in `handles.ts`; a backend implements only storage, snapshot capture and restore.
+ *
+ * Snapshot contract (copy-on-write): `capture()` is the synchronous part at the barrier. The returned
+ * capture must keep seeing the state as it was at that call while processing goes on changing the
+ * backend, until the capture is `release()`d. Several captures may be alive at once (max concurrent
+ * checkpoints > 1). `materialize()` is the asynchronous part and may run while records are processed.
+ */
+export interface KeyedStateBackend {
+  readonly kind: string;
+  /** Declare a state. Idempotent for the same meta; throws STATE_DESCRIPTOR_CONFLICT otherwise. */
+  register(meta: StateMeta): void;
+  get(state: string, key: KeyId): unknown;
+  /**
+   * A value the caller may mutate in place: if the stored value is shared with a live capture, the
+   * backend first stores `copy(value)` and returns that copy.
+   */
+  getForUpdate<T>(state: string, key: KeyId, copy: (value: T) => T): T | undefined;
+  put(state: string, key: KeyId, value: unknown): void;
+  delete(state: string, key: KeyId): void;
+  /** All entries of one state (a consistent copy; safe to mutate the backend while iterating). */
+  entries(state: string): [KeyId, unknown][];
+  /** Number of entries per registered state. */
+  size(state: string): number;
+  capture(checkpointId: number): KeyedStateCapture;
+  /** Replace all state by the snapshot's. Refuses unknown format versions and serializer changes. */
+  restore(snapshot: KeyedStateSnapshot): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** What the framework knows about a registered state, recorded in every snapshot. */
+export interface StateMeta {
+  readonly name: string;
+  readonly kind: StateKind;
+  readonly serializerId: string;
+  readonly serializerVersion: number;
+  readonly ttl?: StateTtlConfig;
+}
+
+export interface KeyedStateCapture {
+  readonly checkpointId: number;
+  /** The asynchronous part: produce the snapshot (serializing values with the states' serializers). */
+  materialize(): Promise<KeyedStateSnapshot>;
+  /** Let the backend drop what it kept for this capture. Idempotent. */
+  release(): void;
+}
+
+/**
+ * A backend-independent keyed snapshot (also the savepoint form). Values are the serializer's bytes
+ * of the stored value: for value/reducing/aggregating states the value or accumulator, for list
+ * states the array, for map states the array of entries, each wrapped with its TTL timestamp when
+ * the state has a TTL (see handles.ts).
+ */
+export interface KeyedStateSnapshot {
+  readonly formatVersion: 1;
+  readonly states: readonly KeyedStateSnapshotEntry[];
+}
+
+export interface KeyedStateSnapshotEntry {
+  readonly meta: StateMeta;
+  readonly entries: readonly (readonly [KeyId, Uint8Array])[];
+}
