@@ -131,6 +131,8 @@ function loggingFiles(spec: KafkaVersionSpec, dataDir: string): { jvmFlag: strin
       [
         'status = warn',
         'name = kstate-kafka-harness',
+        // The JVM is already shutting down when Kafka stops; the file appender flushes every line anyway.
+        'shutdownHook = disable',
         'appender.console.type = Console',
         'appender.console.name = CONSOLE',
         'appender.console.layout.type = PatternLayout',
@@ -255,7 +257,13 @@ async function startOnce(attempt: Attempt): Promise<RunningBroker> {
     const propertiesFile = join(dataDir, 'server.properties');
     writeFileSync(
       propertiesFile,
-      serverProperties({ host: HOST, port, controllerPort, logDir: join(dataDir, 'data') }),
+      serverProperties({
+        version: spec.version,
+        host: HOST,
+        port,
+        controllerPort,
+        logDir: join(dataDir, 'data'),
+      }),
     );
     const baseArgs = [...jvmOptions(), jvmFlag, `-Dkafka.logs.dir=${dataDir}`, '-cp', install.classpath];
 
@@ -317,7 +325,9 @@ async function startOnce(attempt: Attempt): Promise<RunningBroker> {
     child.once('exit', (code, signal) => {
       exitReason ??= `exited with ${signal ?? `code ${code}`}`;
     });
-    if (child.pid !== undefined) watchdog = spawnWatchdog(child.pid, Math.ceil(STOP_GRACE_MS / 1000));
+    if (child.pid !== undefined) {
+      watchdog = spawnWatchdog(child.pid, Math.ceil(STOP_GRACE_MS / 1000), keepData ? '' : dataDir);
+    }
 
     const address = `${HOST}:${port}`;
     const result = await waitForBrokers(address, attempt.deadline, () => exitReason);

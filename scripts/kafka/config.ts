@@ -26,7 +26,17 @@ export const BROKER_SETTINGS: Readonly<Record<string, string>> = {
   'auto.create.topics.enable': 'false',
 };
 
+/**
+ * The settings for one Kafka line. On 3.9 the KIP-848 `consumer` protocol is a preview the broker warns
+ * about at every config load, and kafkajs speaks only `classic`, so 3.x enables `classic` alone.
+ */
+export function brokerSettingsFor(version: string): Readonly<Record<string, string>> {
+  if (Number(version.split('.')[0]) >= 4) return BROKER_SETTINGS;
+  return { ...BROKER_SETTINGS, 'group.coordinator.rebalance.protocols': 'classic' };
+}
+
 export interface BrokerPlacement {
+  readonly version: string;
   readonly host: string;
   readonly port: number;
   readonly controllerPort: number;
@@ -35,9 +45,9 @@ export interface BrokerPlacement {
 
 /** The complete server.properties content for one harness broker. */
 export function serverProperties(placement: BrokerPlacement): string {
-  const { host, port, controllerPort, logDir } = placement;
+  const { version, host, port, controllerPort, logDir } = placement;
   const all: Record<string, string> = {
-    ...BROKER_SETTINGS,
+    ...brokerSettingsFor(version),
     listeners: `PLAINTEXT://${host}:${port},CONTROLLER://${host}:${controllerPort}`,
     'advertised.listeners': `PLAINTEXT://${host}:${port}`,
     'listener.security.protocol.map': 'PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT',

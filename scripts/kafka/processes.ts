@@ -89,10 +89,30 @@ export async function terminate(child: ChildProcess, graceMs: number): Promise<v
   await exited;
 }
 
-/** A watchdog that kills `pid` (TERM, then KILL after `graceS`) once this process is gone. */
-export function spawnWatchdog(pid: number, graceS: number): ChildProcess {
-  const script = `while read -r _; do :; done; kill -TERM ${pid} 2>/dev/null; sleep ${graceS}; kill -KILL ${pid} 2>/dev/null; exit 0`;
-  const watchdog = spawn('/bin/sh', ['-c', script], { stdio: ['pipe', 'ignore', 'ignore'], detached: true });
+/**
+ * A watchdog that, once this process is gone (its stdin pipe from us closes), stops `pid` (TERM, then
+ * KILL after `graceS`) and removes `dir` (pass '' to keep it). Killed with SIGKILL on a normal stop.
+ */
+export function spawnWatchdog(pid: number, graceS: number, dir: string): ChildProcess {
+  const script = [
+    'while read -r _; do :; done',
+    'kill -TERM "$1" 2>/dev/null',
+    'i=0',
+    'while kill -0 "$1" 2>/dev/null; do',
+    '  i=$((i + 1))',
+    '  if [ "$i" -gt $(($2 * 5)) ]; then kill -KILL "$1" 2>/dev/null; break; fi',
+    '  sleep 0.2',
+    'done',
+    'if [ -n "$3" ]; then rm -rf -- "$3"; fi',
+  ].join('\n');
+  const watchdog = spawn(
+    '/bin/sh',
+    ['-c', script, 'kstate-kafka-watchdog', String(pid), String(graceS), dir],
+    {
+      stdio: ['pipe', 'ignore', 'ignore'],
+      detached: true,
+    },
+  );
   watchdog.on('error', () => undefined);
   watchdog.stdin?.on('error', () => undefined);
   watchdog.unref();
