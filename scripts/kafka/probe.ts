@@ -3,6 +3,7 @@
  * brokers that have registered and been unfenced) is the check, so "answers" means a client can use it.
  */
 import { Kafka, logLevel } from 'kafkajs';
+import { HarnessError } from './errors.ts';
 import './quiet-warnings.ts';
 
 export type ProbeResult =
@@ -65,4 +66,16 @@ export async function waitForBrokers(
       setTimeout(resolve, Math.min(200, Math.max(0, deadline - performance.now()))),
     );
   }
+}
+
+/** For a cluster the user named in KAFKA_BROKERS: resolves if it answers, else one clear line. */
+export async function requireAnswer(brokers: string): Promise<{ brokerCount: number }> {
+  const answer = await probeBrokers(brokers, 10_000);
+  if (!answer.ok) {
+    throw new HarnessError(
+      'BROKERS_UNREACHABLE',
+      `KAFKA_BROKERS=${brokers} does not answer: ${answer.reason}. Unset it to let the harness start a broker, or start your cluster`,
+    );
+  }
+  return { brokerCount: answer.brokerCount };
 }

@@ -8,8 +8,8 @@
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
 import { startBroker } from './broker.ts';
-import { formatHarnessError, HarnessError } from './errors.ts';
-import { probeBrokers } from './probe.ts';
+import { formatHarnessError } from './errors.ts';
+import { requireAnswer } from './probe.ts';
 import { stopAll } from './processes.ts';
 
 const log = (line: string) => process.stderr.write(`kafka harness: ${line}\n`);
@@ -54,13 +54,7 @@ async function main(command: readonly string[]): Promise<number> {
 
   const external = process.env.KAFKA_BROKERS?.trim();
   if (external !== undefined && external !== '') {
-    const answer = await probeBrokers(external, 10_000);
-    if (!answer.ok) {
-      throw new HarnessError(
-        'BROKERS_UNREACHABLE',
-        `KAFKA_BROKERS=${external} does not answer: ${answer.reason}. Unset it to let the harness start a broker, or start your cluster`,
-      );
-    }
+    const answer = await requireAnswer(external);
     log(`using KAFKA_BROKERS=${external} (${answer.brokerCount} broker(s))`);
     return await run(command, process.env);
   }
