@@ -13,7 +13,7 @@ const say = (line: string) => process.stdout.write(`demo: ${line}\n`);
 async function main(): Promise<void> {
   const external = process.env.KAFKA_BROKERS?.trim();
   let brokers: string;
-  let stop = async () => undefined as void;
+  let stop: () => Promise<void> = async () => {};
   if (external !== undefined && external !== '') {
     await requireAnswer(external);
     brokers = external;
