@@ -1,1 +1,35 @@
-export {};
+/**
+ * The public entry point of the framework. Connectors and examples import from here (or from
+ * `framework/testing/index.ts`), never from deep paths.
+ */
+export type { Clock } from './api/clock.ts';
+export { systemClock } from './api/clock.ts';
+export type { CheckpointConfig, RestartStrategy, RuntimeConfig } from './api/config.ts';
+export { aggregatingState, listState, mapState, reducingState, valueState } from './api/descriptors.ts';
+export { type ErrorCode, ErrorCodes, isStreamError, StreamError } from './api/errors.ts';
+export type * from './api/functions.ts';
+export { outputTag } from './api/functions.ts';
+export type { Key, KeyId } from './api/keys.ts';
+export type { Serializer } from './api/serializer.ts';
+export type { Sink, SinkWriter } from './api/sink.ts';
+export type { Source, SourceBatch, SourceReader, SourceRecord, WatermarkStrategy } from './api/source.ts';
+export type * from './api/state.ts';
+export { FilesystemCheckpointStorage } from './checkpoint/storage/filesystem.ts';
+export { MemoryCheckpointStorage } from './checkpoint/storage/memory.ts';
+export type { CheckpointMetadata, CheckpointStorage, FileRef, Scope } from './checkpoint/storage/storage.ts';
+export {
+  BroadcastConnectedStream,
+  BroadcastStream,
+  ConnectedKeyedStreams,
+  ConnectedStreams,
+  DataStream,
+  KeyedStream,
+  StreamJob,
+} from './graph/builder.ts';
+export type { JobGraph } from './graph/types.ts';
+export { type JobListener, type JobOptions, type RunningJob, runJob } from './runtime/job.ts';
+export type { CheckpointStats } from './runtime/task.ts';
+export type { KeyedStateBackend } from './state/backend.ts';
+export { HeapKeyedStateBackend } from './state/backends/heap/heap.ts';
+export { keyGroupOf, keyId, murmur2 } from './state/keys.ts';
+export { jsonSerializer, msgpackSerializer, userSerializer } from './state/serializers.ts';

@@ -1,0 +1,44 @@
+/** Checkpointing of a job; every field has a default (see `resolveRuntimeConfig`). */
+export interface CheckpointConfig {
+  /** Time between checkpoint triggers; 0 disables periodic checkpoints (final and savepoints still run). Default 1000. */
+  readonly intervalMs: number;
+  /** A checkpoint not complete after this long is aborted. Default 60000. */
+  readonly timeoutMs: number;
+  /** Minimum time from the completion of one checkpoint to the trigger of the next. Default 0. */
+  readonly minPauseMs: number;
+  /** Checkpoints in flight at once (their asynchronous parts overlap). Default 1. */
+  readonly maxConcurrent: number;
+  /** Consecutive failed checkpoints tolerated before the task fails and restarts. Default 3. */
+  readonly tolerableFailures: number;
+  /** `exactly-once` aligns barriers; `at-least-once` does not (records may be replayed). Default exactly-once. */
+  readonly guarantee: 'exactly-once' | 'at-least-once';
+  /** Unaligned checkpoints: barriers overtake buffered records, which are stored with the snapshot. Default false. */
+  readonly unaligned: boolean;
+  /** With aligned checkpoints, switch to unaligned when alignment takes longer than this. Default: never. */
+  readonly alignmentTimeoutMs: number | undefined;
+  /** `async`: only the capture stops processing; `sync`: processing stops until the snapshot is written. Default async. */
+  readonly snapshot: 'async' | 'sync';
+}
+
+export type RestartStrategy =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'fixed-delay'; readonly attempts: number; readonly delayMs: number }
+  | {
+      readonly kind: 'exponential-backoff';
+      readonly initialDelayMs: number;
+      readonly maxDelayMs: number;
+      readonly multiplier: number;
+      /** Give up after this many restarts without a quiet period; default unlimited. */
+      readonly maxAttempts?: number;
+      /** A task that ran this long without failing resets the backoff. Default 60000. */
+      readonly resetAfterMs?: number;
+    };
+
+export interface RuntimeConfig {
+  readonly checkpoints: CheckpointConfig;
+  readonly restart: RestartStrategy;
+  /** Records buffered per input channel before the source is paused. Default 1024. */
+  readonly channelCapacity: number;
+  /** Records a reader is asked for per poll. Default 256. */
+  readonly pollBatch: number;
+}

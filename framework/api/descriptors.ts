@@ -1,0 +1,47 @@
+import type { Serializer } from './serializer.ts';
+import type {
+  AggregateFunction,
+  AggregatingStateDescriptor,
+  ListStateDescriptor,
+  MapStateDescriptor,
+  ReducingStateDescriptor,
+  StateTtlConfig,
+  ValueStateDescriptor,
+} from './state.ts';
+
+/** Factories for state descriptors: `ctx.getState(valueState<number>('count'))`. */
+interface Options<S> {
+  readonly ttl?: StateTtlConfig;
+  readonly serializer?: Serializer<S>;
+}
+
+export const valueState = <T>(name: string, o: Options<T> = {}): ValueStateDescriptor<T> => ({
+  kind: 'value',
+  name,
+  ...o,
+});
+export const listState = <T>(name: string, o: Options<T> = {}): ListStateDescriptor<T> => ({
+  kind: 'list',
+  name,
+  ...o,
+});
+export const mapState = <K, V>(name: string, o: Options<[K, V]> = {}): MapStateDescriptor<K, V> => ({
+  kind: 'map',
+  name,
+  ...o,
+});
+export const reducingState = <T>(
+  name: string,
+  reduce: (a: T, b: T) => T,
+  o: Options<T> = {},
+): ReducingStateDescriptor<T> => ({
+  kind: 'reducing',
+  name,
+  reduce,
+  ...o,
+});
+export const aggregatingState = <IN, ACC, OUT>(
+  name: string,
+  aggregate: AggregateFunction<IN, ACC, OUT>,
+  o: Options<ACC> = {},
+): AggregatingStateDescriptor<IN, ACC, OUT> => ({ kind: 'aggregating', name, aggregate, ...o });

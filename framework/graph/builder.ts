@@ -1,0 +1,236 @@
+import { StreamError } from '../api/errors.ts';
+import type {
+  CoProcessFunction,
+  KeyedBroadcastProcessFunction,
+  KeyedCoProcessFunction,
+  KeyedProcessFunction,
+  OutputTag,
+  ProcessFunction,
+} from '../api/functions.ts';
+import type { Key } from '../api/keys.ts';
+import type { Sink } from '../api/sink.ts';
+import type { Source, WatermarkStrategy } from '../api/source.ts';
+import type { GraphEdge, GraphNode, JobGraph, KeySelector, OperatorSpec } from './types.ts';
+import { validateGraph } from './validate.ts';
+
+/**
+ * The DataStream API. A `StreamJob` collects the dataflow; `build()` validates it and returns the
+ * plain `JobGraph` the runtime executes. Streams are immutable handles: every transformation adds a
+ * node and returns a new stream.
+ *
+ *   const job = new StreamJob('orders');
+ *   job.source(orders, { watermarks: { maxOutOfOrdernessMs: 5_000 } })
+ *     .keyBy((o) => o.customer)
+ *     .process(new CountPerCustomer(), { uid: 'count' })
+ *     .sinkTo(out);
+ */
+export class StreamJob {
+  readonly jobId: string;
+  readonly #nodes: GraphNode[] = [];
+
+  constructor(jobId: string) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/.test(jobId)) {
+      throw new StreamError(
+        'CONFIG_INVALID',
+        `jobId ${JSON.stringify(jobId)} is not valid: use letters, digits, '.', '_' and '-' (it names Kafka groups, topics and transactional ids)`,
+      );
+    }
+    this.jobId = jobId;
+  }
+
+  /** Read a source. `broadcast: true` gives every task all partitions (see `DataStream.broadcast`). */
+  source<T>(source: Source<T>, options: { watermarks?: WatermarkStrategy<T> } = {}): DataStream<T> {
+    const id = this.addNode(
+      {
+        kind: 'source',
+        source: source as Source<unknown>,
+        watermarks: (options.watermarks ?? {}) as WatermarkStrategy<unknown>,
+        broadcast: false,
+      },
+      [],
+      source.uid,
+    );
+    return new DataStream<T>(this, { from: id });
+  }
+
+  /** Validate and return the graph. Throws GRAPH_INVALID naming the operator at fault. */
+  build(): JobGraph {
+    const graph: JobGraph = { jobId: this.jobId, nodes: [...this.#nodes] };
+    validateGraph(graph);
+    return graph;
+  }
+
+  /** @internal */
+  addNode(spec: OperatorSpec, inputs: GraphEdge[], uid: string | undefined): number {
+    const id = this.#nodes.length;
+    this.#nodes.push({ id, uid: uid ?? `${spec.kind}-${id}`, uidExplicit: uid !== undefined, spec, inputs });
+    return id;
+  }
+
+  /** @internal */
+  markBroadcast(nodeId: number): void {
+    const node = this.#nodes[nodeId];
+    if (node?.spec.kind !== 'source') {
+      throw new StreamError(
+        'GRAPH_INVALID',
+        `broadcast() is only supported directly on a source (operator ${node?.uid ?? nodeId}): every task reads all partitions of a broadcast source`,
+      );
+    }
+    this.#nodes[nodeId] = { ...node, spec: { ...node.spec, broadcast: true } };
+  }
+}
+
+export interface OperatorOptions {
+  /** Stable id of the operator; required for stateful operators, so their state survives code changes. */
+  readonly uid?: string;
+}
+
+export interface StatefulOptions {
+  readonly uid: string;
+}
+
+export class DataStream<T> {
+  readonly #job: StreamJob;
+  /** @internal */
+  readonly edge: GraphEdge;
+
+  constructor(job: StreamJob, edge: GraphEdge) {
+    this.#job = job;
+    this.edge = edge;
+  }
+
+  map<R>(fn: (value: T) => R, options: OperatorOptions = {}): DataStream<R> {
+    return this.#add<R>({ kind: 'map', fn }, options.uid);
+  }
+
+  filter(fn: (value: T) => boolean, options: OperatorOptions = {}): DataStream<T> {
+    return this.#add<T>({ kind: 'filter', fn }, options.uid);
+  }
+
+  flatMap<R>(fn: (value: T) => Iterable<R>, options: OperatorOptions = {}): DataStream<R> {
+    return this.#add<R>({ kind: 'flatMap', fn }, options.uid);
+  }
+
+  /** Partition by key. The input must already be partitioned by this key (see docs/runtime.md). */
+  keyBy<K extends Key>(selector: (value: T) => K): KeyedStream<T, K> {
+    return new KeyedStream<T, K>(this.#job, { ...this.edge, key: selector as KeySelector });
+  }
+
+  process<R>(fn: ProcessFunction<T, R>, options: StatefulOptions): DataStream<R> {
+    return this.#add<R>({ kind: 'process', fn }, options.uid);
+  }
+
+  union(...others: DataStream<T>[]): DataStream<T> {
+    const id = this.#job.addNode({ kind: 'union' }, [this.edge, ...others.map((o) => o.edge)], undefined);
+    return new DataStream<T>(this.#job, { from: id });
+  }
+
+  connect<T2>(other: DataStream<T2>): ConnectedStreams<T, T2> {
+    return new ConnectedStreams<T, T2>(this.#job, this.edge, other.edge);
+  }
+
+  /** Turn a source stream into a broadcast stream carrying the named broadcast states. */
+  broadcast(...stateNames: string[]): BroadcastStream<T> {
+    this.#job.markBroadcast(this.edge.from);
+    return new BroadcastStream<T>(this.edge, stateNames);
+  }
+
+  getSideOutput<R>(tag: OutputTag<R>): DataStream<R> {
+    return new DataStream<R>(this.#job, { from: this.edge.from, tag: tag.id });
+  }
+
+  sinkTo(sink: Sink<T>): void {
+    this.#job.addNode({ kind: 'sink', sink: sink as Sink<unknown> }, [this.edge], sink.uid);
+  }
+
+  #add<R>(spec: OperatorSpec, uid: string | undefined): DataStream<R> {
+    return new DataStream<R>(this.#job, { from: this.#job.addNode(spec, [this.edge], uid) });
+  }
+}
+
+export class KeyedStream<T, K extends Key> {
+  readonly #job: StreamJob;
+  /** @internal */
+  readonly edge: GraphEdge;
+
+  constructor(job: StreamJob, edge: GraphEdge) {
+    this.#job = job;
+    this.edge = edge;
+  }
+
+  process<R>(fn: KeyedProcessFunction<K, T, R>, options: StatefulOptions): DataStream<R> {
+    const id = this.#job.addNode({ kind: 'keyedProcess', fn }, [this.edge], options.uid);
+    return new DataStream<R>(this.#job, { from: id });
+  }
+
+  connect<T2>(other: KeyedStream<T2, K>): ConnectedKeyedStreams<T, T2, K>;
+  connect<B>(other: BroadcastStream<B>): BroadcastConnectedStream<T, B, K>;
+  connect<T2>(
+    other: KeyedStream<T2, K> | BroadcastStream<T2>,
+  ): ConnectedKeyedStreams<T, T2, K> | BroadcastConnectedStream<T, T2, K> {
+    if (other instanceof BroadcastStream) return new BroadcastConnectedStream(this.#job, this.edge, other);
+    return new ConnectedKeyedStreams<T, T2, K>(this.#job, this.edge, other.edge);
+  }
+}
+
+export class ConnectedStreams<T1, T2> {
+  readonly #job: StreamJob;
+  readonly #a: GraphEdge;
+  readonly #b: GraphEdge;
+  constructor(job: StreamJob, a: GraphEdge, b: GraphEdge) {
+    this.#job = job;
+    this.#a = a;
+    this.#b = b;
+  }
+
+  process<R>(fn: CoProcessFunction<T1, T2, R>, options: StatefulOptions): DataStream<R> {
+    const id = this.#job.addNode({ kind: 'coProcess', fn }, [this.#a, this.#b], options.uid);
+    return new DataStream<R>(this.#job, { from: id });
+  }
+}
+
+export class ConnectedKeyedStreams<T1, T2, K extends Key> {
+  readonly #job: StreamJob;
+  readonly #a: GraphEdge;
+  readonly #b: GraphEdge;
+  constructor(job: StreamJob, a: GraphEdge, b: GraphEdge) {
+    this.#job = job;
+    this.#a = a;
+    this.#b = b;
+  }
+
+  process<R>(fn: KeyedCoProcessFunction<K, T1, T2, R>, options: StatefulOptions): DataStream<R> {
+    const id = this.#job.addNode({ kind: 'keyedCoProcess', fn }, [this.#a, this.#b], options.uid);
+    return new DataStream<R>(this.#job, { from: id });
+  }
+}
+
+export class BroadcastStream<T> {
+  /** @internal */
+  readonly edge: GraphEdge;
+  readonly stateNames: readonly string[];
+  constructor(edge: GraphEdge, stateNames: readonly string[]) {
+    this.edge = edge;
+    this.stateNames = stateNames;
+  }
+}
+
+export class BroadcastConnectedStream<T, B, K extends Key> {
+  readonly #job: StreamJob;
+  readonly #keyed: GraphEdge;
+  readonly #broadcast: BroadcastStream<B>;
+  constructor(job: StreamJob, keyed: GraphEdge, broadcast: BroadcastStream<B>) {
+    this.#job = job;
+    this.#keyed = keyed;
+    this.#broadcast = broadcast;
+  }
+
+  process<R>(fn: KeyedBroadcastProcessFunction<K, T, B, R>, options: StatefulOptions): DataStream<R> {
+    const id = this.#job.addNode(
+      { kind: 'broadcastProcess', fn, states: this.#broadcast.stateNames },
+      [this.#keyed, this.#broadcast.edge],
+      options.uid,
+    );
+    return new DataStream<R>(this.#job, { from: id });
+  }
+}

@@ -1,0 +1,77 @@
+import type {
+  CoProcessFunction,
+  KeyedBroadcastProcessFunction,
+  KeyedCoProcessFunction,
+  KeyedProcessFunction,
+  ProcessFunction,
+} from '../api/functions.ts';
+import type { Key } from '../api/keys.ts';
+import type { Sink } from '../api/sink.ts';
+import type { Source, WatermarkStrategy } from '../api/source.ts';
+
+/** The logical dataflow of a job: plain data, built by `builder.ts`, checked by `validate.ts`. */
+export interface JobGraph {
+  readonly jobId: string;
+  readonly nodes: readonly GraphNode[];
+}
+
+export type KeySelector = (value: never) => Key;
+
+export interface GraphEdge {
+  readonly from: number;
+  /** A side output of `from` instead of its main output. */
+  readonly tag?: string;
+  /** Set when the stream was keyed (keyBy) on the way into this node. */
+  readonly key?: KeySelector;
+}
+
+export interface GraphNode {
+  readonly id: number;
+  readonly uid: string;
+  /** False when the uid was generated; stateful operators need an explicit one. */
+  readonly uidExplicit: boolean;
+  readonly spec: OperatorSpec;
+  readonly inputs: readonly GraphEdge[];
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: user functions of any element type are stored side by side
+type AnyFn = any;
+
+export type OperatorSpec =
+  | {
+      readonly kind: 'source';
+      readonly source: Source<unknown>;
+      readonly watermarks: WatermarkStrategy<unknown>;
+      readonly broadcast: boolean;
+    }
+  | { readonly kind: 'map'; readonly fn: (value: AnyFn) => unknown }
+  | { readonly kind: 'filter'; readonly fn: (value: AnyFn) => boolean }
+  | { readonly kind: 'flatMap'; readonly fn: (value: AnyFn) => Iterable<unknown> }
+  | { readonly kind: 'union' }
+  | { readonly kind: 'process'; readonly fn: ProcessFunction<AnyFn, unknown> }
+  | { readonly kind: 'keyedProcess'; readonly fn: KeyedProcessFunction<AnyFn, AnyFn, unknown> }
+  | { readonly kind: 'coProcess'; readonly fn: CoProcessFunction<AnyFn, AnyFn, unknown> }
+  | { readonly kind: 'keyedCoProcess'; readonly fn: KeyedCoProcessFunction<AnyFn, AnyFn, AnyFn, unknown> }
+  | {
+      readonly kind: 'broadcastProcess';
+      readonly fn: KeyedBroadcastProcessFunction<AnyFn, AnyFn, AnyFn, unknown>;
+      /** Names of the broadcast states the function may use. */
+      readonly states: readonly string[];
+    }
+  | { readonly kind: 'sink'; readonly sink: Sink<unknown> };
+
+export type OperatorKind = OperatorSpec['kind'];
+
+/** Kinds that hold state (managed, raw or sink transactions) and therefore need a stable uid. */
+export const STATEFUL_KINDS: ReadonlySet<OperatorKind> = new Set([
+  'source',
+  'process',
+  'keyedProcess',
+  'coProcess',
+  'keyedCoProcess',
+  'broadcastProcess',
+  'sink',
+]);
+
+/** Kinds whose every input must be keyed (the second input of broadcastProcess is the broadcast). */
+export const KEYED_KINDS: ReadonlySet<OperatorKind> = new Set(['keyedProcess', 'keyedCoProcess']);

@@ -1,0 +1,66 @@
+import type { Clock } from '../../api/clock.ts';
+import { StreamError } from '../../api/errors.ts';
+import type { RuntimeInfo } from '../../api/functions.ts';
+import type { KeyId } from '../../api/keys.ts';
+import type { KeyedStateBackend } from '../../state/backend.ts';
+import type { OperatorStateSnapshot } from '../../state/operator-state.ts';
+
+/**
+ * The runtime side of an operator: what a task calls. One required behaviour (`process`) and
+ * defaulted hooks, all called from the task loop only. `snapshot` is the synchronous part of a
+ * checkpoint: it returns plain data that no later processing changes.
+ */
+export interface RuntimeOperator {
+  readonly uid: string;
+  open(restored: OperatorSnapshot | undefined): Promise<void>;
+  process(input: number, value: unknown, timestamp: number | undefined): void;
+  /** The operator's combined input watermark advanced to `watermark`: fire due event-time timers. */
+  advanceWatermark(watermark: number): void;
+  /** Fire processing-time timers due at `now`. */
+  fireProcessingTimers(now: number): void;
+  /** Earliest pending processing-time timer, if any. */
+  nextProcessingTimer(): number | undefined;
+  snapshot(checkpointId: number): OperatorSnapshot;
+  notifyComplete(checkpointId: number): Promise<void>;
+  notifyAborted(checkpointId: number): void;
+  /** Orderly end (after the final checkpoint). */
+  close(): Promise<void>;
+  /** Failure or cancellation: drop uncommitted work. Must not throw. */
+  abort(): Promise<void>;
+}
+
+/** The part of a task snapshot that belongs to one operator. Plain, serializable data. */
+export interface OperatorSnapshot {
+  timers?: { event: [number, KeyId][]; processing: [number, KeyId][] };
+  operatorState?: OperatorStateSnapshot;
+  raw?: Uint8Array;
+  /** Sink committables not yet committed, by checkpoint id, oldest first. */
+  committables?: [number, unknown][];
+}
+
+/** Where an operator sends its output: downstream operators, synchronously. */
+export interface Emitter {
+  emit(value: unknown, timestamp: number | undefined): void;
+  side(tag: string, value: unknown, timestamp: number | undefined): void;
+}
+
+/** What a task gives each operator it creates. */
+export interface OperatorEnv {
+  readonly info: RuntimeInfo;
+  readonly clock: Clock;
+  /** The task's keyed backend with state names scoped to this operator. */
+  readonly keyed: KeyedStateBackend;
+  readonly out: Emitter;
+  /** The operator's current combined input watermark. */
+  watermark(): number;
+}
+
+/**
+ * Run a user function; wrap what it throws as USER_FUNCTION_FAILED naming the operator (errors
+ * that are already StreamErrors, e.g. from a downstream operator, pass through unchanged).
+ */
+export function failUser(uid: string, what: string, e: unknown): never {
+  if (e instanceof StreamError) throw e;
+  const msg = e instanceof Error ? e.message : String(e);
+  throw new StreamError('USER_FUNCTION_FAILED', `operator '${uid}' failed in ${what}: ${msg}`, { cause: e });
+}

@@ -1,0 +1,697 @@
+import { randomBytes } from 'node:crypto';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import type { Clock } from '../api/clock.ts';
+import type { RuntimeConfig } from '../api/config.ts';
+import { StreamError } from '../api/errors.ts';
+import type { WatermarkStrategy } from '../api/source.ts';
+import { decideOnCheckpointFailure, decideTrigger } from '../checkpoint/decisions.ts';
+import type { CheckpointMetadata, CheckpointStorage, Scope } from '../checkpoint/storage/storage.ts';
+import type { JobPlan, StagePlan } from '../graph/plan.ts';
+import type { KeyedStateBackend, KeyedStateCapture } from '../state/backend.ts';
+import { type AlignmentResult, BarrierAligner } from './alignment.ts';
+import { type InflightRecord, InputChannel } from './channel.ts';
+import type { FaultInjector } from './faults.ts';
+import type { OperatorSnapshot, RuntimeOperator } from './operators/types.ts';
+import {
+  type ChannelPosition,
+  type OperatorsFile,
+  readTaskSnapshot,
+  TASK_SNAPSHOT_FORMAT,
+  type TaskPayload,
+  writeTaskFiles,
+} from './snapshot-io.ts';
+import { createOperators, type OperatorWiring } from './wiring.ts';
+
+/** Where a task restores from when it starts. */
+export type RestoreFrom =
+  | { readonly kind: 'latest' }
+  | { readonly kind: 'savepoint'; readonly name: string }
+  | { readonly kind: 'checkpoint'; readonly checkpointId: number };
+
+export interface CheckpointStats {
+  readonly taskId: string;
+  readonly checkpointId: number;
+  readonly savepoint: string | undefined;
+  readonly final: boolean;
+  readonly unaligned: boolean;
+  readonly alignmentMs: number;
+  readonly syncMs: number;
+  readonly asyncMs: number;
+  readonly bytes: number;
+  readonly inflightRecords: number;
+}
+
+export interface TaskListener {
+  checkpointCompleted?(stats: CheckpointStats): void;
+  checkpointFailed?(info: { taskId: string; checkpointId: number; error: unknown }): void;
+  restored?(info: { taskId: string; checkpointId: number | undefined; ms: number }): void;
+}
+
+export interface TaskOptions {
+  readonly jobId: string;
+  readonly plan: JobPlan;
+  readonly stage: StagePlan;
+  readonly partition: number;
+  readonly storage: CheckpointStorage;
+  readonly createBackend: (scope: Scope) => KeyedStateBackend | Promise<KeyedStateBackend>;
+  readonly clock: Clock;
+  readonly config: RuntimeConfig;
+  readonly restoreFrom: RestoreFrom;
+  readonly faults?: FaultInjector;
+  readonly listener?: TaskListener;
+}
+
+/** The id a task's checkpoints are stored under: stage (its source uids) and partition. */
+export function taskScope(jobId: string, plan: JobPlan, stage: StagePlan, partition: number): Scope {
+  const sources = stage.nodes
+    .map((id) => plan.graph.nodes[id]!)
+    .filter((n) => n.spec.kind === 'source' && !n.spec.broadcast)
+    .map((n) => n.uid)
+    .sort();
+  return {
+    jobId,
+    taskId: `${sources
+      .join('.')
+      .replace(/[^A-Za-z0-9._-]/g, '_')
+      .slice(0, 180)}-p${partition}`,
+  };
+}
+
+interface PendingCheckpoint {
+  readonly id: number;
+  readonly savepoint: string | undefined;
+  readonly final: boolean;
+  readonly triggeredAt: number;
+  aborted: boolean;
+  done: Promise<void> | undefined;
+}
+
+const ROUND_BATCH = 64;
+
+/**
+ * One task: stage x partition. Owns the operator instances of its stage, the input channels of its
+ * source partitions, one keyed backend, and its checkpoints (each one a consistent snapshot of this
+ * task alone: source positions, channel state, operator state, sink committables).
+ *
+ * Lifecycle: `run()` restores, then processes until the input ends (a final checkpoint is taken and
+ * committed first) or `stop()` is called; it rejects when the task fails. After a failure the owner
+ * calls `abort()`, which waits for in-flight work and guarantees that nothing of this incarnation
+ * commits afterwards, then starts a new Task.
+ */
+export class Task {
+  readonly scope: Scope;
+  readonly #o: TaskOptions;
+  readonly #attempt = randomBytes(4).toString('hex');
+  #backend!: KeyedStateBackend;
+  #wiring!: OperatorWiring;
+  #channels: InputChannel[] = [];
+  #aligner!: BarrierAligner;
+  #strategies: WatermarkStrategy<unknown>[] = [];
+  #opWatermarks: number[] = [];
+
+  #nextCheckpointId = 1;
+  #pending: PendingCheckpoint[] = [];
+  #requested: {
+    savepoint?: string;
+    resolve: (m: CheckpointMetadata) => void;
+    reject: (e: unknown) => void;
+  }[] = [];
+  #commitChain: Promise<void> = Promise.resolve();
+  #lastTriggerAt = 0;
+  #lastCompletedAt: number | undefined;
+  #consecutiveFailures = 0;
+  #completedIds = new Set<number>();
+  #savepointWaiters = new Map<
+    number,
+    { resolve: (m: CheckpointMetadata) => void; reject: (e: unknown) => void }
+  >();
+
+  #failure: unknown;
+  #stopRequested = false;
+  #cancelled = false;
+  #wakeResolve: (() => void) | undefined;
+  #cancelWakeTimer: (() => void) | undefined;
+  #pumps: Promise<void>[] = [];
+  #readers: { close(): Promise<void> }[] = [];
+  #running = false;
+  /** Records taken from channels so far (for tests and metrics). */
+  recordsIn = 0;
+
+  constructor(options: TaskOptions) {
+    this.#o = options;
+    this.scope = taskScope(options.jobId, options.plan, options.stage, options.partition);
+  }
+
+  get lastCompletedCheckpoint(): number | undefined {
+    return this.#completedIds.size === 0 ? undefined : Math.max(...this.#completedIds);
+  }
+
+  /** Restore, process, and return when the input has ended (after the final checkpoint) or on stop. */
+  async run(): Promise<void> {
+    this.#running = true;
+    await this.#restore();
+    this.#lastTriggerAt = this.#o.clock.now();
+    await this.#loop();
+  }
+
+  /** Ask for a savepoint; resolves with its metadata once committed. */
+  savepoint(name: string): Promise<CheckpointMetadata> {
+    return new Promise((resolve, reject) => {
+      this.#requested.push({ savepoint: name, resolve, reject });
+      this.#wake();
+    });
+  }
+
+  /** Ask for a checkpoint now (outside the interval); resolves once committed. */
+  checkpointNow(): Promise<CheckpointMetadata> {
+    return new Promise((resolve, reject) => {
+      this.#requested.push({ resolve, reject });
+      this.#wake();
+    });
+  }
+
+  /** Stop processing without a final checkpoint; `run()` then returns. */
+  stop(): void {
+    this.#stopRequested = true;
+    this.#wake();
+  }
+
+  /** Hold back (or release) the channels of one source: the task stops taking their records. */
+  hold(sourceUid: string, held: boolean): void {
+    for (const c of this.#channels) if (c.sourceUid === sourceUid) c.held = held;
+    this.#wake();
+  }
+
+  /** Tear down after a failure or stop: nothing of this incarnation commits after this resolves. */
+  async abort(): Promise<void> {
+    this.#cancelled = true;
+    this.#stopRequested = true;
+    this.#cancelWakeTimer?.();
+    for (const c of this.#channels) c.stop();
+    for (const p of this.#pending) p.aborted = true;
+    await Promise.allSettled(this.#pending.map((p) => p.done));
+    await this.#commitChain.catch(() => {});
+    await Promise.allSettled(this.#readers.map((r) => r.close()));
+    await Promise.allSettled(this.#pumps);
+    if (this.#wiring) await Promise.allSettled(this.#wiring.operators.map((o) => o.abort()));
+    await this.#backend?.close().catch(() => {});
+    for (const r of this.#requested)
+      r.reject(new StreamError('JOB_CANCELLED', `task ${this.scope.taskId} stopped before the savepoint`));
+    for (const w of this.#savepointWaiters.values())
+      w.reject(
+        new StreamError('JOB_CANCELLED', `task ${this.scope.taskId} stopped before the savepoint completed`),
+      );
+    this.#requested = [];
+    this.#savepointWaiters.clear();
+  }
+
+  // ---------------------------------------------------------------- restore and wiring
+
+  async #restore(): Promise<void> {
+    const { storage, restoreFrom, listener } = this.#o;
+    const started = performance.now();
+    const latest = await storage.latest(this.scope);
+    let meta: CheckpointMetadata | undefined;
+    if (restoreFrom.kind === 'savepoint') meta = await storage.loadSavepoint(restoreFrom.name, this.scope);
+    else if (restoreFrom.kind === 'checkpoint')
+      meta = await storage.load(this.scope, restoreFrom.checkpointId);
+    else meta = latest;
+    const restored = meta ? await readTaskSnapshot(storage, meta) : undefined;
+    if (restored && restored.payload.partitions !== this.#o.stage.partitions) {
+      throw new StreamError(
+        'CHECKPOINT_NOT_FOUND',
+        `checkpoint ${meta!.checkpointId} of task ${this.scope.taskId} was taken with ${restored.payload.partitions} partitions, the job now has ${this.#o.stage.partitions}: rescale the savepoint offline first`,
+      );
+    }
+    this.#nextCheckpointId = Math.max(meta?.checkpointId ?? 0, latest?.checkpointId ?? 0) + 1;
+
+    this.#backend = await this.#o.createBackend(this.scope);
+    if (restored) await this.#backend.restore(restored.keyed);
+
+    const { plan, stage, partition, jobId, clock } = this.#o;
+    this.#wiring = await createOperators({
+      plan,
+      stage,
+      partition,
+      jobId,
+      clock,
+      backend: this.#backend,
+      watermarkOf: (i) => this.#opWatermarks[i] ?? Number.NEGATIVE_INFINITY,
+    });
+    this.#opWatermarks = this.#wiring.operators.map(() => Number.NEGATIVE_INFINITY);
+
+    // Channels: one per source partition read by this task, positioned as restored.
+    const positions = new Map<string, { pos: ChannelPosition; inflight: readonly InflightRecord[] }>();
+    restored?.payload.channels.forEach((c, i) => {
+      positions.set(`${c.source}#${c.partition}`, { pos: c, inflight: restored.operators.inflight[i] ?? [] });
+    });
+    for (const src of this.#wiring.sources) {
+      const parts = src.broadcast ? [...Array(src.source.partitions()).keys()] : [partition];
+      for (const p of parts) {
+        const saved = positions.get(`${src.uid}#${p}`);
+        const channel = new InputChannel({
+          index: this.#channels.length,
+          sourceUid: src.uid,
+          partition: p,
+          capacity: this.#o.config.channelCapacity,
+          position: saved?.pos.position,
+          now: clock.now(),
+          wake: () => this.#wake(),
+        });
+        if (saved && saved.inflight.length > 0) channel.prepend(saved.inflight);
+        this.#channels.push(channel);
+        this.#strategies.push(src.watermarks);
+        src.channels.push(channel.index);
+      }
+    }
+    this.#wiring.computeUpstreamChannels(this.#channels.length);
+    this.#aligner = new BarrierAligner(this.#o.config.checkpoints.guarantee);
+
+    const opSnaps = restored?.operators.operators ?? {};
+    for (const op of this.#wiring.operators) await op.open(restored ? (opSnaps[op.uid] ?? {}) : undefined);
+
+    for (const c of this.#channels) {
+      const src = this.#wiring.sources.find((s) => s.uid === c.sourceUid)!;
+      const reader = await src.source.createReader(c.partition, c.position);
+      this.#readers.push(reader);
+      this.#pumps.push(c.pump(reader, this.#o.config.pollBatch, 5));
+    }
+    if (restored) this.#completedIds.add(restored.meta.checkpointId);
+    listener?.restored?.({
+      taskId: this.scope.taskId,
+      checkpointId: meta?.checkpointId,
+      ms: performance.now() - started,
+    });
+  }
+
+  // ---------------------------------------------------------------- the loop
+
+  async #loop(): Promise<void> {
+    let rounds = 0;
+    let rr = 0;
+    let finalRequested = false;
+    for (;;) {
+      if (this.#failure !== undefined) throw this.#failure;
+      for (const c of this.#channels) if (c.failure !== undefined) throw wrapSourceError(c, c.failure);
+      if (this.#stopRequested) return;
+
+      const now = this.#o.clock.now();
+      this.#checkTimeouts(now);
+      this.#maybeTrigger(now);
+      for (const op of this.#wiring.operators) op.fireProcessingTimers(now);
+
+      let worked = 0;
+      const n = this.#channels.length;
+      for (let k = 0; k < n; k++) {
+        const c = this.#channels[(rr + k) % n]!;
+        for (let i = 0; i < ROUND_BATCH && c.available && !this.#syncWait; i++) {
+          this.#handle(c);
+          worked++;
+        }
+      }
+      rr++;
+      this.#updateWatermarks(now);
+
+      if (!finalRequested && this.#channels.every((c) => c.finished)) {
+        finalRequested = true;
+        await this.#finish();
+        return;
+      }
+      if (this.#syncWait) {
+        // Synchronous checkpoint (or the final one): processing waits for the snapshot write.
+        await this.#syncWait;
+        this.#syncWait = undefined;
+        continue;
+      }
+      if (worked === 0) await this.#sleep(now);
+      else if (++rounds % 8 === 0) await yieldToEventLoop();
+    }
+  }
+
+  #handle(c: InputChannel): void {
+    const e = c.take()!;
+    switch (e.kind) {
+      case 'record': {
+        this.recordsIn++;
+        const strategy = this.#strategies[c.index]!;
+        let ts = e.timestamp;
+        if (strategy.timestamp) {
+          try {
+            ts = strategy.timestamp(e.value, e.timestamp);
+          } catch (err) {
+            throw new StreamError(
+              'USER_FUNCTION_FAILED',
+              `timestamp extractor of source '${c.sourceUid}' failed: ${String(err)}`,
+              {
+                cause: err,
+              },
+            );
+          }
+        }
+        if (ts !== undefined && ts > c.maxTimestamp) c.maxTimestamp = ts;
+        c.lastRecordAt = this.#o.clock.now();
+        this.#wiring.emitFromSource(c.sourceUid, e.value, ts);
+        return;
+      }
+      case 'barrier': {
+        const result = this.#aligner.onBarrier(c, e.checkpointId, e.position, this.#activeChannels());
+        this.#onAlignment(result);
+        return;
+      }
+      case 'end': {
+        c.finished = true;
+        this.#onAlignment(this.#aligner.onChannelFinished(this.#activeChannels()));
+        return;
+      }
+    }
+  }
+
+  #activeChannels(): InputChannel[] {
+    return this.#channels.filter((c) => !c.finished);
+  }
+
+  #updateWatermarks(now: number): void {
+    const marks = this.#channels.map((c, i) => {
+      if (c.finished) return { wm: Number.POSITIVE_INFINITY, idle: false };
+      const s = this.#strategies[i]!;
+      const idleTimeout = s.idleTimeoutMs;
+      const empty = c.length === 0;
+      const idle =
+        empty && (c.sourceIdle || (idleTimeout !== undefined && now - c.lastRecordAt >= idleTimeout));
+      return { wm: c.maxTimestamp - (s.maxOutOfOrdernessMs ?? 0) - 1, idle };
+    });
+    const ops = this.#wiring.operators;
+    for (let i = 0; i < ops.length; i++) {
+      let wm = Number.POSITIVE_INFINITY;
+      let active = 0;
+      for (const ch of this.#wiring.upstreamChannels[i]!) {
+        const m = marks[ch]!;
+        if (m.idle) continue;
+        active++;
+        if (m.wm < wm) wm = m.wm;
+      }
+      if (active === 0 || wm <= this.#opWatermarks[i]!) continue;
+      this.#opWatermarks[i] = wm;
+      ops[i]!.advanceWatermark(wm);
+    }
+  }
+
+  async #sleep(now: number): Promise<void> {
+    const deadlines: number[] = [];
+    const c = this.#o.config.checkpoints;
+    const d = decideTrigger(this.#triggerFacts(now), c);
+    if (!d.trigger && d.retryAt !== undefined) deadlines.push(d.retryAt);
+    for (const p of this.#pending) deadlines.push(p.triggeredAt + c.timeoutMs);
+    if (this.#aligner.aligning && c.alignmentTimeoutMs !== undefined)
+      deadlines.push(this.#aligner.startedAt + c.alignmentTimeoutMs);
+    for (const op of this.#wiring.operators) {
+      const t = op.nextProcessingTimer();
+      if (t !== undefined) deadlines.push(t);
+    }
+    for (const [i, ch] of this.#channels.entries()) {
+      const idle = this.#strategies[i]!.idleTimeoutMs;
+      if (idle !== undefined && !ch.finished) deadlines.push(ch.lastRecordAt + idle);
+    }
+    const future = deadlines.filter((t) => t > now);
+    await new Promise<void>((resolve) => {
+      this.#wakeResolve = resolve;
+      if (future.length > 0 || deadlines.length > future.length) {
+        this.#cancelWakeTimer = this.#o.clock.schedule(Math.min(...deadlines), () => this.#wake());
+      }
+    });
+  }
+
+  #wake(): void {
+    this.#cancelWakeTimer?.();
+    this.#cancelWakeTimer = undefined;
+    const w = this.#wakeResolve;
+    this.#wakeResolve = undefined;
+    w?.();
+  }
+
+  // ---------------------------------------------------------------- checkpoints
+
+  #triggerFacts(now: number) {
+    return {
+      now,
+      lastTriggerAt: this.#lastTriggerAt,
+      lastCompletedAt: this.#lastCompletedAt,
+      inFlight: this.#pending.length,
+      aligning: this.#aligner.aligning,
+    };
+  }
+
+  #maybeTrigger(now: number): void {
+    if (this.#aligner.aligning) {
+      const t = this.#o.config.checkpoints.alignmentTimeoutMs;
+      if (t !== undefined && now - this.#aligner.startedAt >= t)
+        this.#onAlignment(this.#aligner.timeout(this.#activeChannels()));
+      return;
+    }
+    const req = this.#requested.shift();
+    if (req) {
+      const id = this.#trigger(now, req.savepoint, false);
+      this.#savepointWaiters.set(id, req);
+      return;
+    }
+    if (decideTrigger(this.#triggerFacts(now), this.#o.config.checkpoints).trigger)
+      this.#trigger(now, undefined, false);
+  }
+
+  /** Start checkpoint `id`: barriers at the tail of every channel, or an immediate unaligned snapshot. */
+  #trigger(now: number, savepoint: string | undefined, final: boolean): number {
+    const id = this.#nextCheckpointId++;
+    this.#lastTriggerAt = now;
+    this.#pending.push({ id, savepoint, final, triggeredAt: now, aborted: false, done: undefined });
+    const active = this.#activeChannels();
+    // Savepoints and final checkpoints are always aligned (a savepoint is self-contained).
+    if (this.#o.config.checkpoints.unaligned && savepoint === undefined && !final) {
+      this.#onAlignment(this.#aligner.unaligned(id, active, now));
+    } else {
+      for (const c of active) c.appendBarrier(id);
+      this.#onAlignment(this.#aligner.start(id, active, now));
+    }
+    return id;
+  }
+
+  #onAlignment(result: AlignmentResult | undefined): void {
+    if (!result) return;
+    const pending = this.#pending.find((p) => p.id === result.checkpointId);
+    for (const c of this.#channels) c.blocked = false;
+    if (!pending || pending.aborted) return;
+    const run = this.#snapshot(pending, result);
+    pending.done = run;
+    if (this.#o.config.checkpoints.snapshot === 'sync' || pending.final) {
+      // Synchronous mode: processing waits for the whole checkpoint (awaited by the loop).
+      this.#syncWait = run;
+    }
+  }
+
+  #syncWait: Promise<void> | undefined;
+
+  async #snapshot(p: PendingCheckpoint, a: AlignmentResult): Promise<void> {
+    const { storage, faults, listener } = this.#o;
+    const t0 = performance.now();
+    let capture: KeyedStateCapture | undefined;
+    let operators: Record<string, OperatorSnapshot>;
+    const channels: ChannelPosition[] = [];
+    const inflight: InflightRecord[][] = [];
+    try {
+      faults?.('snapshot.capture', { taskId: this.scope.taskId, checkpointId: p.id });
+      operators = {};
+      for (const op of this.#wiring.operators) operators[op.uid] = op.snapshot(p.id);
+      capture = this.#backend.capture(p.id);
+      for (const c of this.#channels) {
+        const records = a.inflight.get(c.index) ?? [];
+        channels.push({
+          source: c.sourceUid,
+          partition: c.partition,
+          position: a.positions.get(c.index) ?? c.position,
+          inflight: records.length,
+        });
+        inflight.push(records);
+      }
+    } catch (e) {
+      capture?.release();
+      // A failure in the synchronous part fails the task.
+      this.#failure = e;
+      this.#wake();
+      return;
+    }
+    const syncMs = performance.now() - t0;
+    // From here on: the asynchronous part.
+    await Promise.resolve();
+    const t1 = performance.now();
+    let meta: CheckpointMetadata;
+    try {
+      faults?.('snapshot.write', { taskId: this.scope.taskId, checkpointId: p.id });
+      const keyed = await capture.materialize();
+      const files = await writeTaskFiles(storage, this.scope, p.id, this.#attempt, keyed, {
+        format: TASK_SNAPSHOT_FORMAT,
+        operators,
+        inflight,
+      });
+      const payload: TaskPayload = {
+        format: TASK_SNAPSHOT_FORMAT,
+        stage: this.scope.taskId.replace(/-p\d+$/, ''),
+        partition: this.#o.partition,
+        partitions: this.#o.stage.partitions,
+        backend: this.#backend.kind,
+        unaligned: a.unaligned,
+        channels,
+        keyedFile: files.keyed.path,
+        operatorsFile: files.operators.path,
+      };
+      meta = {
+        formatVersion: 1,
+        jobId: this.#o.jobId,
+        taskId: this.scope.taskId,
+        checkpointId: p.id,
+        timestamp: Date.now(),
+        files: [files.keyed, files.operators],
+        type: 'full',
+        payload,
+      };
+    } catch (e) {
+      capture.release();
+      await this.#checkpointFailed(p, e);
+      return;
+    }
+    capture.release();
+    const asyncMs = performance.now() - t1;
+    // Commit in checkpoint order; a cancelled incarnation never commits.
+    const previous = this.#commitChain;
+    let release!: () => void;
+    this.#commitChain = new Promise<void>((r) => {
+      release = r;
+    });
+    try {
+      await previous.catch(() => {});
+      if (p.aborted || this.#cancelled) {
+        await storage.discard(this.scope, p.id).catch(() => {});
+        return;
+      }
+      try {
+        await storage.commit(meta);
+        if (p.savepoint !== undefined) await storage.commit({ ...meta, savepoint: p.savepoint });
+      } catch (e) {
+        await this.#checkpointFailed(p, e);
+        return;
+      }
+      this.#pending = this.#pending.filter((x) => x !== p);
+      this.#completedIds.add(p.id);
+      this.#lastCompletedAt = this.#o.clock.now();
+      this.#consecutiveFailures = 0;
+      listener?.checkpointCompleted?.({
+        taskId: this.scope.taskId,
+        checkpointId: p.id,
+        savepoint: p.savepoint,
+        final: p.final,
+        unaligned: a.unaligned,
+        alignmentMs: a.alignmentMs,
+        syncMs,
+        asyncMs,
+        bytes: meta.files.reduce((s, f) => s + f.bytes, 0),
+        inflightRecords: inflight.reduce((s, r) => s + r.length, 0),
+      });
+      try {
+        faults?.('checkpoint.after-commit', { taskId: this.scope.taskId, checkpointId: p.id });
+        for (const op of this.#wiring.operators) await op.notifyComplete(p.id);
+      } catch (e) {
+        this.#failure = e;
+        this.#wake();
+        return;
+      }
+      const waiter = this.#savepointWaiters.get(p.id);
+      this.#savepointWaiters.delete(p.id);
+      waiter?.resolve(p.savepoint !== undefined ? { ...meta, savepoint: p.savepoint } : meta);
+    } finally {
+      release();
+      this.#wake();
+    }
+  }
+
+  async #checkpointFailed(p: PendingCheckpoint, error: unknown): Promise<void> {
+    this.#pending = this.#pending.filter((x) => x !== p);
+    p.aborted = true;
+    await this.#o.storage.discard(this.scope, p.id).catch(() => {});
+    this.#o.listener?.checkpointFailed?.({ taskId: this.scope.taskId, checkpointId: p.id, error });
+    const waiter = this.#savepointWaiters.get(p.id);
+    this.#savepointWaiters.delete(p.id);
+    waiter?.reject(error);
+    if (this.#cancelled) return;
+    for (const op of this.#wiring.operators) {
+      try {
+        op.notifyAborted(p.id);
+      } catch (e) {
+        this.#failure = e;
+      }
+    }
+    this.#consecutiveFailures++;
+    if (
+      decideOnCheckpointFailure(this.#consecutiveFailures, this.#o.config.checkpoints) === 'fail-task' ||
+      p.final
+    ) {
+      this.#failure ??= new StreamError(
+        'CHECKPOINT_FAILURES_EXCEEDED',
+        `task ${this.scope.taskId}: ${this.#consecutiveFailures} consecutive checkpoints failed (tolerable: ${this.#o.config.checkpoints.tolerableFailures}); last: ${error instanceof Error ? error.message : String(error)}`,
+        { cause: error },
+      );
+    }
+    this.#wake();
+  }
+
+  #checkTimeouts(now: number): void {
+    const timeout = this.#o.config.checkpoints.timeoutMs;
+    for (const p of [...this.#pending]) {
+      if (p.aborted || now - p.triggeredAt < timeout) continue;
+      if (this.#aligner.checkpointId === p.id) {
+        this.#aligner.cancel();
+        for (const c of this.#channels) {
+          c.blocked = false;
+          c.dropBarriers(new Set([p.id]));
+        }
+      }
+      void this.#checkpointFailed(
+        p,
+        new StreamError(
+          'CHECKPOINT_DECLINED',
+          `checkpoint ${p.id} of task ${this.scope.taskId} timed out after ${timeout} ms`,
+        ),
+      );
+    }
+  }
+
+  /** End of input: event time to +infinity, then a final checkpoint, committed before returning. */
+  async #finish(): Promise<void> {
+    const ops = this.#wiring.operators;
+    for (let i = 0; i < ops.length; i++) {
+      this.#opWatermarks[i] = Number.POSITIVE_INFINITY;
+      ops[i]!.advanceWatermark(Number.POSITIVE_INFINITY);
+    }
+    for (;;) {
+      await Promise.allSettled(this.#pending.map((p) => p.done));
+      if (this.#failure !== undefined) throw this.#failure;
+      const id = this.#trigger(this.#o.clock.now(), undefined, true);
+      await this.#syncWait;
+      this.#syncWait = undefined;
+      if (this.#failure !== undefined) throw this.#failure;
+      if (this.#completedIds.has(id)) break;
+    }
+    for (const op of ops) await op.close();
+    await Promise.allSettled(this.#readers.map((r) => r.close()));
+    await this.#backend.close();
+    this.#running = false;
+  }
+}
+
+function wrapSourceError(c: InputChannel, e: unknown): unknown {
+  if (e instanceof StreamError) return e;
+  return new StreamError(
+    'USER_FUNCTION_FAILED',
+    `source '${c.sourceUid}' partition ${c.partition} failed: ${e instanceof Error ? e.message : String(e)}`,
+    {
+      cause: e,
+    },
+  );
+}

@@ -1,0 +1,188 @@
+import type { Clock } from '../api/clock.ts';
+import type { Collector } from '../api/functions.ts';
+import type { Source, WatermarkStrategy } from '../api/source.ts';
+import type { JobPlan, StagePlan } from '../graph/plan.ts';
+import type { GraphNode } from '../graph/types.ts';
+import type { KeyedStateBackend } from '../state/backend.ts';
+import { type FunctionContext, FunctionOperator, type FunctionOperatorSpec } from './operators/process.ts';
+import { SinkOperator } from './operators/sink.ts';
+import { FilterOperator, FlatMapOperator, MapOperator, UnionOperator } from './operators/stateless.ts';
+import type { Emitter, OperatorEnv, RuntimeOperator } from './operators/types.ts';
+import { scopedBackend } from './scoped-backend.ts';
+
+type Target = readonly [operator: number, input: number];
+
+/** Sends one operator's output to its downstream operators, synchronously (operator chaining). */
+class Fanout implements Emitter {
+  readonly main: Target[] = [];
+  readonly sides = new Map<string, Target[]>();
+  readonly #ops: RuntimeOperator[];
+  constructor(ops: RuntimeOperator[]) {
+    this.#ops = ops;
+  }
+  emit(value: unknown, timestamp: number | undefined): void {
+    for (const [op, input] of this.main) this.#ops[op]!.process(input, value, timestamp);
+  }
+  side(tag: string, value: unknown, timestamp: number | undefined): void {
+    const targets = this.sides.get(tag);
+    if (targets) for (const [op, input] of targets) this.#ops[op]!.process(input, value, timestamp);
+  }
+}
+
+export interface SourceBinding {
+  readonly uid: string;
+  readonly source: Source<unknown>;
+  readonly watermarks: WatermarkStrategy<unknown>;
+  readonly broadcast: boolean;
+  /** Channel indices of this source in the task. */
+  readonly channels: number[];
+}
+
+/** The operators of one task, wired together, and the way in from each source. */
+export interface OperatorWiring {
+  /** Non-source operators in topological order. */
+  readonly operators: RuntimeOperator[];
+  readonly sources: SourceBinding[];
+  /** Channel indices upstream of each operator (same index as `operators`); set by computeUpstreamChannels. */
+  readonly upstreamChannels: ReadonlySet<number>[];
+  emitFromSource(uid: string, value: unknown, timestamp: number | undefined): void;
+  computeUpstreamChannels(channelCount: number): void;
+}
+
+export interface WiringOptions {
+  readonly plan: JobPlan;
+  readonly stage: StagePlan;
+  readonly partition: number;
+  readonly jobId: string;
+  readonly clock: Clock;
+  readonly backend: KeyedStateBackend;
+  readonly watermarkOf: (operatorIndex: number) => number;
+}
+
+/** Instantiate the operators of a stage for one partition. */
+export async function createOperators(o: WiringOptions): Promise<OperatorWiring> {
+  const nodes = o.stage.nodes.map((id) => o.plan.graph.nodes[id]!);
+  const opNodes = nodes.filter((n) => n.spec.kind !== 'source');
+  const opIndex = new Map(opNodes.map((n, i) => [n.id, i]));
+  const operators: RuntimeOperator[] = [];
+  const fanouts = new Map<number, Fanout>(nodes.map((n) => [n.id, new Fanout(operators)]));
+  for (const n of opNodes) {
+    n.inputs.forEach((edge, input) => {
+      const f = fanouts.get(edge.from)!;
+      const target: Target = [opIndex.get(n.id)!, input];
+      if (edge.tag === undefined) f.main.push(target);
+      else f.sides.set(edge.tag, [...(f.sides.get(edge.tag) ?? []), target]);
+    });
+  }
+  const info = (uid: string) => ({
+    jobId: o.jobId,
+    operatorUid: uid,
+    partition: o.partition,
+    partitions: o.stage.partitions,
+  });
+  for (const [i, n] of opNodes.entries()) {
+    const env: OperatorEnv = {
+      info: info(n.uid),
+      clock: o.clock,
+      keyed: scopedBackend(o.backend, n.uid),
+      out: fanouts.get(n.id)!,
+      watermark: () => o.watermarkOf(i),
+    };
+    operators.push(await createOperator(n, env));
+  }
+  const sources: SourceBinding[] = nodes.flatMap((n) =>
+    n.spec.kind === 'source'
+      ? [
+          {
+            uid: n.uid,
+            source: n.spec.source,
+            watermarks: n.spec.watermarks,
+            broadcast: n.spec.broadcast,
+            channels: [],
+          },
+        ]
+      : [],
+  );
+  const sourceFanout = new Map(
+    nodes.filter((n) => n.spec.kind === 'source').map((n) => [n.uid, fanouts.get(n.id)!]),
+  );
+  const upstream: Set<number>[] = opNodes.map(() => new Set());
+  return {
+    operators,
+    sources,
+    upstreamChannels: upstream,
+    emitFromSource(uid, value, timestamp) {
+      sourceFanout.get(uid)!.emit(value, timestamp);
+    },
+    computeUpstreamChannels() {
+      const byNode = new Map<number, Set<number>>();
+      for (const n of nodes) {
+        if (n.spec.kind === 'source') {
+          byNode.set(n.id, new Set(sources.find((s) => s.uid === n.uid)!.channels));
+          continue;
+        }
+        const set = upstream[opIndex.get(n.id)!]!;
+        for (const e of n.inputs) for (const ch of byNode.get(e.from) ?? []) set.add(ch);
+        byNode.set(n.id, set);
+      }
+    },
+  };
+}
+
+async function createOperator(n: GraphNode, env: OperatorEnv): Promise<RuntimeOperator> {
+  const s = n.spec;
+  switch (s.kind) {
+    case 'map':
+      return new MapOperator(n.uid, env, s.fn);
+    case 'filter':
+      return new FilterOperator(n.uid, env, s.fn);
+    case 'flatMap':
+      return new FlatMapOperator(n.uid, env, s.fn);
+    case 'union':
+      return new UnionOperator(n.uid, env);
+    case 'sink':
+      return new SinkOperator(n.uid, env, await s.sink.createWriter(env.info));
+    case 'source':
+      throw new Error('sources are not operators');
+    default:
+      return new FunctionOperator(n.uid, env, functionSpec(n));
+  }
+}
+
+type Call = (value: unknown, ctx: FunctionContext, out: Collector<unknown>) => void;
+
+function functionSpec(n: GraphNode): FunctionOperatorSpec {
+  const s = n.spec;
+  const [a, b] = n.inputs;
+  switch (s.kind) {
+    case 'process':
+    case 'keyedProcess': {
+      const fn = s.fn;
+      return { fn, inputs: [{ key: a?.key, call: fn.processElement.bind(fn) as Call }] };
+    }
+    case 'coProcess':
+    case 'keyedCoProcess': {
+      const fn = s.fn;
+      return {
+        fn,
+        inputs: [
+          { key: a?.key, call: fn.processElement1.bind(fn) as Call },
+          { key: b?.key, call: fn.processElement2.bind(fn) as Call },
+        ],
+      };
+    }
+    case 'broadcastProcess': {
+      const fn = s.fn;
+      return {
+        fn,
+        broadcastStates: s.states,
+        inputs: [
+          { key: a?.key, call: fn.processElement.bind(fn) as Call },
+          { broadcast: true, call: fn.processBroadcastElement.bind(fn) as Call },
+        ],
+      };
+    }
+    default:
+      throw new Error(`not a function operator: ${s.kind}`);
+  }
+}

@@ -1,0 +1,122 @@
+import type { Clock } from '../api/clock.ts';
+import type { KeyedProcessFunction } from '../api/functions.ts';
+import type { Key } from '../api/keys.ts';
+import { FunctionOperator } from '../runtime/operators/process.ts';
+import type { OperatorSnapshot } from '../runtime/operators/types.ts';
+import { scopedBackend } from '../runtime/scoped-backend.ts';
+import type { KeyedStateBackend, KeyedStateSnapshot } from '../state/backend.ts';
+import { HeapKeyedStateBackend } from '../state/backends/heap/heap.ts';
+import { ManualClock } from './clock.ts';
+
+export interface HarnessSnapshot {
+  readonly keyed: KeyedStateSnapshot;
+  readonly operator: OperatorSnapshot;
+}
+
+export interface HarnessRecord<T> {
+  readonly value: T;
+  readonly timestamp: number | undefined;
+}
+
+/**
+ * Runs one keyed process function outside a job: feed records, move the watermark and processing
+ * time, read the output, and snapshot -> new instance -> restore -> continue, as Flink's
+ * KeyedOneInputStreamOperatorTestHarness.
+ */
+export class KeyedOperatorHarness<K extends Key, IN, OUT> {
+  readonly output: HarnessRecord<OUT>[] = [];
+  readonly sideOutputs = new Map<string, HarnessRecord<unknown>[]>();
+  readonly clock: ManualClock;
+  readonly #op: FunctionOperator;
+  readonly #backend: KeyedStateBackend;
+  #watermark = Number.NEGATIVE_INFINITY;
+  #checkpointId = 0;
+
+  private constructor(
+    op: FunctionOperator,
+    backend: KeyedStateBackend,
+    clock: ManualClock,
+    sink: (h: KeyedOperatorHarness<K, IN, OUT>) => void,
+  ) {
+    this.#op = op;
+    this.#backend = backend;
+    this.clock = clock;
+    sink(this);
+  }
+
+  static async create<K extends Key, IN, OUT>(
+    fn: KeyedProcessFunction<K, IN, OUT>,
+    key: (value: IN) => K,
+    options: {
+      uid?: string;
+      clock?: ManualClock;
+      backend?: KeyedStateBackend;
+      restore?: HarnessSnapshot;
+    } = {},
+  ): Promise<KeyedOperatorHarness<K, IN, OUT>> {
+    const uid = options.uid ?? 'harness';
+    const clock = options.clock ?? new ManualClock();
+    const backend = options.backend ?? new HeapKeyedStateBackend();
+    if (options.restore) await backend.restore(options.restore.keyed);
+    let self!: KeyedOperatorHarness<K, IN, OUT>;
+    const op = new FunctionOperator(
+      uid,
+      {
+        info: { jobId: 'harness', operatorUid: uid, partition: 0, partitions: 1 },
+        clock: clock as Clock,
+        keyed: scopedBackend(backend, uid),
+        out: {
+          emit: (value, timestamp) => self.output.push({ value: value as OUT, timestamp }),
+          side: (tag, value, timestamp) => {
+            const list = self.sideOutputs.get(tag) ?? [];
+            list.push({ value, timestamp });
+            self.sideOutputs.set(tag, list);
+          },
+        },
+        watermark: () => self.#watermark,
+      },
+      {
+        fn: fn as never,
+        inputs: [{ key: key as never, call: fn.processElement.bind(fn) as never }],
+      },
+    );
+    const h = new KeyedOperatorHarness<K, IN, OUT>(op, backend, clock, (x) => {
+      self = x;
+    });
+    await op.open(options.restore?.operator);
+    return h;
+  }
+
+  processElement(value: IN, timestamp?: number): void {
+    this.#op.process(0, value, timestamp);
+  }
+
+  advanceWatermark(watermark: number): void {
+    if (watermark <= this.#watermark) return;
+    this.#watermark = watermark;
+    this.#op.advanceWatermark(watermark);
+  }
+
+  /** Set processing time and fire the processing-time timers that fall due. */
+  setProcessingTime(time: number): void {
+    this.clock.set(time);
+    this.#op.fireProcessingTimers(time);
+  }
+
+  /** Snapshot state and timers as a checkpoint would. */
+  async snapshot(): Promise<HarnessSnapshot> {
+    const id = ++this.#checkpointId;
+    const operator = this.#op.snapshot(id);
+    const capture = this.#backend.capture(id);
+    try {
+      return { keyed: await capture.materialize(), operator };
+    } finally {
+      capture.release();
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#op.close();
+    await this.#backend.close();
+  }
+}

@@ -1,0 +1,8 @@
+/** The public testing kit: sources, sinks, clock, operator harness, conformance suites. */
+export { ManualClock } from './clock.ts';
+export { keyedStateBackendConformance } from './conformance/keyed-state-backend.ts';
+export { type FaultPlan, plannedFaults } from './faults.ts';
+export { KeyedOperatorHarness } from './harness.ts';
+export { CollectedOutput, CollectingSink } from './sinks.ts';
+export { SlowStorage } from './slow-storage.ts';
+export { TestSource } from './sources.ts';

@@ -1,0 +1,73 @@
+import type { CheckpointMetadata, CheckpointStorage, FileRef, Scope } from '../checkpoint/storage/storage.ts';
+
+/**
+ * Wraps a storage so that file writes wait until the test opens the gate: a deliberately slow
+ * checkpoint storage, to show that asynchronous snapshots let processing go on meanwhile.
+ */
+export class SlowStorage implements CheckpointStorage {
+  readonly kind: CheckpointStorage['kind'];
+  readonly #inner: CheckpointStorage;
+  #gate: Promise<void> | undefined;
+  #open: (() => void) | undefined;
+  /** Writes currently waiting at the gate. */
+  waiting = 0;
+  #onWaiting: (() => void) | undefined;
+
+  constructor(inner: CheckpointStorage) {
+    this.#inner = inner;
+    this.kind = inner.kind;
+  }
+
+  /** Make every following write wait until `release()`. */
+  hold(): void {
+    this.#gate ??= new Promise((r) => {
+      this.#open = r;
+    });
+  }
+
+  release(): void {
+    this.#open?.();
+    this.#gate = undefined;
+    this.#open = undefined;
+  }
+
+  /** Resolves once at least one write is waiting at the gate. */
+  whenWaiting(): Promise<void> {
+    if (this.waiting > 0) return Promise.resolve();
+    return new Promise((r) => {
+      this.#onWaiting = r;
+    });
+  }
+
+  async writeFile(scope: Scope, checkpointId: number, name: string, bytes: Uint8Array): Promise<FileRef> {
+    if (this.#gate) {
+      this.waiting++;
+      this.#onWaiting?.();
+      this.#onWaiting = undefined;
+      await this.#gate;
+      this.waiting--;
+    }
+    return this.#inner.writeFile(scope, checkpointId, name, bytes);
+  }
+  readFile(ref: FileRef): Promise<Uint8Array> {
+    return this.#inner.readFile(ref);
+  }
+  commit(meta: CheckpointMetadata): Promise<void> {
+    return this.#inner.commit(meta);
+  }
+  latest(scope: Scope): Promise<CheckpointMetadata | undefined> {
+    return this.#inner.latest(scope);
+  }
+  list(scope: Scope): Promise<CheckpointMetadata[]> {
+    return this.#inner.list(scope);
+  }
+  load(scope: Scope, id: number): Promise<CheckpointMetadata> {
+    return this.#inner.load(scope, id);
+  }
+  loadSavepoint(name: string, scope: Scope): Promise<CheckpointMetadata> {
+    return this.#inner.loadSavepoint(name, scope);
+  }
+  discard(scope: Scope, id: number): Promise<void> {
+    return this.#inner.discard(scope, id);
+  }
+}
