@@ -1,4 +1,5 @@
 import type { KeyId } from '../api/keys.ts';
+import type { Serializer } from '../api/serializer.ts';
 import type { StateKind, StateTtlConfig } from '../api/state.ts';
 
 /**
@@ -13,8 +14,14 @@ import type { StateKind, StateTtlConfig } from '../api/state.ts';
  */
 export interface KeyedStateBackend {
   readonly kind: string;
-  /** Declare a state. Idempotent for the same meta; throws STATE_DESCRIPTOR_CONFLICT otherwise. */
-  register(meta: StateMeta): void;
+  /**
+   * Declare a state. Idempotent for the same meta; throws STATE_DESCRIPTOR_CONFLICT otherwise.
+   * `serializer` (id and version equal to the meta's) is how the backend turns stored values into
+   * snapshot bytes and back; it may be omitted for the built-in `msgpack` and `json` serializers.
+   * Registering a state that a restored snapshot holds checks the snapshot's serializer
+   * (SERIALIZER_MISMATCH) and makes its entries readable.
+   */
+  register(meta: StateMeta, serializer?: Serializer<unknown>): void;
   get(state: string, key: KeyId): unknown;
   /**
    * A value the caller may mutate in place: if the stored value is shared with a live capture, the
