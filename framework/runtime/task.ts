@@ -134,6 +134,7 @@ export class Task {
   #pumps: Promise<void>[] = [];
   #readers: { close(): Promise<void> }[] = [];
   #running = false;
+  readonly #held = new Set<string>();
   /** Records taken from channels so far (for tests and metrics). */
   recordsIn = 0;
 
@@ -178,6 +179,8 @@ export class Task {
 
   /** Hold back (or release) the channels of one source: the task stops taking their records. */
   hold(sourceUid: string, held: boolean): void {
+    if (held) this.#held.add(sourceUid);
+    else this.#held.delete(sourceUid);
     for (const c of this.#channels) if (c.sourceUid === sourceUid) c.held = held;
     this.#wake();
   }
@@ -258,6 +261,7 @@ export class Task {
           now: clock.now(),
           wake: () => this.#wake(),
         });
+        channel.held = this.#held.has(src.uid);
         if (saved && saved.inflight.length > 0) channel.prepend(saved.inflight);
         this.#channels.push(channel);
         this.#strategies.push(src.watermarks);

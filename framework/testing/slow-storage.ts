@@ -31,12 +31,13 @@ export class SlowStorage implements CheckpointStorage {
     this.#open = undefined;
   }
 
-  /** Resolves once at least one write is waiting at the gate. */
-  whenWaiting(): Promise<void> {
-    if (this.waiting > 0) return Promise.resolve();
-    return new Promise((r) => {
-      this.#onWaiting = r;
-    });
+  /** Resolves once at least `n` writes are waiting at the gate. */
+  async whenWaiting(n = 1): Promise<void> {
+    while (this.waiting < n) {
+      await new Promise<void>((r) => {
+        this.#onWaiting = r;
+      });
+    }
   }
 
   async writeFile(scope: Scope, checkpointId: number, name: string, bytes: Uint8Array): Promise<FileRef> {

@@ -5,7 +5,13 @@
  */
 
 import { listState, mapState, valueState } from '../../api/descriptors.ts';
-import type { KeyedCoProcessFunction, KeyedProcessFunction } from '../../api/functions.ts';
+import type {
+  Collector,
+  KeyedContext,
+  KeyedCoProcessFunction,
+  KeyedProcessFunction,
+  OnTimerContext,
+} from '../../api/functions.ts';
 import type { SourceRecord } from '../../api/source.ts';
 import { StreamJob } from '../../graph/builder.ts';
 import type { JobGraph } from '../../graph/types.ts';
@@ -45,14 +51,14 @@ export function makeInput(
   return { orders, payments };
 }
 
-/** Running total per user, plus an event-time timer that reports the total at each 1000 ms window end. */
+/**
+ * Running total per user, and per event-time window of 1000 ms the sum of the user's orders,
+ * reported by an event-time timer at the window's end (deterministic whatever the interleaving,
+ * since no record is late).
+ */
 export class TotalsWithTimers implements KeyedProcessFunction<string, Order, string> {
   fault: ((label: string) => void) | undefined;
-  processElement(
-    o: Order,
-    ctx: Parameters<KeyedProcessFunction<string, Order, string>['processElement']>[1],
-    out: { collect(v: string): void },
-  ): void {
+  processElement(o: Order, ctx: KeyedContext<string>, out: Collector<string>): void {
     this.fault?.('totals.process');
     const total = ctx.getState(valueState<number>('total'));
     const next = (total.value() ?? 0) + o.amount;
@@ -61,26 +67,23 @@ export class TotalsWithTimers implements KeyedProcessFunction<string, Order, str
     recent.add(o.id);
     if (recent.get().length > 5) recent.update(recent.get().slice(-5));
     out.collect(`total ${o.user} ${o.id} ${next}`);
-    ctx.timerService.registerEventTimeTimer(Math.floor(ctx.timestamp! / 1000) * 1000 + 999);
+    const end = Math.floor(ctx.timestamp! / 1000) * 1000 + 999;
+    const windows = ctx.getMapState(mapState<number, number>('windows'));
+    windows.put(end, (windows.get(end) ?? 0) + o.amount);
+    ctx.timerService.registerEventTimeTimer(end);
   }
-  onTimer(
-    ts: number,
-    ctx: Parameters<NonNullable<KeyedProcessFunction<string, Order, string>['onTimer']>>[1],
-    out: { collect(v: string): void },
-  ): void {
+  onTimer(ts: number, ctx: OnTimerContext<string>, out: Collector<string>): void {
     this.fault?.('totals.timer');
-    out.collect(`window ${ctx.key} ${ts} ${ctx.getState(valueState<number>('total')).value()}`);
+    const windows = ctx.getMapState(mapState<number, number>('windows'));
+    out.collect(`window ${ctx.key} ${ts} ${windows.get(ts)}`);
+    windows.remove(ts);
   }
 }
 
 /** Matches payments to orders of the same user (keyed two-input operator). */
 export class MatchPayments implements KeyedCoProcessFunction<string, Order, Payment, string> {
   fault: ((label: string) => void) | undefined;
-  processElement1(
-    o: Order,
-    ctx: Parameters<KeyedCoProcessFunction<string, Order, Payment, string>['processElement1']>[1],
-    out: { collect(v: string): void },
-  ): void {
+  processElement1(o: Order, ctx: KeyedContext<string>, out: Collector<string>): void {
     this.fault?.('match.order');
     const paid = ctx.getMapState(mapState<number, boolean>('paid'));
     if (paid.contains(o.id)) {
@@ -88,11 +91,7 @@ export class MatchPayments implements KeyedCoProcessFunction<string, Order, Paym
       out.collect(`paid ${o.user} ${o.id}`);
     } else ctx.getMapState(mapState<number, number>('open')).put(o.id, o.amount);
   }
-  processElement2(
-    p: Payment,
-    ctx: Parameters<KeyedCoProcessFunction<string, Order, Payment, string>['processElement2']>[1],
-    out: { collect(v: string): void },
-  ): void {
+  processElement2(p: Payment, ctx: KeyedContext<string>, out: Collector<string>): void {
     this.fault?.('match.payment');
     const open = ctx.getMapState(mapState<number, number>('open'));
     if (open.contains(p.order)) {

@@ -1,0 +1,235 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { isStreamError } from '../../api/errors.ts';
+import { FilesystemCheckpointStorage } from '../../checkpoint/storage/filesystem.ts';
+import { MemoryCheckpointStorage } from '../../checkpoint/storage/memory.ts';
+import { CollectingSink } from '../../testing/sinks.ts';
+import { SlowStorage } from '../../testing/slow-storage.ts';
+import { TestSource } from '../../testing/sources.ts';
+import { runJob } from '../job.ts';
+import { sorted, until } from './helpers.ts';
+import { buildJob, makeInput, type Order, type Payment } from './jobs.ts';
+
+const input = makeInput(3000, 20);
+
+async function referenceOutput(): Promise<string[]> {
+  const j = buildJob('ref', input, 2);
+  await runJob(j.graph, { storage: new MemoryCheckpointStorage(), checkpoints: { intervalMs: 0 } }).done;
+  return sorted(j.sink.output.committed);
+}
+
+/** The job over unbounded copies of the input's first `n` orders (and their payments). */
+function unboundedJob(jobId: string, n: number, sink?: CollectingSink<string>) {
+  const j = buildJob(jobId, input, 2, sink);
+  const orders = TestSource.byKey('orders', input.orders.slice(0, n), (o: Order) => o.user, 2, {
+    bounded: false,
+  });
+  const payments = TestSource.byKey(
+    'payments',
+    input.payments.filter((p) => p.value.order < n),
+    (p: Payment) => p.user,
+    2,
+    {
+      bounded: false,
+    },
+  );
+  return { ...buildJobWith(jobId, orders, payments, sink ?? j.sink), orders, payments };
+}
+
+function buildJobWith(
+  jobId: string,
+  orders: TestSource<Order>,
+  payments: TestSource<Payment>,
+  sink: CollectingSink<string>,
+) {
+  // Same topology as buildJob, over the given sources.
+  const j = buildJob(jobId, { orders: [], payments: [] }, 2, sink);
+  const nodes = j.graph.nodes.map((n) =>
+    n.spec.kind === 'source'
+      ? { ...n, spec: { ...n.spec, source: n.uid === 'orders' ? orders : payments } }
+      : n,
+  );
+  return { graph: { ...j.graph, nodes: nodes as typeof j.graph.nodes }, sink };
+}
+
+describe('asynchronous and synchronous snapshots', () => {
+  test('(c) async mode keeps processing while a slow storage write is in progress; sync mode does not', async () => {
+    for (const mode of ['async', 'sync'] as const) {
+      const storage = new SlowStorage(new MemoryCheckpointStorage());
+      const u = unboundedJob(`slow-${mode}`, 1000);
+      storage.hold();
+      const job = runJob(u.graph, { storage, checkpoints: { intervalMs: 10, snapshot: mode } });
+      try {
+        // Both tasks (one per partition) have a checkpoint write hanging at the gate.
+        await storage.whenWaiting(2);
+        const before = u.sink.written;
+        const committedBefore = u.sink.output.committed.length;
+        // New input arrives while the checkpoint write hangs.
+        const more = input.orders.slice(1000, 1500);
+        for (let p = 0; p < 2; p++)
+          u.orders.append(
+            p,
+            more.filter((r) => TestSource.byKey('x', [r], (o: Order) => o.user, 2).records(p).length),
+          );
+        if (mode === 'async') {
+          await until(() => u.sink.written >= before + 500, 5000, 'records to flow during the slow write');
+          assert.ok(u.sink.written >= before + 500);
+        } else {
+          await new Promise((r) => setTimeout(r, 300));
+          assert.equal(
+            u.sink.written,
+            before,
+            'sync mode processed records while the snapshot was being written',
+          );
+        }
+        assert.equal(
+          u.sink.output.committed.length,
+          committedBefore,
+          'output became visible before its checkpoint completed',
+        );
+        storage.release();
+        await until(
+          () => u.sink.output.committed.length > committedBefore,
+          5000,
+          'the checkpoint to complete',
+        );
+      } finally {
+        storage.release();
+        await job.stop();
+      }
+    }
+  });
+});
+
+describe('savepoints', () => {
+  test('(d) a savepoint taken from one run restores into a fresh run, on a new storage instance', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sp-'));
+    try {
+      const ref = await referenceOutput();
+      const first = unboundedJob('sp', 1500);
+      const job1 = runJob(first.graph, {
+        storage: new FilesystemCheckpointStorage({ directory: dir }),
+        checkpoints: { intervalMs: 0 },
+      });
+      await until(() => first.sink.written >= 1500, 5000, 'the first half to be processed');
+      const metas = await job1.savepoint('half');
+      assert.equal(metas.length, 2);
+      assert.ok(metas.every((m) => m.savepoint === 'half'));
+      await job1.stop();
+
+      // A fresh run: new storage object, new sink store, full (bounded) input, from the savepoint.
+      const second = buildJob('sp', input, 2, new CollectingSink('out', first.sink.output));
+      const job2 = runJob(second.graph, {
+        storage: new FilesystemCheckpointStorage({ directory: dir }),
+        savepoint: 'half',
+      });
+      await job2.done;
+      assert.deepEqual(sorted(second.sink.output.committed), ref);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('restoring from a savepoint that does not exist fails with CHECKPOINT_NOT_FOUND, never starts empty', async () => {
+    const j = buildJob('nosp', input, 2);
+    const job = runJob(j.graph, {
+      storage: new MemoryCheckpointStorage(),
+      savepoint: 'missing',
+      restart: { kind: 'none' },
+    });
+    await assert.rejects(
+      job.done,
+      (e: unknown) => isStreamError(e) && isStreamError((e as Error).cause, 'CHECKPOINT_NOT_FOUND'),
+    );
+    assert.equal(j.sink.written, 0);
+  });
+});
+
+describe('unaligned checkpoints under backpressure', () => {
+  test('(e) with one input of a two-input operator held back, an aligned checkpoint waits and an unaligned one completes', async () => {
+    const ref = await referenceOutput();
+    for (const unaligned of [false, true]) {
+      const j = buildJob(`held-${unaligned}`, input, 2);
+      const completions: { unaligned: boolean; inflight: number }[] = [];
+      const job = runJob(j.graph, {
+        storage: new MemoryCheckpointStorage(),
+        channelCapacity: 64,
+        checkpoints: { intervalMs: 20, unaligned },
+        listener: {
+          checkpointCompleted: (s) =>
+            completions.push({ unaligned: s.unaligned, inflight: s.inflightRecords }),
+        },
+      });
+      job.hold('payments', true);
+      // Orders flow (and fill the sink) while payments are held back.
+      await until(() => j.sink.written > 0, 5000, 'orders to flow');
+      await new Promise((r) => setTimeout(r, 300));
+      if (unaligned) {
+        assert.ok(completions.length > 0, 'no unaligned checkpoint completed while an input was held back');
+        assert.ok(completions.every((c) => c.unaligned));
+        assert.ok(
+          completions.some((c) => c.inflight > 0),
+          'the held-back records were not stored as channel state',
+        );
+      } else {
+        assert.equal(
+          completions.length,
+          0,
+          'an aligned checkpoint completed although one input never delivered its barrier',
+        );
+      }
+      job.hold('payments', false);
+      await job.done;
+      assert.deepEqual(sorted(j.sink.output.committed), ref);
+    }
+  });
+});
+
+describe('bad input', () => {
+  test('a user function that keeps throwing fails the job with the restart limit and the operator named', async () => {
+    const j = buildJob('throws', input, 2);
+    j.totals.fault = () => {
+      throw new Error('boom');
+    };
+    const job = runJob(j.graph, {
+      storage: new MemoryCheckpointStorage(),
+      restart: { kind: 'fixed-delay', attempts: 2, delayMs: 1 },
+    });
+    await assert.rejects(job.done, (e: unknown) => {
+      assert.ok(isStreamError(e, 'RESTART_LIMIT_EXCEEDED'));
+      assert.match(e.message, /operator 'totals' failed in processElement: boom/);
+      return true;
+    });
+    // Two tasks (one per partition), each restarted twice before the strategy gives up.
+    assert.equal(job.restarts(), 4);
+    assert.equal(j.sink.output.committed.length, 0);
+  });
+
+  test('a corrupt checkpoint file stops the restore with CHECKPOINT_CORRUPT naming the file', async () => {
+    const storage = new MemoryCheckpointStorage();
+    const j = buildJob('corrupt', input, 1);
+    await runJob(j.graph, { storage }).done;
+    const path = storage.paths().find((p) => p.includes('keyed'))!;
+    storage.corrupt(path);
+    const again = buildJob('corrupt', input, 1);
+    const job = runJob(again.graph, { storage, restart: { kind: 'none' } });
+    await assert.rejects(job.done, (e: unknown) => {
+      const cause = (e as Error).cause;
+      assert.ok(isStreamError(cause, 'CHECKPOINT_CORRUPT'), String(cause));
+      assert.ok(cause.message.includes(path.split('/').pop()!), cause.message);
+      return true;
+    });
+    assert.equal(again.sink.written, 0);
+  });
+
+  test('a key outside the task key group is reported with KEY_GROUP_MISMATCH', async () => {
+    const j = buildJob('mispart', { orders: [], payments: [] }, 2);
+    const wrong = new TestSource<Order>('orders', [[], input.orders.slice(0, 50)]);
+    const g = buildJobWith('mispart', wrong, new TestSource<Payment>('payments', [[], []]), j.sink);
+    const job = runJob(g.graph, { storage: new MemoryCheckpointStorage(), restart: { kind: 'none' } });
+    await assert.rejects(job.done, (e: unknown) => isStreamError((e as Error).cause, 'KEY_GROUP_MISMATCH'));
+  });
+});
