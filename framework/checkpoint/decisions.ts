@@ -1,0 +1,70 @@
+import type { CheckpointConfig, RestartStrategy } from '../api/config.ts';
+
+/**
+ * Checkpoint and restart decisions as pure functions over observed facts (as Arroyo's
+ * state protocol and Flink's CheckpointRequestDecider): no I/O, no clock of their own.
+ */
+
+export interface TriggerFacts {
+  readonly now: number;
+  /** When the last checkpoint was triggered (or the task started). */
+  readonly lastTriggerAt: number;
+  /** When the last checkpoint completed, if any did. */
+  readonly lastCompletedAt: number | undefined;
+  /** Checkpoints triggered and neither completed nor aborted. */
+  readonly inFlight: number;
+  /** A checkpoint is still aligning (its barriers have not all arrived). */
+  readonly aligning: boolean;
+}
+
+export type TriggerDecision =
+  | { readonly trigger: true }
+  | { readonly trigger: false; readonly retryAt: number | undefined };
+
+/** Whether to trigger the next periodic checkpoint now, or when to ask again. */
+export function decideTrigger(f: TriggerFacts, c: CheckpointConfig): TriggerDecision {
+  if (c.intervalMs === 0) return { trigger: false, retryAt: undefined };
+  if (f.aligning || f.inFlight >= c.maxConcurrent) return { trigger: false, retryAt: undefined };
+  const due = Math.max(
+    f.lastTriggerAt + c.intervalMs,
+    f.lastCompletedAt === undefined ? 0 : f.lastCompletedAt + c.minPauseMs,
+  );
+  return f.now >= due ? { trigger: true } : { trigger: false, retryAt: due };
+}
+
+/** The outcome of a failed checkpoint: go on, or fail the task (too many in a row). */
+export function decideOnCheckpointFailure(
+  consecutiveFailures: number,
+  c: CheckpointConfig,
+): 'continue' | 'fail-task' {
+  return consecutiveFailures > c.tolerableFailures ? 'fail-task' : 'continue';
+}
+
+export interface RestartFacts {
+  /** Restarts already made in the current window (fixed-delay: in total; backoff: since the last reset). */
+  readonly restarts: number;
+  /** How long the failed attempt ran. */
+  readonly ranForMs: number;
+}
+
+export type RestartDecision =
+  | { readonly restart: true; readonly delayMs: number; readonly restarts: number }
+  | { readonly restart: false };
+
+/** Whether and when to restart a failed task. `restarts` in the answer is the new count. */
+export function decideRestart(s: RestartStrategy, f: RestartFacts): RestartDecision {
+  switch (s.kind) {
+    case 'none':
+      return { restart: false };
+    case 'fixed-delay':
+      return f.restarts < s.attempts
+        ? { restart: true, delayMs: s.delayMs, restarts: f.restarts + 1 }
+        : { restart: false };
+    case 'exponential-backoff': {
+      const restarts = f.ranForMs >= (s.resetAfterMs ?? 60_000) ? 0 : f.restarts;
+      if (s.maxAttempts !== undefined && restarts >= s.maxAttempts) return { restart: false };
+      const delayMs = Math.min(s.maxDelayMs, s.initialDelayMs * s.multiplier ** restarts);
+      return { restart: true, delayMs, restarts: restarts + 1 };
+    }
+  }
+}
