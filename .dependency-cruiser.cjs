@@ -15,13 +15,13 @@ module.exports = {
     {
       name: 'graph-is-pure',
       severity: 'error',
-      from: { path: '^framework/graph/' },
+      from: { path: '^framework/graph/', pathNot: '\\.test\\.ts$' },
       to: { path: '^(framework/(runtime|checkpoint|state|metrics|testing)/|connectors/|examples/)' },
     },
     {
       name: 'state-below-runtime',
       severity: 'error',
-      from: { path: '^framework/(state|checkpoint)/' },
+      from: { path: '^framework/(state|checkpoint)/', pathNot: '\\.test\\.ts$' },
       to: { path: '^(framework/(runtime|graph|metrics|testing)/|connectors/|examples/)' },
     },
     {

@@ -208,6 +208,8 @@ export class ConnectedKeyedStreams<T1, T2, K extends Key> {
 export class BroadcastStream<T> {
   /** @internal */
   readonly edge: GraphEdge;
+  /** Phantom field carrying the element type; never set. */
+  declare readonly __type?: T;
   readonly stateNames: readonly string[];
   constructor(edge: GraphEdge, stateNames: readonly string[]) {
     this.edge = edge;

@@ -11,10 +11,9 @@ import type { KeyedStateBackend, KeyedStateCapture } from '../state/backend.ts';
 import { type AlignmentResult, BarrierAligner } from './alignment.ts';
 import { type InflightRecord, InputChannel } from './channel.ts';
 import type { FaultInjector } from './faults.ts';
-import type { OperatorSnapshot, RuntimeOperator } from './operators/types.ts';
+import type { OperatorSnapshot } from './operators/types.ts';
 import {
   type ChannelPosition,
-  type OperatorsFile,
   readTaskSnapshot,
   TASK_SNAPSHOT_FORMAT,
   type TaskPayload,
@@ -133,7 +132,6 @@ export class Task {
   #cancelWakeTimer: (() => void) | undefined;
   #pumps: Promise<void>[] = [];
   #readers: { close(): Promise<void> }[] = [];
-  #running = false;
   readonly #held = new Set<string>();
   /** Records taken from channels so far (for tests and metrics). */
   recordsIn = 0;
@@ -149,7 +147,6 @@ export class Task {
 
   /** Restore, process, and return when the input has ended (after the final checkpoint) or on stop. */
   async run(): Promise<void> {
-    this.#running = true;
     await this.#restore();
     this.#lastTriggerAt = this.#o.clock.now();
     await this.#loop();
@@ -685,7 +682,6 @@ export class Task {
     for (const op of ops) await op.close();
     await Promise.allSettled(this.#readers.map((r) => r.close()));
     await this.#backend.close();
-    this.#running = false;
   }
 }
 
