@@ -85,7 +85,9 @@ for (const mode of ['aligned', 'unaligned', 'alignment-timeout'] as const) {
       assert.deepEqual(await finalKeyedState(storage, 'faulty', job.plan), ref.state);
       if (mode !== 'aligned') {
         assert.ok(unalignedCompleted > 0, 'no unaligned checkpoint completed');
-        assert.ok(inflightRecords > 0, 'no unaligned checkpoint stored in-flight records');
+        // With a zero alignment timeout the barriers may all arrive before the switch; in unaligned
+        // mode every checkpoint overtakes whatever is queued.
+        if (mode === 'unaligned') assert.ok(inflightRecords > 0, 'no unaligned checkpoint stored in-flight records');
       }
     });
   });
