@@ -1,5 +1,6 @@
 import { StreamError } from '../api/errors.ts';
 import type { KeyId } from '../api/keys.ts';
+import type { Serializer } from '../api/serializer.ts';
 import type {
   KeyedStateBackend,
   KeyedStateCapture,
@@ -19,7 +20,8 @@ export function scopedBackend(backend: KeyedStateBackend, uid: string): KeyedSta
   };
   return {
     kind: backend.kind,
-    register: (meta: StateMeta) => backend.register({ ...meta, name: p + meta.name }),
+    register: (meta: StateMeta, serializer?: Serializer<unknown>) =>
+      backend.register({ ...meta, name: p + meta.name }, serializer),
     get: (s: string, k: KeyId) => backend.get(p + s, k),
     getForUpdate: <T>(s: string, k: KeyId, copy: (v: T) => T) => backend.getForUpdate(p + s, k, copy),
     put: (s: string, k: KeyId, v: unknown) => backend.put(p + s, k, v),

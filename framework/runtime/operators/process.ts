@@ -22,7 +22,7 @@ import type {
   ValueStateDescriptor,
 } from '../../api/state.ts';
 import type { KeySelector } from '../../graph/types.ts';
-import { createKeyedStateStore } from '../../state/handles.ts';
+import { createKeyedStateStore, type ManagedKeyedStateStore } from '../../state/handles.ts';
 import { keyFromId, keyGroupOf, keyId } from '../../state/keys.ts';
 import { OperatorStateStoreImpl } from '../../state/operator-state.ts';
 import { TimerQueue } from '../timers.ts';
@@ -60,7 +60,7 @@ export class FunctionOperator implements RuntimeOperator {
   readonly #eventTimers = new TimerQueue();
   readonly #processingTimers = new TimerQueue();
   readonly #operatorState = new OperatorStateStoreImpl();
-  readonly #keyedStore: KeyedStateStore;
+  readonly #keyedStore: ManagedKeyedStateStore;
   readonly #handles = new Map<string, unknown>();
   readonly #ctx: FunctionContext;
   readonly #out: Collector<unknown>;
@@ -211,6 +211,8 @@ export class FunctionOperator implements RuntimeOperator {
     } catch (e) {
       failUser(this.uid, 'snapshotState', e);
     }
+    // Expired TTL entries are dropped before the capture, so snapshots stay bounded.
+    this.#keyedStore.cleanupExpired();
     const snap: OperatorSnapshot = { operatorState: this.#operatorState.snapshot() };
     if (this.#keyed)
       snap.timers = { event: this.#eventTimers.toArray(), processing: this.#processingTimers.toArray() };

@@ -87,7 +87,8 @@ for (const mode of ['aligned', 'unaligned', 'alignment-timeout'] as const) {
         assert.ok(unalignedCompleted > 0, 'no unaligned checkpoint completed');
         // With a zero alignment timeout the barriers may all arrive before the switch; in unaligned
         // mode every checkpoint overtakes whatever is queued.
-        if (mode === 'unaligned') assert.ok(inflightRecords > 0, 'no unaligned checkpoint stored in-flight records');
+        if (mode === 'unaligned')
+          assert.ok(inflightRecords > 0, 'no unaligned checkpoint stored in-flight records');
       }
     });
   });

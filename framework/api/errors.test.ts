@@ -1,0 +1,22 @@
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { test } from 'node:test';
+import { ErrorCodes, isStreamError, StreamError } from './errors.ts';
+
+test('docs/errors.md lists exactly the codes of the catalogue, with the same meaning', async () => {
+  const doc = await readFile(new URL('../../docs/errors.md', import.meta.url), 'utf8');
+  const rows = [...doc.matchAll(/^\| `([A-Z_]+)` \| ([^|]+) \|/gm)].map(
+    (m) => [m[1]!, m[2]!.trim()] as const,
+  );
+  assert.deepEqual(rows.map(([c]) => c).sort(), Object.keys(ErrorCodes).sort());
+  for (const [code, meaning] of rows)
+    assert.equal(meaning, ErrorCodes[code as keyof typeof ErrorCodes], code);
+});
+
+test('a StreamError carries its code and cause', () => {
+  const cause = new Error('disk full');
+  const e = new StreamError('CHECKPOINT_STORAGE_FAILED', 'writing chk-3 failed', { cause });
+  assert.ok(isStreamError(e, 'CHECKPOINT_STORAGE_FAILED'));
+  assert.ok(!isStreamError(e, 'CHECKPOINT_CORRUPT'));
+  assert.equal((e as Error).cause, cause);
+});
