@@ -181,7 +181,11 @@ function readTail(path: string, lines: number): string {
 
 /** A Kafka cluster id: 16 random bytes, base64url without padding (Kafka's Uuid text form). */
 function clusterId(): string {
-  return randomBytes(16).toString('base64url');
+  // Like Kafka's Uuid.randomUuid: never one starting with '-', which the storage tool would take for an option.
+  for (;;) {
+    const id = randomBytes(16).toString('base64url');
+    if (!id.startsWith('-')) return id;
+  }
 }
 
 function jvmOptions(): string[] {
@@ -241,15 +245,16 @@ async function startOnce(attempt: Attempt): Promise<RunningBroker> {
   const untrack = track(tracked, options.exitOnSignal ?? true);
 
   /** Stops everything, then throws; the log tail is read before the data dir goes. */
-  const fail = async (make: (logTail: string) => Error): Promise<never> => {
+  const fail = async (make: (logTail: string, formatTail: string) => Error): Promise<never> => {
     const logTail = lastLines(
       [readTail(join(dataDir, 'server.log'), LOG_TAIL_LINES), readTail(consoleFile, LOG_TAIL_LINES)].join(
         '\n',
       ),
       LOG_TAIL_LINES,
     );
+    const formatTail = readTail(join(dataDir, 'format.log'), LOG_TAIL_LINES);
     await stop();
-    throw make(logTail);
+    throw make(logTail, formatTail);
   };
 
   try {
@@ -288,12 +293,12 @@ async function startOnce(attempt: Attempt): Promise<RunningBroker> {
       const pid = formatter.pid;
       const waited = Math.round(performance.now() - attempt.started);
       await fail(
-        (tail) =>
+        (tail, formatTail) =>
           new HarnessError(
             'START_TIMEOUT',
             `Kafka ${spec.version} storage was still being formatted after ${waited} ms: raise KAFKA_START_TIMEOUT_MS on a slow machine, or see the output below`,
             {
-              details: readTail(join(dataDir, 'format.log'), LOG_TAIL_LINES) || tail,
+              details: formatTail || tail,
               ...(pid === undefined ? {} : { pid }),
               dataDir,
             },
@@ -302,11 +307,11 @@ async function startOnce(attempt: Attempt): Promise<RunningBroker> {
     }
     if (formatCode !== 0) {
       await fail(
-        (tail) =>
+        (tail, formatTail) =>
           new HarnessError(
             'FORMAT_FAILED',
             `formatting KRaft storage for Kafka ${spec.version} failed (${formatCode}): see the output below; delete ${join(install.libsDir, '..')} to fetch it again if the jars look broken`,
-            { details: readTail(join(dataDir, 'format.log'), LOG_TAIL_LINES) || tail, dataDir },
+            { details: formatTail || tail, dataDir },
           ),
       );
     }
