@@ -189,7 +189,9 @@ export class Task {
     this.#cancelWakeTimer?.();
     for (const c of this.#channels) c.stop();
     for (const p of this.#pending) p.aborted = true;
-    await Promise.allSettled(this.#pending.map((p) => p.done));
+    // In-flight file writes are not awaited (a hung storage must not block the restart); they can
+    // no longer commit. A metadata commit already under way is awaited, so the next incarnation
+    // restores from a settled storage.
     await this.#commitChain.catch(() => {});
     await Promise.allSettled(this.#readers.map((r) => r.close()));
     await Promise.allSettled(this.#pumps);
@@ -568,7 +570,8 @@ export class Task {
     });
     try {
       await previous.catch(() => {});
-      if (p.aborted || this.#cancelled) {
+      if (this.#cancelled) return; // orphaned files are removed by retention later
+      if (p.aborted) {
         await storage.discard(this.scope, p.id).catch(() => {});
         return;
       }

@@ -38,10 +38,13 @@ describe('msgpack serializer', () => {
     fc.assert(
       // msgpackr drops own `__proto__` keys on decode (prototype-pollution guard): a documented
       // limit of the msgpack serializer (docs/state.md); use the json serializer for such values.
-      fc.property(fc.jsonValue().filter((v) => !JSON.stringify(v).includes('"__proto__"')), (v) => {
-        const normalized = JSON.parse(JSON.stringify(v)); // -0 -> 0, as msgpack
-        assert.deepEqual(s.deserialize(s.serialize(normalized)), normalized);
-      }),
+      fc.property(
+        fc.jsonValue().filter((v) => !JSON.stringify(v).includes('"__proto__"')),
+        (v) => {
+          const normalized = JSON.parse(JSON.stringify(v)); // -0 -> 0, as msgpack
+          assert.deepEqual(s.deserialize(s.serialize(normalized)), normalized);
+        },
+      ),
     );
   });
 

@@ -233,3 +233,45 @@ describe('bad input', () => {
     await assert.rejects(job.done, (e: unknown) => isStreamError((e as Error).cause, 'KEY_GROUP_MISMATCH'));
   });
 });
+
+describe('checkpoint timeouts and tolerable failures', () => {
+  test('checkpoints that time out are aborted and, past the tolerance, fail the task', async () => {
+    const storage = new SlowStorage(new MemoryCheckpointStorage());
+    storage.hold();
+    const u = unboundedJob('timeouts', 200);
+    const failed: string[] = [];
+    const aborted: number[] = [];
+    const job = runJob(u.graph, {
+      storage,
+      checkpoints: { intervalMs: 5, timeoutMs: 30, tolerableFailures: 2 },
+      restart: { kind: 'none' },
+      listener: {
+        checkpointFailed: (f) => {
+          failed.push((f.error as Error).message);
+          aborted.push(f.checkpointId);
+        },
+      },
+    });
+    try {
+      await assert.rejects(job.done, (e: unknown) => {
+        assert.ok(
+          isStreamError((e as Error).cause, 'CHECKPOINT_FAILURES_EXCEEDED'),
+          String((e as Error).cause),
+        );
+        return true;
+      });
+      assert.ok(
+        failed.some((m) => /timed out after 30 ms/.test(m)),
+        failed.join('; '),
+      );
+      assert.equal(
+        u.sink.output.committed.length,
+        0,
+        'nothing may become visible without a completed checkpoint',
+      );
+    } finally {
+      storage.release();
+      await job.stop();
+    }
+  });
+});

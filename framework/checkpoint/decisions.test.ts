@@ -1,0 +1,80 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { DEFAULT_CHECKPOINTS } from '../runtime/config.ts';
+import { decideOnCheckpointFailure, decideRestart, decideTrigger } from './decisions.ts';
+
+const c = { ...DEFAULT_CHECKPOINTS, intervalMs: 100, minPauseMs: 50, maxConcurrent: 2 };
+const facts = { now: 1000, lastTriggerAt: 950, lastCompletedAt: undefined, inFlight: 0, aligning: false };
+
+describe('checkpoint trigger decisions', () => {
+  test('interval, minimum pause, concurrency and alignment', () => {
+    assert.deepEqual(decideTrigger(facts, c), { trigger: false, retryAt: 1050 });
+    assert.deepEqual(decideTrigger({ ...facts, now: 1050 }, c), { trigger: true });
+    // The pause after the last completion wins over the interval.
+    assert.deepEqual(decideTrigger({ ...facts, now: 1050, lastCompletedAt: 1040 }, c), {
+      trigger: false,
+      retryAt: 1090,
+    });
+    assert.deepEqual(decideTrigger({ ...facts, now: 2000, inFlight: 2 }, c), {
+      trigger: false,
+      retryAt: undefined,
+    });
+    assert.deepEqual(decideTrigger({ ...facts, now: 2000, inFlight: 1 }, c), { trigger: true });
+    assert.deepEqual(decideTrigger({ ...facts, now: 2000, aligning: true }, c), {
+      trigger: false,
+      retryAt: undefined,
+    });
+    assert.deepEqual(decideTrigger({ ...facts, now: 9999 }, { ...c, intervalMs: 0 }), {
+      trigger: false,
+      retryAt: undefined,
+    });
+  });
+
+  test('tolerable consecutive failures', () => {
+    assert.equal(decideOnCheckpointFailure(3, { ...c, tolerableFailures: 3 }), 'continue');
+    assert.equal(decideOnCheckpointFailure(4, { ...c, tolerableFailures: 3 }), 'fail-task');
+  });
+});
+
+describe('restart decisions', () => {
+  test('fixed delay gives up after its attempts', () => {
+    const s = { kind: 'fixed-delay', attempts: 2, delayMs: 10 } as const;
+    assert.deepEqual(decideRestart(s, { restarts: 0, ranForMs: 1 }), {
+      restart: true,
+      delayMs: 10,
+      restarts: 1,
+    });
+    assert.deepEqual(decideRestart(s, { restarts: 1, ranForMs: 1 }), {
+      restart: true,
+      delayMs: 10,
+      restarts: 2,
+    });
+    assert.deepEqual(decideRestart(s, { restarts: 2, ranForMs: 1 }), { restart: false });
+    assert.deepEqual(decideRestart({ kind: 'none' }, { restarts: 0, ranForMs: 1 }), { restart: false });
+  });
+
+  test('exponential backoff grows to its maximum, resets after a quiet run, and honours maxAttempts', () => {
+    const s = {
+      kind: 'exponential-backoff',
+      initialDelayMs: 100,
+      maxDelayMs: 1000,
+      multiplier: 2,
+      maxAttempts: 6,
+      resetAfterMs: 5000,
+    } as const;
+    const delays: number[] = [];
+    let restarts = 0;
+    for (;;) {
+      const d = decideRestart(s, { restarts, ranForMs: 10 });
+      if (!d.restart) break;
+      delays.push(d.delayMs);
+      restarts = d.restarts;
+    }
+    assert.deepEqual(delays, [100, 200, 400, 800, 1000, 1000]);
+    assert.deepEqual(decideRestart(s, { restarts: 6, ranForMs: 6000 }), {
+      restart: true,
+      delayMs: 100,
+      restarts: 1,
+    });
+  });
+});
