@@ -385,15 +385,22 @@ export class Task {
     });
     const ops = this.#wiring.operators;
     for (let i = 0; i < ops.length; i++) {
+      // Minimum over the active upstream channels; when every one is idle, the maximum over all of
+      // them (as Flink's StatusWatermarkValve), so event time is not stuck behind inputs without data.
       let wm = Number.POSITIVE_INFINITY;
+      let idleMax = Number.NEGATIVE_INFINITY;
       let active = 0;
       for (const ch of this.#wiring.upstreamChannels[i]!) {
         const m = marks[ch]!;
-        if (m.idle) continue;
+        if (m.idle) {
+          if (m.wm > idleMax) idleMax = m.wm;
+          continue;
+        }
         active++;
         if (m.wm < wm) wm = m.wm;
       }
-      if (active === 0 || wm <= this.#opWatermarks[i]!) continue;
+      if (active === 0) wm = idleMax;
+      if (wm <= this.#opWatermarks[i]!) continue;
       this.#opWatermarks[i] = wm;
       ops[i]!.advanceWatermark(wm);
     }
@@ -413,14 +420,20 @@ export class Task {
     }
     for (const [i, ch] of this.#channels.entries()) {
       const idle = this.#strategies[i]!.idleTimeoutMs;
-      if (idle !== undefined && !ch.finished) deadlines.push(ch.lastRecordAt + idle);
+      // Only a channel that is not idle yet has an idleness deadline.
+      if (idle !== undefined && !ch.finished && ch.lastRecordAt + idle > now)
+        deadlines.push(ch.lastRecordAt + idle);
     }
-    const future = deadlines.filter((t) => t > now);
+    if (deadlines.some((t) => t <= now)) {
+      // Due work (e.g. a timer registered for the past): run it after the event loop had a turn,
+      // never in a microtask loop that would starve I/O.
+      await yieldToEventLoop();
+      return;
+    }
     await new Promise<void>((resolve) => {
       this.#wakeResolve = resolve;
-      if (future.length > 0 || deadlines.length > future.length) {
+      if (deadlines.length > 0)
         this.#cancelWakeTimer = this.#o.clock.schedule(Math.min(...deadlines), () => this.#wake());
-      }
     });
   }
 

@@ -17,10 +17,21 @@ export class TestSource<T> implements Source<T> {
   /** Readers opened so far (a restart opens new ones). */
   readersOpened = 0;
 
-  constructor(uid: string, partitions: SourceRecord<T>[][], options: { bounded?: boolean } = {}) {
+  readonly #reportIdle: boolean;
+
+  /**
+   * `bounded` (default true): partitions end after their records. `reportIdle` (default false): an
+   * unbounded partition without data says so, which lets its watermark go idle at once.
+   */
+  constructor(
+    uid: string,
+    partitions: SourceRecord<T>[][],
+    options: { bounded?: boolean; reportIdle?: boolean } = {},
+  ) {
     this.uid = uid;
     this.#partitions = partitions.map((p) => [...p]);
     this.#bounded = options.bounded ?? true;
+    this.#reportIdle = options.reportIdle ?? false;
   }
 
   /** Split records into `n` partitions by key, exactly as Kafka's default partitioner would. */
@@ -75,7 +86,7 @@ export class TestSource<T> implements Source<T> {
               resolve();
             });
           });
-          if (next >= data.length) return { records: [], position: next, idle: true };
+          if (next >= data.length) return { records: [], position: next, idle: self.#reportIdle };
         }
         const records = data.slice(next, next + max);
         next += records.length;

@@ -212,3 +212,55 @@ describe('operator harness', () => {
     );
   });
 });
+
+describe('watermarks and idle inputs', () => {
+  test('an idle partition does not hold the watermark back; without idleness event time would stall', async () => {
+    for (const idleTimeoutMs of [50, undefined]) {
+      const clock = new ManualClock(0);
+      const job = new StreamJob(`idle-${idleTimeoutMs}`);
+      // Two sources in one task: `busy` has data, `quiet` never has any and never ends.
+      const busy = new TestSource<number>(
+        'busy',
+        [[1, 2, 3].map((i) => ({ value: i, timestamp: i * 1000 }))],
+        { bounded: false },
+      );
+      const quiet = new TestSource<number>('quiet', [[]], { bounded: false });
+      const fn: KeyedProcessFunction<string, number, string> = {
+        processElement(_v, ctx) {
+          ctx.timerService.registerEventTimeTimer(ctx.timestamp! + 500);
+        },
+        onTimer(ts, _ctx, out) {
+          out.collect(`fired ${ts}`);
+        },
+      };
+      const sink = new CollectingSink<string>('out');
+      job
+        .source(busy, { watermarks: { idleTimeoutMs } })
+        .union(job.source(quiet, { watermarks: { idleTimeoutMs } }))
+        .keyBy(() => 'k')
+        .process(fn, { uid: 'timers' })
+        .sinkTo(sink);
+      const running = runJob(job.build(), {
+        storage: new MemoryCheckpointStorage(),
+        clock,
+        checkpoints: { intervalMs: 10 },
+      });
+      try {
+        await new Promise((r) => setTimeout(r, 50));
+        clock.advance(100); // past the idle timeout of `quiet`
+        await new Promise((r) => setTimeout(r, 50));
+        clock.advance(20); // a checkpoint commits what fired
+        await new Promise((r) => setTimeout(r, 50));
+        if (idleTimeoutMs === undefined)
+          assert.equal(sink.written, 0, 'timers fired although an input without data holds event time');
+        else {
+          await until(() => sink.output.committed.length >= 2, 2000, 'timers to fire and commit');
+          // Watermark = 2999 (highest 3000 - 0 - 1): the timers at 1500 and 2500 fired, 3500 not yet.
+          assert.deepEqual(sorted(sink.output.committed), ['fired 1500', 'fired 2500']);
+        }
+      } finally {
+        await running.stop();
+      }
+    }
+  });
+});
