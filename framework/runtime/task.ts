@@ -590,10 +590,19 @@ export class Task {
       }
       try {
         await storage.commit(meta);
-        if (p.savepoint !== undefined) await storage.commit({ ...meta, savepoint: p.savepoint });
       } catch (e) {
         await this.#checkpointFailed(p, e);
         return;
+      }
+      // The checkpoint is committed; the savepoint is a second metadata over the same files. If it
+      // fails, the checkpoint still completes and only the savepoint request is rejected.
+      let savepointError: unknown;
+      if (p.savepoint !== undefined) {
+        try {
+          await storage.commit({ ...meta, savepoint: p.savepoint });
+        } catch (e) {
+          savepointError = e;
+        }
       }
       this.#pending = this.#pending.filter((x) => x !== p);
       this.#completedIds.add(p.id);
@@ -621,7 +630,8 @@ export class Task {
       }
       const waiter = this.#savepointWaiters.get(p.id);
       this.#savepointWaiters.delete(p.id);
-      waiter?.resolve(p.savepoint !== undefined ? { ...meta, savepoint: p.savepoint } : meta);
+      if (savepointError !== undefined) waiter?.reject(savepointError);
+      else waiter?.resolve(p.savepoint !== undefined ? { ...meta, savepoint: p.savepoint } : meta);
     } finally {
       release();
       this.#wake();
