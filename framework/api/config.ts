@@ -18,6 +18,8 @@ export interface CheckpointConfig {
   readonly alignmentTimeoutMs: number | undefined;
   /** `async`: only the capture stops processing; `sync`: processing stops until the snapshot is written. Default async. */
   readonly snapshot: 'async' | 'sync';
+  /** Incremental checkpoints where the state backend supports them (only changes since the last one). Default false. */
+  readonly incremental: boolean;
 }
 
 export type RestartStrategy =

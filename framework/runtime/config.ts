@@ -18,6 +18,7 @@ export const DEFAULT_CHECKPOINTS: CheckpointConfig = {
   unaligned: false,
   alignmentTimeoutMs: undefined,
   snapshot: 'async',
+  incremental: false,
 };
 
 function bad(field: string, value: unknown, allowed: string): never {

@@ -1,7 +1,7 @@
 import { pack, unpack } from 'msgpackr';
 import { StreamError } from '../api/errors.ts';
 import type { CheckpointMetadata, CheckpointStorage, FileRef, Scope } from '../checkpoint/storage/storage.ts';
-import type { KeyedStateSnapshot } from '../state/backend.ts';
+import type { CheckpointFiles, KeyedStateHandle, KeyedStateSnapshot } from '../state/backend.ts';
 import { decodeKeyedSnapshot, encodeKeyedSnapshot } from '../state/snapshot-codec.ts';
 import type { InflightRecord } from './channel.ts';
 import type { OperatorSnapshot } from './operators/types.ts';
@@ -27,7 +27,10 @@ export interface TaskPayload {
   readonly backend: string;
   readonly unaligned: boolean;
   readonly channels: readonly ChannelPosition[];
-  readonly keyedFile: string;
+  /** Keyed state in the canonical format (savepoints, and backends without their own format)... */
+  readonly keyedFile?: string;
+  /** ... or in the backend's own format, possibly incremental. */
+  readonly keyedHandle?: KeyedStateHandle;
   readonly operatorsFile: string;
 }
 
@@ -42,26 +45,31 @@ export interface OperatorsFile {
 export interface RestoredTask {
   readonly meta: CheckpointMetadata;
   readonly payload: TaskPayload;
-  readonly keyed: KeyedStateSnapshot;
+  /** Exactly one of `keyed` and `keyedHandle` is set. */
+  readonly keyed: KeyedStateSnapshot | undefined;
+  readonly keyedHandle: KeyedStateHandle | undefined;
   readonly operators: OperatorsFile;
 }
 
-export async function writeTaskFiles(
+/** The checkpoint files of one task and checkpoint attempt, as backends see them. */
+export function checkpointFiles(
   storage: CheckpointStorage,
   scope: Scope,
   checkpointId: number,
   attempt: string,
-  keyed: KeyedStateSnapshot,
-  operators: OperatorsFile,
-): Promise<{ keyed: FileRef; operators: FileRef }> {
-  const keyedRef = await storage.writeFile(
-    scope,
-    checkpointId,
-    `keyed-${attempt}`,
-    encodeKeyedSnapshot(keyed),
-  );
-  const opsRef = await storage.writeFile(scope, checkpointId, `operators-${attempt}`, pack(operators));
-  return { keyed: keyedRef, operators: opsRef };
+): CheckpointFiles {
+  return {
+    write: (name, bytes) => storage.writeFile(scope, checkpointId, `${name}-${attempt}`, bytes),
+    read: (ref) => storage.readFile(ref),
+  };
+}
+
+export function writeKeyedFile(files: CheckpointFiles, keyed: KeyedStateSnapshot): Promise<FileRef> {
+  return files.write('keyed', encodeKeyedSnapshot(keyed));
+}
+
+export function writeOperatorsFile(files: CheckpointFiles, operators: OperatorsFile): Promise<FileRef> {
+  return files.write('operators', pack(operators));
 }
 
 /** Load and check everything a task needs to restore from `meta`. Never returns partial state. */
@@ -86,7 +94,17 @@ export async function readTaskSnapshot(
       );
     return ref;
   };
-  const keyed = decodeKeyedSnapshot(await storage.readFile(file(payload.keyedFile)), payload.keyedFile);
+  let keyed: KeyedStateSnapshot | undefined;
+  if (payload.keyedFile !== undefined) {
+    keyed = decodeKeyedSnapshot(await storage.readFile(file(payload.keyedFile)), payload.keyedFile);
+  } else if (payload.keyedHandle === undefined) {
+    throw new StreamError(
+      'CHECKPOINT_CORRUPT',
+      `${what} of task ${meta.taskId} has no keyed state in its metadata`,
+    );
+  } else {
+    for (const f of payload.keyedHandle.files) file(f.path);
+  }
   let operators: OperatorsFile;
   try {
     operators = unpack(await storage.readFile(file(payload.operatorsFile))) as OperatorsFile;
@@ -104,5 +122,5 @@ export async function readTaskSnapshot(
       `operators file ${payload.operatorsFile} has format ${JSON.stringify(operators?.format)}`,
     );
   }
-  return { meta, payload, keyed, operators };
+  return { meta, payload, keyed, keyedHandle: payload.keyedHandle, operators };
 }

@@ -5,19 +5,21 @@ import type { RuntimeConfig } from '../api/config.ts';
 import { StreamError } from '../api/errors.ts';
 import type { WatermarkStrategy } from '../api/source.ts';
 import { decideOnCheckpointFailure, decideTrigger } from '../checkpoint/decisions.ts';
-import type { CheckpointMetadata, CheckpointStorage, Scope } from '../checkpoint/storage/storage.ts';
+import type { CheckpointMetadata, CheckpointStorage, FileRef, Scope } from '../checkpoint/storage/storage.ts';
 import type { JobPlan, StagePlan } from '../graph/plan.ts';
-import type { KeyedStateBackend, KeyedStateCapture } from '../state/backend.ts';
+import type { KeyedStateBackend, KeyedStateCapture, KeyedStateHandle } from '../state/backend.ts';
 import { type AlignmentResult, BarrierAligner } from './alignment.ts';
 import { type InflightRecord, InputChannel } from './channel.ts';
 import type { FaultInjector } from './faults.ts';
 import type { OperatorSnapshot } from './operators/types.ts';
 import {
   type ChannelPosition,
+  checkpointFiles,
   readTaskSnapshot,
   TASK_SNAPSHOT_FORMAT,
   type TaskPayload,
-  writeTaskFiles,
+  writeKeyedFile,
+  writeOperatorsFile,
 } from './snapshot-io.ts';
 import { createOperators, type OperatorWiring } from './wiring.ts';
 
@@ -120,6 +122,8 @@ export class Task {
   #lastCompletedAt: number | undefined;
   #consecutiveFailures = 0;
   #completedIds = new Set<number>();
+  /** Handle of the checkpoint of the backend's previous capture, once known (undefined: none, or failed). */
+  #previousHandle: Promise<KeyedStateHandle | undefined> = Promise.resolve(undefined);
   #savepointWaiters = new Map<
     number,
     { resolve: (m: CheckpointMetadata) => void; reject: (e: unknown) => void }
@@ -228,7 +232,22 @@ export class Task {
     this.#nextCheckpointId = Math.max(meta?.checkpointId ?? 0, latest?.checkpointId ?? 0) + 1;
 
     this.#backend = await this.#o.createBackend(this.scope);
-    if (restored) await this.#backend.restore(restored.keyed);
+    if (restored?.keyed) await this.#backend.restore(restored.keyed);
+    if (restored?.keyedHandle) {
+      const h = restored.keyedHandle;
+      if (h.backend !== this.#backend.kind || !this.#backend.restoreHandle) {
+        throw new StreamError(
+          'SNAPSHOT_FORMAT_UNSUPPORTED',
+          `checkpoint ${meta!.checkpointId} of task ${this.scope.taskId} holds keyed state in the '${h.backend}' backend's format, but the job now uses '${this.#backend.kind}': restore with the '${h.backend}' backend, or from a savepoint (savepoints are portable)`,
+        );
+      }
+      await this.#backend.restoreHandle(
+        h,
+        checkpointFiles(storage, this.scope, meta!.checkpointId, this.#attempt),
+      );
+    }
+    // The next checkpoint may build on the restored one.
+    this.#previousHandle = Promise.resolve(restored?.keyedHandle);
 
     const { plan, stage, partition, jobId, clock } = this.#o;
     this.#wiring = await createOperators({
@@ -509,6 +528,9 @@ export class Task {
     const { storage, faults, listener } = this.#o;
     const t0 = performance.now();
     let capture: KeyedStateCapture | undefined;
+    let previousHandle: Promise<KeyedStateHandle | undefined> = Promise.resolve(undefined);
+    let settleHandle: (h: KeyedStateHandle | undefined) => void = () => {};
+    let handle: KeyedStateHandle | undefined;
     let operators: Record<string, OperatorSnapshot>;
     const channels: ChannelPosition[] = [];
     const inflight: InflightRecord[][] = [];
@@ -517,6 +539,10 @@ export class Task {
       operators = {};
       for (const op of this.#wiring.operators) operators[op.uid] = op.snapshot(p.id);
       capture = this.#backend.capture(p.id);
+      previousHandle = this.#previousHandle;
+      this.#previousHandle = new Promise((resolve) => {
+        settleHandle = resolve;
+      });
       for (const c of this.#channels) {
         const records = a.inflight.get(c.index) ?? [];
         channels.push({
@@ -529,6 +555,7 @@ export class Task {
       }
     } catch (e) {
       capture?.release();
+      settleHandle(undefined);
       // A failure in the synchronous part fails the task.
       this.#failure = e;
       this.#wake();
@@ -541,8 +568,17 @@ export class Task {
     let meta: CheckpointMetadata;
     try {
       faults?.('snapshot.write', { taskId: this.scope.taskId, checkpointId: p.id });
-      const keyed = await capture.materialize();
-      const files = await writeTaskFiles(storage, this.scope, p.id, this.#attempt, keyed, {
+      const files = checkpointFiles(storage, this.scope, p.id, this.#attempt);
+      let keyedFile: FileRef | undefined;
+      if (capture.writeCheckpoint && p.savepoint === undefined) {
+        // The backend's own format; incremental on top of the previous capture's checkpoint when
+        // that one completed (a savepoint or a failure in between makes this one full).
+        const base = this.#o.config.checkpoints.incremental ? await previousHandle : undefined;
+        handle = await capture.writeCheckpoint(files, base);
+      } else {
+        keyedFile = await writeKeyedFile(files, await capture.materialize());
+      }
+      const operatorsFile = await writeOperatorsFile(files, {
         format: TASK_SNAPSHOT_FORMAT,
         operators,
         inflight,
@@ -555,8 +591,8 @@ export class Task {
         backend: this.#backend.kind,
         unaligned: a.unaligned,
         channels,
-        keyedFile: files.keyed.path,
-        operatorsFile: files.operators.path,
+        ...(keyedFile ? { keyedFile: keyedFile.path } : { keyedHandle: handle }),
+        operatorsFile: operatorsFile.path,
       };
       meta = {
         formatVersion: 1,
@@ -564,12 +600,13 @@ export class Task {
         taskId: this.scope.taskId,
         checkpointId: p.id,
         timestamp: Date.now(),
-        files: [files.keyed, files.operators],
-        type: 'full',
+        files: [...(keyedFile ? [keyedFile] : handle!.files), operatorsFile],
+        type: handle?.type ?? 'full',
         payload,
       };
     } catch (e) {
       capture.release();
+      settleHandle(undefined);
       await this.#checkpointFailed(p, e);
       return;
     }
@@ -583,17 +620,20 @@ export class Task {
     });
     try {
       await previous.catch(() => {});
-      if (this.#cancelled) return; // orphaned files are removed by retention later
+      if (this.#cancelled) return settleHandle(undefined); // orphaned files are removed by retention later
       if (p.aborted) {
+        settleHandle(undefined);
         await storage.discard(this.scope, p.id).catch(() => {});
         return;
       }
       try {
         await storage.commit(meta);
       } catch (e) {
+        settleHandle(undefined);
         await this.#checkpointFailed(p, e);
         return;
       }
+      settleHandle(handle);
       // The checkpoint is committed; the savepoint is a second metadata over the same files. If it
       // fails, the checkpoint still completes and only the savepoint request is rejected.
       let savepointError: unknown;

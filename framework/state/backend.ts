@@ -1,6 +1,7 @@
 import type { KeyId } from '../api/keys.ts';
 import type { Serializer } from '../api/serializer.ts';
 import type { StateKind, StateTtlConfig } from '../api/state.ts';
+import type { FileRef } from '../checkpoint/storage/storage.ts';
 
 /**
  * The keyed state backend contract: one primitive store of JS values per (state name, key id).
@@ -37,7 +38,36 @@ export interface KeyedStateBackend {
   capture(checkpointId: number): KeyedStateCapture;
   /** Replace all state by the snapshot's. Refuses unknown format versions and serializer changes. */
   restore(snapshot: KeyedStateSnapshot): Promise<void>;
+  /**
+   * Optional counterpart of `KeyedStateCapture.writeCheckpoint`: replace all state by the state of a
+   * checkpoint this kind of backend wrote (reusing a matching local copy when it can: local recovery).
+   * A missing or corrupt file is CHECKPOINT_CORRUPT / CHECKPOINT_NOT_FOUND naming the file.
+   */
+  restoreHandle?(handle: KeyedStateHandle, files: CheckpointFiles): Promise<void>;
   close(): Promise<void>;
+}
+
+/** The files of one task's checkpoint, as a backend sees them. */
+export interface CheckpointFiles {
+  /** Write a new file of the checkpoint being taken (names are unique per checkpoint). */
+  write(name: string, bytes: Uint8Array): Promise<FileRef>;
+  /** Read any file of a retained checkpoint of this task; verifies its checksum. */
+  read(ref: FileRef): Promise<Uint8Array>;
+}
+
+/**
+ * What a backend recorded for one checkpoint in its own format; stored in the checkpoint metadata,
+ * so it must be JSON-safe. `files` lists every file the state needs, including files of earlier
+ * checkpoints an incremental one builds on: checkpoint storage keeps a file while any retained
+ * checkpoint lists it.
+ */
+export interface KeyedStateHandle {
+  /** The backend kind that wrote it; restore refuses a handle of another kind. */
+  readonly backend: string;
+  readonly type: 'full' | 'incremental';
+  readonly files: readonly FileRef[];
+  /** Backend-specific, JSON-safe description (for example the base and the chain of deltas). */
+  readonly layout: unknown;
 }
 
 /** What the framework knows about a registered state, recorded in every snapshot. */
@@ -51,8 +81,19 @@ export interface StateMeta {
 
 export interface KeyedStateCapture {
   readonly checkpointId: number;
-  /** The asynchronous part: produce the snapshot (serializing values with the states' serializers). */
+  /**
+   * The asynchronous part, canonical form: produce the snapshot (serializing values with the states'
+   * serializers). Used for savepoints, and for checkpoints of backends without `writeCheckpoint`.
+   */
   materialize(): Promise<KeyedStateSnapshot>;
+  /**
+   * Optional asynchronous part in the backend's own format. With `previous` (the handle of the
+   * checkpoint of this backend's immediately preceding capture, given only when that checkpoint
+   * completed and the job asks for incremental checkpoints) the backend may write only what changed
+   * since that capture and refer to `previous.files`; without it, it writes all state. The backend
+   * decides when a chain is long enough to write a full one instead.
+   */
+  writeCheckpoint?(files: CheckpointFiles, previous: KeyedStateHandle | undefined): Promise<KeyedStateHandle>;
   /** Let the backend drop what it kept for this capture. Idempotent. */
   release(): void;
 }
