@@ -22,7 +22,49 @@ export interface Sink<T> {
   }): SinkWriter<T> | Promise<SinkWriter<T>>;
 }
 
+/** Where a checkpoint's metadata file lies in checkpoint storage (a FileRef plus the checkpoint id). */
+export interface CheckpointPointer {
+  readonly checkpointId: number;
+  readonly path: string;
+  readonly bytes: number;
+  readonly sha256: string;
+}
+
+export interface CommitRequest {
+  readonly checkpointId: number;
+  /** Where each input of the task resumes after this checkpoint. */
+  readonly positions: readonly {
+    readonly source: string;
+    readonly partition: number;
+    readonly position: unknown;
+  }[];
+  /** The checkpoint's metadata file, already written; the committer records it with the output. */
+  readonly pointer: CheckpointPointer;
+}
+
+/**
+ * A sink that commits checkpoints itself, atomically with its output (a Kafka transaction holding
+ * the records up to the barrier, the consumer offsets and the pointer to the snapshot). When a task
+ * has one, the success of `commitCheckpoint` *is* the completion of the checkpoint, and restore asks
+ * `latestCheckpoint` where the last committed one is. Several writers of one task may return the same
+ * committer object; a task must not have two different ones.
+ */
+export interface CheckpointCommitter {
+  /** Throws to fail the task (the transaction's outcome is then decided by fencing on restart). */
+  commitCheckpoint(request: CommitRequest): Promise<void>;
+  latestCheckpoint(
+    inputs: readonly { readonly source: { readonly uid: string }; readonly partition: number }[],
+  ): Promise<CheckpointPointer | undefined>;
+}
+
 export interface SinkWriter<T> {
+  /** Set by sinks that commit checkpoints themselves (see CheckpointCommitter). */
+  readonly committer?: CheckpointCommitter;
+  /**
+   * Backpressure: a promise while the writer holds as much unflushed output as it may; the task
+   * takes no record until it resolves. Undefined when ready.
+   */
+  ready?(): Promise<void> | undefined;
   write(value: T, timestamp: number | undefined): void;
   prepareCommit(checkpointId: number): unknown;
   commit(committables: readonly unknown[]): Promise<void>;

@@ -3,6 +3,7 @@ import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Clock } from '../api/clock.ts';
 import type { RuntimeConfig } from '../api/config.ts';
 import { StreamError } from '../api/errors.ts';
+import type { CheckpointCommitter } from '../api/sink.ts';
 import type { WatermarkStrategy } from '../api/source.ts';
 import { decideOnCheckpointFailure, decideTrigger } from '../checkpoint/decisions.ts';
 import type { CheckpointMetadata, CheckpointStorage, FileRef, Scope } from '../checkpoint/storage/storage.ts';
@@ -46,6 +47,8 @@ export interface TaskListener {
   checkpointCompleted?(stats: CheckpointStats): void;
   checkpointFailed?(info: { taskId: string; checkpointId: number; error: unknown }): void;
   restored?(info: { taskId: string; checkpointId: number | undefined; ms: number }): void;
+  /** A checkpoint committed by a sink's transaction could not be added to the storage index. */
+  indexFailed?(info: { taskId: string; checkpointId: number; error: unknown }): void;
 }
 
 export interface TaskOptions {
@@ -124,6 +127,7 @@ export class Task {
   #completedIds = new Set<number>();
   /** Handle of the checkpoint of the backend's previous capture, once known (undefined: none, or failed). */
   #previousHandle: Promise<KeyedStateHandle | undefined> = Promise.resolve(undefined);
+  #committer: CheckpointCommitter | undefined;
   #savepointWaiters = new Map<
     number,
     { resolve: (m: CheckpointMetadata) => void; reject: (e: unknown) => void }
@@ -214,13 +218,36 @@ export class Task {
   // ---------------------------------------------------------------- restore and wiring
 
   async #restore(): Promise<void> {
-    const { storage, restoreFrom, listener } = this.#o;
+    const { storage, restoreFrom, listener, plan, stage, partition, jobId, clock } = this.#o;
     const started = performance.now();
+    // Operators first (they hold no state yet): a sink may be the task's checkpoint committer.
+    this.#backend = await this.#o.createBackend(this.scope);
+    this.#wiring = await createOperators({
+      plan,
+      stage,
+      partition,
+      jobId,
+      clock,
+      backend: this.#backend,
+      watermarkOf: (i) => this.#opWatermarks[i] ?? Number.NEGATIVE_INFINITY,
+    });
+    const committers = new Set(
+      this.#wiring.operators.map((o) => o.committer?.()).filter((c) => c !== undefined),
+    );
+    if (committers.size > 1) {
+      throw new StreamError(
+        'GRAPH_INVALID',
+        `task ${this.scope.taskId} has sinks with ${committers.size} different checkpoint committers: all transactional sinks of a task must share one transaction`,
+      );
+    }
+    this.#committer = [...committers][0];
+
     const latest = await storage.latest(this.scope);
     let meta: CheckpointMetadata | undefined;
     if (restoreFrom.kind === 'savepoint') meta = await storage.loadSavepoint(restoreFrom.name, this.scope);
     else if (restoreFrom.kind === 'checkpoint')
       meta = await storage.load(this.scope, restoreFrom.checkpointId);
+    else if (this.#committer) meta = await this.#committedByCommitter(this.#committer);
     else meta = latest;
     const restored = meta ? await readTaskSnapshot(storage, meta) : undefined;
     if (restored && restored.payload.partitions !== this.#o.stage.partitions) {
@@ -231,7 +258,6 @@ export class Task {
     }
     this.#nextCheckpointId = Math.max(meta?.checkpointId ?? 0, latest?.checkpointId ?? 0) + 1;
 
-    this.#backend = await this.#o.createBackend(this.scope);
     if (restored?.keyed) await this.#backend.restore(restored.keyed);
     if (restored?.keyedHandle) {
       const h = restored.keyedHandle;
@@ -249,16 +275,6 @@ export class Task {
     // The next checkpoint may build on the restored one.
     this.#previousHandle = Promise.resolve(restored?.keyedHandle);
 
-    const { plan, stage, partition, jobId, clock } = this.#o;
-    this.#wiring = await createOperators({
-      plan,
-      stage,
-      partition,
-      jobId,
-      clock,
-      backend: this.#backend,
-      watermarkOf: (i) => this.#opWatermarks[i] ?? Number.NEGATIVE_INFINITY,
-    });
     this.#opWatermarks = this.#wiring.operators.map(() => Number.NEGATIVE_INFINITY);
 
     // Channels: one per source partition read by this task, positioned as restored.
@@ -306,6 +322,34 @@ export class Task {
     });
   }
 
+  /** The checkpoint the task's committer last committed (its pointer names the metadata file). */
+  async #committedByCommitter(committer: CheckpointCommitter): Promise<CheckpointMetadata | undefined> {
+    const inputs = this.#wiring.sources.flatMap((s) =>
+      s.broadcast ? [] : [{ source: s.source, partition: this.#o.partition }],
+    );
+    const pointer = await committer.latestCheckpoint(inputs);
+    if (!pointer) return undefined;
+    const { checkpointId, ...ref } = pointer;
+    const bytes = await this.#o.storage.readFile(ref);
+    let meta: CheckpointMetadata;
+    try {
+      meta = JSON.parse(new TextDecoder().decode(bytes)) as CheckpointMetadata;
+    } catch (e) {
+      throw new StreamError(
+        'CHECKPOINT_CORRUPT',
+        `metadata file ${ref.path} of checkpoint ${checkpointId} is not JSON`,
+        { cause: e },
+      );
+    }
+    if (meta.checkpointId !== checkpointId || meta.taskId !== this.scope.taskId) {
+      throw new StreamError(
+        'CHECKPOINT_CORRUPT',
+        `metadata file ${ref.path} holds checkpoint ${meta.checkpointId} of task ${meta.taskId}, but the committed pointer names checkpoint ${checkpointId} of task ${this.scope.taskId}`,
+      );
+    }
+    return meta;
+  }
+
   // ---------------------------------------------------------------- the loop
 
   async #loop(): Promise<void> {
@@ -339,6 +383,11 @@ export class Task {
         await this.#finish();
         return;
       }
+      const backpressure = this.#sinkBackpressure();
+      if (backpressure) {
+        await backpressure;
+        continue;
+      }
       if (this.#syncWait) {
         // Synchronous checkpoint (or the final one): processing waits for the snapshot write.
         await this.#syncWait;
@@ -348,6 +397,14 @@ export class Task {
       if (worked === 0) await this.#sleep(now);
       else if (++rounds % 8 === 0) await yieldToEventLoop();
     }
+  }
+
+  #sinkBackpressure(): Promise<void> | undefined {
+    for (const op of this.#wiring.operators) {
+      const p = op.ready?.();
+      if (p) return p;
+    }
+    return undefined;
   }
 
   #handle(c: InputChannel): void {
@@ -626,12 +683,41 @@ export class Task {
         await storage.discard(this.scope, p.id).catch(() => {});
         return;
       }
-      try {
-        await storage.commit(meta);
-      } catch (e) {
-        settleHandle(undefined);
-        await this.#checkpointFailed(p, e);
-        return;
+      if (this.#committer) {
+        // The sink's transaction commits the checkpoint: output, input positions and the pointer
+        // to the metadata file, atomically. Its failure fails the task (fencing decides on restart).
+        try {
+          const files = checkpointFiles(storage, this.scope, p.id, this.#attempt);
+          const metaFile = await files.write('metadata', new TextEncoder().encode(JSON.stringify(meta)));
+          await this.#committer.commitCheckpoint({
+            checkpointId: p.id,
+            positions: (meta.payload as TaskPayload).channels.map((c) => ({
+              source: c.source,
+              partition: c.partition,
+              position: c.position,
+            })),
+            pointer: { checkpointId: p.id, ...metaFile },
+          });
+          meta = { ...meta, files: [...meta.files, metaFile] };
+        } catch (e) {
+          settleHandle(undefined);
+          this.#failure = e;
+          return;
+        }
+        // The storage index (for listing and retention) follows; the checkpoint is already complete.
+        await storage
+          .commit(meta)
+          .catch((e: unknown) =>
+            listener?.indexFailed?.({ taskId: this.scope.taskId, checkpointId: p.id, error: e }),
+          );
+      } else {
+        try {
+          await storage.commit(meta);
+        } catch (e) {
+          settleHandle(undefined);
+          await this.#checkpointFailed(p, e);
+          return;
+        }
       }
       settleHandle(handle);
       // The checkpoint is committed; the savepoint is a second metadata over the same files. If it

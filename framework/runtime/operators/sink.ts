@@ -52,6 +52,14 @@ export class SinkOperator extends StatelessOperator {
     if (committables.length > 0) await this.#writer.commit(committables);
   }
 
+  committer() {
+    return this.#writer.committer;
+  }
+
+  ready(): Promise<void> | undefined {
+    return this.#writer.ready?.();
+  }
+
   override async close(): Promise<void> {
     await this.#writer.close();
   }

@@ -2,6 +2,7 @@ import type { Clock } from '../../api/clock.ts';
 import { StreamError } from '../../api/errors.ts';
 import type { RuntimeInfo } from '../../api/functions.ts';
 import type { KeyId } from '../../api/keys.ts';
+import type { CheckpointCommitter } from '../../api/sink.ts';
 import type { KeyedStateBackend } from '../../state/backend.ts';
 import type { OperatorStateSnapshot } from '../../state/operator-state.ts';
 
@@ -27,6 +28,10 @@ export interface RuntimeOperator {
   close(): Promise<void>;
   /** Failure or cancellation: drop uncommitted work. Must not throw. */
   abort(): Promise<void>;
+  /** The checkpoint committer of a sink that commits checkpoints itself. */
+  committer?(): CheckpointCommitter | undefined;
+  /** Backpressure from a sink: a promise while it cannot take more records. */
+  ready?(): Promise<void> | undefined;
 }
 
 /** The part of a task snapshot that belongs to one operator. Plain, serializable data. */
