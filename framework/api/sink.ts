@@ -65,6 +65,12 @@ export interface SinkWriter<T> {
    * takes no record until it resolves. Undefined when ready.
    */
   ready?(): Promise<void> | undefined;
+  /**
+   * Called in the asynchronous part of checkpoint n, before it commits: resolves once everything
+   * prepared for n has been handed to the external system (acknowledged writes for at-least-once
+   * sinks, sent transactional records for transactional ones). Rejecting fails the checkpoint.
+   */
+  flush?(checkpointId: number): Promise<void>;
   write(value: T, timestamp: number | undefined): void;
   prepareCommit(checkpointId: number): unknown;
   commit(committables: readonly unknown[]): Promise<void>;

@@ -20,18 +20,41 @@ export interface JobOptions extends RuntimeConfigInput {
   readonly savepoint?: string;
   readonly faults?: FaultInjector;
   readonly listener?: JobListener;
+  /**
+   * Which partitions this instance runs (a consumer group's assignment). Default: every partition of
+   * every stage, and the job is done when all of them ended their input.
+   */
+  readonly assignment?: AssignmentSource;
+}
+
+/**
+ * Tells a job which partitions of each stage this instance owns, and when that changes (Kafka
+ * consumer-group rebalances). `start` returns once the source is running; `onChange` gets the full
+ * new ownership each time; tasks of partitions no longer owned are stopped, new ones started.
+ */
+export interface AssignmentSource {
+  start(
+    plan: JobPlan,
+    onChange: (owned: ReadonlyMap<number, ReadonlySet<number>>) => Promise<void>,
+  ): Promise<void>;
+  stop(): Promise<void>;
 }
 
 export interface JobListener extends TaskListener {
   taskFailed?(info: { taskId: string; error: unknown; restarting: boolean; delayMs: number }): void;
+  taskStarted?(info: { taskId: string; partition: number }): void;
+  taskStopped?(info: { taskId: string; partition: number }): void;
 }
 
 /** A running job: its tasks, each restarted on failure per the restart strategy. */
 export interface RunningJob {
   readonly plan: JobPlan;
-  /** Resolves when every task has ended its input (after final checkpoints); rejects when one gives up. */
+  /**
+   * Static jobs: resolves when every task has ended its input (after final checkpoints). Jobs with an
+   * assignment source: resolves after `stop()`. Rejects when a task's restart strategy gives up.
+   */
   readonly done: Promise<void>;
-  /** Take a savepoint of every task; resolves with their metadata. */
+  /** Take a savepoint of every running task; resolves with their metadata. */
   savepoint(name: string): Promise<CheckpointMetadata[]>;
   /** Stop every task without a final checkpoint (the next start resumes from the last one). */
   stop(): Promise<void>;
@@ -42,10 +65,17 @@ export interface RunningJob {
   tasks(): readonly Task[];
 }
 
+interface Supervisor {
+  readonly key: string;
+  task: Task | undefined;
+  revoked: boolean;
+  readonly done: Promise<void>;
+}
+
 /**
- * Run a job in this process: one task per stage x partition. A failed task alone is torn down and
- * restored from its last committed checkpoint (tasks share nothing, so a failure is local), after
- * the delay the restart strategy decides; when the strategy gives up the job fails with
+ * Run a job in this process: one task per stage x owned partition. A failed task alone is torn down
+ * and restored from its last committed checkpoint (tasks share nothing, so a failure is local),
+ * after the delay the restart strategy decides; when the strategy gives up the job fails with
  * RESTART_LIMIT_EXCEEDED carrying the last error.
  */
 export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
@@ -53,12 +83,17 @@ export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
   const config = resolveRuntimeConfig(options);
   const clock = options.clock ?? systemClock;
   const createBackend = options.backend ?? (() => new HeapKeyedStateBackend());
-  const current: Task[] = [];
+  const supervisors = new Map<string, Supervisor>();
   let stopped = false;
   let restarts = 0;
   const held = new Set<string>();
+  let fail!: (e: unknown) => void;
+  const failed = new Promise<never>((_, reject) => {
+    fail = reject;
+  });
+  failed.catch(() => {});
 
-  const supervise = async (stageIndex: number, partition: number, slot: number): Promise<void> => {
+  const supervise = async (sup: Supervisor, stageIndex: number, partition: number): Promise<void> => {
     const stage = plan.stages[stageIndex]!;
     let restoreFrom: RestoreFrom = options.savepoint
       ? { kind: 'savepoint', name: options.savepoint }
@@ -78,17 +113,21 @@ export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
         faults: options.faults,
         listener: options.listener,
       });
-      current[slot] = task;
+      sup.task = task;
+      for (const uid of held) task.hold(uid, true);
       const started = clock.now();
+      options.listener?.taskStarted?.({ taskId: task.scope.taskId, partition });
       try {
-        const run = task.run();
-        for (const uid of held) task.hold(uid, true);
-        await run;
-        if (stopped) await task.abort();
+        await task.run();
+        if (stopped || sup.revoked) await task.abort();
+        options.listener?.taskStopped?.({ taskId: task.scope.taskId, partition });
         return;
       } catch (error) {
         await task.abort();
-        if (stopped) return;
+        if (stopped || sup.revoked) {
+          options.listener?.taskStopped?.({ taskId: task.scope.taskId, partition });
+          return;
+        }
         // Once this run committed a checkpoint, restarts resume from the latest one.
         if (task.lastCompletedCheckpoint !== undefined) restoreFrom = { kind: 'latest' };
         const d = decideRestart(config.restart, {
@@ -111,44 +150,93 @@ export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
         windowRestarts = d.restarts;
         restarts++;
         if (d.delayMs > 0) await new Promise<void>((r) => clock.schedule(clock.now() + d.delayMs, r));
-        if (stopped) return;
+        if (stopped || sup.revoked) return;
       }
     }
   };
 
-  const runs: Promise<void>[] = [];
-  let slot = 0;
-  for (const stage of plan.stages) {
-    for (let p = 0; p < stage.partitions; p++) runs.push(supervise(stage.index, p, slot++));
-  }
-  const done = (async () => {
-    const results = await Promise.allSettled(runs);
-    const failed = results.find((r) => r.status === 'rejected');
-    if (failed) {
+  const startTask = (stageIndex: number, partition: number): Supervisor => {
+    const key = `${stageIndex}/${partition}`;
+    const sup: Supervisor = { key, task: undefined, revoked: false, done: Promise.resolve() };
+    const done = supervise(sup, stageIndex, partition);
+    done.catch((e) => fail(e));
+    Object.assign(sup, { done });
+    supervisors.set(key, sup);
+    return sup;
+  };
+
+  const revoke = async (sup: Supervisor): Promise<void> => {
+    sup.revoked = true;
+    sup.task?.stop();
+    await sup.done.catch(() => {});
+    supervisors.delete(sup.key);
+  };
+
+  let done: Promise<void>;
+  let stopAll: () => Promise<void>;
+  if (options.assignment) {
+    const source = options.assignment;
+    let stopRequested!: () => void;
+    const stopSignal = new Promise<void>((r) => {
+      stopRequested = r;
+    });
+    const onChange = async (owned: ReadonlyMap<number, ReadonlySet<number>>) => {
+      if (stopped) return;
+      const keep = new Set<string>();
+      for (const [stage, parts] of owned) for (const p of parts) keep.add(`${stage}/${p}`);
+      await Promise.all([...supervisors.values()].filter((s) => !keep.has(s.key)).map(revoke));
+      for (const [stage, parts] of owned)
+        for (const p of parts) if (!supervisors.has(`${stage}/${p}`)) startTask(stage, p);
+    };
+    done = (async () => {
+      await source.start(plan, onChange);
+      try {
+        await Promise.race([stopSignal, failed]);
+      } finally {
+        stopped = true;
+        await Promise.allSettled([...supervisors.values()].map(revoke));
+        await source.stop();
+      }
+    })();
+    stopAll = async () => {
       stopped = true;
-      await Promise.allSettled(current.map((t) => t.abort()));
-      throw (failed as PromiseRejectedResult).reason;
-    }
-  })();
+      stopRequested();
+      await done.catch(() => {});
+    };
+  } else {
+    for (const stage of plan.stages) for (let p = 0; p < stage.partitions; p++) startTask(stage.index, p);
+    done = (async () => {
+      const all = Promise.all([...supervisors.values()].map((s) => s.done));
+      try {
+        await Promise.race([all, failed]);
+      } catch (e) {
+        stopped = true;
+        await Promise.allSettled([...supervisors.values()].map((s) => s.task?.abort()));
+        throw e;
+      }
+    })();
+    stopAll = async () => {
+      stopped = true;
+      for (const s of supervisors.values()) s.task?.stop();
+      await done.catch(() => {});
+    };
+  }
   done.catch(() => {});
+  const tasks = () => [...supervisors.values()].flatMap((s) => (s.task ? [s.task] : []));
 
   return {
     plan,
     done,
     async savepoint(name) {
-      return Promise.all(current.map((t) => t.savepoint(name)));
+      return Promise.all(tasks().map((t) => t.savepoint(name)));
     },
-    async stop() {
-      stopped = true;
-      for (const t of current) t.stop();
-      await done.catch(() => {});
-    },
+    stop: () => stopAll(),
     hold(uid, h) {
       if (h) held.add(uid);
       else held.delete(uid);
-      for (const t of current) t.hold(uid, h);
+      for (const t of tasks()) t.hold(uid, h);
     },
     restarts: () => restarts,
-    tasks: () => current,
+    tasks,
   };
 }

@@ -56,6 +56,10 @@ export class SinkOperator extends StatelessOperator {
     return this.#writer.committer;
   }
 
+  async flush(checkpointId: number): Promise<void> {
+    await this.#writer.flush?.(checkpointId);
+  }
+
   ready(): Promise<void> | undefined {
     return this.#writer.ready?.();
   }

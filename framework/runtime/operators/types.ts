@@ -30,6 +30,8 @@ export interface RuntimeOperator {
   abort(): Promise<void>;
   /** The checkpoint committer of a sink that commits checkpoints itself. */
   committer?(): CheckpointCommitter | undefined;
+  /** Asynchronous part of checkpoint n, before it commits (sinks flush what they prepared). */
+  flush?(checkpointId: number): Promise<void>;
   /** Backpressure from a sink: a promise while it cannot take more records. */
   ready?(): Promise<void> | undefined;
 }
