@@ -640,6 +640,7 @@ export class Task {
         operators,
         inflight,
       });
+      for (const op of this.#wiring.operators) await op.flush?.(p.id);
       const payload: TaskPayload = {
         format: TASK_SNAPSHOT_FORMAT,
         stage: this.scope.taskId.replace(/-p\d+$/, ''),
