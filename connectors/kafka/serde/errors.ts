@@ -1,0 +1,205 @@
+/**
+ * The errors of the serde layer, each with a `code`, a message that says what is wrong and what to do,
+ * and the underlying `cause`.
+ *
+ * These codes are not (yet) in the framework's catalogue (framework/api/errors.ts), so the classes extend
+ * Error with a `code` field shaped like StreamError's; once the catalogue has them they can extend
+ * StreamError without changing their fields.
+ */
+
+export const SerdeErrorCodes = {
+  RECORD_DESERIALIZATION_FAILED:
+    "a record's key or value cannot be read (wrong magic byte, unknown schema id, bytes that do not match the schema): a poison record, handled by the source's policy",
+  RECORD_SERIALIZATION_FAILED: 'a value cannot be written: it does not fit its schema or format',
+  SCHEMA_REGISTRY_UNAVAILABLE:
+    'the schema registry did not answer (connection refused, timeout, 5xx) within the retry budget: retryable, never a reason to skip a record',
+  SCHEMA_REGISTRY_REQUEST_FAILED:
+    'the schema registry refused a request (401/403 credentials, 409 incompatible schema, 422 invalid schema)',
+} as const;
+
+export type SerdeErrorCode = keyof typeof SerdeErrorCodes;
+
+/** Why a record could not be read; stable strings, fit for a dead-letter header or a metric label. */
+export type DeserializationReason =
+  /** Fewer bytes than the 5-byte Confluent header (magic byte + schema id), or a truncated index list. */
+  | 'truncated'
+  /** The first byte is not the Confluent magic byte 0: not written by a registry serializer. */
+  | 'wrong-magic-byte'
+  /** The schema id is not in the registry (it answered 404). */
+  | 'unknown-schema-id'
+  /** The schema id names a schema of another type (e.g. a JSON Schema read by the Avro serde). */
+  | 'schema-type-mismatch'
+  /** The registry's schema could not be used (it does not parse, a reference is missing). */
+  | 'unusable-schema'
+  /** The bytes do not decode with, or do not validate against, the writer's schema. */
+  | 'schema-mismatch'
+  /** Not valid UTF-8, or not valid JSON. */
+  | 'invalid-encoding';
+
+/** Where the record is; the serde knows the topic, the source fills in the rest with `at()`. */
+export interface RecordLocation {
+  readonly partition: number;
+  /** Kafka offsets are strings in kafkajs (64-bit). */
+  readonly offset: string;
+  readonly field?: 'key' | 'value';
+}
+
+export class DeserializationError extends Error {
+  readonly code = 'RECORD_DESERIALIZATION_FAILED' as const;
+  /** A poison record: the source applies its policy (fail, skip, dead-letter); retrying cannot help. */
+  readonly retryable = false;
+  readonly reason: DeserializationReason;
+  readonly format: string;
+  readonly topic: string;
+  /** Filled in by the source with `at()`; undefined until then. */
+  readonly partition: number | undefined;
+  readonly offset: string | undefined;
+  readonly field: 'key' | 'value' | undefined;
+  /** The schema id of the Confluent header, when the bytes had one. */
+  readonly schemaId: number | undefined;
+  readonly detail: string;
+
+  constructor(
+    init: {
+      readonly reason: DeserializationReason;
+      readonly format: string;
+      readonly topic: string;
+      readonly detail: string;
+      readonly schemaId?: number;
+      readonly partition?: number;
+      readonly offset?: string;
+      readonly field?: 'key' | 'value';
+    },
+    options?: { cause?: unknown },
+  ) {
+    super(deserializationMessage(init), options);
+    this.name = 'DeserializationError';
+    this.reason = init.reason;
+    this.format = init.format;
+    this.topic = init.topic;
+    this.detail = init.detail;
+    this.schemaId = init.schemaId;
+    this.partition = init.partition;
+    this.offset = init.offset;
+    this.field = init.field;
+  }
+
+  /** The same error, placed at its record (the message then names topic, partition and offset). */
+  at(location: RecordLocation): DeserializationError {
+    return new DeserializationError(
+      {
+        reason: this.reason,
+        format: this.format,
+        topic: this.topic,
+        detail: this.detail,
+        ...(this.schemaId === undefined ? {} : { schemaId: this.schemaId }),
+        partition: location.partition,
+        offset: location.offset,
+        ...(location.field === undefined ? {} : { field: location.field }),
+      },
+      { cause: this.cause },
+    );
+  }
+}
+
+function deserializationMessage(init: {
+  reason: DeserializationReason;
+  format: string;
+  topic: string;
+  detail: string;
+  partition?: number;
+  offset?: string;
+  field?: 'key' | 'value';
+}): string {
+  const where =
+    init.partition === undefined
+      ? `topic ${init.topic}`
+      : `${init.topic} partition ${init.partition} offset ${init.offset ?? '?'}`;
+  return `cannot read the ${init.field ?? 'record'} at ${where} as ${init.format} (${init.reason}): ${init.detail}`;
+}
+
+export class SerializationError extends Error {
+  readonly code = 'RECORD_SERIALIZATION_FAILED' as const;
+  readonly format: string;
+  readonly topic: string;
+
+  constructor(format: string, topic: string, detail: string, options?: { cause?: unknown }) {
+    super(`cannot write a value for topic ${topic} as ${format}: ${detail}`, options);
+    this.name = 'SerializationError';
+    this.format = format;
+    this.topic = topic;
+  }
+}
+
+export class RegistryUnavailableError extends Error {
+  readonly code = 'SCHEMA_REGISTRY_UNAVAILABLE' as const;
+  /** Retry later (restart the task, back off): the record is not at fault and must not be skipped. */
+  readonly retryable = true;
+  readonly url: string;
+  /** e.g. `GET /schemas/ids/7`. */
+  readonly operation: string;
+  readonly attempts: number;
+  readonly elapsedMs: number;
+
+  constructor(
+    init: { url: string; operation: string; attempts: number; elapsedMs: number; lastError: string },
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `schema registry ${init.url} unavailable: ${init.operation} failed ${init.attempts} time(s) over ${init.elapsedMs} ms (last: ${init.lastError}); the task should retry later, the record is not skipped`,
+      options,
+    );
+    this.name = 'RegistryUnavailableError';
+    this.url = init.url;
+    this.operation = init.operation;
+    this.attempts = init.attempts;
+    this.elapsedMs = init.elapsedMs;
+  }
+}
+
+export class RegistryRequestError extends Error {
+  readonly code = 'SCHEMA_REGISTRY_REQUEST_FAILED' as const;
+  readonly retryable = false;
+  readonly url: string;
+  readonly operation: string;
+  readonly status: number;
+
+  constructor(
+    init: { url: string; operation: string; status: number; detail: string },
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `schema registry ${init.url} refused ${init.operation} with HTTP ${init.status}: ${init.detail}${hint(init.status)}`,
+      options,
+    );
+    this.name = 'RegistryRequestError';
+    this.url = init.url;
+    this.operation = init.operation;
+    this.status = init.status;
+  }
+}
+
+function hint(status: number): string {
+  if (status === 401 || status === 403) return ' (check the registry credentials)';
+  if (status === 409)
+    return ' (the schema is not compatible with the subject: evolve it compatibly or change the subject compatibility)';
+  if (status === 422) return ' (the registry rejects the schema as invalid)';
+  return '';
+}
+
+export type SerdeError =
+  | DeserializationError
+  | SerializationError
+  | RegistryUnavailableError
+  | RegistryRequestError;
+
+/** True when `e` is one of the serde errors, optionally of the given code. */
+export function isSerdeError(e: unknown, code?: SerdeErrorCode): e is SerdeError {
+  return (
+    (e instanceof DeserializationError ||
+      e instanceof SerializationError ||
+      e instanceof RegistryUnavailableError ||
+      e instanceof RegistryRequestError) &&
+    (code === undefined || e.code === code)
+  );
+}
