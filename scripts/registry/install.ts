@@ -272,17 +272,22 @@ export async function ensureRegistryInstalled(
         { details: lastLines(result.output, 15) },
       );
     }
+    const theirs = readMarker(join(home, MARKER));
+    if (
+      theirs?.version === REGISTRY.version &&
+      theirs.jar !== undefined &&
+      existsSync(join(appDir, theirs.jar))
+    ) {
+      // Another process finished the same build first (and may be running it): keep theirs.
+      const fetchMs = Math.round(performance.now() - started);
+      return { version: REGISTRY.version, appDir, jar: join(appDir, theirs.jar), fetched: true, fetchMs };
+    }
     const staged = join(work, 'app');
     mkdirSync(staged);
     renameSync(join(target, jar), join(staged, jar));
     renameSync(join(target, 'lib'), join(staged, 'lib'));
     rmSync(appDir, { recursive: true, force: true });
-    try {
-      renameSync(staged, appDir);
-    } catch (error) {
-      // Another process finished the same build first; its app is as good as ours.
-      if (!existsSync(join(appDir, jar))) throw error;
-    }
+    renameSync(staged, appDir);
     const fetchMs = Math.round(performance.now() - started);
     writeFileSync(
       join(home, MARKER),

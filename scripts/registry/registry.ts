@@ -231,8 +231,10 @@ async function startOnce(
     const result = await waitForRegistry(url, deadline, () => exitReason);
     if (!result.ok) {
       const tail = readTail(logFile);
+      // Read before stop(), which makes the process exit too.
+      const exitedEarly = exitReason;
       await stop();
-      if (exitReason !== undefined) {
+      if (exitedEarly !== undefined) {
         if (/Port already bound|Address already in use|BindException/.test(tail)) {
           if (!fixedPort) throw new PortRace(tail);
           throw new RegistryHarnessError(
@@ -243,7 +245,7 @@ async function startOnce(
         }
         throw new RegistryHarnessError(
           'REGISTRY_EXITED',
-          `Apicurio Registry ${REGISTRY.version} ${exitReason} before it answered on ${url}: see the end of its log below`,
+          `Apicurio Registry ${REGISTRY.version} ${exitedEarly} before it answered on ${url}: see the end of its log below`,
           { details: tail },
         );
       }
