@@ -11,7 +11,14 @@ export type * from './api/functions.ts';
 export { outputTag } from './api/functions.ts';
 export type { Key, KeyId } from './api/keys.ts';
 export type { Serializer } from './api/serializer.ts';
-export type { Sink, SinkWriter } from './api/sink.ts';
+export type {
+  CheckpointCommitter,
+  CheckpointPointer,
+  CommitRequest,
+  Sink,
+  SinkInfo,
+  SinkWriter,
+} from './api/sink.ts';
 export type { Source, SourceBatch, SourceReader, SourceRecord, WatermarkStrategy } from './api/source.ts';
 export type * from './api/state.ts';
 export { FilesystemCheckpointStorage } from './checkpoint/storage/filesystem.ts';
@@ -27,7 +34,13 @@ export {
   StreamJob,
 } from './graph/builder.ts';
 export type { JobGraph } from './graph/types.ts';
-export { type JobListener, type JobOptions, type RunningJob, runJob } from './runtime/job.ts';
+export {
+  type AssignmentSource,
+  type JobListener,
+  type JobOptions,
+  type RunningJob,
+  runJob,
+} from './runtime/job.ts';
 export type { CheckpointStats } from './runtime/task.ts';
 export type { KeyedStateBackend } from './state/backend.ts';
 export { HeapKeyedStateBackend } from './state/backends/heap/heap.ts';

@@ -19,6 +19,8 @@ export const ErrorCodes = {
   CHECKPOINT_FAILURES_EXCEEDED: 'more consecutive checkpoints failed than the configuration tolerates',
   RESTART_LIMIT_EXCEEDED: 'the restart strategy gave up after too many task failures',
   JOB_CANCELLED: 'the job was stopped while the operation was in progress',
+  RECORD_DESERIALIZATION_FAILED:
+    'an input record could not be deserialized (the error names topic, partition and offset)',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

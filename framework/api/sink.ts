@@ -15,11 +15,18 @@
  */
 export interface Sink<T> {
   readonly uid: string;
-  createWriter(info: {
-    jobId: string;
-    partition: number;
-    partitions: number;
-  }): SinkWriter<T> | Promise<SinkWriter<T>>;
+  createWriter(info: SinkInfo): SinkWriter<T> | Promise<SinkWriter<T>>;
+}
+
+/** Where a sink writer runs. */
+export interface SinkInfo {
+  readonly jobId: string;
+  readonly partition: number;
+  readonly partitions: number;
+  /** The task (stage and partition), stable across restarts. */
+  readonly taskId: string;
+  /** Unique per task incarnation: writers of one task attempt may share resources by it. */
+  readonly attempt: string;
 }
 
 /** Where a checkpoint's metadata file lies in checkpoint storage (a FileRef plus the checkpoint id). */

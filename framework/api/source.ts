@@ -20,6 +20,8 @@ export interface SourceRecord<T> {
   readonly value: T;
   /** Event time in ms since the epoch, when the record carries one. */
   readonly timestamp?: number;
+  /** Emit on this side output of the source instead of its main output (e.g. dead letters). */
+  readonly tag?: string;
 }
 
 export interface SourceBatch<T> {

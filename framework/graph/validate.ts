@@ -2,6 +2,7 @@ import { StreamError } from '../api/errors.ts';
 import { type GraphNode, type JobGraph, KEYED_KINDS, STATEFUL_KINDS } from './types.ts';
 
 const SIDE_OUTPUT_KINDS = new Set([
+  'source',
   'process',
   'keyedProcess',
   'coProcess',

@@ -2,7 +2,12 @@ import type { SourceReader } from '../api/source.ts';
 
 /** What flows through an input channel, in order. */
 export type ChannelElement =
-  | { readonly kind: 'record'; readonly value: unknown; readonly timestamp: number | undefined }
+  | {
+      readonly kind: 'record';
+      readonly value: unknown;
+      readonly timestamp: number | undefined;
+      readonly tag?: string | undefined;
+    }
   | { readonly kind: 'barrier'; readonly checkpointId: number; readonly position: unknown }
   | { readonly kind: 'end' };
 
@@ -10,6 +15,7 @@ export type ChannelElement =
 export interface InflightRecord {
   readonly value: unknown;
   readonly timestamp: number | undefined;
+  readonly tag?: string | undefined;
 }
 
 /**
@@ -112,7 +118,12 @@ export class InputChannel {
     for (let i = this.#head; i < this.#queue.length; i++) {
       const e = this.#queue[i]!;
       if (e.kind === 'barrier' && e.checkpointId === checkpointId) break;
-      if (e.kind === 'record') out.push({ value: e.value, timestamp: e.timestamp });
+      if (e.kind === 'record')
+        out.push(
+          e.tag === undefined
+            ? { value: e.value, timestamp: e.timestamp }
+            : { value: e.value, timestamp: e.timestamp, tag: e.tag },
+        );
     }
     return out;
   }
@@ -156,7 +167,7 @@ export class InputChannel {
           return;
         }
         for (const r of batch.records)
-          this.#queue.push({ kind: 'record', value: r.value, timestamp: r.timestamp });
+          this.#queue.push({ kind: 'record', value: r.value, timestamp: r.timestamp, tag: r.tag });
         this.position = batch.position;
         this.sourceIdle = batch.records.length === 0 && batch.idle === true;
         if (batch.records.length > 0) this.#wake();

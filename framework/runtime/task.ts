@@ -230,6 +230,8 @@ export class Task {
       clock,
       backend: this.#backend,
       watermarkOf: (i) => this.#opWatermarks[i] ?? Number.NEGATIVE_INFINITY,
+      taskId: this.scope.taskId,
+      attempt: this.#attempt,
     });
     const committers = new Set(
       this.#wiring.operators.map((o) => o.committer?.()).filter((c) => c !== undefined),
@@ -429,7 +431,7 @@ export class Task {
         }
         if (ts !== undefined && ts > c.maxTimestamp) c.maxTimestamp = ts;
         c.lastRecordAt = this.#o.clock.now();
-        this.#wiring.emitFromSource(c.sourceUid, e.value, ts);
+        this.#wiring.emitFromSource(c.sourceUid, e.value, ts, e.tag);
         return;
       }
       case 'barrier': {

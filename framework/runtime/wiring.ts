@@ -45,7 +45,7 @@ export interface OperatorWiring {
   readonly sources: SourceBinding[];
   /** Channel indices upstream of each operator (same index as `operators`); set by computeUpstreamChannels. */
   readonly upstreamChannels: ReadonlySet<number>[];
-  emitFromSource(uid: string, value: unknown, timestamp: number | undefined): void;
+  emitFromSource(uid: string, value: unknown, timestamp: number | undefined, tag?: string): void;
   computeUpstreamChannels(channelCount: number): void;
 }
 
@@ -57,6 +57,8 @@ export interface WiringOptions {
   readonly clock: Clock;
   readonly backend: KeyedStateBackend;
   readonly watermarkOf: (operatorIndex: number) => number;
+  readonly taskId: string;
+  readonly attempt: string;
 }
 
 /** Instantiate the operators of a stage for one partition. */
@@ -88,7 +90,7 @@ export async function createOperators(o: WiringOptions): Promise<OperatorWiring>
       out: fanouts.get(n.id)!,
       watermark: () => o.watermarkOf(i),
     };
-    operators.push(await createOperator(n, env));
+    operators.push(await createOperator(n, env, { taskId: o.taskId, attempt: o.attempt }));
   }
   const sources: SourceBinding[] = nodes.flatMap((n) =>
     n.spec.kind === 'source'
@@ -111,8 +113,10 @@ export async function createOperators(o: WiringOptions): Promise<OperatorWiring>
     operators,
     sources,
     upstreamChannels: upstream,
-    emitFromSource(uid, value, timestamp) {
-      sourceFanout.get(uid)!.emit(value, timestamp);
+    emitFromSource(uid, value, timestamp, tag) {
+      const f = sourceFanout.get(uid)!;
+      if (tag === undefined) f.emit(value, timestamp);
+      else f.side(tag, value, timestamp);
     },
     computeUpstreamChannels() {
       const byNode = new Map<number, Set<number>>();
@@ -129,7 +133,11 @@ export async function createOperators(o: WiringOptions): Promise<OperatorWiring>
   };
 }
 
-async function createOperator(n: GraphNode, env: OperatorEnv): Promise<RuntimeOperator> {
+async function createOperator(
+  n: GraphNode,
+  env: OperatorEnv,
+  task: { taskId: string; attempt: string },
+): Promise<RuntimeOperator> {
   const s = n.spec;
   switch (s.kind) {
     case 'map':
@@ -141,7 +149,7 @@ async function createOperator(n: GraphNode, env: OperatorEnv): Promise<RuntimeOp
     case 'union':
       return new UnionOperator(n.uid, env);
     case 'sink':
-      return new SinkOperator(n.uid, env, await s.sink.createWriter(env.info));
+      return new SinkOperator(n.uid, env, await s.sink.createWriter({ ...env.info, ...task }));
     case 'source':
       throw new Error('sources are not operators');
     default:

@@ -1,16 +1,29 @@
 import { unpack } from 'msgpackr';
 import type { CheckpointStorage } from '../../checkpoint/storage/storage.ts';
 import type { JobPlan } from '../../graph/plan.ts';
+import type { KeyedStateBackend, KeyedStateHandle, KeyedStateSnapshot } from '../../state/backend.ts';
+import { HeapKeyedStateBackend } from '../../state/backends/heap/heap.ts';
+import { temporaryLevelBackend } from '../../state/backends/level/testing.ts';
 import { decodeKeyedSnapshot } from '../../state/snapshot-codec.ts';
 import type { TaskPayload } from '../snapshot-io.ts';
 import { taskScope } from '../task.ts';
 
-/** The keyed state of every task's latest checkpoint, decoded and in a canonical order. */
+/**
+ * The keyed state of every task's latest checkpoint, decoded and in a canonical order. A checkpoint
+ * in a backend's own format (`keyedHandle`) is restored into a fresh backend of its kind (`backends`
+ * adds kinds beyond heap and level) and materialized: that includes restored states nobody registered.
+ */
 export async function finalKeyedState(
   storage: CheckpointStorage,
   jobId: string,
   plan: JobPlan,
+  backends: Record<string, () => Promise<KeyedStateBackend> | KeyedStateBackend> = {},
 ): Promise<string[]> {
+  const make: Record<string, () => Promise<KeyedStateBackend> | KeyedStateBackend> = {
+    heap: () => new HeapKeyedStateBackend(),
+    level: () => temporaryLevelBackend(),
+    ...backends,
+  };
   const rows: string[] = [];
   for (const stage of plan.stages) {
     for (let p = 0; p < stage.partitions; p++) {
@@ -18,8 +31,13 @@ export async function finalKeyedState(
       const meta = await storage.latest(scope);
       if (!meta) throw new Error(`no checkpoint for ${scope.taskId}`);
       const payload = meta.payload as TaskPayload;
-      const ref = meta.files.find((f) => f.path === payload.keyedFile)!;
-      const snap = decodeKeyedSnapshot(await storage.readFile(ref), ref.path);
+      let snap: KeyedStateSnapshot;
+      if (payload.keyedHandle !== undefined) {
+        snap = await materializeHandle(payload.keyedHandle, storage, make);
+      } else {
+        const ref = meta.files.find((f) => f.path === payload.keyedFile)!;
+        snap = decodeKeyedSnapshot(await storage.readFile(ref), ref.path);
+      }
       for (const s of snap.states) {
         for (const [k, v] of s.entries)
           rows.push(`${scope.taskId} ${s.meta.name} ${k} ${JSON.stringify(unpack(v))}`);
@@ -27,6 +45,30 @@ export async function finalKeyedState(
     }
   }
   return rows.sort();
+}
+
+async function materializeHandle(
+  handle: KeyedStateHandle,
+  storage: CheckpointStorage,
+  make: Record<string, () => Promise<KeyedStateBackend> | KeyedStateBackend>,
+): Promise<KeyedStateSnapshot> {
+  const factory = make[handle.backend];
+  if (factory === undefined) throw new Error(`no backend of kind '${handle.backend}' to read the checkpoint`);
+  const backend = await factory();
+  try {
+    await backend.restoreHandle!(handle, {
+      write: () => Promise.reject(new Error('finalKeyedState only reads')),
+      read: (ref) => storage.readFile(ref),
+    });
+    const capture = backend.capture(0);
+    try {
+      return await capture.materialize();
+    } finally {
+      capture.release();
+    }
+  } finally {
+    await backend.close();
+  }
 }
 
 export function sorted(xs: readonly string[]): string[] {

@@ -1,0 +1,13 @@
+/** The public entry point of the Kafka connectors. */
+export { createKafka, type KafkaConnection } from './client.ts';
+export { classifyKafkaError, type KafkaFailure } from './errors.ts';
+export { type KafkaJobOptions, runKafkaJob } from './service.ts';
+export { type KafkaRecordOut, KafkaSink, type KafkaSinkOptions } from './sink/kafka-sink.ts';
+export { KafkaSource, type KafkaSourceOptions } from './source/kafka-source.ts';
+export {
+  DEAD_LETTER_TAG,
+  type DeadLetter,
+  type DecodeErrorPolicy,
+  type KafkaPosition,
+  type KafkaRecordIn,
+} from './source/partition-reader.ts';

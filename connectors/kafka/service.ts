@@ -1,0 +1,126 @@
+import type { Admin } from 'kafkajs';
+import {
+  type AssignmentSource,
+  type JobGraph,
+  type JobOptions,
+  type RunningJob,
+  runJob,
+  StreamError,
+  type StreamJob,
+} from '../../framework/index.ts';
+import { createKafka, type KafkaConnection } from './client.ts';
+import { kafkaError } from './errors.ts';
+import { KafkaSink } from './sink/kafka-sink.ts';
+import { ConsumerHub, type HubOptions } from './source/hub.ts';
+import { KafkaSource } from './source/kafka-source.ts';
+
+export interface KafkaJobOptions extends Omit<JobOptions, 'assignment'> {
+  readonly connection: KafkaConnection;
+  readonly consumer?: Omit<HubOptions, 'groupId' | 'topics'>;
+}
+
+/**
+ * Run a job as a member of its consumer group (group id = job id): the group's assignment decides
+ * which tasks run here; a rebalance stops the tasks of revoked partitions and starts (restores) the
+ * tasks of new ones. Several instances with the same job id share the partitions.
+ *
+ * Checks at start, each failing with one clear error: every topic exists and co-partitioned topics
+ * agree; the broker answers; exactly-once sinks have a transaction timeout longer than a checkpoint
+ * can take (interval + checkpoint timeout), and the job allows one concurrent checkpoint.
+ */
+export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions): Promise<RunningJob> {
+  const graph = 'build' in job ? job.build() : job;
+  const kafka = createKafka(o.connection, `-${graph.jobId}`);
+  const sources: KafkaSource<unknown>[] = [];
+  const sinks: KafkaSink<unknown>[] = [];
+  for (const n of graph.nodes) {
+    if (n.spec.kind === 'source' && n.spec.source instanceof KafkaSource) sources.push(n.spec.source);
+    if (n.spec.kind === 'sink' && n.spec.sink instanceof KafkaSink) sinks.push(n.spec.sink);
+  }
+  if (sources.length === 0)
+    throw new StreamError('GRAPH_INVALID', `job '${graph.jobId}' has no Kafka source: runKafkaJob needs one`);
+  checkTransactionTimeouts(graph.jobId, sinks, o);
+
+  const admin = kafka.admin();
+  try {
+    await admin.connect();
+  } catch (e) {
+    throw kafkaError(
+      `connecting to Kafka at ${o.connection.brokers.join(',')} (is the broker running and reachable?)`,
+      e,
+    );
+  }
+  const topics = [...new Set(sources.map((s) => s.topic))];
+  const partitions = await topicPartitions(admin, topics);
+  await admin.disconnect();
+
+  const hub = new ConsumerHub(kafka, { ...o.consumer, groupId: graph.jobId, topics });
+  for (const s of sources) s.bind(hub, partitions.get(s.topic)!);
+  for (const s of sinks) s.bind(kafka);
+
+  const assignment: AssignmentSource = {
+    async start(plan, onChange) {
+      // Stage -> its Kafka topics; a stage partition is ours when all its topics' partition is.
+      const stageTopics = plan.stages.map((st) =>
+        st.nodes.flatMap((id) => {
+          const n = plan.graph.nodes[id]!;
+          return n.spec.kind === 'source' && n.spec.source instanceof KafkaSource
+            ? [n.spec.source.topic]
+            : [];
+        }),
+      );
+      let chain = Promise.resolve();
+      await hub.start((assigned) => {
+        const owned = new Map<number, Set<number>>();
+        stageTopics.forEach((ts, stage) => {
+          if (ts.length === 0) return;
+          const sets = ts.map((t) => new Set(assigned.get(t) ?? []));
+          owned.set(stage, new Set([...sets[0]!].filter((p) => sets.every((s) => s.has(p)))));
+        });
+        chain = chain.then(() => onChange(owned)).catch(() => {});
+      });
+    },
+    async stop() {
+      await hub.stop();
+    },
+  };
+  return runJob(graph, { ...o, assignment });
+}
+
+function checkTransactionTimeouts(
+  jobId: string,
+  sinks: readonly KafkaSink<unknown>[],
+  o: KafkaJobOptions,
+): void {
+  const interval = o.checkpoints?.intervalMs ?? 1000;
+  const timeout = o.checkpoints?.timeoutMs ?? 60_000;
+  for (const s of sinks) {
+    if ((o.checkpoints?.maxConcurrent ?? 1) !== 1) {
+      throw new StreamError(
+        'CONFIG_INVALID',
+        `job '${jobId}': Kafka sinks need checkpoints.maxConcurrent = 1 (one open transaction while the previous one commits)`,
+      );
+    }
+    if (s.transactionTimeoutMs <= interval + timeout) {
+      throw new StreamError(
+        'CONFIG_INVALID',
+        `Kafka sink '${s.uid}': transactionTimeoutMs ${s.transactionTimeoutMs} must exceed checkpoints.intervalMs + checkpoints.timeoutMs = ${interval + timeout}, or the broker may abort a transaction before its checkpoint commits`,
+      );
+    }
+  }
+}
+
+async function topicPartitions(admin: Admin, topics: readonly string[]): Promise<Map<string, number>> {
+  const existing = new Set(
+    await admin.listTopics().catch((e) => Promise.reject(kafkaError('listing topics', e))),
+  );
+  const missing = topics.filter((t) => !existing.has(t));
+  if (missing.length > 0) {
+    throw new StreamError(
+      'CONFIG_INVALID',
+      `topic(s) ${missing.join(', ')} do not exist: create them first (topics are never created implicitly)`,
+    );
+  }
+  const meta = await admin.fetchTopicMetadata({ topics: [...topics] });
+  return new Map(meta.topics.map((t) => [t.name, t.partitions.length]));
+}

@@ -1,0 +1,134 @@
+import type { IHeaders, Kafka } from 'kafkajs';
+import { type Sink, type SinkInfo, type SinkWriter, StreamError } from '../../../framework/index.ts';
+import { TaskTransactions } from './internal/task-transactions.ts';
+
+/** One output record. `key` decides the partition (murmur2, as Kafka's default partitioner). */
+export interface KafkaRecordOut {
+  readonly key?: string | Buffer | null;
+  readonly value: string | Buffer | null;
+  readonly headers?: IHeaders;
+  readonly partition?: number;
+  readonly timestamp?: number;
+}
+
+export interface KafkaSinkOptions<T> {
+  readonly topic: string;
+  /** Default `kafka-sink-<topic>`. */
+  readonly uid?: string;
+  /** Element -> record. Default: no key, the element as UTF-8 JSON. */
+  readonly encode?: (value: T) => KafkaRecordOut;
+  /** Default `exactly-once`. */
+  readonly guarantee?: 'exactly-once' | 'at-least-once';
+  /** Kafka transaction timeout; must exceed checkpoint interval + checkpoint timeout. Default 120000. */
+  readonly transactionTimeoutMs?: number;
+  /** Records per produce request. Default 500. */
+  readonly batchRecords?: number;
+  /** Records sent but not acknowledged before the task is held back. Default 20000. */
+  readonly maxBufferedRecords?: number;
+}
+
+/**
+ * A Kafka topic as a sink, exactly-once by default: the task's records up to barrier n, its consumer
+ * offsets and the pointer to its snapshot commit in one transaction, which *is* checkpoint n. All
+ * Kafka sinks of one task share that transaction. Runs inside `runKafkaJob`.
+ */
+export class KafkaSink<T> implements Sink<T> {
+  readonly uid: string;
+  readonly topic: string;
+  readonly options: KafkaSinkOptions<T>;
+  #kafka: Kafka | undefined;
+
+  constructor(o: KafkaSinkOptions<T>) {
+    this.options = o;
+    this.topic = o.topic;
+    this.uid = o.uid ?? `kafka-sink-${o.topic}`;
+  }
+
+  get guarantee(): 'exactly-once' | 'at-least-once' {
+    return this.options.guarantee ?? 'exactly-once';
+  }
+
+  get transactionTimeoutMs(): number {
+    return this.options.transactionTimeoutMs ?? 120_000;
+  }
+
+  /** @internal called by runKafkaJob. */
+  bind(kafka: Kafka): void {
+    this.#kafka = kafka;
+  }
+
+  createWriter(info: SinkInfo): SinkWriter<T> {
+    const kafka = this.#kafka;
+    if (!kafka)
+      throw new StreamError(
+        'CONFIG_INVALID',
+        `Kafka sink '${this.uid}' is not bound to a cluster: run the job with runKafkaJob(...)`,
+      );
+    const tx = shared(
+      info.attempt,
+      () =>
+        new TaskTransactions({
+          kafka,
+          jobId: info.jobId,
+          taskId: info.taskId,
+          partition: info.partition,
+          mode: this.guarantee,
+          transactionTimeoutMs: this.transactionTimeoutMs,
+          batchRecords: this.options.batchRecords ?? 500,
+          maxBufferedRecords: this.options.maxBufferedRecords ?? 20_000,
+        }),
+    );
+    const encode: (v: T) => KafkaRecordOut =
+      this.options.encode ?? ((v: T) => ({ value: JSON.stringify(v) }));
+    const topic = this.topic;
+    return {
+      committer: tx,
+      write(value, timestamp) {
+        const r = encode(value);
+        tx.send(topic, {
+          key: r.key ?? null,
+          value: r.value,
+          ...(r.headers ? { headers: r.headers } : {}),
+          ...(r.partition !== undefined ? { partition: r.partition } : {}),
+          ...(r.timestamp !== undefined || timestamp !== undefined
+            ? { timestamp: String(r.timestamp ?? timestamp) }
+            : {}),
+        });
+      },
+      prepareCommit(checkpointId) {
+        tx.prepare(checkpointId);
+        return undefined;
+      },
+      async commit() {},
+      flush: (checkpointId) => tx.flush(checkpointId),
+      ready: () => tx.ready(),
+      async abort() {
+        await release(info.attempt);
+      },
+      async close() {
+        await release(info.attempt);
+      },
+    };
+  }
+}
+
+/** One TaskTransactions per task attempt, shared by the task's Kafka sink writers. */
+const registry = new Map<string, TaskTransactions>();
+
+function shared(key: string, make: () => TaskTransactions): TaskTransactions {
+  let t = registry.get(key);
+  if (!t) {
+    t = make();
+    registry.set(key, t);
+  }
+  t.refs++;
+  return t;
+}
+
+async function release(key: string): Promise<void> {
+  const t = registry.get(key);
+  if (!t) return;
+  if (--t.refs > 0) return;
+  registry.delete(key);
+  await t.close();
+}

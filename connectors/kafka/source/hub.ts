@@ -1,0 +1,134 @@
+import type { Admin, Consumer, EachBatchPayload, Kafka } from 'kafkajs';
+import { kafkaError } from '../errors.ts';
+import { coPartitionedAssigner } from './assigner.ts';
+import { PartitionReader, type ReaderOptions } from './partition-reader.ts';
+
+export interface HubOptions {
+  readonly groupId: string;
+  readonly topics: readonly string[];
+  readonly sessionTimeoutMs?: number;
+  readonly heartbeatIntervalMs?: number;
+  readonly rebalanceTimeoutMs?: number;
+  readonly maxBytesPerPartition?: number;
+  /** Longest a fetch waits for data. Default 100 ms (latency over request count). */
+  readonly maxWaitTimeMs?: number;
+}
+
+/**
+ * The instance's one consumer-group member: it subscribes to every Kafka source topic of the job,
+ * reports the group's assignment, and feeds the partition readers of the tasks running here.
+ * A partition without a reader (its task is still restoring, or was revoked) is paused; a reader's
+ * registration seeks the partition to the reader's start offset and resumes it. Offsets are never
+ * committed by this consumer: the tasks' transactions commit them with their checkpoints.
+ */
+export class ConsumerHub {
+  readonly #kafka: Kafka;
+  readonly #o: HubOptions;
+  readonly #consumer: Consumer;
+  readonly #readers = new Map<string, PartitionReader<unknown>>();
+  #admin: Admin | undefined;
+  #running = false;
+  #owned: number[] = [];
+
+  constructor(kafka: Kafka, o: HubOptions) {
+    this.#kafka = kafka;
+    this.#o = o;
+    this.#consumer = kafka.consumer({
+      groupId: o.groupId,
+      partitionAssigners: [coPartitionedAssigner(() => this.#owned)],
+      sessionTimeout: o.sessionTimeoutMs ?? 10_000,
+      heartbeatInterval: o.heartbeatIntervalMs ?? 1_000,
+      rebalanceTimeout: o.rebalanceTimeoutMs ?? 20_000,
+      maxBytesPerPartition: o.maxBytesPerPartition ?? 1_048_576,
+      readUncommitted: false,
+      maxWaitTimeInMs: o.maxWaitTimeMs ?? 100,
+      retry: { retries: 1_000_000, initialRetryTime: 200, maxRetryTime: 5_000 },
+    });
+  }
+
+  get admin(): Admin {
+    if (!this.#admin) throw new Error('the consumer hub is not started');
+    return this.#admin;
+  }
+
+  /** Join the group; `onAssignment` gets topic -> partitions after every rebalance. */
+  async start(onAssignment: (assigned: ReadonlyMap<string, readonly number[]>) => void): Promise<void> {
+    this.#admin = this.#kafka.admin();
+    try {
+      await this.#admin.connect();
+      await this.#consumer.connect();
+      await this.#consumer.subscribe({ topics: [...this.#o.topics], fromBeginning: true });
+    } catch (e) {
+      await this.stop();
+      throw kafkaError(`joining consumer group ${this.#o.groupId}`, e);
+    }
+    this.#consumer.on(this.#consumer.events.GROUP_JOIN, (e) => {
+      const assigned = new Map<string, number[]>();
+      for (const [topic, parts] of Object.entries(e.payload.memberAssignment))
+        assigned.set(topic, parts as number[]);
+      this.#owned = [...new Set([...assigned.values()].flat())];
+      onAssignment(assigned);
+    });
+    this.#running = true;
+    await this.#consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: 64,
+      eachBatch: (p) => this.#onBatch(p),
+    });
+  }
+
+  /** A reader for one partition, positioned at `startOffset`; the consumer is sought there. */
+  register<T>(o: Omit<ReaderOptions<T>, 'onRoom'>): PartitionReader<T> {
+    const key = `${o.topic}:${o.partition}`;
+    const reader = new PartitionReader<T>({ ...o, onRoom: () => this.#resume(o.topic, o.partition) });
+    this.#readers.set(key, reader as PartitionReader<unknown>);
+    if (this.#running) {
+      this.#consumer.seek({ topic: o.topic, partition: o.partition, offset: o.startOffset.toString() });
+      this.#resume(o.topic, o.partition);
+    }
+    return reader;
+  }
+
+  unregister(reader: PartitionReader<unknown>): void {
+    const key = `${reader.topic}:${reader.partition}`;
+    if (this.#readers.get(key) === reader) {
+      this.#readers.delete(key);
+      try {
+        this.#consumer.pause([{ topic: reader.topic, partitions: [reader.partition] }]);
+      } catch {
+        // not assigned any more
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.#running = false;
+    await this.#consumer.disconnect().catch(() => {});
+    await this.#admin?.disconnect().catch(() => {});
+  }
+
+  #resume(topic: string, partition: number): void {
+    try {
+      this.#consumer.resume([{ topic, partitions: [partition] }]);
+    } catch {
+      // not assigned (any more): nothing to resume
+    }
+  }
+
+  async #onBatch({ batch, resolveOffset, pause, isStale }: EachBatchPayload): Promise<void> {
+    if (isStale()) return;
+    const reader = this.#readers.get(`${batch.topic}:${batch.partition}`);
+    if (!reader) {
+      pause();
+      return;
+    }
+    if (batch.messages.length === 0) {
+      resolveOffset(batch.lastOffset());
+      return;
+    }
+    const { lastTaken, all } = reader.offer(batch.messages);
+    if (lastTaken !== undefined) resolveOffset(lastTaken);
+    if (!all) pause();
+  }
+}

@@ -1,0 +1,176 @@
+import type { KafkaMessage } from 'kafkajs';
+import {
+  type SourceBatch,
+  type SourceReader,
+  type SourceRecord,
+  StreamError,
+} from '../../../framework/index.ts';
+
+/** One Kafka record as decoders see it. */
+export interface KafkaRecordIn {
+  readonly topic: string;
+  readonly partition: number;
+  readonly offset: string;
+  readonly key: Buffer | null;
+  readonly value: Buffer | null;
+  readonly headers: KafkaMessage['headers'];
+  readonly timestamp: number;
+}
+
+/** A Kafka source position: the next offset to read. JSON-safe (it is stored in checkpoints). */
+export interface KafkaPosition {
+  readonly topic: string;
+  readonly offset: string;
+}
+
+export function isKafkaPosition(p: unknown): p is KafkaPosition {
+  return (
+    typeof p === 'object' &&
+    p !== null &&
+    typeof (p as KafkaPosition).topic === 'string' &&
+    typeof (p as KafkaPosition).offset === 'string'
+  );
+}
+
+export type DecodeErrorPolicy = 'fail' | 'skip' | 'dead-letter';
+
+export interface DeadLetter {
+  readonly topic: string;
+  readonly partition: number;
+  readonly offset: string;
+  readonly key: Buffer | null;
+  readonly value: Buffer | null;
+  readonly error: string;
+}
+
+export interface ReaderOptions<T> {
+  readonly topic: string;
+  readonly partition: number;
+  readonly startOffset: bigint;
+  readonly capacity: number;
+  readonly idleWaitMs: number;
+  readonly decode: (r: KafkaRecordIn) => T | Promise<T>;
+  readonly onDecodeError: DecodeErrorPolicy;
+  /** Called when the buffer drained below half after having been full (the hub resumes the partition). */
+  readonly onRoom: () => void;
+  readonly onSkip?: (r: KafkaRecordIn, error: unknown) => void;
+}
+
+/**
+ * The reader of one topic partition, fed by the instance's consumer (`offer`, from eachBatch) and
+ * drained by the task (`poll`). Records before `expected` (a refetch after a seek or a resume) are
+ * dropped, so the task sees every offset at most once and, from its start offset on, in order.
+ */
+export class PartitionReader<T> implements SourceReader<T> {
+  readonly topic: string;
+  readonly partition: number;
+  readonly #o: ReaderOptions<T>;
+  #buffer: KafkaMessage[] = [];
+  /** The next offset the reader accepts. */
+  #expected: bigint;
+  /** The offset after the last record handed to the task: the position. */
+  #position: bigint;
+  #waiter: (() => void) | undefined;
+  #full = false;
+  #closed = false;
+  skipped = 0;
+
+  constructor(o: ReaderOptions<T>) {
+    this.#o = o;
+    this.topic = o.topic;
+    this.partition = o.partition;
+    this.#expected = o.startOffset;
+    this.#position = o.startOffset;
+  }
+
+  get startOffset(): bigint {
+    return this.#o.startOffset;
+  }
+
+  /** Take messages from a fetched batch; returns the offset of the last one taken (or undefined). */
+  offer(messages: readonly KafkaMessage[]): { lastTaken: string | undefined; all: boolean } {
+    let lastTaken: string | undefined;
+    for (const m of messages) {
+      const off = BigInt(m.offset);
+      if (off < this.#expected) {
+        lastTaken = m.offset;
+        continue;
+      }
+      if (this.#buffer.length >= this.#o.capacity) {
+        this.#full = true;
+        return { lastTaken, all: false };
+      }
+      this.#buffer.push(m);
+      this.#expected = off + 1n;
+      lastTaken = m.offset;
+    }
+    this.#wake();
+    return { lastTaken, all: true };
+  }
+
+  async poll(max: number): Promise<SourceBatch<T> | 'end'> {
+    if (this.#buffer.length === 0 && !this.#closed) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, this.#o.idleWaitMs);
+        this.#waiter = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.#waiter = undefined;
+    }
+    if (this.#buffer.length === 0) return { records: [], position: this.position(), idle: true };
+    const taken = this.#buffer.splice(0, max);
+    if (this.#full && this.#buffer.length <= this.#o.capacity / 2) {
+      this.#full = false;
+      this.#o.onRoom();
+    }
+    const records: SourceRecord<T>[] = [];
+    for (const m of taken) {
+      const r: KafkaRecordIn = {
+        topic: this.topic,
+        partition: this.partition,
+        offset: m.offset,
+        key: m.key ?? null,
+        value: m.value ?? null,
+        headers: m.headers,
+        timestamp: Number(m.timestamp),
+      };
+      try {
+        records.push({ value: await this.#o.decode(r), timestamp: r.timestamp });
+      } catch (e) {
+        if (this.#o.onDecodeError === 'fail') {
+          throw new StreamError(
+            'RECORD_DESERIALIZATION_FAILED',
+            `record ${this.topic}/${this.partition}@${m.offset} could not be deserialized: ${e instanceof Error ? e.message : String(e)}; set the source's onDecodeError to 'skip' or 'dead-letter' to go on`,
+            { cause: e },
+          );
+        }
+        this.skipped++;
+        this.#o.onSkip?.(r, e);
+        if (this.#o.onDecodeError === 'dead-letter') {
+          const dl: DeadLetter = { ...r, error: e instanceof Error ? e.message : String(e) };
+          records.push({ value: dl as unknown as T, timestamp: r.timestamp, tag: DEAD_LETTER_TAG });
+        }
+      }
+      this.#position = BigInt(m.offset) + 1n;
+    }
+    return { records, position: this.position() };
+  }
+
+  position(): KafkaPosition {
+    return { topic: this.topic, offset: this.#position.toString() };
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#wake();
+  }
+
+  #wake(): void {
+    this.#waiter?.();
+  }
+}
+
+/** The side output of a Kafka source that carries records it could not decode (policy dead-letter). */
+export const DEAD_LETTER_TAG = 'kafka-dead-letter';
