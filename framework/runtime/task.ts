@@ -828,6 +828,7 @@ export class Task {
     for (;;) {
       await Promise.allSettled(this.#pending.map((p) => p.done));
       if (this.#failure !== undefined) throw this.#failure;
+      if (this.#stopRequested) return; // stopped or aborted before the final checkpoint committed
       const id = this.#trigger(this.#o.clock.now(), undefined, true);
       await this.#syncWait;
       this.#syncWait = undefined;
