@@ -22,6 +22,8 @@ export const BROKER_SETTINGS: Readonly<Record<string, string>> = {
   'transaction.state.log.min.isr': '1',
   'transaction.max.timeout.ms': '900000',
   'group.initial.rebalance.delay.ms': '0',
+  // Crash tests restart members often: let them use short session timeouts (default minimum 6 s).
+  'group.min.session.timeout.ms': '1000',
   'group.coordinator.rebalance.protocols': 'classic,consumer',
   'auto.create.topics.enable': 'false',
 };
