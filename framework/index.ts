@@ -34,6 +34,7 @@ export {
   StreamJob,
 } from './graph/builder.ts';
 export type { JobGraph } from './graph/types.ts';
+export type { FaultInjector, FaultPoint } from './runtime/faults.ts';
 export {
   type AssignmentSource,
   type JobListener,

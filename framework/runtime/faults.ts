@@ -7,6 +7,8 @@ export type FaultPoint =
   | 'snapshot.capture'
   /** In the asynchronous part, before files are written: fails the checkpoint. */
   | 'snapshot.write'
+  /** In the asynchronous part, files written, before the sinks flush: fails the checkpoint. */
+  | 'sink.flush'
   /** After the checkpoint committed, before operators and sinks are notified: fails the task. */
   | 'checkpoint.after-commit';
 

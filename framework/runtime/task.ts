@@ -616,7 +616,7 @@ export class Task {
       capture?.release();
       settleHandle(undefined);
       // A failure in the synchronous part fails the task.
-      this.#failure = e;
+      this.#failure ??= e;
       this.#wake();
       return;
     }
@@ -642,6 +642,7 @@ export class Task {
         operators,
         inflight,
       });
+      faults?.('sink.flush', { taskId: this.scope.taskId, checkpointId: p.id });
       for (const op of this.#wiring.operators) await op.flush?.(p.id);
       const payload: TaskPayload = {
         format: TASK_SNAPSHOT_FORMAT,
@@ -704,7 +705,7 @@ export class Task {
           meta = { ...meta, files: [...meta.files, metaFile] };
         } catch (e) {
           settleHandle(undefined);
-          this.#failure = e;
+          this.#failure ??= e;
           return;
         }
         // The storage index (for listing and retention) follows; the checkpoint is already complete.
@@ -753,7 +754,7 @@ export class Task {
         faults?.('checkpoint.after-commit', { taskId: this.scope.taskId, checkpointId: p.id });
         for (const op of this.#wiring.operators) await op.notifyComplete(p.id);
       } catch (e) {
-        this.#failure = e;
+        this.#failure ??= e;
         this.#wake();
         return;
       }
@@ -780,10 +781,19 @@ export class Task {
       try {
         op.notifyAborted(p.id);
       } catch (e) {
-        this.#failure = e;
+        this.#failure ??= e;
       }
     }
     this.#consecutiveFailures++;
+    if (this.#committer) {
+      // A transactional sink cannot carry an aborted checkpoint's transaction over to the next one:
+      // the task restarts from its last committed checkpoint (the open transaction is fenced).
+      this.#failure ??= new StreamError(
+        'CHECKPOINT_DECLINED',
+        `task ${this.scope.taskId}: checkpoint ${p.id} failed (${error instanceof Error ? error.message : String(error)}); its Kafka transaction cannot be carried over, so the task restarts from its last committed checkpoint`,
+        { cause: error },
+      );
+    }
     if (
       decideOnCheckpointFailure(this.#consecutiveFailures, this.#o.config.checkpoints) === 'fail-task' ||
       p.final

@@ -1,4 +1,5 @@
 import { describe } from 'node:test';
+import { checkpointCases } from './keyed/checkpoints.ts';
 import type { KeyedStateBackendCapabilities, MakeKeyedStateBackend } from './keyed/fixture.ts';
 import { modelCases } from './keyed/model.ts';
 import { handleCases, primitiveCases } from './keyed/primitives.ts';
@@ -22,7 +23,12 @@ export type { KeyedStateBackendCapabilities, MakeKeyedStateBackend } from './key
  *   materialize() is in flight, with several captures alive and any release order;
  * - snapshot -> new backend -> restore, through the snapshot file codec too; restore refusing another
  *   serializer, a newer serializer version, a kind or TTL change, an unknown format version, bad bytes;
- * - a random-operations model test (fast-check) with captures and restores in between.
+ * - a random-operations model test (fast-check) with captures and restores in between;
+ * - for backends with their own checkpoint format (`writeCheckpoint`/`restoreHandle`; skipped for
+ *   others): full and incremental checkpoints restore to their capture's state, deletes included,
+ *   over a bounded chain; incremental bytes follow the changed keys; only the previous capture's
+ *   checkpoint is built upon; unregistered restored states carry on; a failed file write fails one
+ *   checkpoint only; corrupt, missing and foreign files and handles are refused, naming the file.
  */
 export function keyedStateBackendConformance(
   name: string,
@@ -36,5 +42,6 @@ export function keyedStateBackendConformance(
     describe('copy-on-write snapshots', () => copyOnWriteCases(makeBackend, capabilities));
     describe('snapshot and restore', () => restoreCases(makeBackend));
     describe('model', () => modelCases(makeBackend, capabilities));
+    describe('own checkpoint format', () => checkpointCases(makeBackend));
   });
 }

@@ -6,6 +6,7 @@
  *   KAFKA_BROKERS, JOB_ID, INPUT, OUTPUT, STATE_DIR, CHECKPOINT_MS (default 100)
  */
 import { join } from 'node:path';
+import type { FaultInjector } from '../../../../framework/index.ts';
 import { runKafkaJob } from '../../index.ts';
 import { checkpointStorage, countJob } from './count-job.ts';
 
@@ -15,6 +16,18 @@ const env = (name: string): string => {
   return v;
 };
 
+/** CRASH_AT=<fault point>:<n>: the process kills itself (SIGKILL) at the n-th time it reaches the point. */
+const crashAt = process.env.CRASH_AT?.split(':');
+let reached = 0;
+const faults: FaultInjector | undefined = crashAt
+  ? (point, info) => {
+      if (point === crashAt[0] && ++reached === Number(crashAt[1] ?? 1)) {
+        console.log(`crashing at ${point} ${info.taskId} ${info.checkpointId}`);
+        process.kill(process.pid, 'SIGKILL');
+      }
+    }
+  : undefined;
+
 const job = await runKafkaJob(
   countJob({ jobId: env('JOB_ID'), input: env('INPUT'), output: env('OUTPUT') }),
   {
@@ -22,6 +35,7 @@ const job = await runKafkaJob(
     storage: checkpointStorage(join(env('STATE_DIR'), 'shared')),
     checkpoints: { intervalMs: Number(process.env.CHECKPOINT_MS ?? 100) },
     restart: { kind: 'exponential-backoff', initialDelayMs: 100, maxDelayMs: 2000, multiplier: 2 },
+    ...(faults ? { faults } : {}),
     consumer: { sessionTimeoutMs: 2000, heartbeatIntervalMs: 300, rebalanceTimeoutMs: 5000 },
     listener: {
       taskStarted: (t) => console.log(`started ${t.taskId}`),

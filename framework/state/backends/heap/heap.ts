@@ -1,10 +1,14 @@
+import { randomBytes } from 'node:crypto';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { StreamError } from '../../../api/errors.ts';
 import type { KeyId } from '../../../api/keys.ts';
 import type { Serializer } from '../../../api/serializer.ts';
+import type { FileRef } from '../../../checkpoint/storage/storage.ts';
 import type {
+  CheckpointFiles,
   KeyedStateBackend,
   KeyedStateCapture,
+  KeyedStateHandle,
   KeyedStateSnapshot,
   KeyedStateSnapshotEntry,
   StateMeta,
@@ -17,7 +21,20 @@ import {
   resolveSerializer,
 } from '../../state-meta.ts';
 import { type StoredValueCodec, storedValueCodec } from '../../value-codec.ts';
-import { forEachInViewAsync, LayeredTable, type TableView } from './layered-table.ts';
+// Checkpoint chains and run files are backend-neutral (they import no native module).
+import {
+  type ChainLayout,
+  type ChainPolicy,
+  type ChainState,
+  captureToken,
+  chooseCheckpointType,
+  parseChainLayout,
+  plainMeta,
+  RunFilesWriter,
+  readChainEntries,
+  resolveChainPolicy,
+} from '../level/chain.ts';
+import { forEachChangeAsync, forEachInViewAsync, LayeredTable, type TableView } from './layered-table.ts';
 
 /**
  * The heap keyed state backend: JS maps, one copy-on-write `LayeredTable` per state.
@@ -31,10 +48,19 @@ import { forEachInViewAsync, LayeredTable, type TableView } from './layered-tabl
  *   while a `materialize()` of the same capture runs is deferred until it settles.
  * - A restored state that no one has registered yet is kept as bytes and handed on unchanged to
  *   the next snapshots; registering it checks its serializer and decodes it.
+ * - Checkpoints in its own format (`writeCheckpoint`, see level/chain.ts): full, or incremental on
+ *   top of the previous capture's checkpoint. The delta is the top layer a capture freezes, which
+ *   holds exactly the entries written and deleted since the capture before (layered-table.ts).
  */
 export interface HeapBackendOptions {
   /** Entries serialized between two yields to the event loop while materializing. Default 4096. */
   readonly materializeChunk?: number;
+  /** Deltas on one full checkpoint before the next full one. Default 10. */
+  readonly maxDeltas?: number;
+  /** A full checkpoint instead of a delta once the deltas would outweigh the base x this. Default 1. */
+  readonly maxDeltaRatio?: number;
+  /** Checkpoint run files are cut at about this size. Default 64 MiB. */
+  readonly fileBytes?: number;
 }
 
 interface RegisteredState {
@@ -49,6 +75,11 @@ export class HeapKeyedStateBackend implements KeyedStateBackend {
   /** Restored states not registered yet, as bytes. */
   #pending = new Map<string, KeyedStateSnapshotEntry>();
   readonly #chunk: number;
+  readonly #policy: ChainPolicy;
+  readonly #instance = randomBytes(6).toString('hex');
+  #captures = 0;
+  /** Token of the last capture, or of the restored checkpoint: what the next delta builds on. */
+  #lastToken: string | undefined;
 
   constructor(options: HeapBackendOptions = {}) {
     const chunk = options.materializeChunk ?? 4096;
@@ -59,6 +90,7 @@ export class HeapKeyedStateBackend implements KeyedStateBackend {
       );
     }
     this.#chunk = chunk;
+    this.#policy = resolveChainPolicy('heap backend', options);
   }
 
   register(meta: StateMeta, serializer?: Serializer<unknown>): void {
@@ -112,8 +144,19 @@ export class HeapKeyedStateBackend implements KeyedStateBackend {
   capture(checkpointId: number): KeyedStateCapture {
     const views: CapturedState[] = [];
     for (const s of this.#states.values())
-      views.push({ meta: s.meta, codec: s.codec, view: s.table.capture() });
-    return new HeapCapture(checkpointId, views, [...this.#pending.values()], this.#chunk);
+      views.push({ meta: s.meta, codec: s.codec, entries: s.table.size, view: s.table.capture() });
+    const token = captureToken(this.#instance, ++this.#captures);
+    const baseToken = this.#lastToken;
+    this.#lastToken = token;
+    return new HeapCapture({
+      checkpointId,
+      views,
+      pending: [...this.#pending.values()],
+      chunk: this.#chunk,
+      policy: this.#policy,
+      token,
+      baseToken,
+    });
   }
 
   async restore(snapshot: KeyedStateSnapshot): Promise<void> {
@@ -136,10 +179,29 @@ export class HeapKeyedStateBackend implements KeyedStateBackend {
     }
     for (const [name, s] of this.#states) {
       s.table.clear();
-      const entries = decoded.get(name);
-      if (entries !== undefined) s.table.load(entries);
+      s.table.load(decoded.get(name) ?? []);
     }
     this.#pending = pending;
+    this.#lastToken = undefined;
+  }
+
+  /** Restores a checkpoint `writeCheckpoint` wrote: its base and deltas, read into a snapshot. */
+  async restoreHandle(handle: KeyedStateHandle, files: CheckpointFiles): Promise<void> {
+    const layout = parseChainLayout(handle, this.kind);
+    const maps = await readChainEntries(handle, layout, files);
+    const states: KeyedStateSnapshotEntry[] = [];
+    for (const s of layout.states) {
+      const entries = maps.get(s.meta.name)!;
+      if (entries.size !== s.entries) {
+        throw new StreamError(
+          'CHECKPOINT_CORRUPT',
+          `the files of checkpoint token ${layout.token} hold ${entries.size} entries of state '${s.meta.name}', its layout says ${s.entries}`,
+        );
+      }
+      states.push({ meta: s.meta, entries: [...entries] });
+    }
+    await this.restore({ formatVersion: KEYED_SNAPSHOT_FORMAT_VERSION, states });
+    this.#lastToken = layout.token;
   }
 
   async close(): Promise<void> {
@@ -162,65 +224,135 @@ export class HeapKeyedStateBackend implements KeyedStateBackend {
 interface CapturedState {
   readonly meta: StateMeta;
   readonly codec: StoredValueCodec;
+  readonly entries: number;
   readonly view: TableView;
+}
+
+interface HeapCaptureInit {
+  readonly checkpointId: number;
+  readonly views: readonly CapturedState[];
+  readonly pending: readonly KeyedStateSnapshotEntry[];
+  readonly chunk: number;
+  readonly policy: ChainPolicy;
+  readonly token: string;
+  readonly baseToken: string | undefined;
 }
 
 class HeapCapture implements KeyedStateCapture {
   readonly checkpointId: number;
-  readonly #views: readonly CapturedState[];
-  readonly #pending: readonly KeyedStateSnapshotEntry[];
-  readonly #chunk: number;
-  #materializing = 0;
+  readonly #c: HeapCaptureInit;
+  #reading = 0;
   #released = false;
   #freed = false;
 
-  constructor(
-    checkpointId: number,
-    views: readonly CapturedState[],
-    pending: readonly KeyedStateSnapshotEntry[],
-    chunk: number,
-  ) {
-    this.checkpointId = checkpointId;
-    this.#views = views;
-    this.#pending = pending;
-    this.#chunk = chunk;
+  constructor(c: HeapCaptureInit) {
+    this.checkpointId = c.checkpointId;
+    this.#c = c;
   }
 
   async materialize(): Promise<KeyedStateSnapshot> {
+    return this.#read(async () => {
+      const states: KeyedStateSnapshotEntry[] = [];
+      for (const { meta, codec, view } of this.#c.views) {
+        const entries: [KeyId, Uint8Array][] = [];
+        await forEachInViewAsync(view.layers, this.#c.chunk, yieldToEventLoop, (key, value) => {
+          entries.push([key, encode(meta, codec, key, value, this.checkpointId)]);
+        });
+        states.push({ meta, entries });
+      }
+      states.push(...this.#c.pending);
+      return { formatVersion: KEYED_SNAPSHOT_FORMAT_VERSION, states };
+    });
+  }
+
+  async writeCheckpoint(
+    files: CheckpointFiles,
+    previous: KeyedStateHandle | undefined,
+  ): Promise<KeyedStateHandle> {
+    return this.#read(async () => {
+      const c = this.#c;
+      let prev: ChainLayout | undefined;
+      if (previous !== undefined) {
+        try {
+          prev = parseChainLayout(previous, 'heap');
+        } catch {
+          prev = undefined; // not ours, or malformed: write a full checkpoint
+        }
+      }
+      const changed = c.views.reduce((n, v) => n + v.view.changes.size, 0);
+      const total = c.views.reduce((n, v) => n + v.entries, 0);
+      const type = chooseCheckpointType(prev, c.baseToken, changed, total, c.policy);
+      const states: ChainState[] = [
+        ...c.views.map((v) => ({ meta: plainMeta(v.meta), entries: v.entries })),
+        ...c.pending.map((p) => ({ meta: plainMeta(p.meta), entries: p.entries.length })),
+      ];
+      const full = type === 'full' || prev === undefined;
+      const w = new RunFilesWriter(files, full ? 'keyed-full' : 'keyed-delta', c.policy.fileBytes);
+      const pause = async (): Promise<void> => {
+        await yieldToEventLoop();
+        await w.ready();
+      };
+      for (const { meta, codec, view } of c.views) {
+        const put = (key: KeyId, value: unknown): void => {
+          if (value === undefined) w.delete(meta.name, key);
+          else w.put(meta.name, key, encode(meta, codec, key, value, this.checkpointId));
+        };
+        if (full) await forEachInViewAsync(view.layers, c.chunk, pause, put);
+        else await forEachChangeAsync(view, c.chunk, pause, put);
+      }
+      if (full) {
+        for (const p of c.pending) {
+          for (const [key, bytes] of p.entries) if (w.put(p.meta.name, key, bytes)) await w.ready();
+        }
+      }
+      const { refs, part } = await w.finish();
+      if (full) {
+        const layout: ChainLayout = { format: 1, token: c.token, states, base: part, deltas: [] };
+        return { backend: 'heap', type: 'full', files: refs, layout };
+      }
+      const layout: ChainLayout = {
+        format: 1,
+        token: c.token,
+        states,
+        base: prev!.base,
+        deltas: [...prev!.deltas, { token: c.token, ...part }],
+      };
+      const inherited: FileRef[] = previous!.files.map((f) => ({
+        path: f.path,
+        bytes: f.bytes,
+        sha256: f.sha256,
+      }));
+      return { backend: 'heap', type: 'incremental', files: [...inherited, ...refs], layout };
+    });
+  }
+
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    if (this.#reading === 0) this.#free();
+  }
+
+  /** Runs `read` over the frozen layers; a `release()` meanwhile is deferred until it settles. */
+  async #read<T>(read: () => Promise<T>): Promise<T> {
     if (this.#released) {
       throw new StreamError(
         'CHECKPOINT_DECLINED',
         `the keyed state capture of checkpoint ${this.checkpointId} was released before it was materialized`,
       );
     }
-    this.#materializing++;
+    this.#reading++;
     try {
-      const states: KeyedStateSnapshotEntry[] = [];
-      for (const { meta, codec, view } of this.#views) {
-        const entries: [KeyId, Uint8Array][] = [];
-        await forEachInViewAsync(view.layers, this.#chunk, yieldToEventLoop, (key, value) => {
-          entries.push([key, encode(meta, codec, key, value, this.checkpointId)]);
-        });
-        states.push({ meta, entries });
-      }
-      states.push(...this.#pending);
-      return { formatVersion: KEYED_SNAPSHOT_FORMAT_VERSION, states };
+      return await read();
     } finally {
-      this.#materializing--;
-      if (this.#released && this.#materializing === 0) this.#free();
+      this.#reading--;
+      if (this.#released && this.#reading === 0) this.#free();
     }
-  }
-
-  release(): void {
-    if (this.#released) return;
-    this.#released = true;
-    if (this.#materializing === 0) this.#free();
   }
 
   #free(): void {
     if (this.#freed) return;
     this.#freed = true;
-    for (const { view } of this.#views) view.table.release(view);
+    for (const { view } of this.#c.views) view.table.release(view);
   }
 }
 

@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { StateMeta } from '../../backend.ts';
 import { HeapKeyedStateBackend } from './heap.ts';
-import { LayeredTable, readView } from './layered-table.ts';
+import { forEachChangeAsync, LayeredTable, readView } from './layered-table.ts';
 
 const META: StateMeta = { name: 's', kind: 'value', serializerId: 'msgpack', serializerVersion: 1 };
 
@@ -20,12 +20,12 @@ describe('LayeredTable', () => {
     const c3 = t.capture();
     assert.equal(t.depth, 3);
     for (const c of [c1, c2, c3]) t.release(c);
-    assert.equal(t.depth, 1);
+    assert.equal(t.depth, 2, 'at rest: the base and the (empty) changes since the last capture');
     assert.equal(t.get('k1'), 'new');
     assert.equal(t.size, 1000);
   });
 
-  test('with captures overlapping forever, the depth stays at live captures + 1', () => {
+  test('with captures overlapping forever, the depth stays at live captures + 2', () => {
     const t = new LayeredTable();
     let previous = t.capture();
     for (let round = 0; round < 1000; round++) {
@@ -34,10 +34,10 @@ describe('LayeredTable', () => {
       const next = t.capture();
       t.release(previous);
       previous = next;
-      assert.ok(t.depth <= 2, `depth ${t.depth} at round ${round}`);
+      assert.ok(t.depth <= 3, `depth ${t.depth} at round ${round}`);
     }
     t.release(previous);
-    assert.equal(t.depth, 1);
+    assert.equal(t.depth, 2);
   });
 
   test('tombstones hide lower layers until merged, and merging keeps every capture view intact', () => {
@@ -78,8 +78,77 @@ describe('LayeredTable', () => {
       ]),
     );
     t.release(c3);
-    assert.equal(t.depth, 1);
+    assert.equal(t.depth, 2);
     assert.deepEqual(t.entries(), [['a', 3]]);
+  });
+
+  test('a capture knows what changed since the capture before it, also after releases', () => {
+    const t = new LayeredTable();
+    t.put('a', 1);
+    t.put('b', 1);
+    const changesOf = (v: ReturnType<LayeredTable['capture']>) => {
+      const out: [string, unknown][] = [];
+      return forEachChangeAsync(
+        v,
+        1,
+        async () => {},
+        (k, x) => {
+          out.push([k, x]);
+        },
+      ).then(() => new Map(out));
+    };
+    const c1 = t.capture();
+    t.release(c1);
+    t.put('a', 2);
+    t.delete('b');
+    t.put('c', 3);
+    t.delete('c'); // added and removed since c1: no change
+    const c2 = t.capture();
+    t.put('d', 4);
+    t.release(c2);
+    const c3 = t.capture();
+    const c4 = t.capture(); // nothing written since c3
+    return Promise.all([changesOf(c2), changesOf(c3), changesOf(c4)]).then(([d2, d3, d4]) => {
+      assert.deepEqual(
+        d2,
+        new Map<string, unknown>([
+          ['a', 2],
+          ['b', undefined],
+        ]),
+      );
+      assert.deepEqual(d3, new Map([['d', 4]]));
+      assert.equal(d4.size, 0);
+      t.release(c3);
+      t.release(c4);
+      assert.deepEqual(
+        new Map(t.entries()),
+        new Map([
+          ['a', 2],
+          ['d', 4],
+        ]),
+      );
+    });
+  });
+
+  test('getForUpdate copies only values a live capture sees; others move to the top as they are', () => {
+    const t = new LayeredTable();
+    const value = { n: 1 };
+    t.put('a', value);
+    t.release(t.capture()); // 'a' now lies below the top, seen by no capture
+    let copies = 0;
+    const copy = (x: { n: number }) => {
+      copies++;
+      return { ...x };
+    };
+    assert.equal(t.getForUpdate('a', copy), value);
+    assert.equal(copies, 0);
+    const c = t.capture(); // the top (holding 'a') is frozen and seen by c
+    const mine = t.getForUpdate('a', copy)!;
+    assert.notEqual(mine, value);
+    assert.equal(copies, 1);
+    mine.n = 2;
+    assert.deepEqual(readView(c.layers), [['a', { n: 1 }]]);
+    t.release(c);
   });
 });
 
@@ -107,7 +176,7 @@ describe('HeapKeyedStateBackend', () => {
       `only ${processedDuringMaterialize} writes ran during materialize`,
     );
     assert.equal(snapshot.states[0]!.entries.length, 1000);
-    assert.equal(backend.layerDepth('s'), 1);
+    assert.equal(backend.layerDepth('s'), 2);
   });
 
   test('release() during materialize() is deferred until it settles', async () => {
@@ -120,7 +189,7 @@ describe('HeapKeyedStateBackend', () => {
     assert.equal(backend.layerDepth('s'), 2, 'still frozen for the running materialize');
     backend.put('s', 'k0', 'changed');
     const snapshot = await pending;
-    assert.equal(backend.layerDepth('s'), 1);
+    assert.equal(backend.layerDepth('s'), 2);
     assert.equal(snapshot.states[0]!.entries.length, 50);
     await assert.rejects(capture.materialize(), /released/);
   });

@@ -6,19 +6,26 @@ import type { KeyId } from '../../../api/keys.ts';
  *
  *     layers:   [ L0 (base) | L1 | ... | Ltop ]      get(k): the first hit from the top down
  *     capture:  remembers [L0 .. L(top)], pushes a fresh empty top  -> O(1)
- *     release:  merges every layer that no capture ends at into the layer below it
+ *     release:  merges every frozen layer that no capture ends at into the layer below it
  *
  * Writes go to the top layer; a delete of a key that a lower layer holds writes a tombstone. A capture
  * sees exactly the layers that existed when it was taken. `getForUpdate` copies a value only when it
- * lives below the top (shared with a capture).
+ * lives in a layer a live capture sees; a value below the top that no capture sees is moved to the
+ * top as it is.
  *
- * Merging: layer `i+1` may be merged into layer `i` as soon as no live capture *ends* at layer `i`.
- * Every capture that contains layer `i` then also contains layer `i+1`, so writing `i+1`'s entries
- * into `i` does not change what any capture sees; and a capture's reader iterates its layers top-down,
- * skipping keys it has already seen, so even a merge that happens while it iterates is invisible to
- * it (the merged keys come from a layer it has already read). Merging costs the size of the upper
- * layer, i.e. the writes made between two captures, never the size of the state. With `c` captures
- * alive a state has at most `c + 1` layers.
+ * The top layer is never merged: it holds exactly the writes (and tombstones) since the last capture,
+ * so the capture that freezes it knows what changed since the capture before (`TableView.changes`,
+ * used for incremental checkpoints). (Old versions of the keys written since the last capture stay
+ * in the layer below until the next capture is released.)
+ *
+ * Merging: a frozen layer `i+1` may be merged into layer `i` as soon as no live capture *ends* at
+ * layer `i`. Every capture that contains layer `i` then also contains layer `i+1`, so writing `i+1`'s
+ * entries into `i` does not change what any capture sees; and a capture's reader iterates its layers
+ * top-down, skipping keys it has already seen, so even a merge that happens while it iterates is
+ * invisible to it (the merged keys come from a layer it has already read). Merging costs the size of
+ * the upper layer, i.e. the writes made between two captures, never the size of the state. With `c`
+ * captures alive a state has at most `c + 2` layers (2 at rest: the base and the changes since the
+ * last capture).
  */
 
 const TOMBSTONE: unique symbol = Symbol('deleted');
@@ -37,7 +44,14 @@ export interface TableView {
   readonly table: LayeredTable;
   readonly layers: readonly Layer[];
   readonly top: Layer;
+  /**
+   * The entries written since the capture before (values, or tombstones: see `forEachChange`), or
+   * since the table was created, cleared or loaded. Frozen.
+   */
+  readonly changes: ReadonlyMap<KeyId, unknown>;
 }
+
+const NO_CHANGES: ReadonlyMap<KeyId, unknown> = new Map();
 
 export class LayeredTable {
   private layers: Layer[] = [new Layer()];
@@ -66,13 +80,17 @@ export class LayeredTable {
     const top = layers[layers.length - 1]!;
     const own = top.map.get(key);
     if (own !== undefined) return own === TOMBSTONE ? undefined : (own as T);
+    // A value in layer i is seen by a live capture iff some capture ends at layer i or above.
+    let shared = false;
     for (let i = layers.length - 2; i >= 0; i--) {
-      const v = layers[i]!.map.get(key);
+      const layer = layers[i]!;
+      if (layer.refs > 0) shared = true;
+      const v = layer.map.get(key);
       if (v === undefined) continue;
       if (v === TOMBSTONE) return undefined;
-      const copied = copy(v as T);
-      top.map.set(key, copied);
-      return copied;
+      const mine = shared ? copy(v as T) : (v as T);
+      top.map.set(key, mine);
+      return mine;
     }
     return undefined;
   }
@@ -108,11 +126,15 @@ export class LayeredTable {
     this.count = 0;
   }
 
-  /** Loads entries into an empty, uncaptured table. */
+  /**
+   * Loads entries into an empty, uncaptured table, as its base: the next capture's changes are the
+   * writes made after the load.
+   */
   load(entries: Iterable<readonly [KeyId, unknown]>): void {
     const base = this.layers[0]!;
     for (const [k, v] of entries) base.map.set(k, v);
     this.count = base.map.size;
+    this.layers.push(new Layer());
   }
 
   /** O(layers): freezes the current state for a capture. */
@@ -123,10 +145,10 @@ export class LayeredTable {
       // Nothing written since the last capture: end at the frozen layer below, push nothing.
       const below = layers[layers.length - 2]!;
       below.refs++;
-      return { table: this, layers: layers.slice(0, -1), top: below };
+      return { table: this, layers: layers.slice(0, -1), top: below, changes: NO_CHANGES };
     }
     top.refs++;
-    const view = { table: this, layers: layers.slice(), top };
+    const view = { table: this, layers: layers.slice(), top, changes: top.map };
     layers.push(new Layer());
     return view;
   }
@@ -142,7 +164,8 @@ export class LayeredTable {
   private compact(): void {
     const layers = this.layers;
     let i = 0;
-    while (i < layers.length - 1) {
+    // Frozen layers only: the top one holds the changes since the last capture.
+    while (i < layers.length - 2) {
       const lower = layers[i]!;
       if (lower.refs > 0) {
         i++;
@@ -167,6 +190,23 @@ export class LayeredTable {
       if (v !== undefined) return v === TOMBSTONE ? undefined : v;
     }
     return undefined;
+  }
+}
+
+/**
+ * Calls `each` for every entry of a view's changes (the value, or `undefined` for a delete), pausing
+ * every `chunk` entries. The changes of a view are frozen, so pauses are safe.
+ */
+export async function forEachChangeAsync(
+  view: TableView,
+  chunk: number,
+  pause: () => Promise<void>,
+  each: (key: KeyId, value: unknown) => void,
+): Promise<void> {
+  let n = 0;
+  for (const [k, v] of view.changes) {
+    each(k, v === TOMBSTONE ? undefined : v);
+    if (++n % chunk === 0) await pause();
   }
 }
 

@@ -1,0 +1,334 @@
+import { StreamError } from '../../../api/errors.ts';
+import type { KeyId } from '../../../api/keys.ts';
+import type { FileRef } from '../../../checkpoint/storage/storage.ts';
+import type { CheckpointFiles, KeyedStateHandle, StateMeta } from '../../backend.ts';
+import { OP_PUT, RunBuilder, RunReader } from './run-file.ts';
+
+/**
+ * Checkpoint chains: how a backend's own checkpoints (`KeyedStateCapture.writeCheckpoint`) are laid
+ * out in checkpoint storage, shared by the level and the heap backend.
+ *
+ *     checkpoint  files written          handle.files                      layout
+ *     n           base runs (all state)  base                              { base, deltas: [] }
+ *     n+1         delta runs             base + delta(n+1)                 { base, deltas: [n+1] }
+ *     n+2         delta runs             base + delta(n+1) + delta(n+2)    { base, deltas: [n+1, n+2] }
+ *     ...         (after `maxDeltas` deltas, or once the deltas outweigh the base: a new base)
+ *
+ * A delta holds the entries put and deleted (tombstones) since the capture of the checkpoint before
+ * it; restore reads the base and applies the deltas in order. Files are shared by reference: a
+ * checkpoint lists every file it needs in its handle, and checkpoint storage keeps a file while a
+ * retained checkpoint lists it (see docs/checkpoint-storage.md).
+ *
+ * Every layout carries the token of its capture. A backend builds a delta only on top of the handle
+ * whose token is the one of its own previous capture (or of the handle it restored), so a handle of
+ * any other capture gives a full checkpoint, never a wrong delta. The level backend also records the
+ * token in its local database, which is how local recovery knows that the database matches.
+ */
+
+export const CHAIN_LAYOUT_FORMAT = 1;
+
+/** One state at the capture: its meta and number of entries (a check for local recovery). */
+export interface ChainState {
+  readonly meta: StateMeta;
+  readonly entries: number;
+}
+
+export interface ChainPart {
+  /** Paths of the part's run files (each also in `handle.files`), in order. */
+  readonly files: readonly string[];
+  readonly records: number;
+  readonly bytes: number;
+}
+
+export interface ChainDelta extends ChainPart {
+  /** Token of the capture this delta brings the state to. */
+  readonly token: string;
+}
+
+/** `KeyedStateHandle.layout` of the heap and level backends (JSON-safe). */
+export interface ChainLayout {
+  readonly format: typeof CHAIN_LAYOUT_FORMAT;
+  /** Token of the capture this checkpoint holds: `<backend instance>.<capture number>`. */
+  readonly token: string;
+  readonly states: readonly ChainState[];
+  readonly base: ChainPart;
+  readonly deltas: readonly ChainDelta[];
+}
+
+export interface ChainPolicy {
+  /** Deltas on one base before a full checkpoint is written again. Default 10. */
+  readonly maxDeltas: number;
+  /**
+   * A full checkpoint is written instead of a delta when the deltas (with this one, estimated from its
+   * number of changed keys) would hold more than `maxDeltaRatio` x the base's bytes. Default 1.
+   */
+  readonly maxDeltaRatio: number;
+  /** Run files are cut at about this many bytes. Default 64 MiB. */
+  readonly fileBytes: number;
+}
+
+export const DEFAULT_CHAIN_POLICY: ChainPolicy = {
+  maxDeltas: 10,
+  maxDeltaRatio: 1,
+  fileBytes: 64 * 1024 * 1024,
+};
+
+/** Fills in and checks a chain policy; CONFIG_INVALID names the field (prefixed with `where`). */
+export function resolveChainPolicy(
+  where: string,
+  o: { maxDeltas?: number; maxDeltaRatio?: number; fileBytes?: number },
+): ChainPolicy {
+  const p = {
+    maxDeltas: o.maxDeltas ?? DEFAULT_CHAIN_POLICY.maxDeltas,
+    maxDeltaRatio: o.maxDeltaRatio ?? DEFAULT_CHAIN_POLICY.maxDeltaRatio,
+    fileBytes: o.fileBytes ?? DEFAULT_CHAIN_POLICY.fileBytes,
+  };
+  if (!Number.isSafeInteger(p.maxDeltas) || p.maxDeltas < 0) {
+    throw new StreamError('CONFIG_INVALID', `${where}.maxDeltas must be an integer >= 0, got ${p.maxDeltas}`);
+  }
+  if (!(typeof p.maxDeltaRatio === 'number' && p.maxDeltaRatio > 0 && Number.isFinite(p.maxDeltaRatio))) {
+    throw new StreamError(
+      'CONFIG_INVALID',
+      `${where}.maxDeltaRatio must be a positive number, got ${p.maxDeltaRatio}`,
+    );
+  }
+  if (!Number.isSafeInteger(p.fileBytes) || p.fileBytes < 1024) {
+    throw new StreamError(
+      'CONFIG_INVALID',
+      `${where}.fileBytes must be an integer >= 1024, got ${p.fileBytes}`,
+    );
+  }
+  return p;
+}
+
+/**
+ * Whether the checkpoint of a capture may be a delta on `previous`: only when `previous` holds the
+ * capture right before it (`baseToken`), the chain is shorter than `maxDeltas`, and the deltas would
+ * not outweigh the base. `changedKeys`/`totalKeys` estimate this delta's size.
+ */
+export function chooseCheckpointType(
+  previous: ChainLayout | undefined,
+  baseToken: string | undefined,
+  changedKeys: number,
+  totalKeys: number,
+  policy: ChainPolicy,
+): 'full' | 'incremental' {
+  if (previous === undefined || baseToken === undefined || previous.token !== baseToken) return 'full';
+  if (previous.deltas.length >= policy.maxDeltas) return 'full';
+  const deltaBytes = previous.deltas.reduce((s, d) => s + d.bytes, 0);
+  // This delta's bytes, estimated from the base's bytes per entry.
+  const perKey = previous.base.records === 0 ? 0 : previous.base.bytes / previous.base.records;
+  const estimate = Math.min(changedKeys, Math.max(totalKeys, 1)) * perKey;
+  return deltaBytes + estimate > policy.maxDeltaRatio * previous.base.bytes ? 'full' : 'incremental';
+}
+
+/**
+ * The layout of a handle of `kind`, checked: SNAPSHOT_FORMAT_UNSUPPORTED for another backend or
+ * layout version, CHECKPOINT_CORRUPT for a malformed one or one naming a file the handle does not list.
+ */
+export function parseChainLayout(handle: KeyedStateHandle, kind: string): ChainLayout {
+  if (handle.backend !== kind) {
+    throw new StreamError(
+      'SNAPSHOT_FORMAT_UNSUPPORTED',
+      `the keyed state handle was written by the '${handle.backend}' backend; the '${kind}' backend cannot restore it (restore from a savepoint to change backends)`,
+    );
+  }
+  const l = handle.layout as Partial<ChainLayout> | null;
+  const bad = (why: string): StreamError =>
+    new StreamError('CHECKPOINT_CORRUPT', `the '${kind}' keyed state handle is malformed: ${why}`);
+  if (typeof l !== 'object' || l === null) throw bad('no layout');
+  if (l.format !== CHAIN_LAYOUT_FORMAT) {
+    throw new StreamError(
+      'SNAPSHOT_FORMAT_UNSUPPORTED',
+      `the '${kind}' keyed state handle has layout format ${JSON.stringify(l.format)}; this build reads format ${CHAIN_LAYOUT_FORMAT}`,
+    );
+  }
+  if (typeof l.token !== 'string') throw bad('no token');
+  if (!Array.isArray(l.states)) throw bad('no states');
+  for (const s of l.states as unknown[]) {
+    const st = s as Partial<ChainState> | null;
+    if (
+      typeof st !== 'object' ||
+      st === null ||
+      typeof st.entries !== 'number' ||
+      typeof st.meta !== 'object' ||
+      st.meta === null ||
+      typeof st.meta.name !== 'string' ||
+      typeof st.meta.kind !== 'string' ||
+      typeof st.meta.serializerId !== 'string' ||
+      typeof st.meta.serializerVersion !== 'number'
+    ) {
+      throw bad('a state is not { meta, entries }');
+    }
+  }
+  const listed = new Set(handle.files.map((f) => f.path));
+  const part = (p: unknown, what: string): void => {
+    const x = p as Partial<ChainPart> | null;
+    if (
+      typeof x !== 'object' ||
+      x === null ||
+      !Array.isArray(x.files) ||
+      typeof x.records !== 'number' ||
+      typeof x.bytes !== 'number'
+    ) {
+      throw bad(`${what} is not { files, records, bytes }`);
+    }
+    for (const f of x.files as unknown[]) {
+      if (typeof f !== 'string' || !listed.has(f)) {
+        throw bad(`${what} names the file ${String(f)}, which the handle does not list`);
+      }
+    }
+  };
+  part(l.base, 'the base');
+  if (!Array.isArray(l.deltas)) throw bad('no deltas');
+  l.deltas.forEach((d, i) => {
+    part(d, `delta ${i}`);
+    if (typeof (d as Partial<ChainDelta>).token !== 'string') throw bad(`delta ${i} has no token`);
+  });
+  return l as ChainLayout;
+}
+
+/** A plain (JSON-safe, no `undefined` fields) copy of a meta. */
+export function plainMeta(meta: StateMeta): StateMeta {
+  return {
+    name: meta.name,
+    kind: meta.kind,
+    serializerId: meta.serializerId,
+    serializerVersion: meta.serializerVersion,
+    ...(meta.ttl === undefined
+      ? {}
+      : {
+          ttl: {
+            ttlMs: meta.ttl.ttlMs,
+            time: meta.ttl.time,
+            ...(meta.ttl.update === undefined ? {} : { update: meta.ttl.update }),
+            ...(meta.ttl.visibility === undefined ? {} : { visibility: meta.ttl.visibility }),
+          },
+        }),
+  };
+}
+
+/**
+ * Writes runs to checkpoint files, cutting a new file at about `fileBytes`; files are written in the
+ * background, one after the other. `put` and `delete` return true when they cut a file: then
+ * `await ready()` (backpressure: it waits while two files wait to be written). `finish()` writes the
+ * last file and waits for all.
+ */
+export class RunFilesWriter {
+  readonly #files: CheckpointFiles;
+  readonly #prefix: string;
+  readonly #fileBytes: number;
+  readonly #builder = new RunBuilder();
+  readonly #refs: FileRef[] = [];
+  #cut = 0;
+  #records = 0;
+  #writing: Promise<void> = Promise.resolve();
+  #inFlight = 0;
+  #error: unknown;
+
+  constructor(files: CheckpointFiles, prefix: string, fileBytes: number) {
+    this.#files = files;
+    this.#prefix = prefix;
+    this.#fileBytes = fileBytes;
+  }
+
+  put(state: string, key: KeyId, value: Uint8Array): boolean {
+    this.#builder.put(state, key, value);
+    return this.#builder.size >= this.#fileBytes && this.#cutFile();
+  }
+
+  delete(state: string, key: KeyId): boolean {
+    this.#builder.delete(state, key);
+    return this.#builder.size >= this.#fileBytes && this.#cutFile();
+  }
+
+  /** Resolves when fewer than two files wait to be written (rejects when a write failed). */
+  async ready(): Promise<void> {
+    if (this.#error !== undefined) throw this.#error;
+    if (this.#inFlight >= 2) await this.#writing;
+    if (this.#error !== undefined) throw this.#error;
+  }
+
+  /** Writes the last file (an empty run when nothing was written, so every part has a file). */
+  async finish(): Promise<{ refs: FileRef[]; part: ChainPart }> {
+    if (this.#builder.records > 0 || this.#cut === 0) this.#cutFile();
+    await this.#writing;
+    if (this.#error !== undefined) throw this.#error;
+    return {
+      refs: this.#refs,
+      part: {
+        files: this.#refs.map((r) => r.path),
+        records: this.#records,
+        bytes: this.#refs.reduce((s, r) => s + r.bytes, 0),
+      },
+    };
+  }
+
+  #cutFile(): true {
+    const index = this.#cut++;
+    this.#records += this.#builder.records;
+    const bytes = this.#builder.finish();
+    this.#inFlight++;
+    this.#writing = this.#writing.then(async () => {
+      try {
+        if (this.#error === undefined) {
+          this.#refs[index] = await this.#files.write(`${this.#prefix}-${index}`, bytes);
+        }
+      } catch (e) {
+        this.#error = e;
+      } finally {
+        this.#inFlight--;
+      }
+    });
+    return true;
+  }
+}
+
+/**
+ * Reads the runs of a chain in order (base, then each delta), calling `file(reader)` per run file;
+ * the callback iterates the records (`while (reader.next()) ...`). Storage verifies each file's
+ * checksum (CHECKPOINT_CORRUPT / CHECKPOINT_NOT_FOUND naming it); the reader names it too.
+ */
+export async function readChain(
+  handle: KeyedStateHandle,
+  layout: ChainLayout,
+  files: CheckpointFiles,
+  file: (reader: RunReader) => void | Promise<void>,
+): Promise<void> {
+  const refs = new Map(handle.files.map((f) => [f.path, f]));
+  for (const part of [layout.base, ...layout.deltas]) {
+    for (const path of part.files) {
+      const bytes = await files.read(refs.get(path)!);
+      await file(new RunReader(bytes, path));
+    }
+  }
+}
+
+/** The entries of a chain as plain maps per state (deletes applied); values are copies. */
+export async function readChainEntries(
+  handle: KeyedStateHandle,
+  layout: ChainLayout,
+  files: CheckpointFiles,
+): Promise<Map<string, Map<KeyId, Uint8Array>>> {
+  const states = new Map<string, Map<KeyId, Uint8Array>>();
+  for (const s of layout.states) states.set(s.meta.name, new Map());
+  await readChain(handle, layout, files, (r) => {
+    while (r.next()) {
+      const m = states.get(r.state);
+      if (m === undefined) {
+        throw new StreamError(
+          'CHECKPOINT_CORRUPT',
+          `keyed state run file ${r.fileName} holds state '${r.state}', which the checkpoint's layout does not list`,
+        );
+      }
+      if (r.op === OP_PUT) m.set(r.key, Uint8Array.prototype.slice.call(r.value!));
+      else m.delete(r.key);
+    }
+  });
+  return states;
+}
+
+/** A capture token: unique per backend instance and capture. */
+export function captureToken(instance: string, seq: number): string {
+  return `${instance}.${seq}`;
+}

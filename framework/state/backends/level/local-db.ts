@@ -1,0 +1,321 @@
+import { existsSync, writeFileSync } from 'node:fs';
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { ClassicLevel, type Snapshot } from 'classic-level';
+import { StreamError } from '../../../api/errors.ts';
+import type { StateMeta } from '../../backend.ts';
+
+/**
+ * The level backend's local database: one LevelDB per task, in `<directory>/db`.
+ *
+ *     key                  value
+ *     m:registry           JSON [{ name, id, meta }]: every state the database holds
+ *     m:marker             JSON { token }: present only while the data is exactly the state of
+ *                          that capture (written with the capture's batch, deleted by any later one)
+ *     s<id>:<key id>       the stored-value bytes (value-codec.ts) of one entry of state <id>
+ *
+ * Registry and marker are written in the same atomic batches as the data, so after a crash they
+ * describe exactly the data LevelDB recovered. `<directory>/POISONED` (written synchronously when a
+ * read finds damaged data) makes the next open start from an empty database.
+ */
+
+export const REGISTRY_KEY = 'm:registry';
+export const MARKER_KEY = 'm:marker';
+/** Data keys lie in ['s', 't'). */
+export const DATA_GTE = 's';
+export const DATA_LT = 't';
+
+export function statePrefix(id: number): string {
+  return `s${id}:`;
+}
+
+/** The range of state `id`: `s<id>:` up to `s<id>;` (';' follows ':'), which `s<id><digit>` is not in. */
+export function stateRange(id: number): { gte: string; lt: string } {
+  return { gte: `s${id}:`, lt: `s${id};` };
+}
+
+export interface RegistryEntry {
+  readonly name: string;
+  readonly id: number;
+  readonly meta: StateMeta;
+}
+
+export interface LevelDbOptions {
+  /** LevelDB's block cache in bytes (default 8 MiB). */
+  readonly cacheSize?: number;
+  /** LevelDB's memtable size in bytes (default 4 MiB). */
+  readonly writeBufferSize?: number;
+  readonly blockSize?: number;
+  readonly maxFileSize?: number;
+  /** Snappy compression of LevelDB's tables (default true). */
+  readonly compression?: boolean;
+}
+
+export type Db = ClassicLevel<string, Buffer>;
+export type { Snapshot };
+
+export class LocalDb {
+  readonly directory: string;
+  readonly location: string;
+  readonly #options: LevelDbOptions;
+  readonly #warn: (message: string) => void;
+  #db!: Db;
+  /** What the database held when it was opened (registry and marker), if anything. */
+  registry: RegistryEntry[] | undefined;
+  marker: string | undefined;
+
+  private constructor(directory: string, options: LevelDbOptions, warn: (m: string) => void) {
+    this.directory = resolve(directory);
+    this.location = join(this.directory, 'db');
+    this.#options = options;
+    this.#warn = warn;
+  }
+
+  static async open(directory: string, options: LevelDbOptions, warn: (m: string) => void): Promise<LocalDb> {
+    const local = new LocalDb(directory, options, warn);
+    await local.#openOrRepair();
+    return local;
+  }
+
+  get db(): Db {
+    return this.#db;
+  }
+
+  /** Whether the database held any key when it was opened (false again after `wipe`). */
+  hasData = false;
+
+  /**
+   * Empties the database: a small one key by key (one native call, no reopen), a large one by
+   * closing, removing and reopening it (O(files) instead of O(entries)).
+   */
+  async wipe(): Promise<void> {
+    const onDisk = await this.#db.approximateSize(DATA_GTE, DATA_LT);
+    if (onDisk < 32 * 1024 * 1024) {
+      await this.#db.clear();
+    } else {
+      await this.#db.close();
+      await this.#rmDb();
+      await this.#openRaw();
+    }
+    this.registry = undefined;
+    this.marker = undefined;
+    this.hasData = false;
+  }
+
+  /**
+   * Records synchronously that the database holds damaged data, so that the next open starts empty
+   * (the backend is failing at that point; its restore then rebuilds from checkpoint storage).
+   */
+  poison(reason: string): void {
+    try {
+      writeFileSync(join(this.directory, 'POISONED'), `${reason}\n`);
+    } catch {
+      // Best effort: the failure itself is reported by the caller.
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#db.close();
+  }
+
+  /** A new database object (it opens itself on the next tick: create it only to open it). */
+  #create(): Db {
+    return new ClassicLevel<string, Buffer>(this.location, {
+      keyEncoding: 'utf8',
+      valueEncoding: 'buffer',
+      createIfMissing: true,
+      errorIfExists: false,
+      ...this.#options,
+    });
+  }
+
+  async #openOrRepair(): Promise<void> {
+    try {
+      await mkdir(this.directory, { recursive: true });
+    } catch (e) {
+      throw new StreamError(
+        'CONFIG_INVALID',
+        `the level state backend cannot create its directory ${this.directory}: ${describe(e)}`,
+        { cause: e },
+      );
+    }
+    const poisoned = join(this.directory, 'POISONED');
+    if (existsSync(poisoned)) {
+      const why = await readFile(poisoned, 'utf8').catch(() => '');
+      this.#warn(
+        `level state backend: the database at ${this.location} was marked damaged (${why.trim()}); starting from an empty one`,
+      );
+      await this.#rmDb();
+      await rm(poisoned, { force: true });
+    }
+    try {
+      await this.#openRaw();
+    } catch (e) {
+      if (!(e instanceof StreamError && e.code === 'CHECKPOINT_CORRUPT')) throw e;
+      this.#warn(`${e.message}; removing it and starting from an empty database`);
+      await this.#rmDb();
+      await this.#openRaw();
+      return;
+    }
+    try {
+      this.registry = readRegistry(this.#db.getSync(REGISTRY_KEY));
+      this.marker = readMarker(this.#db.getSync(MARKER_KEY));
+      this.hasData = (await this.#db.keys({ limit: 1 }).all()).length > 0;
+    } catch (e) {
+      this.#warn(
+        `level state backend: cannot read the metadata of the database at ${this.location} (${describe(e)}); starting from an empty database`,
+      );
+      await this.wipe();
+    }
+  }
+
+  async #openRaw(): Promise<void> {
+    this.#db = this.#create();
+    try {
+      await this.#db.open();
+    } catch (e) {
+      const code = levelCode(e);
+      if (code === 'LEVEL_LOCKED') {
+        throw new StreamError(
+          'CONFIG_INVALID',
+          `the level state backend's database ${this.location} is locked by another process (or another backend in this one): ` +
+            'give every task its own directory, or stop the process that holds it',
+          { cause: e },
+        );
+      }
+      if (code === 'LEVEL_CORRUPTION') {
+        throw new StreamError(
+          'CHECKPOINT_CORRUPT',
+          `the level state backend's database ${this.location} is corrupt (${describe(e)})`,
+          { cause: e },
+        );
+      }
+      throw new StreamError(
+        'CHECKPOINT_STORAGE_FAILED',
+        `the level state backend cannot open its database ${this.location}: ${describe(e)}`,
+        { cause: e },
+      );
+    }
+  }
+
+  async #rmDb(): Promise<void> {
+    await rm(this.location, { recursive: true, force: true });
+  }
+}
+
+/** The most specific `LEVEL_*` code of an abstract-level error (open errors wrap the native one). */
+export function levelCode(e: unknown): string | undefined {
+  let code: string | undefined;
+  for (let x = e as { code?: unknown; cause?: unknown } | undefined; x; x = x.cause as typeof x) {
+    if (typeof x.code === 'string' && x.code.startsWith('LEVEL_')) code = x.code;
+    if (typeof x !== 'object') break;
+  }
+  return code;
+}
+
+export function describe(e: unknown): string {
+  const parts: string[] = [];
+  for (let x = e as { message?: unknown; cause?: unknown } | undefined; x; x = x.cause as typeof x) {
+    if (typeof x !== 'object') {
+      parts.push(String(x));
+      break;
+    }
+    if (typeof x.message === 'string' && !parts.includes(x.message)) parts.push(x.message);
+  }
+  return parts.join(': ') || String(e);
+}
+
+function readRegistry(bytes: Buffer | undefined): RegistryEntry[] | undefined {
+  if (bytes === undefined) return undefined;
+  const value: unknown = JSON.parse(bytes.toString('utf8'));
+  if (
+    !Array.isArray(value) ||
+    !value.every(
+      (r) =>
+        typeof r === 'object' &&
+        r !== null &&
+        typeof r.name === 'string' &&
+        Number.isSafeInteger(r.id) &&
+        typeof r.meta === 'object' &&
+        r.meta !== null &&
+        r.meta.name === r.name,
+    )
+  ) {
+    throw new Error('the state registry is malformed');
+  }
+  return value as RegistryEntry[];
+}
+
+function readMarker(bytes: Buffer | undefined): string | undefined {
+  if (bytes === undefined) return undefined;
+  const value: unknown = JSON.parse(bytes.toString('utf8'));
+  const token = (value as { token?: unknown } | null)?.token;
+  if (typeof token !== 'string') throw new Error('the local recovery marker is malformed');
+  return token;
+}
+
+export function registryBytes(entries: readonly RegistryEntry[]): Buffer {
+  return Buffer.from(JSON.stringify(entries), 'utf8');
+}
+
+export function markerBytes(token: string): Buffer {
+  return Buffer.from(JSON.stringify({ token }), 'utf8');
+}
+
+/**
+ * Calls `each` for every entry in `range` of `db` (or of `snapshot`), in key order, up to a thousand
+ * entries per native call; awaits `each` when it returns a promise. (Every native call is a trip
+ * through the event loop, which a busy task loop makes slow: a short final batch ends the scan
+ * without one more call, and the iterator is closed without waiting.)
+ */
+export async function scan(
+  db: Db,
+  range: { gte: string; lt: string },
+  snapshot: Snapshot | undefined,
+  each: (key: string, value: Buffer) => void | Promise<void>,
+): Promise<void> {
+  const it = db.iterator({
+    ...range,
+    ...(snapshot === undefined ? {} : { snapshot }),
+    highWaterMarkBytes: SCAN_BYTES,
+  });
+  try {
+    for (;;) {
+      const batch = await it.nextv(SCAN_ENTRIES);
+      let bytes = 0;
+      for (const [k, v] of batch) {
+        bytes += k.length * 3 + v.length;
+        const r = each(k, v);
+        if (r !== undefined) await r;
+      }
+      if (batch.length < SCAN_ENTRIES && bytes < SCAN_BYTES) return;
+    }
+  } finally {
+    it.close().catch(() => {});
+  }
+}
+
+/** The keys in `range` of `db`, in key order. */
+export async function scanKeys(
+  db: Db,
+  range: { gte: string; lt: string },
+  each: (key: string) => void,
+): Promise<void> {
+  const it = db.keys({ ...range, highWaterMarkBytes: SCAN_BYTES });
+  try {
+    for (;;) {
+      const batch = await it.nextv(SCAN_ENTRIES * 4);
+      let bytes = 0;
+      for (const k of batch) {
+        bytes += k.length * 3;
+        each(k);
+      }
+      if (batch.length < SCAN_ENTRIES * 4 && bytes < SCAN_BYTES) return;
+    }
+  } finally {
+    it.close().catch(() => {});
+  }
+}
+
+const SCAN_ENTRIES = 1000;
+const SCAN_BYTES = 4 * 1024 * 1024;
