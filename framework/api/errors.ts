@@ -21,6 +21,9 @@ export const ErrorCodes = {
   JOB_CANCELLED: 'the job was stopped while the operation was in progress',
   RECORD_DESERIALIZATION_FAILED:
     'an input record could not be deserialized (the error names topic, partition and offset)',
+  RECORD_SERIALIZATION_FAILED: 'an output record could not be serialized',
+  SCHEMA_REGISTRY_UNAVAILABLE: 'the schema registry did not answer after retries (refused, timed out, 5xx)',
+  SCHEMA_REGISTRY_REQUEST_FAILED: 'the schema registry refused a request (401, 403, 409, 422 ...)',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

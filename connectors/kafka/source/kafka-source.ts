@@ -1,6 +1,7 @@
 import type { Admin } from 'kafkajs';
 import { type Source, type SourceReader, StreamError } from '../../../framework/index.ts';
 import { kafkaError } from '../errors.ts';
+import type { Serde } from '../serde/serde.ts';
 import type { ConsumerHub } from './hub.ts';
 import {
   type DecodeErrorPolicy,
@@ -13,8 +14,10 @@ export interface KafkaSourceOptions<T> {
   readonly topic: string;
   /** Default `kafka-<topic>`. */
   readonly uid?: string;
-  /** Record -> element. Default: the value parsed as UTF-8 JSON. */
+  /** Record -> element. Default: `serde` applied to the value, or the value parsed as UTF-8 JSON. */
   readonly decode?: (record: KafkaRecordIn) => T | Promise<T>;
+  /** Deserializer of the record value (string, JSON, bytes, Avro/JSON Schema/Protobuf via a registry). */
+  readonly serde?: Serde<T>;
   /** Where a partition starts when the job has no checkpoint for it. Default `earliest`. */
   readonly startFrom?: 'earliest' | 'latest';
   /**
@@ -79,8 +82,12 @@ export class KafkaSource<T> implements Source<T> {
         `Kafka source '${this.uid}' got position ${JSON.stringify(position)} for partition ${partition}; expected { topic: '${this.topic}', offset }`,
       );
     }
+    const serde = this.#o.serde;
     const decode =
-      this.#o.decode ?? ((r: KafkaRecordIn) => JSON.parse(r.value?.toString('utf8') ?? 'null') as T);
+      this.#o.decode ??
+      (serde
+        ? (r: KafkaRecordIn) => serde.deserialize(r.value, r.topic) as T | Promise<T>
+        : (r: KafkaRecordIn) => JSON.parse(r.value?.toString('utf8') ?? 'null') as T);
     const reader = hub.register<T>({
       topic: this.topic,
       partition,

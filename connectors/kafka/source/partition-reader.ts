@@ -139,6 +139,8 @@ export class PartitionReader<T> implements SourceReader<T> {
       try {
         records.push({ value: await this.#o.decode(r), timestamp: r.timestamp });
       } catch (e) {
+        // An unreachable schema registry is not a bad record: never skipped, the task retries.
+        if ((e as { retryable?: unknown }).retryable === true) throw e;
         if (this.#o.onDecodeError === 'fail') {
           throw new StreamError(
             'RECORD_DESERIALIZATION_FAILED',
