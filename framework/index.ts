@@ -33,7 +33,7 @@ export {
   KeyedStream,
   StreamJob,
 } from './graph/builder.ts';
-export type { JobGraph } from './graph/types.ts';
+export type { GraphEdge, GraphNode, JobGraph } from './graph/types.ts';
 export type { FaultInjector, FaultPoint } from './runtime/faults.ts';
 export {
   type AssignmentSource,
@@ -45,5 +45,5 @@ export {
 export type { CheckpointStats } from './runtime/task.ts';
 export type { KeyedStateBackend } from './state/backend.ts';
 export { HeapKeyedStateBackend } from './state/backends/heap/heap.ts';
-export { keyGroupOf, keyId, murmur2 } from './state/keys.ts';
+export { keyBytes, keyGroupOf, keyId, murmur2 } from './state/keys.ts';
 export { jsonSerializer, msgpackSerializer, userSerializer } from './state/serializers.ts';

@@ -10,6 +10,7 @@ import {
 } from '../../framework/index.ts';
 import { createKafka, type KafkaConnection } from './client.ts';
 import { kafkaError } from './errors.ts';
+import { cutRepartitions } from './repartition.ts';
 import { KafkaSink } from './sink/kafka-sink.ts';
 import { ConsumerHub, type HubOptions } from './source/hub.ts';
 import { KafkaSource } from './source/kafka-source.ts';
@@ -17,6 +18,8 @@ import { KafkaSource } from './source/kafka-source.ts';
 export interface KafkaJobOptions extends Omit<JobOptions, 'assignment'> {
   readonly connection: KafkaConnection;
   readonly consumer?: Omit<HubOptions, 'groupId' | 'topics'>;
+  /** Partitions of repartition topics the job creates. Default: as many as its widest input topic. */
+  readonly repartitionPartitions?: number;
 }
 
 /**
@@ -29,7 +32,8 @@ export interface KafkaJobOptions extends Omit<JobOptions, 'assignment'> {
  * can take (interval + checkpoint timeout), and the job allows one concurrent checkpoint.
  */
 export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions): Promise<RunningJob> {
-  const graph = 'build' in job ? job.build() : job;
+  const built = 'build' in job ? job.build() : job;
+  const { graph, topics: repartitions } = cutRepartitions(built);
   const kafka = createKafka(o.connection, `-${graph.jobId}`);
   const sources: KafkaSource<unknown>[] = [];
   const sinks: KafkaSink<unknown>[] = [];
@@ -49,6 +53,23 @@ export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions)
       `connecting to Kafka at ${o.connection.brokers.join(',')} (is the broker running and reachable?)`,
       e,
     );
+  }
+  const repartitionTopics = new Set(repartitions.map((r) => r.topic));
+  const inputTopics = [...new Set(sources.map((s) => s.topic).filter((t) => !repartitionTopics.has(t)))];
+  const inputPartitions = await topicPartitions(admin, inputTopics);
+  if (repartitions.length > 0) {
+    // Repartition topics are the job's own: created when missing, sized like the widest input.
+    const size = o.repartitionPartitions ?? Math.max(...inputPartitions.values());
+    const existing = new Set(await admin.listTopics());
+    const missing = [...repartitionTopics].filter((t) => !existing.has(t));
+    if (missing.length > 0) {
+      await admin
+        .createTopics({
+          topics: missing.map((topic) => ({ topic, numPartitions: size })),
+          waitForLeaders: true,
+        })
+        .catch((e) => Promise.reject(kafkaError(`creating repartition topics ${missing.join(', ')}`, e)));
+    }
   }
   const topics = [...new Set(sources.map((s) => s.topic))];
   const partitions = await topicPartitions(admin, topics);

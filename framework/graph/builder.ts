@@ -111,9 +111,21 @@ export class DataStream<T> {
     return this.#add<R>({ kind: 'flatMap', fn }, options.uid);
   }
 
-  /** Partition by key. The input must already be partitioned by this key (see docs/runtime.md). */
-  keyBy<K extends Key>(selector: (value: T) => K): KeyedStream<T, K> {
-    return new KeyedStream<T, K>(this.#job, { ...this.edge, key: selector as KeySelector });
+  /**
+   * Partition by key. By default the input must already be partitioned by this key (a topic produced
+   * with it as the record key): no shuffle, and a record of another key group fails the task with
+   * KEY_GROUP_MISMATCH. With `{ repartition: true }` records are redistributed by the key through a
+   * repartition topic `<jobId>.<uid>.repartition` (Kafka jobs), exactly once.
+   */
+  keyBy<K extends Key>(
+    selector: (value: T) => K,
+    options: { repartition?: boolean } = {},
+  ): KeyedStream<T, K> {
+    return new KeyedStream<T, K>(this.#job, {
+      ...this.edge,
+      key: selector as KeySelector,
+      ...(options.repartition ? { repartition: true } : {}),
+    });
   }
 
   process<R>(fn: ProcessFunction<T, R>, options: StatefulOptions): DataStream<R> {

@@ -22,6 +22,14 @@ export interface JobPlan {
 /** Split a validated graph into stages and check that the sources of each stage are co-partitioned. */
 export function planJob(graph: JobGraph): JobPlan {
   const order = validateGraph(graph);
+  for (const n of graph.nodes) {
+    if (n.inputs.some((e) => e.repartition)) {
+      throw new StreamError(
+        'GRAPH_INVALID',
+        `operator '${n.uid}' reads a stream keyed with { repartition: true }: that needs a repartition topic, so run the job with runKafkaJob(...)`,
+      );
+    }
+  }
   const component = new Map<number, number>();
   const parent = graph.nodes.map((n) => n.id);
   const find = (x: number): number => {

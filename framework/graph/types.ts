@@ -23,6 +23,12 @@ export interface GraphEdge {
   readonly tag?: string;
   /** Set when the stream was keyed (keyBy) on the way into this node. */
   readonly key?: KeySelector;
+  /**
+   * The input is not partitioned by `key`: records go through a repartition topic keyed by it
+   * (written in the upstream task's transaction, read committed by the downstream stage).
+   * Only Kafka jobs (runKafkaJob) can run such an edge.
+   */
+  readonly repartition?: boolean;
 }
 
 export interface GraphNode {
