@@ -54,26 +54,31 @@ export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions)
       e,
     );
   }
-  const repartitionTopics = new Set(repartitions.map((r) => r.topic));
-  const inputTopics = [...new Set(sources.map((s) => s.topic).filter((t) => !repartitionTopics.has(t)))];
-  const inputPartitions = await topicPartitions(admin, inputTopics);
-  if (repartitions.length > 0) {
-    // Repartition topics are the job's own: created when missing, sized like the widest input.
-    const size = o.repartitionPartitions ?? Math.max(...inputPartitions.values());
-    const existing = new Set(await admin.listTopics());
-    const missing = [...repartitionTopics].filter((t) => !existing.has(t));
-    if (missing.length > 0) {
-      await admin
-        .createTopics({
-          topics: missing.map((topic) => ({ topic, numPartitions: size })),
-          waitForLeaders: true,
-        })
-        .catch((e) => Promise.reject(kafkaError(`creating repartition topics ${missing.join(', ')}`, e)));
+  let partitions: Map<string, number>;
+  let topics: string[];
+  try {
+    const repartitionTopics = new Set(repartitions.map((r) => r.topic));
+    const inputTopics = [...new Set(sources.map((s) => s.topic).filter((t) => !repartitionTopics.has(t)))];
+    const inputPartitions = await topicPartitions(admin, inputTopics);
+    if (repartitions.length > 0) {
+      // Repartition topics are the job's own: created when missing, sized like the widest input.
+      const size = o.repartitionPartitions ?? Math.max(...inputPartitions.values());
+      const existing = new Set(await admin.listTopics());
+      const missing = [...repartitionTopics].filter((t) => !existing.has(t));
+      if (missing.length > 0) {
+        await admin
+          .createTopics({
+            topics: missing.map((topic) => ({ topic, numPartitions: size })),
+            waitForLeaders: true,
+          })
+          .catch((e) => Promise.reject(kafkaError(`creating repartition topics ${missing.join(', ')}`, e)));
+      }
     }
+    topics = [...new Set(sources.map((s) => s.topic))];
+    partitions = await topicPartitions(admin, topics);
+  } finally {
+    await admin.disconnect();
   }
-  const topics = [...new Set(sources.map((s) => s.topic))];
-  const partitions = await topicPartitions(admin, topics);
-  await admin.disconnect();
 
   const hub = new ConsumerHub(kafka, { ...o.consumer, groupId: graph.jobId, topics });
   for (const s of sources) s.bind(hub, partitions.get(s.topic)!);
