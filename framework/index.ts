@@ -45,5 +45,6 @@ export {
 export type { CheckpointStats } from './runtime/task.ts';
 export type { KeyedStateBackend } from './state/backend.ts';
 export { HeapKeyedStateBackend } from './state/backends/heap/heap.ts';
+export { LevelKeyedStateBackend, levelBackend } from './state/backends/level/level.ts';
 export { keyBytes, keyGroupOf, keyId, murmur2 } from './state/keys.ts';
 export { jsonSerializer, msgpackSerializer, userSerializer } from './state/serializers.ts';
