@@ -35,12 +35,15 @@ export {
 } from './graph/builder.ts';
 export type { GraphEdge, GraphNode, JobGraph } from './graph/types.ts';
 export type { FaultInjector, FaultPoint } from './runtime/faults.ts';
+export { type CheckpointReport, inspectCheckpoint, keyedStateValue } from './runtime/inspect.ts';
 export {
   type AssignmentSource,
   type JobListener,
   type JobOptions,
   type RunningJob,
   runJob,
+  type StopOptions,
+  type StopReport,
 } from './runtime/job.ts';
 export type { CheckpointStats } from './runtime/task.ts';
 export type { KeyedStateBackend } from './state/backend.ts';

@@ -56,13 +56,30 @@ export interface RunningJob {
   readonly done: Promise<void>;
   /** Take a savepoint of every running task; resolves with their metadata. */
   savepoint(name: string): Promise<CheckpointMetadata[]>;
-  /** Stop every task without a final checkpoint (the next start resumes from the last one). */
-  stop(): Promise<void>;
+  /**
+   * Stop every task. With `finalCheckpoint`, each task first takes a checkpoint and commits it
+   * (graceful shutdown: the next start resumes exactly there); past `timeoutMs` (or without it) the
+   * tasks stop at once, resuming from their last committed checkpoint. Nothing committed is lost.
+   */
+  stop(options?: StopOptions): Promise<StopReport>;
   /** Hold back or release the input of one source in every task (backpressure on one input). */
   hold(sourceUid: string, held: boolean): void;
   /** Restarts made so far, over all tasks. */
   restarts(): number;
   tasks(): readonly Task[];
+}
+
+export interface StopOptions {
+  readonly finalCheckpoint?: boolean;
+  /** Deadline for the final checkpoints. Default 30000. */
+  readonly timeoutMs?: number;
+}
+
+export interface StopReport {
+  /** Tasks whose final checkpoint committed before the stop. */
+  readonly checkpointed: number;
+  /** Tasks stopped without one (deadline, or failure): they resume from their last checkpoint. */
+  readonly uncheckpointed: number;
 }
 
 interface Supervisor {
@@ -230,7 +247,29 @@ export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
     async savepoint(name) {
       return Promise.all(tasks().map((t) => t.savepoint(name)));
     },
-    stop: () => stopAll(),
+    async stop(opts = {}) {
+      let checkpointed = 0;
+      const running = tasks();
+      if (opts.finalCheckpoint && running.length > 0) {
+        const deadline = new Promise<'deadline'>((r) =>
+          setTimeout(() => r('deadline'), opts.timeoutMs ?? 30_000).unref(),
+        );
+        const results = await Promise.all(
+          running.map((t) =>
+            Promise.race([
+              t.checkpointNow().then(
+                () => 'ok' as const,
+                () => 'failed' as const,
+              ),
+              deadline,
+            ]),
+          ),
+        );
+        checkpointed = results.filter((r) => r === 'ok').length;
+      }
+      await stopAll();
+      return { checkpointed, uncheckpointed: running.length - checkpointed };
+    },
     hold(uid, h) {
       if (h) held.add(uid);
       else held.delete(uid);

@@ -1,0 +1,289 @@
+#!/usr/bin/env node
+/**
+ * `kstate`: run a job as a Kafka consumer-group service, and look at its checkpoints.
+ *
+ *   kstate run <job module> [--config file] [--savepoint-on-stop name]
+ *   kstate checkpoints <jobId> [--config file]
+ *   kstate inspect <jobId> [--task id] [--checkpoint n | --savepoint name] [--state uid/name --key k] [--config file]
+ *   kstate savepoint <name> [--port n] [--config file]
+ *
+ * Every command takes --help. Errors are one line on stderr and an exit code from exit-codes.ts.
+ */
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import pino from 'pino';
+import {
+  FilesystemCheckpointStorage,
+  inspectCheckpoint,
+  isStreamError,
+  keyedStateValue,
+  keyId,
+  LevelKeyedStateBackend,
+  levelBackend,
+} from '../../../framework/index.ts';
+import { runKafkaJob } from '../service.ts';
+import { loadConfig, type ServiceConfig } from './config.ts';
+import { EXIT } from './exit-codes.ts';
+import { loadJobModule } from './job-module.ts';
+
+const HELP: Record<string, string> = {
+  main: `kstate <command> [options]
+
+commands:
+  run <job module>      run a job as a consumer-group service until SIGTERM
+  checkpoints <jobId>   list the committed checkpoints and savepoints of a job
+  inspect <jobId>       print a checkpoint's operators, key groups and sizes, or one key's value
+  savepoint <name>      ask a running service (on --port) for a savepoint
+
+configuration: --config <file.json> and KSTATE_* environment variables (docs/service.md)
+'kstate <command> --help' shows a command's options.`,
+  run: `kstate run <job module> [--config file] [--savepoint-on-stop name]
+
+Runs the job the module exports (default export: a StreamJob, or a function of the configuration
+returning one) as a member of the consumer group <jobId>. SIGTERM or SIGINT takes a final checkpoint,
+commits it, leaves the group and exits 0 within shutdownTimeoutMs; a second signal exits at once (130).`,
+  checkpoints: `kstate checkpoints <jobId> [--config file]
+
+Lists, per task, the committed checkpoints (id, time, size, full or incremental) and the savepoints.`,
+  inspect: `kstate inspect <jobId> [--task id] [--checkpoint n | --savepoint name] [--state uid/name --key k] [--config file]
+
+Prints the latest checkpoint of each task (or the one asked for): positions, operators, keyed states
+with entry counts and sizes. With --state and --key, the value of that key.`,
+  savepoint: `kstate savepoint <name> [--port n] [--config file]
+
+Asks the service listening on --port (default: httpPort of the configuration) for a savepoint.`,
+};
+
+class UsageError extends Error {}
+
+function fail(code: number, message: string): never {
+  process.stderr.write(`kstate: ${message}\n`);
+  process.exit(code);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(`${HELP.main}\n`);
+    return;
+  }
+  if (!(command in HELP) || command === 'main')
+    throw new UsageError(`unknown command '${command}'; see kstate --help`);
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({
+      args: rest,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        help: { type: 'boolean', short: 'h' },
+        config: { type: 'string' },
+        'savepoint-on-stop': { type: 'string' },
+        task: { type: 'string' },
+        checkpoint: { type: 'string' },
+        savepoint: { type: 'string' },
+        state: { type: 'string' },
+        key: { type: 'string' },
+        port: { type: 'string' },
+      },
+    });
+  } catch (e) {
+    throw new UsageError(`${(e as Error).message}; see kstate ${command} --help`);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    process.stdout.write(`${HELP[command]}\n`);
+    return;
+  }
+  const arg = positionals[0];
+  if (arg === undefined) throw new UsageError(`${command} needs an argument; see kstate ${command} --help`);
+  const config = loadConfig(values.config as string | undefined);
+  switch (command) {
+    case 'run':
+      return run(arg, config, values['savepoint-on-stop'] as string | undefined);
+    case 'checkpoints':
+      return listCheckpoints(arg, config);
+    case 'inspect':
+      return inspect(arg, config, values as Record<string, string | undefined>);
+    case 'savepoint':
+      return requestSavepoint(arg, Number(values.port ?? config.httpPort));
+  }
+}
+
+async function run(
+  modulePath: string,
+  config: ServiceConfig,
+  savepointOnStop: string | undefined,
+): Promise<void> {
+  const log = pino({ level: config.logLevel, base: { service: 'kstate' } });
+  const job = await loadJobModule(modulePath, config);
+  const jobLog = log.child({ job: job.jobId });
+  const running = await runKafkaJob(job, {
+    connection: { brokers: config.brokers },
+    storage: new FilesystemCheckpointStorage({
+      directory: config.checkpointDir,
+      retain: config.retainCheckpoints,
+    }),
+    ...(config.backend === 'level' ? { backend: levelBackend(config.stateDir) } : {}),
+    checkpoints: {
+      intervalMs: config.checkpointIntervalMs,
+      timeoutMs: config.checkpointTimeoutMs,
+      incremental: config.incremental,
+    },
+    restart: { kind: 'exponential-backoff', initialDelayMs: 200, maxDelayMs: 30_000, multiplier: 2 },
+    listener: {
+      taskStarted: (t) => jobLog.info({ task: t.taskId }, 'task started'),
+      taskStopped: (t) => jobLog.info({ task: t.taskId }, 'task stopped'),
+      restored: (r) =>
+        jobLog.info(
+          { task: r.taskId, checkpoint: r.checkpointId ?? null, ms: Math.round(r.ms) },
+          'task restored',
+        ),
+      checkpointCompleted: (s) =>
+        jobLog.debug(
+          { task: s.taskId, checkpoint: s.checkpointId, bytes: s.bytes, asyncMs: Math.round(s.asyncMs) },
+          'checkpoint committed',
+        ),
+      checkpointFailed: (f) =>
+        jobLog.warn(
+          { task: f.taskId, checkpoint: f.checkpointId, err: String(f.error) },
+          'checkpoint failed',
+        ),
+      taskFailed: (f) =>
+        jobLog.error(
+          { task: f.taskId, err: String(f.error), restarting: f.restarting, delayMs: f.delayMs },
+          'task failed',
+        ),
+    },
+  });
+  jobLog.info({ brokers: config.brokers, backend: config.backend }, 'service running');
+  let signals = 0;
+  const onSignal = (signal: string) => {
+    if (++signals > 1) {
+      jobLog.warn(
+        { signal },
+        'second signal: exiting at once; tasks resume from their last committed checkpoint',
+      );
+      process.exit(EXIT.FORCED);
+    }
+    jobLog.info(
+      { signal, timeoutMs: config.shutdownTimeoutMs },
+      'stopping: final checkpoint, then leaving the group',
+    );
+    const deadline = setTimeout(() => {
+      jobLog.warn(
+        'shutdown deadline passed: exiting at once; tasks resume from their last committed checkpoint',
+      );
+      process.exit(EXIT.FORCED);
+    }, config.shutdownTimeoutMs + 5_000);
+    void (async () => {
+      if (savepointOnStop) {
+        const metas = await running.savepoint(savepointOnStop).catch((e: unknown) => {
+          jobLog.error({ err: String(e) }, 'savepoint on stop failed');
+          return [];
+        });
+        jobLog.info({ savepoint: savepointOnStop, tasks: metas.length }, 'savepoint taken');
+      }
+      const report = await running.stop({ finalCheckpoint: true, timeoutMs: config.shutdownTimeoutMs });
+      clearTimeout(deadline);
+      jobLog.info(report, 'stopped');
+      process.exit(EXIT.OK);
+    })();
+  };
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  running.done.catch((e: unknown) => {
+    jobLog.fatal({ err: e instanceof Error ? e.message : String(e) }, 'job failed');
+    process.exit(EXIT.JOB_FAILED);
+  });
+}
+
+async function taskIds(config: ServiceConfig, jobId: string): Promise<string[]> {
+  try {
+    return (await readdir(join(config.checkpointDir, jobId), { withFileTypes: true }))
+      .filter((d) => d.isDirectory())
+      .map((d) => d.name)
+      .sort();
+  } catch {
+    return [];
+  }
+}
+
+async function listCheckpoints(jobId: string, config: ServiceConfig): Promise<void> {
+  const storage = new FilesystemCheckpointStorage({
+    directory: config.checkpointDir,
+    createDirectory: false,
+  });
+  const tasks = await taskIds(config, jobId);
+  if (tasks.length === 0) throw new NotFound(`job ${jobId} has no checkpoints under ${config.checkpointDir}`);
+  process.stdout.write('task\tid\ttime\tbytes\ttype\tsavepoint\n');
+  for (const taskId of tasks) {
+    const scope = { jobId, taskId };
+    const rows = [...(await storage.list(scope)), ...(await storage.listSavepoints(scope))];
+    for (const m of rows) {
+      const bytes = m.files.reduce((s, f) => s + f.bytes, 0);
+      process.stdout.write(
+        `${taskId}\t${m.checkpointId}\t${new Date(m.timestamp).toISOString()}\t${bytes}\t${m.type}\t${m.savepoint ?? ''}\n`,
+      );
+    }
+  }
+}
+
+async function inspect(
+  jobId: string,
+  config: ServiceConfig,
+  o: Record<string, string | undefined>,
+): Promise<void> {
+  const storage = new FilesystemCheckpointStorage({
+    directory: config.checkpointDir,
+    createDirectory: false,
+  });
+  const tasks = o.task ? [o.task] : await taskIds(config, jobId);
+  if (tasks.length === 0) throw new NotFound(`job ${jobId} has no checkpoints under ${config.checkpointDir}`);
+  const scratch = join(config.stateDir, '.inspect', String(process.pid));
+  for (const taskId of tasks) {
+    const { report, keyed } = await inspectCheckpoint(
+      storage,
+      { jobId, taskId },
+      {
+        ...(o.checkpoint ? { checkpointId: Number(o.checkpoint) } : {}),
+        ...(o.savepoint ? { savepoint: o.savepoint } : {}),
+      },
+      (scope) => LevelKeyedStateBackend.open({ directory: join(scratch, scope.taskId) }),
+    );
+    if (o.state !== undefined && o.key !== undefined) {
+      const value = keyedStateValue(keyed, o.state, keyId(o.key));
+      if (value !== undefined)
+        process.stdout.write(`${JSON.stringify({ task: taskId, state: o.state, key: o.key, value })}\n`);
+    } else {
+      process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+    }
+  }
+}
+
+async function requestSavepoint(name: string, port: number): Promise<void> {
+  let res: Response;
+  try {
+    res = await fetch(`http://127.0.0.1:${port}/savepoint?name=${encodeURIComponent(name)}`, {
+      method: 'POST',
+    });
+  } catch {
+    throw new NotFound(
+      `no service answers on port ${port}: is the job running (kstate run), and is --port its httpPort?`,
+    );
+  }
+  const body = await res.text();
+  if (!res.ok) throw new NotFound(`the service refused the savepoint (${res.status}): ${body.trim()}`);
+  process.stdout.write(`${body.trim()}\n`);
+}
+
+class NotFound extends Error {}
+
+main(process.argv.slice(2)).catch((e: unknown) => {
+  if (e instanceof UsageError) fail(EXIT.USAGE, e.message);
+  if (e instanceof NotFound) fail(EXIT.UNAVAILABLE, e.message);
+  if (isStreamError(e, 'CONFIG_INVALID') || isStreamError(e, 'GRAPH_INVALID')) fail(EXIT.CONFIG, e.message);
+  if (isStreamError(e, 'CHECKPOINT_NOT_FOUND')) fail(EXIT.UNAVAILABLE, e.message);
+  fail(EXIT.JOB_FAILED, e instanceof Error ? e.message : String(e));
+});

@@ -1,0 +1,142 @@
+import { readFileSync } from 'node:fs';
+import { StreamError } from '../../../framework/index.ts';
+
+/**
+ * The service's configuration: a JSON file (`--config`), then environment variables, then defaults.
+ * Every setting has one documented environment name (docs/service.md); validation names the field
+ * and the allowed values.
+ */
+export interface ServiceConfig {
+  readonly brokers: readonly string[];
+  readonly backend: 'heap' | 'level';
+  readonly stateDir: string;
+  readonly checkpointDir: string;
+  readonly checkpointIntervalMs: number;
+  readonly checkpointTimeoutMs: number;
+  readonly incremental: boolean;
+  readonly retainCheckpoints: number;
+  /** HTTP port for /metrics, /livez, /readyz; 0 disables the server. */
+  readonly httpPort: number;
+  readonly shutdownTimeoutMs: number;
+  readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+}
+
+type Field = keyof ServiceConfig;
+
+interface FieldSpec {
+  readonly env: string;
+  readonly allowed: string;
+  readonly parse: (raw: unknown) => unknown;
+}
+
+const int = (min: number) => (raw: unknown) => {
+  const n = typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : raw;
+  return typeof n === 'number' && Number.isInteger(n) && n >= min ? n : undefined;
+};
+const oneOf =
+  <T extends string>(...values: T[]) =>
+  (raw: unknown) =>
+    values.includes(raw as T) ? raw : undefined;
+const bool = (raw: unknown) =>
+  raw === true || raw === 'true' ? true : raw === false || raw === 'false' ? false : undefined;
+const text = (raw: unknown) => (typeof raw === 'string' && raw.trim() !== '' ? raw : undefined);
+const list = (raw: unknown) => {
+  const items = typeof raw === 'string' ? raw.split(',') : Array.isArray(raw) ? raw : undefined;
+  const clean = items?.map((b) => String(b).trim()).filter((b) => b !== '');
+  return clean && clean.length > 0 && clean.every((b) => /^[^\s:]+:\d+$/.test(b)) ? clean : undefined;
+};
+
+export const CONFIG_FIELDS: Readonly<Record<Field, FieldSpec>> = {
+  brokers: { env: 'KSTATE_BROKERS', allowed: 'host:port[,host:port...]', parse: list },
+  backend: { env: 'KSTATE_BACKEND', allowed: "'heap' | 'level'", parse: oneOf('heap', 'level') },
+  stateDir: { env: 'KSTATE_STATE_DIR', allowed: 'a directory path', parse: text },
+  checkpointDir: { env: 'KSTATE_CHECKPOINT_DIR', allowed: 'a directory path', parse: text },
+  checkpointIntervalMs: { env: 'KSTATE_CHECKPOINT_INTERVAL_MS', allowed: 'an integer >= 0', parse: int(0) },
+  checkpointTimeoutMs: { env: 'KSTATE_CHECKPOINT_TIMEOUT_MS', allowed: 'an integer >= 1', parse: int(1) },
+  incremental: { env: 'KSTATE_INCREMENTAL', allowed: 'true | false', parse: bool },
+  retainCheckpoints: { env: 'KSTATE_RETAIN_CHECKPOINTS', allowed: 'an integer >= 1', parse: int(1) },
+  httpPort: {
+    env: 'KSTATE_HTTP_PORT',
+    allowed: 'an integer 0..65535 (0: no HTTP server)',
+    parse: (r) => {
+      const n = int(0)(r);
+      return n !== undefined && (n as number) <= 65535 ? n : undefined;
+    },
+  },
+  shutdownTimeoutMs: { env: 'KSTATE_SHUTDOWN_TIMEOUT_MS', allowed: 'an integer >= 0', parse: int(0) },
+  logLevel: {
+    env: 'KSTATE_LOG_LEVEL',
+    allowed: "'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'",
+    parse: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace'),
+  },
+};
+
+export const CONFIG_DEFAULTS: Omit<ServiceConfig, 'brokers'> = {
+  backend: 'level',
+  stateDir: './state',
+  checkpointDir: './checkpoints',
+  checkpointIntervalMs: 1000,
+  checkpointTimeoutMs: 60_000,
+  incremental: false,
+  retainCheckpoints: 3,
+  httpPort: 9464,
+  shutdownTimeoutMs: 30_000,
+  logLevel: 'info',
+};
+
+/** Load and validate; throws CONFIG_INVALID naming the field (and its file or variable). */
+export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = process.env): ServiceConfig {
+  let fromFile: Record<string, unknown> = {};
+  if (file !== undefined) {
+    let raw: string;
+    try {
+      raw = readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new StreamError('CONFIG_INVALID', `config file ${file} cannot be read: ${(e as Error).message}`, {
+        cause: e,
+      });
+    }
+    try {
+      fromFile = JSON.parse(raw) as Record<string, unknown>;
+    } catch (e) {
+      throw new StreamError(
+        'CONFIG_INVALID',
+        `config file ${file} is not valid JSON: ${(e as Error).message}`,
+        { cause: e },
+      );
+    }
+    if (typeof fromFile !== 'object' || fromFile === null || Array.isArray(fromFile)) {
+      throw new StreamError('CONFIG_INVALID', `config file ${file} must hold a JSON object`);
+    }
+    const unknown = Object.keys(fromFile).filter((k) => !(k in CONFIG_FIELDS));
+    if (unknown.length > 0) {
+      throw new StreamError(
+        'CONFIG_INVALID',
+        `config file ${file}: unknown field ${unknown.map((k) => `'${k}'`).join(', ')}; known fields: ${Object.keys(CONFIG_FIELDS).join(', ')}`,
+      );
+    }
+  }
+  const out: Record<string, unknown> = { ...CONFIG_DEFAULTS };
+  for (const [field, spec] of Object.entries(CONFIG_FIELDS) as [Field, FieldSpec][]) {
+    const fromEnv = field === 'brokers' ? (env[spec.env] ?? env.KAFKA_BROKERS) : env[spec.env];
+    const [raw, where] =
+      fromEnv !== undefined
+        ? [fromEnv, `environment variable ${spec.env}`]
+        : field in fromFile
+          ? [fromFile[field], `field '${field}' of ${file}`]
+          : [undefined, ''];
+    if (raw === undefined) continue;
+    const value = spec.parse(raw);
+    if (value === undefined) {
+      throw new StreamError('CONFIG_INVALID', `${where} is ${JSON.stringify(raw)}; allowed: ${spec.allowed}`);
+    }
+    out[field] = value;
+  }
+  if (out.brokers === undefined) {
+    throw new StreamError(
+      'CONFIG_INVALID',
+      `no Kafka brokers configured: set KSTATE_BROKERS (or KAFKA_BROKERS), or 'brokers' in the config file`,
+    );
+  }
+  return out as unknown as ServiceConfig;
+}

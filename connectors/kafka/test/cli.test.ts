@@ -1,0 +1,195 @@
+import assert from 'node:assert/strict';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import type { Admin } from 'kafkajs';
+import type { CustomerTotal } from '../../../examples/orders/job.ts';
+import { readCommitted } from './eos-helpers.ts';
+import { brokersFromEnv, kafkaClient } from './kafka.ts';
+import { names } from './names.ts';
+
+const CLI = fileURLToPath(new URL('../service/cli.ts', import.meta.url));
+const ORDERS = fileURLToPath(new URL('../../../examples/orders/service.ts', import.meta.url));
+
+function cli(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [CLI, ...args],
+      { env: { ...process.env, ...env }, timeout: 60_000 },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+      },
+    );
+  });
+}
+
+describe('kstate CLI', () => {
+  let dir: string;
+  let admin: Admin;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'cli-'));
+    admin = kafkaClient('cli-admin').admin();
+    await admin.connect();
+  });
+  after(async () => {
+    await admin.disconnect();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('help, and one clear line with a supervisor-usable exit code for each kind of bad input', async () => {
+    const help = await cli(['--help']);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /run <job module>/);
+    for (const c of ['run', 'checkpoints', 'inspect', 'savepoint'])
+      assert.equal((await cli([c, '--help'])).code, 0);
+    const unknown = await cli(['frobnicate']);
+    assert.deepEqual(
+      [unknown.code, unknown.stderr.trim()],
+      [64, "kstate: unknown command 'frobnicate'; see kstate --help"],
+    );
+    const badOption = await cli(['run', ORDERS, '--bogus']);
+    assert.equal(badOption.code, 64);
+    assert.match(badOption.stderr, /Unknown option '--bogus'/);
+    const cfg = join(dir, 'bad.json');
+    await writeFile(cfg, JSON.stringify({ checkpointIntervalMs: 'often', brokers: brokersFromEnv() }));
+    const badConfig = await cli(['run', ORDERS, '--config', cfg]);
+    assert.equal(badConfig.code, 78);
+    assert.match(
+      badConfig.stderr,
+      /field 'checkpointIntervalMs' of .*bad\.json is "often"; allowed: an integer >= 0/,
+    );
+    await writeFile(cfg, JSON.stringify({ checkpointEvery: 5 }));
+    assert.match((await cli(['run', ORDERS, '--config', cfg])).stderr, /unknown field 'checkpointEvery'/);
+    const envBad = await cli(['run', ORDERS], { KSTATE_BACKEND: 'rocksdb' });
+    assert.deepEqual(
+      [envBad.code, envBad.stderr.trim()],
+      [78, `kstate: environment variable KSTATE_BACKEND is "rocksdb"; allowed: 'heap' | 'level'`],
+    );
+    const noJob = join(dir, 'nojob.ts');
+    await writeFile(noJob, 'export const x = 1;\n');
+    const notAJob = await cli(['run', noJob]);
+    assert.equal(notAJob.code, 78);
+    assert.match(notAJob.stderr, /does not export a job: export default a StreamJob/);
+    const noService = await cli(['savepoint', 'sp1', '--port', '1']);
+    assert.equal(noService.code, 69);
+    assert.match(noService.stderr, /no service answers on port 1: is the job running/);
+  });
+
+  test('SIGTERM under load commits a final checkpoint and exits 0; the next run loses and repeats nothing; checkpoints and inspect read them', async () => {
+    const n = names('cli run');
+    const input = n.topic('orders');
+    const output = n.topic('totals');
+    const jobId = n.group('job');
+    await admin.createTopics({
+      topics: [input, output].map((topic) => ({ topic, numPartitions: 2 })),
+      waitForLeaders: true,
+    });
+    const producer = kafkaClient('cli-orders').producer({ idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    const TOTAL = 20_000;
+    const perCustomer = new Map<string, number>();
+    for (let i = 0; i < TOTAL; i += 1000) {
+      const messages = [];
+      for (let j = i; j < i + 1000; j++) {
+        const customer = `c${j % 37}`;
+        perCustomer.set(customer, (perCustomer.get(customer) ?? 0) + 1);
+        messages.push({
+          key: customer,
+          value: JSON.stringify({ id: j, customer, amount: 1 + (j % 50), ts: j }),
+        });
+      }
+      await producer.send({ topic: input, messages });
+    }
+    await producer.disconnect();
+    const env = {
+      ORDERS_INPUT: input,
+      ORDERS_OUTPUT: output,
+      ORDERS_JOB_ID: jobId,
+      KSTATE_BROKERS: brokersFromEnv().join(','),
+      KSTATE_STATE_DIR: join(dir, 'state'),
+      KSTATE_CHECKPOINT_DIR: join(dir, 'checkpoints'),
+      KSTATE_CHECKPOINT_INTERVAL_MS: '2000',
+      KSTATE_HTTP_PORT: '0',
+      KSTATE_SHUTDOWN_TIMEOUT_MS: '10000',
+    };
+    const first = startService(env);
+    // Stop it while it is processing: a final checkpoint commits what it did since the last one.
+    await first.line(/"msg":"task restored"/);
+    await new Promise((r) => setTimeout(r, 300));
+    first.child.kill('SIGTERM');
+    const code = await first.exit;
+    assert.equal(code, 0, first.out.join('\n'));
+    const stopped = JSON.parse(first.out.find((l) => l.includes('"msg":"stopped"'))!) as {
+      checkpointed: number;
+      uncheckpointed: number;
+    };
+    assert.equal(stopped.uncheckpointed, 0);
+    assert.ok(stopped.checkpointed > 0);
+    const second = startService(env);
+    try {
+      const totals = await readCommitted<CustomerTotal>(output, TOTAL, 60_000);
+      const latest = new Map<string, CustomerTotal>();
+      for (const t of totals) if ((latest.get(t.customer)?.orders ?? 0) < t.orders) latest.set(t.customer, t);
+      assert.equal(totals.length, TOTAL, 'one committed update per order: none lost, none repeated');
+      for (const [customer, count] of perCustomer)
+        assert.equal(latest.get(customer)?.orders, count, customer);
+    } finally {
+      second.child.kill('SIGTERM');
+      assert.equal(await second.exit, 0);
+    }
+    const listed = await cli(['checkpoints', jobId], env);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.match(listed.stdout, /^task\tid\ttime\tbytes\ttype\tsavepoint\n/);
+    assert.ok(listed.stdout.trim().split('\n').length > 2);
+    const inspected = await cli(['inspect', jobId, '--state', 'customer-totals/totals', '--key', 'c5'], env);
+    assert.equal(inspected.code, 0, inspected.stderr);
+    const row = JSON.parse(inspected.stdout.trim().split('\n')[0]!) as { value: { orders: number } };
+    assert.equal(row.value.orders, perCustomer.get('c5'));
+  });
+});
+
+function startService(env: Record<string, string>) {
+  const child: ChildProcess = spawn(process.execPath, [CLI, 'run', ORDERS], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const out: string[] = [];
+  const waiters: [RegExp, () => void][] = [];
+  let buf = '';
+  const onData = (d: Buffer) => {
+    buf += d.toString();
+    const lines = buf.split('\n');
+    buf = lines.pop()!;
+    for (const l of lines) {
+      out.push(l);
+      for (const w of [...waiters]) if (w[0].test(l)) w[1]();
+    }
+  };
+  child.stdout!.on('data', onData);
+  child.stderr!.on('data', onData);
+  return {
+    child,
+    out,
+    exit: new Promise<number | null>((r) => child.on('exit', (c) => r(c))),
+    line: (re: RegExp) =>
+      out.some((l) => re.test(l))
+        ? Promise.resolve()
+        : new Promise<void>((resolve, reject) => {
+            const t = setTimeout(() => reject(new Error(`no line ${re} in:\n${out.join('\n')}`)), 30_000);
+            waiters.push([
+              re,
+              () => {
+                clearTimeout(t);
+                resolve();
+              },
+            ]);
+          }),
+  };
+}
