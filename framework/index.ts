@@ -46,6 +46,7 @@ export {
   type StopReport,
 } from './runtime/job.ts';
 export type { CheckpointStats } from './runtime/task.ts';
+export * from './service/index.ts';
 export type { KeyedStateBackend } from './state/backend.ts';
 export { HeapKeyedStateBackend } from './state/backends/heap/heap.ts';
 export { LevelKeyedStateBackend, levelBackend } from './state/backends/level/level.ts';

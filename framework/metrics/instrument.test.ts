@@ -1,0 +1,98 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { RunningJob } from '../runtime/job.ts';
+import { combineListeners, instrumentJob } from './instrument.ts';
+import { createPrometheusMetrics } from './prometheus.ts';
+
+const value = async (
+  m: ReturnType<typeof createPrometheusMetrics>,
+  series: string,
+): Promise<number | undefined> => {
+  const line = (await m.render()).split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+};
+
+test('readiness: not ready until every assigned task restored; a restarting or failed task makes it not ready', () => {
+  const i = instrumentJob(createPrometheusMetrics({ defaultMetrics: false }), 'j');
+  assert.deepEqual(i.readiness(), {
+    ready: false,
+    reason: 'no task assigned yet',
+    tasks: { assigned: 0, running: 0, restarting: 0 },
+  });
+  i.taskStarted?.({ taskId: 'a-p0', partition: 0 });
+  i.taskStarted?.({ taskId: 'a-p1', partition: 1 });
+  i.restored?.({ taskId: 'a-p0', checkpointId: undefined, ms: 3 });
+  assert.equal(i.readiness().ready, false);
+  assert.match(i.readiness().reason, /1 of 2 tasks are restoring/);
+  i.restored?.({ taskId: 'a-p1', checkpointId: 4, ms: 3 });
+  assert.equal(i.readiness().ready, true);
+  i.taskFailed?.({ taskId: 'a-p1', error: new Error('x'), restarting: true, delayMs: 10 });
+  assert.match(i.readiness().reason, /restarting/);
+  i.taskStarted?.({ taskId: 'a-p1', partition: 1 });
+  assert.equal(i.readiness().ready, false);
+  i.restored?.({ taskId: 'a-p1', checkpointId: 4, ms: 3 });
+  assert.equal(i.readiness().ready, true);
+  i.taskStopped?.({ taskId: 'a-p1', partition: 1 });
+  assert.deepEqual(i.readiness().tasks, { assigned: 1, running: 1, restarting: 0 });
+  i.taskFailed?.({ taskId: 'a-p0', error: new Error('x'), restarting: false, delayMs: 0 });
+  assert.match(i.readiness().reason, /gave up/);
+});
+
+test('records in are counted per task incarnation across samples, restarts and stops', async () => {
+  const m = createPrometheusMetrics({ defaultMetrics: false });
+  const i = instrumentJob(m, 'j');
+  let tasks: { scope: { taskId: string }; recordsIn: number }[] = [];
+  const job = { tasks: () => tasks, done: new Promise<void>(() => {}) } as unknown as RunningJob;
+  const detach = i.attach(job, { intervalMs: 60_000 });
+  const first = { scope: { taskId: 'a-p0' }, recordsIn: 0 };
+  tasks = [first];
+  i.taskStarted?.({ taskId: 'a-p0', partition: 0 });
+  first.recordsIn = 5;
+  const series = 'kstate_records_in_total{job_id="j",task="a-p0",partition="0"}';
+  assert.equal(await value(m, series), 5);
+  first.recordsIn = 7; // then it fails: the last 2 are counted at the failure
+  tasks = [];
+  i.taskFailed?.({ taskId: 'a-p0', error: new Error('x'), restarting: true, delayMs: 0 });
+  const second = { scope: { taskId: 'a-p0' }, recordsIn: 0 };
+  tasks = [second];
+  i.taskStarted?.({ taskId: 'a-p0', partition: 0 });
+  second.recordsIn = 3;
+  assert.equal(await value(m, series), 10);
+  second.recordsIn = 4;
+  i.taskStopped?.({ taskId: 'a-p0', partition: 0 });
+  tasks = [];
+  assert.equal(await value(m, series), 11);
+  assert.equal(await value(m, 'kstate_task_restarts_total{job_id="j",task="a-p0"}'), 1);
+  assert.equal(await value(m, 'kstate_task_assignment_changes_total{job_id="j",change="assigned"}'), 1);
+  detach();
+});
+
+test('checkpoint stats become gauges in base units, a histogram and counters', async () => {
+  const m = createPrometheusMetrics({ defaultMetrics: false, prefix: 'x_' });
+  const calls: string[] = [];
+  const l = combineListeners(instrumentJob(m, 'j'), {
+    checkpointCompleted: (s) => calls.push(`user ${s.checkpointId}`),
+  });
+  l.checkpointCompleted?.({
+    taskId: 't',
+    checkpointId: 9,
+    savepoint: undefined,
+    final: false,
+    unaligned: false,
+    alignmentMs: 10,
+    syncMs: 20,
+    asyncMs: 30,
+    bytes: 1234,
+    inflightRecords: 0,
+  });
+  l.checkpointFailed?.({ taskId: 't', checkpointId: 10, error: new Error('x') });
+  assert.deepEqual(calls, ['user 9']);
+  assert.equal(await value(m, 'x_checkpoint_last_duration_seconds{job_id="j",task="t"}'), 0.06);
+  assert.equal(await value(m, 'x_checkpoint_last_alignment_seconds{job_id="j",task="t"}'), 0.01);
+  assert.equal(await value(m, 'x_checkpoint_last_size_bytes{job_id="j",task="t"}'), 1234);
+  assert.equal(await value(m, 'x_checkpoints_completed_total{job_id="j",task="t"}'), 1);
+  assert.equal(await value(m, 'x_checkpoints_failed_total{job_id="j",task="t"}'), 1);
+  assert.equal(await value(m, 'x_checkpoint_duration_seconds_count{job_id="j"}'), 1);
+  // Same registry, same job again: the metrics are shared, not registered twice.
+  instrumentJob(m, 'j');
+});

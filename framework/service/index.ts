@@ -1,0 +1,8 @@
+/** Running a job as a service: metrics, health endpoints. */
+export * from '../metrics/index.ts';
+export {
+  type ReadyVerdict,
+  type ServiceHttp,
+  type ServiceHttpOptions,
+  startServiceHttp,
+} from './http.ts';
