@@ -2,8 +2,9 @@
 export { createKafka, type KafkaConnection } from './client.ts';
 export { classifyKafkaError, type KafkaFailure } from './errors.ts';
 export * as serde from './serde/index.ts';
-export { type KafkaJobOptions, runKafkaJob } from './service.ts';
+export { type KafkaJobOptions, type KafkaRunningJob, runKafkaJob } from './service.ts';
 export { type KafkaRecordOut, KafkaSink, type KafkaSinkOptions } from './sink/kafka-sink.ts';
+export type { PartitionLag } from './source/hub.ts';
 export { KafkaSource, type KafkaSourceOptions } from './source/kafka-source.ts';
 export {
   DEAD_LETTER_TAG,

@@ -12,7 +12,7 @@ import { createKafka, type KafkaConnection } from './client.ts';
 import { kafkaError } from './errors.ts';
 import { cutRepartitions } from './repartition.ts';
 import { KafkaSink } from './sink/kafka-sink.ts';
-import { ConsumerHub, type HubOptions } from './source/hub.ts';
+import { ConsumerHub, type HubOptions, type PartitionLag } from './source/hub.ts';
 import { KafkaSource } from './source/kafka-source.ts';
 
 export interface KafkaJobOptions extends Omit<JobOptions, 'assignment'> {
@@ -31,7 +31,13 @@ export interface KafkaJobOptions extends Omit<JobOptions, 'assignment'> {
  * agree; the broker answers; exactly-once sinks have a transaction timeout longer than a checkpoint
  * can take (interval + checkpoint timeout), and the job allows one concurrent checkpoint.
  */
-export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions): Promise<RunningJob> {
+/** A Kafka job: a running job plus what only Kafka knows, like consumer lag. */
+export interface KafkaRunningJob extends RunningJob {
+  /** Consumer lag of every partition this instance reads now. */
+  lag(): Promise<PartitionLag[]>;
+}
+
+export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions): Promise<KafkaRunningJob> {
   const built = 'build' in job ? job.build() : job;
   const { graph, topics: repartitions } = cutRepartitions(built);
   const kafka = createKafka(o.connection, `-${graph.jobId}`);
@@ -110,7 +116,8 @@ export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions)
       await hub.stop();
     },
   };
-  return runJob(graph, { ...o, assignment });
+  const running = runJob(graph, { ...o, assignment });
+  return Object.assign(running, { lag: () => hub.lag() });
 }
 
 function checkTransactionTimeouts(

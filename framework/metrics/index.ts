@@ -1,3 +1,4 @@
+export { clusterMetrics, shareWithPrimary } from './cluster.ts';
 export {
   combineListeners,
   DURATION_BUCKETS,

@@ -16,12 +16,22 @@ export interface ServiceHttpOptions {
   readonly port: number;
   /** Default 127.0.0.1; '0.0.0.0' (or '::') to be scraped from other hosts. */
   readonly host?: string;
-  readonly metrics: Metrics;
+  readonly metrics: Pick<Metrics, 'render' | 'contentType'>;
   /** Readiness, e.g. `() => instrumented.readiness()`. */
   readonly ready: () => ReadyVerdict;
   /** Liveness; default: always live (the endpoint answering proves the event loop turns). */
   readonly live?: () => boolean;
+  /**
+   * More endpoints by path (e.g. the status page, a savepoint trigger). A route answers any method;
+   * it returns the status, content type and body.
+   */
+  readonly routes?: Readonly<Record<string, ServiceRoute>>;
 }
+
+export type ServiceRoute = (request: {
+  readonly method: string;
+  readonly query: URLSearchParams;
+}) => Promise<{ readonly status: number; readonly type: string; readonly body: string }>;
 
 export interface ServiceHttp {
   readonly port: number;
@@ -51,7 +61,13 @@ export async function startServiceHttp(options: ServiceHttpOptions): Promise<Ser
     send(res, status, 'application/json; charset=utf-8', `${JSON.stringify(value)}\n`, head);
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const path = new URL(req.url ?? '/', 'http://localhost').pathname;
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const path = url.pathname;
+    const route = options.routes?.[path];
+    if (route) {
+      const r = await route({ method: req.method ?? 'GET', query: url.searchParams });
+      return send(res, r.status, r.type, r.body, req.method === 'HEAD');
+    }
     const known = path === '/metrics' || path === '/livez' || path === '/readyz';
     if (!known) return json(res, 404, { error: `no such endpoint: ${path}` }, req.method === 'HEAD');
     if (req.method !== 'GET' && req.method !== 'HEAD') {

@@ -1,5 +1,6 @@
 /** Running a job as a service: metrics, health endpoints. */
 export * from '../metrics/index.ts';
+export type { ServiceRoute } from './http.ts';
 export {
   type ReadyVerdict,
   type ServiceHttp,

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
+import cluster from 'node:cluster';
 /**
  * `kstate`: run a job as a Kafka consumer-group service, and look at its checkpoints.
  *
- *   kstate run <job module> [--config file] [--savepoint-on-stop name]
+ *   kstate run <job module> [--config file] [--savepoint-on-stop name] [--workers n]
  *   kstate checkpoints <jobId> [--config file]
  *   kstate inspect <jobId> [--task id] [--checkpoint n | --savepoint name] [--state uid/name --key k] [--config file]
  *   kstate savepoint <name> [--port n] [--config file]
@@ -12,7 +13,6 @@
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import pino from 'pino';
 import {
   FilesystemCheckpointStorage,
   inspectCheckpoint,
@@ -20,12 +20,11 @@ import {
   keyedStateValue,
   keyId,
   LevelKeyedStateBackend,
-  levelBackend,
 } from '../../../framework/index.ts';
-import { runKafkaJob } from '../service.ts';
 import { loadConfig, type ServiceConfig } from './config.ts';
 import { EXIT } from './exit-codes.ts';
 import { loadJobModule } from './job-module.ts';
+import { serve, servePrimary } from './serve.ts';
 
 const HELP: Record<string, string> = {
   main: `kstate <command> [options]
@@ -38,11 +37,13 @@ commands:
 
 configuration: --config <file.json> and KSTATE_* environment variables (docs/service.md)
 'kstate <command> --help' shows a command's options.`,
-  run: `kstate run <job module> [--config file] [--savepoint-on-stop name]
+  run: `kstate run <job module> [--config file] [--savepoint-on-stop name] [--workers n]
 
 Runs the job the module exports (default export: a StreamJob, or a function of the configuration
 returning one) as a member of the consumer group <jobId>. SIGTERM or SIGINT takes a final checkpoint,
-commits it, leaves the group and exits 0 within shutdownTimeoutMs; a second signal exits at once (130).`,
+commits it, leaves the group and exits 0 within shutdownTimeoutMs; a second signal exits at once (130).
+HTTP (httpPort): /metrics /livez /readyz /status, POST /savepoint?name=. With --workers n, n workers
+(node:cluster) join the group and the primary serves one /metrics for all of them.`,
   checkpoints: `kstate checkpoints <jobId> [--config file]
 
 Lists, per task, the committed checkpoints (id, time, size, full or incremental) and the savepoints.`,
@@ -86,6 +87,7 @@ async function main(argv: string[]): Promise<void> {
         state: { type: 'string' },
         key: { type: 'string' },
         port: { type: 'string' },
+        workers: { type: 'string' },
       },
     });
   } catch (e) {
@@ -101,7 +103,7 @@ async function main(argv: string[]): Promise<void> {
   const config = loadConfig(values.config as string | undefined);
   switch (command) {
     case 'run':
-      return run(arg, config, values['savepoint-on-stop'] as string | undefined);
+      return run(arg, config, values['savepoint-on-stop'] as string | undefined, workerCount(values.workers));
     case 'checkpoints':
       return listCheckpoints(arg, config);
     case 'inspect':
@@ -115,88 +117,11 @@ async function run(
   modulePath: string,
   config: ServiceConfig,
   savepointOnStop: string | undefined,
+  workers: number,
 ): Promise<void> {
-  const log = pino({ level: config.logLevel, base: { service: 'kstate' } });
+  if (workers > 1 && cluster.isPrimary) return servePrimary(workers, config);
   const job = await loadJobModule(modulePath, config);
-  const jobLog = log.child({ job: job.jobId });
-  const running = await runKafkaJob(job, {
-    connection: { brokers: config.brokers },
-    storage: new FilesystemCheckpointStorage({
-      directory: config.checkpointDir,
-      retain: config.retainCheckpoints,
-    }),
-    ...(config.backend === 'level' ? { backend: levelBackend(config.stateDir) } : {}),
-    checkpoints: {
-      intervalMs: config.checkpointIntervalMs,
-      timeoutMs: config.checkpointTimeoutMs,
-      incremental: config.incremental,
-    },
-    restart: { kind: 'exponential-backoff', initialDelayMs: 200, maxDelayMs: 30_000, multiplier: 2 },
-    listener: {
-      taskStarted: (t) => jobLog.info({ task: t.taskId }, 'task started'),
-      taskStopped: (t) => jobLog.info({ task: t.taskId }, 'task stopped'),
-      restored: (r) =>
-        jobLog.info(
-          { task: r.taskId, checkpoint: r.checkpointId ?? null, ms: Math.round(r.ms) },
-          'task restored',
-        ),
-      checkpointCompleted: (s) =>
-        jobLog.debug(
-          { task: s.taskId, checkpoint: s.checkpointId, bytes: s.bytes, asyncMs: Math.round(s.asyncMs) },
-          'checkpoint committed',
-        ),
-      checkpointFailed: (f) =>
-        jobLog.warn(
-          { task: f.taskId, checkpoint: f.checkpointId, err: String(f.error) },
-          'checkpoint failed',
-        ),
-      taskFailed: (f) =>
-        jobLog.error(
-          { task: f.taskId, err: String(f.error), restarting: f.restarting, delayMs: f.delayMs },
-          'task failed',
-        ),
-    },
-  });
-  jobLog.info({ brokers: config.brokers, backend: config.backend }, 'service running');
-  let signals = 0;
-  const onSignal = (signal: string) => {
-    if (++signals > 1) {
-      jobLog.warn(
-        { signal },
-        'second signal: exiting at once; tasks resume from their last committed checkpoint',
-      );
-      process.exit(EXIT.FORCED);
-    }
-    jobLog.info(
-      { signal, timeoutMs: config.shutdownTimeoutMs },
-      'stopping: final checkpoint, then leaving the group',
-    );
-    const deadline = setTimeout(() => {
-      jobLog.warn(
-        'shutdown deadline passed: exiting at once; tasks resume from their last committed checkpoint',
-      );
-      process.exit(EXIT.FORCED);
-    }, config.shutdownTimeoutMs + 5_000);
-    void (async () => {
-      if (savepointOnStop) {
-        const metas = await running.savepoint(savepointOnStop).catch((e: unknown) => {
-          jobLog.error({ err: String(e) }, 'savepoint on stop failed');
-          return [];
-        });
-        jobLog.info({ savepoint: savepointOnStop, tasks: metas.length }, 'savepoint taken');
-      }
-      const report = await running.stop({ finalCheckpoint: true, timeoutMs: config.shutdownTimeoutMs });
-      clearTimeout(deadline);
-      jobLog.info(report, 'stopped');
-      process.exit(EXIT.OK);
-    })();
-  };
-  process.on('SIGTERM', () => onSignal('SIGTERM'));
-  process.on('SIGINT', () => onSignal('SIGINT'));
-  running.done.catch((e: unknown) => {
-    jobLog.fatal({ err: e instanceof Error ? e.message : String(e) }, 'job failed');
-    process.exit(EXIT.JOB_FAILED);
-  });
+  await serve(job, config, savepointOnStop ? { savepointOnStop } : {});
 }
 
 async function taskIds(config: ServiceConfig, jobId: string): Promise<string[]> {
@@ -279,6 +204,14 @@ async function requestSavepoint(name: string, port: number): Promise<void> {
 }
 
 class NotFound extends Error {}
+
+function workerCount(raw: unknown): number {
+  if (raw === undefined) return 1;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 64)
+    throw new UsageError(`--workers is ${JSON.stringify(raw)}; allowed: an integer 1..64`);
+  return n;
+}
 
 main(process.argv.slice(2)).catch((e: unknown) => {
   if (e instanceof UsageError) fail(EXIT.USAGE, e.message);

@@ -3,6 +3,17 @@ import { kafkaError } from '../errors.ts';
 import { coPartitionedAssigner } from './assigner.ts';
 import { PartitionReader, type ReaderOptions } from './partition-reader.ts';
 
+export interface PartitionLag {
+  readonly topic: string;
+  readonly partition: number;
+  /** Next offset the task takes. */
+  readonly position: string;
+  /** End of the committed records (last stable offset). */
+  readonly end: string;
+  /** Records (and transaction markers) between them. */
+  readonly lag: number;
+}
+
 export interface HubOptions {
   readonly groupId: string;
   readonly topics: readonly string[];
@@ -88,6 +99,35 @@ export class ConsumerHub {
       this.#resume(o.topic, o.partition);
     }
     return reader;
+  }
+
+  /** Where each partition read here stands: the next offset its task takes. */
+  positions(): { topic: string; partition: number; offset: bigint }[] {
+    return [...this.#readers.values()].map((r) => ({
+      topic: r.topic,
+      partition: r.partition,
+      offset: BigInt(r.position().offset),
+    }));
+  }
+
+  /** Consumer lag per partition read here: committed end offset (read_committed) minus position. */
+  async lag(): Promise<PartitionLag[]> {
+    const positions = this.positions();
+    const topics = [...new Set(positions.map((p) => p.topic))];
+    const ends = new Map<string, bigint>();
+    for (const t of topics) {
+      for (const o of await this.admin.fetchTopicOffsets(t)) ends.set(`${t}:${o.partition}`, BigInt(o.high));
+    }
+    return positions.map((p) => {
+      const end = ends.get(`${p.topic}:${p.partition}`) ?? p.offset;
+      return {
+        topic: p.topic,
+        partition: p.partition,
+        position: p.offset.toString(),
+        end: end.toString(),
+        lag: Number(end > p.offset ? end - p.offset : 0n),
+      };
+    });
   }
 
   unregister(reader: PartitionReader<unknown>): void {

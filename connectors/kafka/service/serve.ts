@@ -1,0 +1,237 @@
+import cluster from 'node:cluster';
+import pino, { type Logger } from 'pino';
+import {
+  clusterMetrics,
+  combineListeners,
+  createPrometheusMetrics,
+  FilesystemCheckpointStorage,
+  instrumentJob,
+  type JobListener,
+  levelBackend,
+  type ServiceHttp,
+  type ServiceRoute,
+  StreamError,
+  type StreamJob,
+  shareWithPrimary,
+  startServiceHttp,
+} from '../../../framework/index.ts';
+import { runKafkaJob } from '../service.ts';
+import type { ServiceConfig } from './config.ts';
+import { EXIT } from './exit-codes.ts';
+import { STATUS_HTML, StatusBoard } from './status.ts';
+
+/**
+ * The service around one job: the job as a consumer-group member, /metrics, /livez, /readyz, the
+ * status page (/status, /status.json), a savepoint trigger (POST /savepoint?name=...), structured
+ * logs with the task and checkpoint in every line about them, and graceful shutdown: the first
+ * SIGTERM/SIGINT takes a final checkpoint, commits it, leaves the group and exits 0 within
+ * shutdownTimeoutMs; a second signal, or the deadline, exits at once (130), losing nothing committed.
+ */
+export async function serve(
+  job: StreamJob,
+  config: ServiceConfig,
+  o: { savepointOnStop?: string } = {},
+): Promise<void> {
+  const log = pino({
+    level: config.logLevel,
+    base: { service: 'kstate', job: job.jobId, ...(cluster.isWorker ? { worker: cluster.worker?.id } : {}) },
+  });
+  const metrics = createPrometheusMetrics();
+  if (cluster.isWorker) shareWithPrimary(metrics);
+  const instrumented = instrumentJob(metrics, job.jobId);
+  const board = new StatusBoard(job.jobId);
+  const lag = metrics.gauge({
+    name: 'kstate_consumer_lag',
+    help: 'Records between the position of a partition and its last stable offset',
+    labels: ['job_id', 'topic', 'partition'],
+  });
+  const running = await runKafkaJob(job, {
+    connection: { brokers: config.brokers },
+    storage: new FilesystemCheckpointStorage({
+      directory: config.checkpointDir,
+      retain: config.retainCheckpoints,
+    }),
+    ...(config.backend === 'level' ? { backend: levelBackend(config.stateDir) } : {}),
+    checkpoints: {
+      intervalMs: config.checkpointIntervalMs,
+      timeoutMs: config.checkpointTimeoutMs,
+      incremental: config.incremental,
+    },
+    restart: { kind: 'exponential-backoff', initialDelayMs: 200, maxDelayMs: 30_000, multiplier: 2 },
+    listener: combineListeners(instrumented, board.listener(), logListener(log)),
+  });
+  const detach = instrumented.attach(running);
+  board.watch(running);
+  const lagTimer = setInterval(() => {
+    running.lag().then(
+      (rows) => {
+        for (const r of rows) lag.set({ job_id: job.jobId, topic: r.topic, partition: r.partition }, r.lag);
+      },
+      () => {},
+    );
+  }, 2000);
+  lagTimer.unref();
+
+  const routes: Record<string, ServiceRoute> = {
+    '/status': async () => ({ status: 200, type: 'text/html; charset=utf-8', body: STATUS_HTML }),
+    '/status.json': async () => ({
+      status: 200,
+      type: 'application/json',
+      body: JSON.stringify(board.json()),
+    }),
+    '/savepoint': async ({ method, query }) => {
+      const name = query.get('name');
+      if (method !== 'POST' || !name)
+        return { status: 400, type: 'text/plain', body: 'POST /savepoint?name=<name>\n' };
+      try {
+        const metas = await running.savepoint(name);
+        log.info({ savepoint: name, tasks: metas.length }, 'savepoint taken');
+        return {
+          status: 200,
+          type: 'application/json',
+          body: JSON.stringify({ savepoint: name, tasks: metas.map((m) => m.taskId) }),
+        };
+      } catch (e) {
+        return {
+          status: 503,
+          type: 'text/plain',
+          body: `savepoint failed: ${e instanceof Error ? e.message : String(e)}\n`,
+        };
+      }
+    },
+  };
+  let http: ServiceHttp | undefined;
+  if (config.httpPort !== 0 && !cluster.isWorker) {
+    http = await startServiceHttp({
+      port: config.httpPort,
+      metrics,
+      ready: () => instrumented.readiness(),
+      routes,
+    });
+    log.info({ url: http.url }, 'http endpoints: /metrics /livez /readyz /status');
+  }
+  if (cluster.isWorker) {
+    const tick = setInterval(() => process.send?.({ kstate: 'readiness', ...instrumented.readiness() }), 500);
+    tick.unref();
+  }
+  log.info({ brokers: config.brokers, backend: config.backend }, 'service running');
+
+  let signals = 0;
+  const onSignal = (signal: string) => {
+    if (++signals > 1) {
+      log.warn(
+        { signal },
+        'second signal: exiting at once; tasks resume from their last committed checkpoint',
+      );
+      process.exit(EXIT.FORCED);
+    }
+    log.info(
+      { signal, timeoutMs: config.shutdownTimeoutMs },
+      'stopping: final checkpoint, then leaving the group',
+    );
+    setTimeout(() => {
+      log.warn(
+        'shutdown deadline passed: exiting at once; tasks resume from their last committed checkpoint',
+      );
+      process.exit(EXIT.FORCED);
+    }, config.shutdownTimeoutMs + 5_000).unref();
+    void (async () => {
+      if (o.savepointOnStop) {
+        await running.savepoint(o.savepointOnStop).then(
+          (metas) => log.info({ savepoint: o.savepointOnStop, tasks: metas.length }, 'savepoint taken'),
+          (e: unknown) => log.error({ err: String(e) }, 'savepoint on stop failed'),
+        );
+      }
+      const report = await running.stop({ finalCheckpoint: true, timeoutMs: config.shutdownTimeoutMs });
+      detach();
+      board.stop();
+      clearInterval(lagTimer);
+      await http?.close();
+      log.info(report, 'stopped');
+      process.exit(EXIT.OK);
+    })();
+  };
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  running.done.catch((e: unknown) => {
+    log.fatal({ err: e instanceof Error ? e.message : String(e) }, 'job failed');
+    process.exit(EXIT.JOB_FAILED);
+  });
+}
+
+function logListener(log: Logger): JobListener {
+  return {
+    taskStarted: (t) => log.info({ task: t.taskId }, 'task started'),
+    taskStopped: (t) => log.info({ task: t.taskId }, 'task stopped'),
+    restored: (r) =>
+      log.info({ task: r.taskId, checkpoint: r.checkpointId ?? null, ms: Math.round(r.ms) }, 'task restored'),
+    checkpointCompleted: (s) =>
+      log.debug(
+        { task: s.taskId, checkpoint: s.checkpointId, bytes: s.bytes, asyncMs: Math.round(s.asyncMs) },
+        'checkpoint committed',
+      ),
+    checkpointFailed: (f) =>
+      log.warn({ task: f.taskId, checkpoint: f.checkpointId, err: String(f.error) }, 'checkpoint failed'),
+    taskFailed: (f) =>
+      log.error(
+        { task: f.taskId, err: String(f.error), restarting: f.restarting, delayMs: f.delayMs },
+        'task failed',
+      ),
+  };
+}
+
+/**
+ * Several workers in one process: the primary forks `workers` copies of this command (each a
+ * member of the consumer group) and serves one /metrics merging theirs, /readyz (ready when every
+ * worker is), /livez. Signals are passed on to the workers, which shut down gracefully.
+ */
+export async function servePrimary(workers: number, config: ServiceConfig): Promise<void> {
+  const log = pino({ level: config.logLevel, base: { service: 'kstate', role: 'primary' } });
+  const ready = new Map<number, { ready: boolean; reason?: string }>();
+  for (let i = 0; i < workers; i++) cluster.fork();
+  cluster.on('message', (worker, msg: { kstate?: string; ready?: boolean; reason?: string }) => {
+    if (msg?.kstate === 'readiness')
+      ready.set(worker.id, { ready: msg.ready === true, ...(msg.reason ? { reason: msg.reason } : {}) });
+  });
+  let stopping = false;
+  cluster.on('exit', (worker, code, signal) => {
+    ready.delete(worker.id);
+    if (!stopping) {
+      log.error({ worker: worker.id, code, signal }, 'worker exited; starting a new one');
+      cluster.fork();
+    } else if (Object.keys(cluster.workers ?? {}).length === 0) {
+      log.info('all workers stopped');
+      process.exit(EXIT.OK);
+    }
+  });
+  if (config.httpPort === 0)
+    throw new StreamError(
+      'CONFIG_INVALID',
+      'httpPort 0 with several workers: the primary needs a port for /metrics',
+    );
+  const http = await startServiceHttp({
+    port: config.httpPort,
+    metrics: clusterMetrics(),
+    ready: () => {
+      const states = [...ready.values()];
+      const all = states.length === workers && states.every((s) => s.ready);
+      return {
+        ready: all,
+        reason: all
+          ? `${workers} workers ready`
+          : `${states.filter((s) => s.ready).length} of ${workers} workers ready`,
+      };
+    },
+  });
+  log.info({ url: http.url, workers }, 'primary serving /metrics for all workers');
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    stopping = true;
+    signals++;
+    // A terminal's Ctrl-C reaches the workers itself (same process group); SIGTERM is passed on.
+    if (signal === 'SIGTERM') for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(signal);
+    if (signals > 1) process.exit(EXIT.FORCED);
+  };
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
+}

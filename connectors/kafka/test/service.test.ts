@@ -1,0 +1,198 @@
+import assert from 'node:assert/strict';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import type { Admin } from 'kafkajs';
+import type { CustomerTotal } from '../../../examples/orders/job.ts';
+import { readCommitted } from './eos-helpers.ts';
+import { brokersFromEnv, kafkaClient } from './kafka.ts';
+import { names } from './names.ts';
+
+const run = promisify(execFile);
+const CLI = fileURLToPath(new URL('../service/cli.ts', import.meta.url));
+const ORDERS = fileURLToPath(new URL('../../../examples/orders/service.ts', import.meta.url));
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function until<T>(what: string, ms: number, f: () => Promise<T | undefined>): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+describe('the service: status page, savepoints, workers', () => {
+  let admin: Admin;
+  let dir: string;
+  before(async () => {
+    admin = kafkaClient('service-admin').admin();
+    await admin.connect();
+    dir = await mkdtemp(join(tmpdir(), 'service-'));
+  });
+  after(async () => {
+    await admin.disconnect();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function ordersTopics(label: string, count: number) {
+    const n = names(label);
+    const input = n.topic('orders');
+    const output = n.topic('totals');
+    await admin.createTopics({
+      topics: [input, output].map((topic) => ({ topic, numPartitions: 4 })),
+      waitForLeaders: true,
+    });
+    const producer = kafkaClient('service-orders').producer({ idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    const messages = [];
+    for (let j = 0; j < count; j++) {
+      const customer = `c${j % 29}`;
+      messages.push({
+        key: customer,
+        value: JSON.stringify({ id: j, customer, amount: 1 + (j % 20), ts: j }),
+      });
+    }
+    await producer.send({ topic: input, messages });
+    await producer.disconnect();
+    const port = await freePort();
+    const env = {
+      ORDERS_INPUT: input,
+      ORDERS_OUTPUT: output,
+      ORDERS_JOB_ID: n.group('job'),
+      KSTATE_BROKERS: brokersFromEnv().join(','),
+      KSTATE_STATE_DIR: join(dir, n.stem, 'state'),
+      KSTATE_CHECKPOINT_DIR: join(dir, n.stem, 'checkpoints'),
+      KSTATE_CHECKPOINT_INTERVAL_MS: '300',
+      KSTATE_HTTP_PORT: String(port),
+    };
+    return { input, output, env, port, jobId: env.ORDERS_JOB_ID };
+  }
+
+  function start(
+    env: Record<string, string>,
+    extra: string[] = [],
+  ): { child: ChildProcess; out: string[]; exit: Promise<number | null> } {
+    const child = spawn(process.execPath, [CLI, 'run', ORDERS, ...extra], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const out: string[] = [];
+    child.stdout!.on('data', (d: Buffer) => out.push(...d.toString().split('\n').filter(Boolean)));
+    child.stderr!.on('data', (d: Buffer) => out.push(...d.toString().split('\n').filter(Boolean)));
+    return { child, out, exit: new Promise((r) => child.on('exit', (c) => r(c))) };
+  }
+
+  test('the status page renders live tasks, checkpoints and lag in headless Chromium; a savepoint is taken on request', async () => {
+    const t = await ordersTopics('status page', 4000);
+    const s = start(t.env);
+    try {
+      const base = `http://127.0.0.1:${t.port}`;
+      await until('readiness', 30_000, async () =>
+        (await fetch(`${base}/readyz`)).status === 200 ? true : undefined,
+      );
+      await readCommitted<CustomerTotal>(t.output, 4000, 60_000);
+      const status = await until('lag rows in /status.json', 20_000, async () => {
+        const j = (await (await fetch(`${base}/status.json`)).json()) as {
+          tasks: unknown[];
+          checkpoints: unknown[];
+          lag: unknown[];
+        };
+        return j.lag.length === 4 ? j : undefined;
+      });
+      assert.equal(status.tasks.length, 4);
+      assert.ok(status.checkpoints.length > 0);
+      const chromium = [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        `--user-data-dir=${join(dir, 'chromium')}`,
+        '--virtual-time-budget=5000',
+      ];
+      const { stdout: dom } = await run('chromium', [...chromium, '--dump-dom', `${base}/status`], {
+        timeout: 60_000,
+        maxBuffer: 16 * 1024 * 1024,
+      });
+      assert.match(dom, /data-loaded="true"/, 'the page did not load its data');
+      assert.equal(
+        (dom.match(/<td><span class="running">running<\/span><\/td>/g) ?? []).length,
+        4,
+        'four running tasks in the table',
+      );
+      assert.ok((dom.match(/<rect class="cp"/g) ?? []).length > 0, 'no checkpoint bars in the chart');
+      assert.match(dom, new RegExp(`<td>${t.input}</td>`), 'no lag rows');
+      const png = join(dir, 'status.png');
+      await run(
+        'chromium',
+        [...chromium, '--window-size=1000,900', `--screenshot=${png}`, `${base}/status`],
+        { timeout: 60_000 },
+      );
+      assert.ok((await stat(png)).size > 10_000, 'the screenshot is empty');
+      // A savepoint asked of the running service, then listed.
+      const sp = await run(process.execPath, [CLI, 'savepoint', 'before-upgrade', '--port', String(t.port)], {
+        env: { ...process.env, ...t.env },
+      });
+      assert.match(sp.stdout, /"savepoint":"before-upgrade"/);
+      const listed = await run(process.execPath, [CLI, 'checkpoints', t.jobId], {
+        env: { ...process.env, ...t.env },
+      });
+      assert.equal(listed.stdout.split('\n').filter((l) => l.endsWith('\tbefore-upgrade')).length, 4);
+    } finally {
+      s.child.kill('SIGTERM');
+      assert.equal(await s.exit, 0, s.out.slice(-10).join('\n'));
+    }
+  });
+
+  test('two workers in one process share the partitions, and the primary serves one /metrics with both', async () => {
+    const t = await ordersTopics('workers', 6000);
+    const s = start(t.env, ['--workers', '2']);
+    try {
+      const base = `http://127.0.0.1:${t.port}`;
+      await until('both workers ready', 45_000, async () =>
+        (await fetch(`${base}/readyz`)).status === 200 ? true : undefined,
+      );
+      await readCommitted<CustomerTotal>(t.output, 6000, 60_000);
+      const metrics = await until('records of all four tasks in /metrics', 20_000, async () => {
+        const text = await (await fetch(`${base}/metrics`)).text();
+        const tasks = new Set(
+          [...text.matchAll(/^kstate_records_in_total\{[^}]*task="([^"]+)"[^}]*\} (\d+)/gm)].map((m) => m[1]),
+        );
+        const total = [...text.matchAll(/^kstate_records_in_total\{[^}]*\} (\d+)/gm)].reduce(
+          (a, m) => a + Number(m[1]),
+          0,
+        );
+        return tasks.size === 4 && total === 6000 ? text : undefined;
+      });
+      assert.match(metrics, /^kstate_tasks\{[^}]*state="running"[^}]*\} 4$/m);
+      // The four tasks ran in two different workers (their log lines carry the worker id).
+      const workersOfTasks = new Set(
+        s.out
+          .filter((l) => l.includes('"msg":"task restored"'))
+          .map((l) => (JSON.parse(l) as { worker: number }).worker),
+      );
+      assert.equal(workersOfTasks.size, 2, `tasks ran in workers ${[...workersOfTasks]}`);
+    } finally {
+      s.child.kill('SIGTERM');
+      assert.equal(await s.exit, 0, s.out.slice(-10).join('\n'));
+    }
+  });
+});
