@@ -77,6 +77,7 @@ test('checkpoint stats become gauges in base units, a histogram and counters', a
     taskId: 't',
     checkpointId: 9,
     savepoint: undefined,
+    backend: 'heap',
     final: false,
     unaligned: false,
     alignmentMs: 10,

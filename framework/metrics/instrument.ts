@@ -109,6 +109,11 @@ export function instrumentJob(metrics: Metrics, jobId: string): InstrumentedJob 
     help: 'Last completed checkpoint of a task: bytes of the files it wrote.',
     labels: T,
   });
+  const stateSize = metrics.gauge({
+    name: 'state_size_bytes',
+    help: 'Size of a task state as of its last checkpoint (bytes of the files it needs), by state backend.',
+    labels: ['job_id', 'task', 'backend'],
+  });
   const lastInflight = metrics.gauge({
     name: 'checkpoint_last_inflight_records',
     help: 'Last completed checkpoint of a task: in-flight records it stored (unaligned checkpoints).',
@@ -287,6 +292,7 @@ export function instrumentJob(metrics: Metrics, jobId: string): InstrumentedJob 
       lastAsync.set(l, ms(s.asyncMs));
       lastAlignment.set(l, ms(s.alignmentMs));
       lastSize.set(l, s.bytes);
+      stateSize.set({ ...l, backend: s.backend }, s.bytes);
       lastInflight.set(l, s.inflightRecords);
       lastId.set(l, s.checkpointId);
       lastTime.set(l, Date.now() / 1000);

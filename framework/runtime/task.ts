@@ -40,6 +40,8 @@ export interface CheckpointStats {
   readonly syncMs: number;
   readonly asyncMs: number;
   readonly bytes: number;
+  /** The keyed state backend kind (heap, level ...). */
+  readonly backend: string;
   readonly inflightRecords: number;
 }
 
@@ -143,6 +145,19 @@ export class Task {
   readonly #held = new Set<string>();
   /** Records taken from channels so far (for tests and metrics). */
   recordsIn = 0;
+
+  /** Records each operator emitted since this task started (for metrics). */
+  recordsOut(): { uid: string; records: number }[] {
+    return this.#wiring?.emitted() ?? [];
+  }
+
+  /** Current event-time watermark of each operator (-Infinity before the first). */
+  watermarks(): { uid: string; watermark: number }[] {
+    return (this.#wiring?.operators ?? []).map((op, i) => ({
+      uid: op.uid,
+      watermark: this.#opWatermarks[i] ?? Number.NEGATIVE_INFINITY,
+    }));
+  }
 
   constructor(options: TaskOptions) {
     this.#o = options;
@@ -748,6 +763,7 @@ export class Task {
         syncMs,
         asyncMs,
         bytes: meta.files.reduce((s, f) => s + f.bytes, 0),
+        backend: this.#backend.kind,
         inflightRecords: inflight.reduce((s, r) => s + r.length, 0),
       });
       try {

@@ -14,6 +14,8 @@ type Target = readonly [operator: number, input: number];
 
 /** Sends one operator's output to its downstream operators, synchronously (operator chaining). */
 class Fanout implements Emitter {
+  /** Records this operator emitted (main and side outputs). */
+  emitted = 0;
   readonly main: Target[] = [];
   readonly sides = new Map<string, Target[]>();
   readonly #ops: RuntimeOperator[];
@@ -21,9 +23,11 @@ class Fanout implements Emitter {
     this.#ops = ops;
   }
   emit(value: unknown, timestamp: number | undefined): void {
+    this.emitted++;
     for (const [op, input] of this.main) this.#ops[op]!.process(input, value, timestamp);
   }
   side(tag: string, value: unknown, timestamp: number | undefined): void {
+    this.emitted++;
     const targets = this.sides.get(tag);
     if (targets) for (const [op, input] of targets) this.#ops[op]!.process(input, value, timestamp);
   }
@@ -47,6 +51,8 @@ export interface OperatorWiring {
   readonly upstreamChannels: ReadonlySet<number>[];
   emitFromSource(uid: string, value: unknown, timestamp: number | undefined, tag?: string): void;
   computeUpstreamChannels(channelCount: number): void;
+  /** Records emitted so far per operator uid (sources included). */
+  emitted(): { uid: string; records: number }[];
 }
 
 export interface WiringOptions {
@@ -113,6 +119,9 @@ export async function createOperators(o: WiringOptions): Promise<OperatorWiring>
     operators,
     sources,
     upstreamChannels: upstream,
+    emitted() {
+      return nodes.map((n) => ({ uid: n.uid, records: fanouts.get(n.id)!.emitted }));
+    },
     emitFromSource(uid, value, timestamp, tag) {
       const f = sourceFanout.get(uid)!;
       if (tag === undefined) f.emit(value, timestamp);

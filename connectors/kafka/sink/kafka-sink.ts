@@ -1,5 +1,6 @@
 import type { IHeaders, Kafka } from 'kafkajs';
 import { type Sink, type SinkInfo, type SinkWriter, StreamError } from '../../../framework/index.ts';
+import { kafkaEvents } from '../events.ts';
 import { TaskTransactions } from './internal/task-transactions.ts';
 
 /** One output record. `key` decides the partition (murmur2, as Kafka's default partitioner). */
@@ -81,10 +82,14 @@ export class KafkaSink<T> implements Sink<T> {
     const encode: (v: T) => KafkaRecordOut =
       this.options.encode ?? ((v: T) => ({ value: JSON.stringify(v) }));
     const topic = this.topic;
+    let written = 0;
     return {
       committer: tx,
       write(value, timestamp) {
         const r = encode(value);
+        // Sampled end-to-end latency: from the record's timestamp to its write here.
+        if (timestamp !== undefined && ++written % 64 === 0)
+          kafkaEvents.emit('latency', { topic, ms: Date.now() - timestamp });
         tx.send(topic, {
           key: r.key ?? null,
           value: r.value,

@@ -1,6 +1,7 @@
 import type { Admin } from 'kafkajs';
 import { type Source, type SourceReader, StreamError } from '../../../framework/index.ts';
 import { kafkaError } from '../errors.ts';
+import { kafkaEvents } from '../events.ts';
 import type { Serde } from '../serde/serde.ts';
 import type { ConsumerHub } from './hub.ts';
 import {
@@ -98,6 +99,12 @@ export class KafkaSource<T> implements Source<T> {
       onDecodeError: this.#o.onDecodeError ?? 'fail',
       onSkip: (r, e) => {
         this.skipped++;
+        kafkaEvents.emit('decode-error', {
+          source: this.uid,
+          topic: r.topic,
+          partition: r.partition,
+          policy: this.#o.onDecodeError ?? 'fail',
+        });
         process.emitWarning(
           `Kafka source '${this.uid}': record ${r.topic}/${r.partition}@${r.offset} could not be decoded (${this.#o.onDecodeError}): ${e instanceof Error ? e.message : String(e)}`,
           'RecordDecodeWarning',

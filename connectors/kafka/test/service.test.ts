@@ -147,6 +147,19 @@ describe('the service: status page, savepoints, workers', () => {
         { timeout: 60_000 },
       );
       assert.ok((await stat(png)).size > 10_000, 'the screenshot is empty');
+      // The service's metrics, with plausible values.
+      const text = await until('records out of all orders in /metrics', 20_000, async () => {
+        const m = await (await fetch(`${base}/metrics`)).text();
+        const out = [
+          ...m.matchAll(/^kstate_records_out_total\{[^}]*operator="customer-totals"[^}]*\} (\d+)/gm),
+        ];
+        return out.reduce((a, x) => a + Number(x[1]), 0) === 4000 ? m : undefined;
+      });
+      assert.match(text, /^kstate_transactions_total\{[^}]*outcome="committed"[^}]*\} [1-9]\d*$/m);
+      assert.equal((text.match(/^kstate_consumer_lag\{/gm) ?? []).length, 4);
+      assert.match(text, /^kstate_watermark_lag_seconds\{[^}]*operator="customer-totals"[^}]*\} \d/m);
+      assert.match(text, /^kstate_state_size_bytes\{[^}]*backend="level"[^}]*\} [1-9]/m);
+      assert.match(text, /^kstate_end_to_end_latency_seconds_count\{[^}]*\} [1-9]/m);
       // A savepoint asked of the running service, then listed.
       const sp = await run(process.execPath, [CLI, 'savepoint', 'before-upgrade', '--port', String(t.port)], {
         env: { ...process.env, ...t.env },

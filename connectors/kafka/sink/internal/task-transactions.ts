@@ -2,6 +2,7 @@ import type { Kafka, Message, Producer, Transaction } from 'kafkajs';
 import type { CheckpointCommitter, CheckpointPointer, CommitRequest } from '../../../../framework/index.ts';
 import { encodePointer, readCommittedPointer } from '../../admin/pointer.ts';
 import { kafkaError } from '../../errors.ts';
+import { kafkaEvents } from '../../events.ts';
 import { isKafkaPosition } from '../../source/partition-reader.ts';
 import { TRANSACTION_SLOTS, transactionalId } from './transactional-id.ts';
 
@@ -221,8 +222,14 @@ export class TaskTransactions implements CheckpointCommitter {
           topics: [...byTopic].map(([topic, partitions]) => ({ topic, partitions })),
         });
         await txn.commit();
+        kafkaEvents.emit('transaction', {
+          jobId: this.#o.jobId,
+          taskId: this.#o.taskId,
+          outcome: 'committed',
+        });
       } catch (e) {
         await txn.abort().catch(() => {});
+        kafkaEvents.emit('transaction', { jobId: this.#o.jobId, taskId: this.#o.taskId, outcome: 'aborted' });
         throw e;
       }
       this.#prepared.delete(req.checkpointId);
@@ -257,7 +264,15 @@ export class TaskTransactions implements CheckpointCommitter {
     const open = [this.#current, ...this.#prepared.values()];
     await Promise.allSettled(open.flatMap((i) => i.sends));
     for (const i of open) {
-      if (i.txn) await i.txn.then((t) => t.abort()).catch(() => {});
+      if (!i.txn) continue;
+      const aborted = await i.txn
+        .then(
+          (t) => t.abort().then(() => true),
+          () => false,
+        )
+        .catch(() => false);
+      if (aborted)
+        kafkaEvents.emit('transaction', { jobId: this.#o.jobId, taskId: this.#o.taskId, outcome: 'aborted' });
     }
     await Promise.allSettled(
       [...this.#producers, ...(this.#data ? [this.#data] : [])].map((p) => p.disconnect()),

@@ -1,0 +1,16 @@
+import { EventEmitter } from 'node:events';
+
+/**
+ * What the Kafka connectors report for metrics, process-wide: transactions (committed or aborted),
+ * records that failed to decode (by policy), and sampled end-to-end latency (record timestamp to
+ * sink write). The service turns them into Prometheus metrics; nothing else depends on them.
+ */
+export interface KafkaEventMap {
+  transaction: [{ jobId: string; taskId: string; outcome: 'committed' | 'aborted' }];
+  'decode-error': [
+    { source: string; topic: string; partition: number; policy: 'fail' | 'skip' | 'dead-letter' },
+  ];
+  latency: [{ topic: string; ms: number }];
+}
+
+export const kafkaEvents = new EventEmitter<KafkaEventMap>();
