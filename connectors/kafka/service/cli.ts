@@ -216,6 +216,7 @@ function workerCount(raw: unknown): number {
 main(process.argv.slice(2)).catch((e: unknown) => {
   if (e instanceof UsageError) fail(EXIT.USAGE, e.message);
   if (e instanceof NotFound) fail(EXIT.UNAVAILABLE, e.message);
+  if (isStreamError(e, 'CONFIG_INVALID') && /already in use/.test(e.message)) fail(EXIT.OS_ERROR, e.message);
   if (isStreamError(e, 'CONFIG_INVALID') || isStreamError(e, 'GRAPH_INVALID')) fail(EXIT.CONFIG, e.message);
   if (isStreamError(e, 'CHECKPOINT_NOT_FOUND')) fail(EXIT.UNAVAILABLE, e.message);
   fail(EXIT.JOB_FAILED, e instanceof Error ? e.message : String(e));

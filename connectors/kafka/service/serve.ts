@@ -43,26 +43,8 @@ export async function serve(
   const instrumented = instrumentJob(metrics, job.jobId);
   const board = new StatusBoard(job.jobId);
   const kafkaMetrics = kafkaMetricsOf(metrics, job.jobId);
-  const running = await runKafkaJob(job, {
-    connection: { brokers: config.brokers },
-    storage: new FilesystemCheckpointStorage({
-      directory: config.checkpointDir,
-      retain: config.retainCheckpoints,
-    }),
-    ...(config.backend === 'level' ? { backend: levelBackend(config.stateDir) } : {}),
-    checkpoints: {
-      intervalMs: config.checkpointIntervalMs,
-      timeoutMs: config.checkpointTimeoutMs,
-      incremental: config.incremental,
-    },
-    restart: { kind: 'exponential-backoff', initialDelayMs: 200, maxDelayMs: 30_000, multiplier: 2 },
-    listener: combineListeners(instrumented, board.listener(), logListener(log)),
-  });
-  const detach = instrumented.attach(running);
-  board.watch(running);
-  const lagTimer = setInterval(() => kafkaMetrics.sample(running), 2000);
-  lagTimer.unref();
-
+  // HTTP first: a port in use is refused before the job joins its group.
+  let running: KafkaRunningJob | undefined;
   const routes: Record<string, ServiceRoute> = {
     '/status': async () => ({ status: 200, type: 'text/html; charset=utf-8', body: STATUS_HTML }),
     '/status.json': async () => ({
@@ -75,6 +57,7 @@ export async function serve(
       if (method !== 'POST' || !name)
         return { status: 400, type: 'text/plain', body: 'POST /savepoint?name=<name>\n' };
       try {
+        if (!running) return { status: 503, type: 'text/plain', body: 'the job is still starting\n' };
         const metas = await running.savepoint(name);
         log.info({ savepoint: name, tasks: metas.length }, 'savepoint taken');
         return {
@@ -101,6 +84,26 @@ export async function serve(
     });
     log.info({ url: http.url }, 'http endpoints: /metrics /livez /readyz /status');
   }
+  running = await runKafkaJob(job, {
+    connection: { brokers: config.brokers },
+    storage: new FilesystemCheckpointStorage({
+      directory: config.checkpointDir,
+      retain: config.retainCheckpoints,
+    }),
+    ...(config.backend === 'level' ? { backend: levelBackend(config.stateDir) } : {}),
+    checkpoints: {
+      intervalMs: config.checkpointIntervalMs,
+      timeoutMs: config.checkpointTimeoutMs,
+      incremental: config.incremental,
+    },
+    restart: { kind: 'exponential-backoff', initialDelayMs: 200, maxDelayMs: 30_000, multiplier: 2 },
+    listener: combineListeners(instrumented, board.listener(), logListener(log)),
+  });
+  const detach = instrumented.attach(running);
+  board.watch(running);
+  const lagTimer = setInterval(() => kafkaMetrics.sample(running), 2000);
+  lagTimer.unref();
+
   if (cluster.isWorker) {
     const tick = setInterval(() => process.send?.({ kstate: 'readiness', ...instrumented.readiness() }), 500);
     tick.unref();

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -77,6 +78,16 @@ describe('kstate CLI', () => {
     const notAJob = await cli(['run', noJob]);
     assert.equal(notAJob.code, 78);
     assert.match(notAJob.stderr, /does not export a job: export default a StreamJob/);
+    const busy = createServer().listen(0, '127.0.0.1');
+    await new Promise((r) => busy.once('listening', r));
+    const busyPort = (busy.address() as { port: number }).port;
+    const inUse = await cli(['run', ORDERS], {
+      KSTATE_BROKERS: brokersFromEnv().join(','),
+      KSTATE_HTTP_PORT: String(busyPort),
+    });
+    busy.close();
+    assert.equal(inUse.code, 71, inUse.stderr);
+    assert.match(inUse.stderr, new RegExp(`HTTP port ${busyPort} .*already in use`));
     const noService = await cli(['savepoint', 'sp1', '--port', '1']);
     assert.equal(noService.code, 69);
     assert.match(noService.stderr, /no service answers on port 1: is the job running/);
