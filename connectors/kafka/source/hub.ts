@@ -167,8 +167,8 @@ export class ConsumerHub {
       resolveOffset(batch.lastOffset());
       return;
     }
-    const { lastTaken, all } = reader.offer(batch.messages);
+    const { lastTaken, full } = reader.offer(batch.messages);
     if (lastTaken !== undefined) resolveOffset(lastTaken);
-    if (!all) pause();
+    if (full) pause();
   }
 }

@@ -27,7 +27,7 @@ export interface KafkaSourceOptions<T> {
    * into a KafkaSink: same task, same transaction, so each lands there exactly once).
    */
   readonly onDecodeError?: DecodeErrorPolicy;
-  /** Records buffered per partition before the partition is paused. Default 2000. */
+  /** Records buffered per partition before the partition is paused (plus at most one fetch). Default 5000. */
   readonly bufferRecords?: number;
 }
 
@@ -93,7 +93,7 @@ export class KafkaSource<T> implements Source<T> {
       topic: this.topic,
       partition,
       startOffset: start,
-      capacity: this.#o.bufferRecords ?? 2000,
+      capacity: this.#o.bufferRecords ?? 5000,
       idleWaitMs: 50,
       decode,
       onDecodeError: this.#o.onDecodeError ?? 'fail',

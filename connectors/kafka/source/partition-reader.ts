@@ -87,25 +87,24 @@ export class PartitionReader<T> implements SourceReader<T> {
     return this.#o.startOffset;
   }
 
-  /** Take messages from a fetched batch; returns the offset of the last one taken (or undefined). */
-  offer(messages: readonly KafkaMessage[]): { lastTaken: string | undefined; all: boolean } {
+  /**
+   * Take a fetched batch whole (a fetch is already bounded by the consumer's bytes per partition, so
+   * memory stays within the buffer plus one fetch; refetching the rest of a batch would decode it
+   * twice). Returns the offset of the last message and whether the buffer is now full, in which case
+   * the hub pauses the partition until the task drained half of it.
+   */
+  offer(messages: readonly KafkaMessage[]): { lastTaken: string | undefined; full: boolean } {
     let lastTaken: string | undefined;
     for (const m of messages) {
       const off = BigInt(m.offset);
-      if (off < this.#expected) {
-        lastTaken = m.offset;
-        continue;
-      }
-      if (this.#buffer.length >= this.#o.capacity) {
-        this.#full = true;
-        return { lastTaken, all: false };
-      }
+      lastTaken = m.offset;
+      if (off < this.#expected) continue;
       this.#buffer.push(m);
       this.#expected = off + 1n;
-      lastTaken = m.offset;
     }
     this.#wake();
-    return { lastTaken, all: true };
+    this.#full = this.#buffer.length >= this.#o.capacity;
+    return { lastTaken, full: this.#full };
   }
 
   async poll(max: number): Promise<SourceBatch<T> | 'end'> {
