@@ -62,15 +62,19 @@ import { OP_PUT } from './run-file.ts';
  *   and every read of an absent key without a native call;
  * - reads go through a write-behind cache of decoded values (`cacheEntries`, CLOCK eviction); a miss
  *   is one `getSync` and a decode;
- * - writes go to the cache; every `writeBatchEntries` dirty entries are encoded and written as one
- *   LevelDB batch in the background (writes are serialised in one queue). An entry stays in the
- *   cache until its batch has landed, so reads never miss a write.
+ * - writes go to the cache; every `writeBatchEntries` dirty entries become one LevelDB batch. A
+ *   flush only freezes the dirty entries (it swaps each state's map of them: O(states)); a queued
+ *   job encodes them and writes the batch in the background, batches one after the other. An entry
+ *   stays in the cache until its batch has landed, so reads never miss a write. A frozen entry is
+ *   never changed: `put` replaces it, and `getForUpdate` copies its value (copy-on-write).
  *
- * Snapshots: `capture()` encodes the dirty entries into a batch (O(dirty entries), at most
- * `writeBatchEntries`, never O(state)) and queues it; once it has landed, the capture takes a LevelDB
- * snapshot before any later batch is written. `writeCheckpoint` and `materialize` read that snapshot
- * while processing goes on. Values handed out by `get` are never shared with a capture (a capture
- * holds bytes), so `getForUpdate` never copies.
+ * Snapshots: `capture()` flushes (the capture's own job writes the local-recovery marker), takes an
+ * explicit LevelDB snapshot at once, and keeps the entries of the jobs that have not landed yet
+ * (its own included) as an immutable overlay on top of it: O(states) at the barrier, whatever the
+ * state's size or the writes since the last capture, and nothing waits for LevelDB's writes.
+ * `writeCheckpoint` and `materialize` read overlay-over-snapshot while processing goes on. Entries in
+ * a live capture's overlay stay frozen (copy-on-write) until it is released: entries are frozen by
+ * generation (each flush starts a new one), so this costs no work per entry.
  *
  * Checkpoints (chain.ts): a full one writes every entry to run files; an incremental one writes the
  * keys put or deleted since the previous capture (known from a per-state set of changed keys),
@@ -120,7 +124,17 @@ export interface LevelRestoreInfo {
 interface Entry {
   /** The decoded value; `undefined` for a delete not yet written. */
   v: unknown;
+  /**
+   * Written since the last flush (`gen` is the current generation), or frozen in a flush whose job
+   * has not encoded it yet (an older `gen`); false once encoded.
+   */
   dirty: boolean;
+  /**
+   * The flush generation in which it was written (0: read from the database). An entry of an older
+   * generation is frozen (never changed) while it is dirty, or while a live capture's overlay may
+   * hold it (generation >= the oldest live overlay's).
+   */
+  gen: number;
   /** Sequence number of the batch that writes it; evictable once that batch has landed. */
   pin: number;
   /** Read since the eviction hand last passed (CLOCK). */
@@ -179,15 +193,35 @@ interface Slot {
   codec: StoredValueCodec | undefined;
   readonly keys: Set<KeyId>;
   readonly cache: Map<KeyId, Entry>;
-  dirty: Set<KeyId>;
+  /** The entries written since the last flush. */
+  dirty: Map<KeyId, Entry>;
   /** Keys put or deleted since the last capture (the next delta). */
   changed: Set<KeyId>;
+}
+
+/** The entries of one state frozen by one flush, and that flush's generation. */
+interface Group {
+  readonly slot: Slot;
+  readonly gen: number;
+  readonly entries: Map<KeyId, Entry>;
+}
+
+/** One background write: the frozen entries of one or more flushes. */
+interface FlushJob {
+  readonly seq: number;
+  readonly groups: Group[];
+  registry: RegistryEntry[] | undefined;
+  /** Set when a capture claims the job: it then writes the marker. */
+  token: string | undefined;
+  readonly dropMarker: boolean;
+  landed: Promise<void>;
 }
 
 interface CapturedState {
   readonly id: number;
   readonly prefix: string;
   readonly meta: StateMeta;
+  readonly codec: StoredValueCodec | undefined;
   readonly entries: number;
 }
 
@@ -206,13 +240,20 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
   #slots = new Map<string, Slot>();
   #nextId = 1;
   #registryDirty = false;
-  /** Entries in all caches, and how many of them are dirty. */
+  /** Entries in all caches, and how many of them were written since the last flush. */
   #entries = 0;
   #dirty = 0;
+  /** Flush generation: dirty entries of an older one are frozen. */
+  #gen = 1;
   readonly #clock = new EvictionQueue();
 
-  /** Background writes, one at a time, in order. */
+  /** Background writes, one at a time, in order; the jobs not landed yet; the one not started. */
   #queue: Promise<unknown> = Promise.resolve();
+  #unlanded: FlushJob[] = [];
+  #pending: FlushJob | undefined;
+  /** Oldest generation a live capture's overlay may hold (Infinity: none), and the live ones. */
+  #overlayFloor = Number.POSITIVE_INFINITY;
+  readonly #liveFloors = new Map<number, number>();
   #seq = 0;
   #landed = 0;
   /** Whether the database holds data of this run (else it is wiped before the first write). */
@@ -227,11 +268,18 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
   #lastToken: string | undefined;
   #failure: unknown;
   #closed = false;
+  /** After `close()`: the last batch still written. */
+  #writeUpTo = 0;
 
   /** How the last `restoreHandle` got its state (for tests, benchmarks and logs). */
   lastRestore: LevelRestoreInfo | undefined;
-  /** Counters for tests and benchmarks. */
+  /** Counters for tests and benchmarks: `getSync` reads, write jobs, entries written. */
   readonly stats = { reads: 0, batches: 0, written: 0 };
+
+  /** Entries in the cache now (clean, dirty and not yet landed). */
+  get cachedEntries(): number {
+    return this.#entries;
+  }
 
   private constructor(local: LocalDb, options: LevelBackendOptions) {
     this.#local = local;
@@ -295,7 +343,7 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
     }
     if (!slot.keys.has(key)) return undefined;
     const v = this.#read(slot, key);
-    const fresh: Entry = { v, dirty: false, pin: 0, ref: false, queued: false };
+    const fresh: Entry = { v, dirty: false, gen: 0, pin: 0, ref: false, queued: false };
     slot.cache.set(key, fresh);
     this.#entries++;
     this.#clock.push(slot, key, fresh);
@@ -303,9 +351,18 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
     return v;
   }
 
-  /** Values in the cache are never shared with a capture (captures hold bytes): no copy needed. */
-  getForUpdate<T>(state: string, key: KeyId, _copy: (value: T) => T): T | undefined {
-    return this.get(state, key) as T | undefined;
+  /**
+   * A frozen value (in a batch not encoded yet, or in a live capture's overlay) is copied, once: the
+   * copy is a new dirty entry. Any other value is the cache's own.
+   */
+  getForUpdate<T>(state: string, key: KeyId, copy: (value: T) => T): T | undefined {
+    const slot = this.#slot(state);
+    const e = slot.cache.get(key);
+    if (e === undefined || e.v === undefined || !this.#frozen(e)) return this.get(state, key) as T | undefined;
+    e.ref = true;
+    const mine = copy(e.v as T);
+    this.#write(slot, key, mine);
+    return mine;
   }
 
   put(state: string, key: KeyId, value: unknown): void {
@@ -343,15 +400,20 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
   capture(checkpointId: number): KeyedStateCapture {
     this.#check();
     const token = captureToken(this.#instance, ++this.#captures);
-    // First the batch (a serializer that throws fails the capture and changes nothing).
-    const { landed, written } = this.#flush(token);
-    const snapshot = landed as Promise<{ db: Db; snapshot: Snapshot }>;
-    snapshot.catch(() => {});
+    this.#flush(token).landed.catch(() => {});
+    // Overlay: every entry not landed yet, oldest first. Until a job has run, the database holds
+    // nothing of this run (it is wiped first): no snapshot, all state is in the overlay.
+    const overlay = this.#unlanded.flatMap((j) => j.groups);
+    const floor = overlay.length === 0 ? this.#gen : overlay[0]!.gen;
+    this.#liveFloors.set(floor, (this.#liveFloors.get(floor) ?? 0) + 1);
+    this.#overlayFloor = Math.min(this.#overlayFloor, floor);
+    const db = this.#local.db;
+    const snapshot = this.#initialized ? db.snapshot() : undefined;
     const states: CapturedState[] = [];
     const changed: { name: string; prefix: string; keys: Set<KeyId> }[] = [];
     let totalKeys = 0;
     for (const s of this.#slots.values()) {
-      states.push({ id: s.id, prefix: s.prefix, meta: plainMeta(s.meta), entries: s.keys.size });
+      states.push({ id: s.id, prefix: s.prefix, meta: plainMeta(s.meta), codec: s.codec, entries: s.keys.size });
       totalKeys += s.keys.size;
       if (s.changed.size > 0) {
         changed.push({ name: s.name, prefix: s.prefix, keys: s.changed });
@@ -366,10 +428,12 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
       baseToken,
       states,
       changed,
-      written,
       totalKeys,
+      db,
       snapshot,
+      overlay,
       policy: this.#policy,
+      released: () => this.#releaseFloor(floor),
     });
   }
 
@@ -478,9 +542,10 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
 
   async close(): Promise<void> {
     if (this.#closed) return;
+    // The batches up to the last capture's are written (so that the database may match the last
+    // checkpoint: local recovery); later ones and the writes still in the cache are dropped.
+    this.#writeUpTo = Math.max(this.#landed, ...this.#unlanded.filter((j) => j.token).map((j) => j.seq));
     this.#closed = true;
-    // Batches not yet started are dropped (the database then holds the state of the last landed
-    // one, which is what local recovery wants); the one being written is awaited.
     await this.#drain();
     this.#slots.clear();
     await this.#local.close();
@@ -537,26 +602,41 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
     return e;
   }
 
+  /** Whether an entry must not change: see `Entry.gen`. */
+  #frozen(e: Entry): boolean {
+    return e.gen < this.#gen && (e.dirty || e.gen >= this.#overlayFloor);
+  }
+
+  #releaseFloor(floor: number): void {
+    const n = (this.#liveFloors.get(floor) ?? 1) - 1;
+    if (n > 0) this.#liveFloors.set(floor, n);
+    else this.#liveFloors.delete(floor);
+    this.#overlayFloor = Math.min(Number.POSITIVE_INFINITY, ...this.#liveFloors.keys());
+  }
+
   #write(slot: Slot, key: KeyId, v: unknown): void {
-    let e = slot.cache.get(key);
-    if (e === undefined) {
-      e = { v, dirty: false, pin: 0, ref: true, queued: false };
-      slot.cache.set(key, e);
-      this.#entries++;
-    } else {
+    slot.changed.add(key);
+    const e = slot.cache.get(key);
+    if (e !== undefined && e.dirty && e.gen === this.#gen) {
+      e.v = v; // written since the last flush already
+      e.ref = true;
+      return;
+    }
+    if (e !== undefined && !this.#frozen(e)) {
       e.v = v;
       e.ref = true;
-    }
-    slot.changed.add(key);
-    if (!e.dirty) {
       e.dirty = true;
-      slot.dirty.add(key);
-      if (++this.#dirty >= this.#writeBatch) {
-        this.#flush(undefined).landed.catch(() => {});
-        return;
-      }
+      e.gen = this.#gen;
+      slot.dirty.set(key, e);
+    } else {
+      // New, or frozen: a new entry (the frozen one stays as it is).
+      const fresh: Entry = { v, dirty: true, gen: this.#gen, pin: 0, ref: true, queued: false };
+      if (e === undefined) this.#entries++;
+      slot.cache.set(key, fresh);
+      slot.dirty.set(key, fresh);
     }
-    if (this.#entries > this.#capacity) this.#evict();
+    if (++this.#dirty >= this.#writeBatch) this.#flush(undefined).landed.catch(() => {});
+    else if (this.#entries > this.#capacity) this.#evict();
   }
 
   /**
@@ -582,106 +662,123 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
   }
 
   /**
-   * Encodes every dirty entry into a batch and queues it. With `token` (a capture) the batch also
-   * sets the marker, `landed` gives a LevelDB snapshot taken right after the batch landed, and
-   * `written` the batch's bytes per state (`undefined` for a delete).
+   * Freezes the entries written since the last flush (O(states): each state's map of them is
+   * swapped) and hands them to a write job. Jobs run one at a time; while one runs, the flushes
+   * after it join one pending job (unless a capture has claimed it), which writes each key once: so
+   * the queue never holds more than a running and a pending job (and a capture's), however far
+   * LevelDB lags. With `token` (a capture) the job also writes the local-recovery marker.
    */
-  #flush(token: string | undefined): {
-    landed: Promise<{ db: Db; snapshot: Snapshot } | undefined>;
-    written: Map<string, Map<KeyId, Buffer | undefined>>;
-  } {
-    const seq = ++this.#seq;
-    const keys: string[] = [];
-    const values: (Buffer | undefined)[] = [];
-    const flushed: Slot[] = [];
-    const perState = new Map<string, Map<KeyId, Buffer | undefined>>();
+  #flush(token: string | undefined): FlushJob {
+    const groups: Group[] = [];
     for (const slot of this.#slots.values()) {
       if (slot.dirty.size === 0) continue;
-      flushed.push(slot);
-      const mine = token === undefined ? undefined : new Map<KeyId, Buffer | undefined>();
-      if (mine !== undefined) perState.set(slot.name, mine);
-      for (const key of slot.dirty) {
-        const e = slot.cache.get(key)!;
-        const bytes = e.v === undefined ? undefined : asBuffer(encode(slot, key, e.v));
-        keys.push(slot.prefix + key);
-        values.push(bytes);
-        mine?.set(key, bytes);
-      }
+      groups.push({ slot, gen: this.#gen, entries: slot.dirty });
+      slot.dirty = new Map();
     }
-    // Everything encoded: now mark it (a serializer that throws leaves the entries dirty).
-    const written: { slot: Slot; keys: Set<KeyId> }[] = [];
-    for (const slot of flushed) {
-      for (const key of slot.dirty) {
-        const e = slot.cache.get(key)!;
-        e.dirty = false;
-        e.pin = seq;
-      }
-      written.push({ slot, keys: slot.dirty });
-      slot.dirty = new Set();
-    }
+    this.#gen++;
     this.#dirty = 0;
     const registry = this.#registryDirty ? this.#registry() : undefined;
     this.#registryDirty = false;
-    const dropMarker = token === undefined && this.#markerQueued;
+    const pending = this.#pending;
+    if (pending !== undefined && pending.token === undefined) {
+      pending.groups.push(...groups);
+      if (registry !== undefined) pending.registry = registry;
+      if (token !== undefined) {
+        pending.token = token;
+        this.#markerQueued = true;
+      }
+      return pending;
+    }
+    const job: FlushJob = {
+      seq: ++this.#seq,
+      groups,
+      registry,
+      token,
+      dropMarker: token === undefined && this.#markerQueued,
+      landed: Promise.resolve(),
+    };
     this.#markerQueued = token !== undefined;
+    this.#pending = job;
+    this.#unlanded.push(job);
     this.stats.batches++;
-    this.stats.written += keys.length;
-    const landed = this.#enqueue(async () => {
-      if (!this.#initialized) await this.#initialize();
-      const db = this.#local.db;
-      const batch = db.batch();
-      for (let i = 0; i < keys.length; i++) {
-        const v = values[i];
-        if (v === undefined) batch.del(keys[i]!);
-        else batch.put(keys[i]!, v);
+    job.landed = this.#enqueue(() => {
+      if (this.#pending === job) this.#pending = undefined;
+      if (this.#closed && job.seq > this.#writeUpTo) {
+        throw new StreamError('CHECKPOINT_DECLINED', `the level state backend at ${this.directory} was closed`);
       }
-      if (registry !== undefined) batch.put(REGISTRY_KEY, registryBytes(registry));
-      if (token !== undefined) batch.put(MARKER_KEY, markerBytes(token));
-      else if (dropMarker) batch.del(MARKER_KEY);
-      try {
-        await batch.write();
-      } catch (e) {
-        this.#failure = new StreamError(
-          'CHECKPOINT_STORAGE_FAILED',
-          `the level state backend could not write to its database ${this.#local.location}: ${describe(e)}` +
-            (/space/i.test(describe(e)) ? ' (the local disk is full: free space or move the directory)' : ''),
-          { cause: e },
-        );
-        throw this.#failure;
-      }
-      this.#landed = seq;
-      if (registry !== undefined) this.#diskRegistry = registry;
-      if (token !== undefined) this.#diskMarker = token;
-      else if (dropMarker) this.#diskMarker = undefined;
-      // Written entries may now be evicted; written deletes leave the cache.
-      for (const { slot, keys } of written) {
-        for (const key of keys) {
-          const e = slot.cache.get(key);
-          if (e === undefined || e.dirty || e.pin !== seq) continue;
-          if (e.v === undefined) {
-            slot.cache.delete(key);
-            this.#entries--;
-          } else if (!e.queued) {
-            this.#clock.push(slot, key, e);
-          }
+      return this.#writeJob(job);
+    });
+    return job;
+  }
+
+  /** A write job: encodes the frozen entries (each key once: the newest) and writes them. */
+  async #writeJob(job: FlushJob): Promise<void> {
+    if (!this.#initialized) await this.#initialize();
+    const { seq, token, registry, dropMarker } = job;
+    const db = this.#local.db;
+    const batch = db.batch();
+    const written = new Map<Slot, Set<KeyId>>();
+    const landed: [Slot, KeyId, Entry][] = [];
+    try {
+      // Newest group first: an older entry of a key already written is superseded.
+      for (let g = job.groups.length - 1; g >= 0; g--) {
+        const { slot, entries } = job.groups[g]!;
+        let mine = written.get(slot);
+        if (mine === undefined) {
+          mine = new Set();
+          written.set(slot, mine);
+        }
+        for (const [key, e] of entries) {
+          e.dirty = false;
+          e.pin = seq;
+          if (mine.has(key)) continue;
+          mine.add(key);
+          if (e.v === undefined) batch.del(slot.prefix + key);
+          else batch.put(slot.prefix + key, asBuffer(encode(slot, key, e.v)));
+          landed.push([slot, key, e]);
+          this.stats.written++;
         }
       }
-      if (this.#entries > this.#capacity) this.#evict();
-      // The snapshot is taken before the next queued batch can start: it sees exactly this capture.
-      return token === undefined ? undefined : { db, snapshot: db.snapshot() };
-    });
-    return { landed, written: perState };
+    } catch (e) {
+      // A serializer failed: the task fails (the state at hand cannot be written).
+      this.#failure = e;
+      throw e;
+    }
+    if (registry !== undefined) batch.put(REGISTRY_KEY, registryBytes(registry));
+    if (token !== undefined) batch.put(MARKER_KEY, markerBytes(token));
+    else if (dropMarker) batch.del(MARKER_KEY);
+    try {
+      await batch.write();
+    } catch (e) {
+      this.#failure = new StreamError(
+        'CHECKPOINT_STORAGE_FAILED',
+        `the level state backend could not write to its database ${this.#local.location}: ${describe(e)}` +
+          (/space/i.test(describe(e)) ? ' (the local disk is full: free space or move the directory)' : ''),
+        { cause: e },
+      );
+      throw this.#failure;
+    }
+    this.#landed = seq;
+    this.#unlanded = this.#unlanded.filter((j) => j !== job);
+    if (registry !== undefined) this.#diskRegistry = registry;
+    if (token !== undefined) this.#diskMarker = token;
+    else if (dropMarker) this.#diskMarker = undefined;
+    // Written entries may now be evicted; written deletes leave the cache.
+    for (const [slot, key, e] of landed) {
+      if (slot.cache.get(key) !== e || e.dirty) continue;
+      if (e.v === undefined) {
+        slot.cache.delete(key);
+        this.#entries--;
+      } else if (!e.queued) {
+        this.#clock.push(slot, key, e);
+      }
+    }
+    if (this.#entries > this.#capacity) this.#evict();
   }
 
   #enqueue<T>(job: () => Promise<T>): Promise<T> {
     const run = this.#queue.then(() => {
       if (this.#failure !== undefined) throw this.#failure;
-      if (this.#closed) {
-        throw new StreamError(
-          'CHECKPOINT_DECLINED',
-          `the level state backend at ${this.directory} was closed`,
-        );
-      }
       return job();
     });
     this.#queue = run.catch(() => {});
@@ -887,7 +984,7 @@ function newSlot(name: string, id: number, meta: StateMeta, codec: StoredValueCo
     codec,
     keys: new Set(),
     cache: new Map(),
-    dirty: new Set(),
+    dirty: new Map(),
     changed: new Set(),
   };
 }
@@ -921,19 +1018,27 @@ interface CaptureInit {
   readonly baseToken: string | undefined;
   readonly states: readonly CapturedState[];
   readonly changed: readonly { name: string; prefix: string; keys: Set<KeyId> }[];
-  /** The capture's batch: the bytes of the entries written since the last flush, per state. */
-  readonly written: ReadonlyMap<string, ReadonlyMap<KeyId, Buffer | undefined>>;
   readonly totalKeys: number;
-  readonly snapshot: Promise<{ db: Db; snapshot: Snapshot }>;
+  readonly db: Db;
+  /** The database at the capture; undefined when it held nothing of this run yet. */
+  readonly snapshot: Snapshot | undefined;
+  /** Entries not landed at the capture, oldest first: they take precedence over the snapshot. */
+  readonly overlay: readonly Group[];
   readonly policy: ChainPolicy;
+  readonly released: () => void;
 }
 
+/**
+ * A capture: the snapshot, with the overlay of entries not yet written on top. The overlay's values
+ * are frozen until `release()` (the backend copies on write), so reading them later is safe.
+ */
 class LevelCapture implements KeyedStateCapture {
   readonly checkpointId: number;
   readonly #c: CaptureInit;
-  #using = 0;
+  #reading = 0;
   #released = false;
   #freed = false;
+  #merged: Map<string, Map<KeyId, unknown>> | undefined;
 
   constructor(c: CaptureInit) {
     this.checkpointId = c.checkpointId;
@@ -941,12 +1046,10 @@ class LevelCapture implements KeyedStateCapture {
   }
 
   async materialize(): Promise<KeyedStateSnapshot> {
-    return this.#use(async ({ db, snapshot }) => {
+    return this.#read(async () => {
       const entries = new Map(this.#c.states.map((s) => [s, [] as [KeyId, Uint8Array][]]));
-      const byPrefix = new StatesByPrefix(this.#c.states);
-      await scan(db, { gte: DATA_GTE, lt: DATA_LT }, snapshot, (k, v) => {
-        const s = byPrefix.of(k);
-        entries.get(s)!.push([k.slice(s.prefix.length), v]);
+      await this.#forEach((s, key, bytes) => {
+        entries.get(s)!.push([key, bytes]);
       });
       const states: KeyedStateSnapshotEntry[] = this.#c.states.map((s) => ({
         meta: s.meta,
@@ -956,11 +1059,8 @@ class LevelCapture implements KeyedStateCapture {
     });
   }
 
-  async writeCheckpoint(
-    files: CheckpointFiles,
-    previous: KeyedStateHandle | undefined,
-  ): Promise<KeyedStateHandle> {
-    return this.#use(async ({ db, snapshot }) => {
+  async writeCheckpoint(files: CheckpointFiles, previous: KeyedStateHandle | undefined): Promise<KeyedStateHandle> {
+    return this.#read(async () => {
       const c = this.#c;
       let prev: ChainLayout | undefined;
       if (previous !== undefined) {
@@ -975,25 +1075,25 @@ class LevelCapture implements KeyedStateCapture {
       const states: ChainState[] = c.states.map((s) => ({ meta: s.meta, entries: s.entries }));
       if (type === 'full' || prev === undefined) {
         const w = new RunFilesWriter(files, 'keyed-full', c.policy.fileBytes);
-        const byPrefix = new StatesByPrefix(c.states);
-        await scan(db, { gte: DATA_GTE, lt: DATA_LT }, snapshot, (k, v) => {
-          const s = byPrefix.of(k);
-          return w.put(s.meta.name, k.slice(s.prefix.length), v) ? w.ready() : undefined;
-        });
+        await this.#forEach((s, key, bytes) => (w.put(s.meta.name, key, bytes) ? w.ready() : undefined));
         const { refs, part } = await w.finish();
         const layout: ChainLayout = { format: 1, token: c.token, states, base: part, deltas: [] };
         return { backend: 'level', type: 'full', files: refs, layout };
       }
-      // The changed keys: their bytes from the capture's own batch when it wrote them, else (an
-      // earlier batch since the last capture wrote them) from the snapshot.
+      // The changed keys: from the overlay when it holds them, else from the snapshot.
       const w = new RunFilesWriter(files, 'keyed-delta', c.policy.fileBytes);
+      const merged = this.#overlay();
+      const byName = new Map(c.states.map((s) => [s.meta.name, s]));
       const elsewhere: { name: string; key: KeyId; dbKey: string }[] = [];
       for (const { name, prefix, keys } of c.changed) {
-        const inBatch = c.written.get(name);
+        const mine = merged.get(name);
+        const s = byName.get(name)!;
         for (const key of keys) {
-          if (inBatch?.has(key)) {
-            const v = inBatch.get(key);
-            if (v === undefined ? w.delete(name, key) : w.put(name, key, v)) await w.ready();
+          if (mine?.has(key)) {
+            const v = mine.get(key);
+            if (v === undefined ? w.delete(name, key) : w.put(name, key, encodeCaptured(s, key, v))) {
+              await w.ready();
+            }
           } else {
             elsewhere.push({ name, key, dbKey: prefix + key });
           }
@@ -1001,10 +1101,13 @@ class LevelCapture implements KeyedStateCapture {
       }
       for (let i = 0; i < elsewhere.length; i += 1024) {
         const chunk = elsewhere.slice(i, i + 1024);
-        const values = await db.getMany(
-          chunk.map((x) => x.dbKey),
-          { snapshot },
-        );
+        const values =
+          c.snapshot === undefined
+            ? chunk.map(() => undefined)
+            : await c.db.getMany(
+                chunk.map((x) => x.dbKey),
+                { snapshot: c.snapshot },
+              );
         for (let j = 0; j < chunk.length; j++) {
           const { name, key } = chunk[j]!;
           const v = values[j];
@@ -1019,11 +1122,7 @@ class LevelCapture implements KeyedStateCapture {
         base: prev.base,
         deltas: [...prev.deltas, { token: c.token, ...part }],
       };
-      const inherited: FileRef[] = previous!.files.map((f) => ({
-        path: f.path,
-        bytes: f.bytes,
-        sha256: f.sha256,
-      }));
+      const inherited: FileRef[] = previous!.files.map((f) => ({ path: f.path, bytes: f.bytes, sha256: f.sha256 }));
       return { backend: 'level', type: 'incremental', files: [...inherited, ...refs], layout };
     });
   }
@@ -1031,19 +1130,58 @@ class LevelCapture implements KeyedStateCapture {
   release(): void {
     if (this.#released) return;
     this.#released = true;
-    if (this.#using === 0) this.#free();
+    if (this.#reading === 0) this.#free();
   }
 
-  async #use<T>(read: (s: { db: Db; snapshot: Snapshot }) => Promise<T>): Promise<T> {
+  /** The overlay merged: per state, the newest value of each key (`undefined`: deleted). */
+  #overlay(): Map<string, Map<KeyId, unknown>> {
+    if (this.#merged !== undefined) return this.#merged;
+    const merged = new Map<string, Map<KeyId, unknown>>();
+    for (const { slot, entries } of this.#c.overlay) {
+      let mine = merged.get(slot.name);
+      if (mine === undefined) {
+        mine = new Map();
+        merged.set(slot.name, mine);
+      }
+      for (const [key, e] of entries) mine.set(key, e.v);
+    }
+    this.#merged = merged;
+    return merged;
+  }
+
+  /** Every entry at the capture, as bytes: the snapshot's (less what the overlay holds), then the overlay's. */
+  async #forEach(each: (s: CapturedState, key: KeyId, bytes: Uint8Array) => void | Promise<void>): Promise<void> {
+    const c = this.#c;
+    const merged = this.#overlay();
+    if (c.snapshot !== undefined) {
+      const byPrefix = new StatesByPrefix(c.states);
+      await scan(c.db, { gte: DATA_GTE, lt: DATA_LT }, c.snapshot, (k, v) => {
+        const s = byPrefix.of(k);
+        const key = k.slice(s.prefix.length);
+        return merged.get(s.meta.name)?.has(key) ? undefined : each(s, key, v);
+      });
+    }
+    for (const s of c.states) {
+      const mine = merged.get(s.meta.name);
+      if (mine === undefined) continue;
+      for (const [key, v] of mine) {
+        if (v === undefined) continue;
+        const r = each(s, key, encodeCaptured(s, key, v));
+        if (r !== undefined) await r;
+      }
+    }
+  }
+
+  async #read<T>(read: () => Promise<T>): Promise<T> {
     if (this.#released) {
       throw new StreamError(
         'CHECKPOINT_DECLINED',
         `the keyed state capture of checkpoint ${this.checkpointId} was released before it was read`,
       );
     }
-    this.#using++;
+    this.#reading++;
     try {
-      return await read(await this.#c.snapshot);
+      return await read();
     } catch (e) {
       if (levelCode(e) !== undefined) {
         throw new StreamError(
@@ -1054,17 +1192,28 @@ class LevelCapture implements KeyedStateCapture {
       }
       throw e;
     } finally {
-      this.#using--;
-      if (this.#released && this.#using === 0) this.#free();
+      this.#reading--;
+      if (this.#released && this.#reading === 0) this.#free();
     }
   }
 
   #free(): void {
     if (this.#freed) return;
     this.#freed = true;
-    this.#c.snapshot.then(
-      ({ snapshot }) => snapshot.close().catch(() => {}),
-      () => {},
+    this.#c.snapshot?.close().catch(() => {});
+    this.#merged = undefined;
+    this.#c.released();
+  }
+}
+
+function encodeCaptured(s: CapturedState, key: KeyId, v: unknown): Uint8Array {
+  try {
+    return s.codec!.encode(v);
+  } catch (e) {
+    throw new StreamError(
+      'CHECKPOINT_DECLINED',
+      `serializer '${s.meta.serializerId}' cannot serialize the value of state '${s.meta.name}' key ${JSON.stringify(key)}: ${describe(e)}`,
+      { cause: e },
     );
   }
 }
