@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { Admin } from 'kafkajs';
 import type { CustomerTotal } from '../../../examples/orders/job.ts';
-import { readCommitted } from './eos-helpers.ts';
+import { readCommitted, sendWhenReady } from './eos-helpers.ts';
 import { brokersFromEnv, kafkaClient } from './kafka.ts';
 import { names } from './names.ts';
 
@@ -107,7 +107,7 @@ describe('kstate CLI', () => {
     const TOTAL = 20_000;
     const perCustomer = new Map<string, number>();
     for (let i = 0; i < TOTAL; i += 1000) {
-      const messages = [];
+      const messages: { key: string; value: string }[] = [];
       for (let j = i; j < i + 1000; j++) {
         const customer = `c${j % 37}`;
         perCustomer.set(customer, (perCustomer.get(customer) ?? 0) + 1);
@@ -116,7 +116,7 @@ describe('kstate CLI', () => {
           value: JSON.stringify({ id: j, customer, amount: 1 + (j % 50), ts: j }),
         });
       }
-      await producer.send({ topic: input, messages });
+      await sendWhenReady(() => producer.send({ topic: input, messages }));
     }
     await producer.disconnect();
     const env = {

@@ -11,12 +11,12 @@ export async function produceInput(topic: string, count: number, keys: number, s
   await producer.connect();
   try {
     for (let i = start; i < start + count; i += 1000) {
-      const messages = [];
+      const messages: { key: string; value: string }[] = [];
       for (let j = i; j < Math.min(start + count, i + 1000); j++) {
         const k = `k${j % keys}`;
         messages.push({ key: k, value: JSON.stringify({ k, n: j }) });
       }
-      await producer.send({ topic, messages });
+      await sendWhenReady(() => producer.send({ topic, messages }));
     }
   } finally {
     await producer.disconnect();
@@ -88,5 +88,21 @@ export function verifyCounts(
     perKey.set(o.k, s);
     assert.equal(o.count, s.count, `input ${n} (key ${o.k}): count ${o.count}, recomputed ${s.count}`);
     assert.equal(o.sum, s.sum, `input ${n} (key ${o.k}): sum ${o.sum}, recomputed ${s.sum}`);
+  }
+}
+
+/**
+ * `send`, retried while a topic created a moment ago is not yet known to every part of the broker
+ * (UNKNOWN_TOPIC_OR_PARTITION right after createTopics).
+ */
+export async function sendWhenReady(send: () => Promise<unknown>): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await send();
+      return;
+    } catch (e) {
+      if ((e as { type?: string }).type !== 'UNKNOWN_TOPIC_OR_PARTITION' || attempt >= 40) throw e;
+      await new Promise((r) => setTimeout(r, 250));
+    }
   }
 }

@@ -75,7 +75,24 @@ describe('exactly-once at deterministic crash points, failover and zombies', () 
       await b.waitFor(/^restored /, 30_000);
       await produceInput(s.input, 8000, 53);
       await readCommitted<Out>(s.output, 4000, 60_000);
-      const ownedByA = new Set(a.lines.filter((l) => l.startsWith('started ')).map((l) => l.split(' ')[1]));
+      // What A owns once the group settled (A may have held all four before B joined).
+      const owned = (p: JobProcess) => {
+        const set = new Set<string>();
+        for (const l of p.lines) {
+          const [what, task] = l.split(' ');
+          if (what === 'started' && task) set.add(task);
+          if (what === 'stopped' && task) set.delete(task);
+        }
+        return set;
+      };
+      const deadline = Date.now() + 30_000;
+      while (
+        !(owned(a).size > 0 && owned(b).size > 0 && owned(a).size + owned(b).size === 4) &&
+        Date.now() < deadline
+      ) {
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      const ownedByA = owned(a);
       assert.ok(
         ownedByA.size > 0 && ownedByA.size < 4,
         `instance A should own some partitions, owns ${[...ownedByA]}`,

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { Admin } from 'kafkajs';
 import type { CustomerTotal } from '../../../examples/orders/job.ts';
-import { readCommitted } from './eos-helpers.ts';
+import { readCommitted, sendWhenReady } from './eos-helpers.ts';
 import { brokersFromEnv, kafkaClient } from './kafka.ts';
 import { names } from './names.ts';
 
@@ -59,7 +59,7 @@ describe('the service: status page, savepoints, workers', () => {
     });
     const producer = kafkaClient('service-orders').producer({ idempotent: true, maxInFlightRequests: 1 });
     await producer.connect();
-    const messages = [];
+    const messages: { key: string; value: string }[] = [];
     for (let j = 0; j < count; j++) {
       const customer = `c${j % 29}`;
       messages.push({
@@ -67,7 +67,7 @@ describe('the service: status page, savepoints, workers', () => {
         value: JSON.stringify({ id: j, customer, amount: 1 + (j % 20), ts: j }),
       });
     }
-    await producer.send({ topic: input, messages });
+    await sendWhenReady(() => producer.send({ topic: input, messages }));
     await producer.disconnect();
     const port = await freePort();
     const env = {

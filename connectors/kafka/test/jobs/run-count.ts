@@ -39,6 +39,7 @@ const job = await runKafkaJob(
     consumer: { sessionTimeoutMs: 2000, heartbeatIntervalMs: 300, rebalanceTimeoutMs: 5000 },
     listener: {
       taskStarted: (t) => console.log(`started ${t.taskId}`),
+      taskStopped: (t) => console.log(`stopped ${t.taskId}`),
       restored: (r) => console.log(`restored ${r.taskId} ${r.checkpointId ?? '-'}`),
       checkpointCompleted: (s) => console.log(`checkpoint ${s.taskId} ${s.checkpointId}`),
       taskFailed: (f) =>
