@@ -68,13 +68,15 @@ import { OP_PUT } from './run-file.ts';
  *   stays in the cache until its batch has landed, so reads never miss a write. A frozen entry is
  *   never changed: `put` replaces it, and `getForUpdate` copies its value (copy-on-write).
  *
- * Snapshots: `capture()` flushes (the capture's own job writes the local-recovery marker), takes an
- * explicit LevelDB snapshot at once, and keeps the entries of the jobs that have not landed yet
- * (its own included) as an immutable overlay on top of it: O(states) at the barrier, whatever the
- * state's size or the writes since the last capture, and nothing waits for LevelDB's writes.
- * `writeCheckpoint` and `materialize` read overlay-over-snapshot while processing goes on. Entries in
- * a live capture's overlay stay frozen (copy-on-write) until it is released: entries are frozen by
- * generation (each flush starts a new one), so this costs no work per entry.
+ * Snapshots: `capture()` flushes and keeps the entries of the jobs that have not landed yet (its own
+ * included) as an immutable overlay: O(states) at the barrier, whatever the state's size or the
+ * writes since the last capture. It takes an explicit LevelDB snapshot at once when no batch is being
+ * written, else its own job takes it when it starts (every earlier batch has landed, no later one
+ * has started), so that the barrier never waits for LevelDB's mutex behind a write; the job also
+ * writes the local-recovery marker. `writeCheckpoint`
+ * and `materialize` read overlay-over-snapshot while processing goes on. Entries in a live capture's
+ * overlay stay frozen (copy-on-write) until it is released: entries are frozen by generation (each
+ * flush starts a new one), so this costs no work per entry.
  *
  * Checkpoints (chain.ts): a full one writes every entry to run files; an incremental one writes the
  * keys put or deleted since the previous capture (known from a per-state set of changed keys),
@@ -211,10 +213,34 @@ interface FlushJob {
   readonly seq: number;
   readonly groups: Group[];
   registry: RegistryEntry[] | undefined;
-  /** Set when a capture claims the job: it then writes the marker. */
+  /** Set when a capture claims the job: it then writes the marker, and takes the capture's snapshot. */
   token: string | undefined;
+  snapshot: Deferred<CaptureView> | undefined;
   readonly dropMarker: boolean;
   landed: Promise<void>;
+}
+
+/** What a capture reads: the database at its job's start. */
+interface CaptureView {
+  readonly db: Db;
+  readonly snapshot: Snapshot;
+}
+
+interface Deferred<T> {
+  readonly promise: Promise<T>;
+  resolve(value: T): void;
+  reject(error: unknown): void;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (error: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => {});
+  return { promise, resolve, reject };
 }
 
 interface CapturedState {
@@ -251,6 +277,7 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
   #queue: Promise<unknown> = Promise.resolve();
   #unlanded: FlushJob[] = [];
   #pending: FlushJob | undefined;
+  #running: FlushJob | undefined;
   /** Oldest generation a live capture's overlay may hold (Infinity: none), and the live ones. */
   #overlayFloor = Number.POSITIVE_INFINITY;
   readonly #liveFloors = new Map<number, number>();
@@ -400,15 +427,19 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
   capture(checkpointId: number): KeyedStateCapture {
     this.#check();
     const token = captureToken(this.#instance, ++this.#captures);
-    this.#flush(token).landed.catch(() => {});
-    // Overlay: every entry not landed yet, oldest first. Until a job has run, the database holds
-    // nothing of this run (it is wiped first): no snapshot, all state is in the overlay.
+    const job = this.#flush(token);
+    job.landed.catch(() => {});
+    const view = job.snapshot!.promise;
+    if (this.#running === undefined && this.#initialized) {
+      const db = this.#local.db;
+      job.snapshot!.resolve({ db, snapshot: db.snapshot() });
+      job.snapshot = undefined;
+    }
+    // Overlay: every entry not landed yet, oldest first (the snapshot may hold some of them).
     const overlay = this.#unlanded.flatMap((j) => j.groups);
     const floor = overlay.length === 0 ? this.#gen : overlay[0]!.gen;
     this.#liveFloors.set(floor, (this.#liveFloors.get(floor) ?? 0) + 1);
     this.#overlayFloor = Math.min(this.#overlayFloor, floor);
-    const db = this.#local.db;
-    const snapshot = this.#initialized ? db.snapshot() : undefined;
     const states: CapturedState[] = [];
     const changed: { name: string; prefix: string; keys: Set<KeyId> }[] = [];
     let totalKeys = 0;
@@ -429,8 +460,7 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
       states,
       changed,
       totalKeys,
-      db,
-      snapshot,
+      view,
       overlay,
       policy: this.#policy,
       released: () => this.#releaseFloor(floor),
@@ -685,6 +715,7 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
       if (registry !== undefined) pending.registry = registry;
       if (token !== undefined) {
         pending.token = token;
+        pending.snapshot = deferred();
         this.#markerQueued = true;
       }
       return pending;
@@ -694,6 +725,7 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
       groups,
       registry,
       token,
+      snapshot: token === undefined ? undefined : deferred(),
       dropMarker: token === undefined && this.#markerQueued,
       landed: Promise.resolve(),
     };
@@ -706,8 +738,12 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
       if (this.#closed && job.seq > this.#writeUpTo) {
         throw new StreamError('CHECKPOINT_DECLINED', `the level state backend at ${this.directory} was closed`);
       }
-      return this.#writeJob(job);
+      this.#running = job;
+      return this.#writeJob(job).finally(() => {
+        this.#running = undefined;
+      });
     });
+    job.landed.catch((e) => job.snapshot?.reject(e));
     return job;
   }
 
@@ -716,6 +752,8 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
     if (!this.#initialized) await this.#initialize();
     const { seq, token, registry, dropMarker } = job;
     const db = this.#local.db;
+    // Every earlier batch has landed and no later one has started: the capture's database.
+    job.snapshot?.resolve({ db, snapshot: db.snapshot() });
     const batch = db.batch();
     const written = new Map<Slot, Set<KeyId>>();
     const landed: [Slot, KeyId, Entry][] = [];
@@ -1019,9 +1057,8 @@ interface CaptureInit {
   readonly states: readonly CapturedState[];
   readonly changed: readonly { name: string; prefix: string; keys: Set<KeyId> }[];
   readonly totalKeys: number;
-  readonly db: Db;
-  /** The database at the capture; undefined when it held nothing of this run yet. */
-  readonly snapshot: Snapshot | undefined;
+  /** The database when the capture's batch starts (so without that batch and later ones). */
+  readonly view: Promise<CaptureView>;
   /** Entries not landed at the capture, oldest first: they take precedence over the snapshot. */
   readonly overlay: readonly Group[];
   readonly policy: ChainPolicy;
@@ -1099,17 +1136,20 @@ class LevelCapture implements KeyedStateCapture {
           }
         }
       }
-      for (let i = 0; i < elsewhere.length; i += 1024) {
-        const chunk = elsewhere.slice(i, i + 1024);
-        const values =
-          c.snapshot === undefined
-            ? chunk.map(() => undefined)
-            : await c.db.getMany(
-                chunk.map((x) => x.dbKey),
-                { snapshot: c.snapshot },
-              );
-        for (let j = 0; j < chunk.length; j++) {
-          const { name, key } = chunk[j]!;
+      // A native call per 16 384 keys, the next one in flight while this one's values are written.
+      const { db, snapshot } = await c.view;
+      const CHUNK = 16_384;
+      const fetch = (i: number) =>
+        db.getMany(
+          elsewhere.slice(i, i + CHUNK).map((x) => x.dbKey),
+          { snapshot },
+        );
+      let next = elsewhere.length > 0 ? fetch(0) : undefined;
+      for (let i = 0; next !== undefined; i += CHUNK) {
+        const values = await next;
+        next = i + CHUNK < elsewhere.length ? fetch(i + CHUNK) : undefined;
+        for (let j = 0; j < values.length; j++) {
+          const { name, key } = elsewhere[i + j]!;
           const v = values[j];
           if (v === undefined ? w.delete(name, key) : w.put(name, key, v)) await w.ready();
         }
@@ -1153,14 +1193,13 @@ class LevelCapture implements KeyedStateCapture {
   async #forEach(each: (s: CapturedState, key: KeyId, bytes: Uint8Array) => void | Promise<void>): Promise<void> {
     const c = this.#c;
     const merged = this.#overlay();
-    if (c.snapshot !== undefined) {
-      const byPrefix = new StatesByPrefix(c.states);
-      await scan(c.db, { gte: DATA_GTE, lt: DATA_LT }, c.snapshot, (k, v) => {
-        const s = byPrefix.of(k);
-        const key = k.slice(s.prefix.length);
-        return merged.get(s.meta.name)?.has(key) ? undefined : each(s, key, v);
-      });
-    }
+    const { db, snapshot } = await c.view;
+    const byPrefix = new StatesByPrefix(c.states);
+    await scan(db, { gte: DATA_GTE, lt: DATA_LT }, snapshot, (k, v) => {
+      const s = byPrefix.of(k);
+      const key = k.slice(s.prefix.length);
+      return merged.get(s.meta.name)?.has(key) ? undefined : each(s, key, v);
+    });
     for (const s of c.states) {
       const mine = merged.get(s.meta.name);
       if (mine === undefined) continue;
@@ -1200,7 +1239,10 @@ class LevelCapture implements KeyedStateCapture {
   #free(): void {
     if (this.#freed) return;
     this.#freed = true;
-    this.#c.snapshot?.close().catch(() => {});
+    this.#c.view.then(
+      ({ snapshot }) => snapshot.close().catch(() => {}),
+      () => {},
+    );
     this.#merged = undefined;
     this.#c.released();
   }

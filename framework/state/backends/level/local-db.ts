@@ -263,10 +263,11 @@ export function markerBytes(token: string): Buffer {
 }
 
 /**
- * Calls `each` for every entry in `range` of `db` (or of `snapshot`), in key order, up to a thousand
- * entries per native call; awaits `each` when it returns a promise. (Every native call is a trip
- * through the event loop, which a busy task loop makes slow: a short final batch ends the scan
- * without one more call, and the iterator is closed without waiting.)
+ * Calls `each` for every entry in `range` of `db` (or of `snapshot`), in key order; awaits `each`
+ * when it returns a promise. Every native call is a trip through the event loop, which a busy task
+ * loop makes slow: so a call fetches up to 16 384 entries (16 MiB), the next one is in flight while
+ * `each` runs over the current one, a short batch ends the scan without one more call, and the
+ * iterator is closed without waiting.
  */
 export async function scan(
   db: Db,
@@ -280,42 +281,42 @@ export async function scan(
     highWaterMarkBytes: SCAN_BYTES,
   });
   try {
+    let next = it.nextv(SCAN_ENTRIES);
     for (;;) {
-      const batch = await it.nextv(SCAN_ENTRIES);
+      const batch = await next;
       let bytes = 0;
+      for (const [k, v] of batch) bytes += k.length * 3 + v.length;
+      const last = batch.length < SCAN_ENTRIES && bytes < SCAN_BYTES;
+      if (!last) next = it.nextv(SCAN_ENTRIES);
       for (const [k, v] of batch) {
-        bytes += k.length * 3 + v.length;
         const r = each(k, v);
         if (r !== undefined) await r;
       }
-      if (batch.length < SCAN_ENTRIES && bytes < SCAN_BYTES) return;
+      if (last) return;
     }
   } finally {
     it.close().catch(() => {});
   }
 }
 
-/** The keys in `range` of `db`, in key order. */
-export async function scanKeys(
-  db: Db,
-  range: { gte: string; lt: string },
-  each: (key: string) => void,
-): Promise<void> {
+/** The keys in `range` of `db`, in key order (as `scan`). */
+export async function scanKeys(db: Db, range: { gte: string; lt: string }, each: (key: string) => void): Promise<void> {
   const it = db.keys({ ...range, highWaterMarkBytes: SCAN_BYTES });
   try {
+    let next = it.nextv(SCAN_ENTRIES * 4);
     for (;;) {
-      const batch = await it.nextv(SCAN_ENTRIES * 4);
+      const batch = await next;
       let bytes = 0;
-      for (const k of batch) {
-        bytes += k.length * 3;
-        each(k);
-      }
-      if (batch.length < SCAN_ENTRIES * 4 && bytes < SCAN_BYTES) return;
+      for (const k of batch) bytes += k.length * 3;
+      const last = batch.length < SCAN_ENTRIES * 4 && bytes < SCAN_BYTES;
+      if (!last) next = it.nextv(SCAN_ENTRIES * 4);
+      for (const k of batch) each(k);
+      if (last) return;
     }
   } finally {
     it.close().catch(() => {});
   }
 }
 
-const SCAN_ENTRIES = 1000;
-const SCAN_BYTES = 4 * 1024 * 1024;
+const SCAN_ENTRIES = 16_384;
+const SCAN_BYTES = 16 * 1024 * 1024;
