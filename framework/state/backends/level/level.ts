@@ -49,7 +49,7 @@ import {
   type Snapshot,
   scan,
   scanKeys,
-  stateRange,
+  statePrefix,
 } from './local-db.ts';
 import { OP_PUT } from './run-file.ts';
 
@@ -1017,7 +1017,7 @@ function newSlot(name: string, id: number, meta: StateMeta, codec: StoredValueCo
   return {
     name,
     id,
-    prefix: stateRange(id).gte,
+    prefix: statePrefix(id),
     meta,
     codec,
     keys: new Set(),

@@ -25,13 +25,9 @@ export const MARKER_KEY = 'm:marker';
 export const DATA_GTE = 's';
 export const DATA_LT = 't';
 
+/** The key prefix of state `id`: `s<id>:` (no other state's keys start with it: ':' is no digit). */
 export function statePrefix(id: number): string {
   return `s${id}:`;
-}
-
-/** The range of state `id`: `s<id>:` up to `s<id>;` (';' follows ':'), which `s<id><digit>` is not in. */
-export function stateRange(id: number): { gte: string; lt: string } {
-  return { gte: `s${id}:`, lt: `s${id};` };
 }
 
 export interface RegistryEntry {
