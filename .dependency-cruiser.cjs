@@ -25,6 +25,14 @@ module.exports = {
       to: { path: '^(framework/(runtime|graph|metrics|testing)/|connectors/|examples/)' },
     },
     {
+      name: 'libraries-on-the-public-api',
+      comment:
+        'windows, joins, dedup, CEP and ML are built on the public API (framework/api and the graph builder) only, so they are checkpointed and exactly-once like any user function',
+      severity: 'error',
+      from: { path: '^framework/(windows|joins|dedup|cep|ml)/', pathNot: '\\.test\\.ts$' },
+      to: { path: '^(framework/(runtime|state|checkpoint|metrics|service|testing)/|connectors/|examples/)' },
+    },
+    {
       name: 'framework-not-on-connectors',
       severity: 'error',
       from: { path: '^framework/' },
