@@ -12,6 +12,7 @@ import { createKafka, type KafkaConnection } from './client.ts';
 import { kafkaError } from './errors.ts';
 import { cutRepartitions } from './repartition.ts';
 import { KafkaSink } from './sink/kafka-sink.ts';
+import { BroadcastHub } from './source/broadcast-hub.ts';
 import { ConsumerHub, type HubOptions, type PartitionLag } from './source/hub.ts';
 import { KafkaSource } from './source/kafka-source.ts';
 
@@ -42,9 +43,11 @@ export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions)
   const { graph, topics: repartitions } = cutRepartitions(built);
   const kafka = createKafka(o.connection, `-${graph.jobId}`);
   const sources: KafkaSource<unknown>[] = [];
+  const broadcasts: KafkaSource<unknown>[] = [];
   const sinks: KafkaSink<unknown>[] = [];
   for (const n of graph.nodes) {
-    if (n.spec.kind === 'source' && n.spec.source instanceof KafkaSource) sources.push(n.spec.source);
+    if (n.spec.kind === 'source' && n.spec.source instanceof KafkaSource)
+      (n.spec.broadcast ? broadcasts : sources).push(n.spec.source);
     if (n.spec.kind === 'sink' && n.spec.sink instanceof KafkaSink) sinks.push(n.spec.sink);
   }
   if (sources.length === 0)
@@ -81,13 +84,25 @@ export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions)
       }
     }
     topics = [...new Set(sources.map((s) => s.topic))];
-    partitions = await topicPartitions(admin, topics);
+    const shared = broadcasts.filter((b) => topics.includes(b.topic)).map((b) => b.topic);
+    if (shared.length > 0) {
+      throw new StreamError(
+        'GRAPH_INVALID',
+        `job '${graph.jobId}' reads topic(s) ${shared.join(', ')} both as a broadcast and as a partitioned source: use separate topics`,
+      );
+    }
+    partitions = await topicPartitions(admin, [...topics, ...new Set(broadcasts.map((b) => b.topic))]);
   } finally {
     await admin.disconnect();
   }
 
   const hub = new ConsumerHub(kafka, { ...o.consumer, groupId: graph.jobId, topics });
   for (const s of sources) s.bind(hub, partitions.get(s.topic)!);
+  const broadcastHub =
+    broadcasts.length === 0
+      ? undefined
+      : new BroadcastHub(kafka, { jobId: graph.jobId, topics: [...new Set(broadcasts.map((b) => b.topic))] });
+  for (const b of broadcasts) b.bind(broadcastHub!, partitions.get(b.topic)!);
   for (const s of sinks) s.bind(kafka);
 
   const assignment: AssignmentSource = {
@@ -96,11 +111,13 @@ export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions)
       const stageTopics = plan.stages.map((st) =>
         st.nodes.flatMap((id) => {
           const n = plan.graph.nodes[id]!;
-          return n.spec.kind === 'source' && n.spec.source instanceof KafkaSource
+          return n.spec.kind === 'source' && n.spec.source instanceof KafkaSource && !n.spec.broadcast
             ? [n.spec.source.topic]
             : [];
         }),
       );
+      // Broadcast topics first: a task reads them from its first poll on.
+      await broadcastHub?.start();
       let chain = Promise.resolve();
       await hub.start((assigned) => {
         const owned = new Map<number, Set<number>>();
@@ -114,6 +131,7 @@ export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions)
     },
     async stop() {
       await hub.stop();
+      await broadcastHub?.stop();
     },
   };
   const running = runJob(graph, { ...o, assignment });

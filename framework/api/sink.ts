@@ -39,7 +39,7 @@ export interface CheckpointPointer {
 
 export interface CommitRequest {
   readonly checkpointId: number;
-  /** Where each input of the task resumes after this checkpoint. */
+  /** Where each input partition of the task resumes after this checkpoint (broadcast inputs excluded). */
   readonly positions: readonly {
     readonly source: string;
     readonly partition: number;

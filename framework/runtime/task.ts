@@ -143,6 +143,8 @@ export class Task {
   #pumps: Promise<void>[] = [];
   #readers: { close(): Promise<void> }[] = [];
   readonly #held = new Set<string>();
+  /** Uids of the broadcast sources (every task reads all their partitions). */
+  #broadcastUids = new Set<string>();
   /** Records taken from channels so far (for tests and metrics). */
   recordsIn = 0;
 
@@ -248,6 +250,7 @@ export class Task {
       taskId: this.scope.taskId,
       attempt: this.#attempt,
     });
+    this.#broadcastUids = new Set(this.#wiring.sources.filter((s) => s.broadcast).map((s) => s.uid));
     const committers = new Set(
       this.#wiring.operators.map((o) => o.committer?.()).filter((c) => c !== undefined),
     );
@@ -710,11 +713,10 @@ export class Task {
           const metaFile = await files.write('metadata', new TextEncoder().encode(JSON.stringify(meta)));
           await this.#committer.commitCheckpoint({
             checkpointId: p.id,
-            positions: (meta.payload as TaskPayload).channels.map((c) => ({
-              source: c.source,
-              partition: c.partition,
-              position: c.position,
-            })),
+            // Broadcast inputs are every task's to read: their positions live in the snapshot only.
+            positions: (meta.payload as TaskPayload).channels
+              .filter((c) => !this.#broadcastUids.has(c.source))
+              .map((c) => ({ source: c.source, partition: c.partition, position: c.position })),
             pointer: { checkpointId: p.id, ...metaFile },
           });
           meta = { ...meta, files: [...meta.files, metaFile] };

@@ -3,6 +3,7 @@ import { type Source, type SourceReader, StreamError } from '../../../framework/
 import { kafkaError } from '../errors.ts';
 import { kafkaEvents } from '../events.ts';
 import type { Serde } from '../serde/serde.ts';
+import type { BroadcastHub } from './broadcast-hub.ts';
 import type { ConsumerHub } from './hub.ts';
 import {
   type DecodeErrorPolicy,
@@ -40,7 +41,7 @@ export class KafkaSource<T> implements Source<T> {
   readonly uid: string;
   readonly topic: string;
   readonly #o: KafkaSourceOptions<T>;
-  #hub: ConsumerHub | undefined;
+  #hub: ConsumerHub | BroadcastHub | undefined;
   #partitions: number | undefined;
   /** Decode failures skipped or dead-lettered, over all readers of this process. */
   skipped = 0;
@@ -51,8 +52,11 @@ export class KafkaSource<T> implements Source<T> {
     this.uid = o.uid ?? `kafka-${o.topic}`;
   }
 
-  /** @internal called by runKafkaJob once the topic's metadata is known. */
-  bind(hub: ConsumerHub, partitions: number): void {
+  /**
+   * @internal called by runKafkaJob once the topic's metadata is known: the group's consumer for the
+   * task's own partitions, the broadcast hub for a broadcast source (every task reads every partition).
+   */
+  bind(hub: ConsumerHub | BroadcastHub, partitions: number): void {
     this.#hub = hub;
     this.#partitions = partitions;
   }

@@ -83,6 +83,11 @@ export class PartitionReader<T> implements SourceReader<T> {
     this.#position = o.startOffset;
   }
 
+  /** Whether the buffer is full (its feeder pauses the partition until the task drained half). */
+  get isFull(): boolean {
+    return this.#full;
+  }
+
   get startOffset(): bigint {
     return this.#o.startOffset;
   }
