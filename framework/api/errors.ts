@@ -22,8 +22,11 @@ export const ErrorCodes = {
   RECORD_DESERIALIZATION_FAILED:
     'an input record could not be deserialized (the error names topic, partition and offset)',
   RECORD_SERIALIZATION_FAILED: 'an output record could not be serialized',
+  RECORD_TIMESTAMP_MISSING:
+    'an event-time operator (window, join, dedup, CEP) got a record without a timestamp',
   SCHEMA_REGISTRY_UNAVAILABLE: 'the schema registry did not answer after retries (refused, timed out, 5xx)',
   SCHEMA_REGISTRY_REQUEST_FAILED: 'the schema registry refused a request (401, 403, 409, 422 ...)',
+  PATTERN_INVALID: 'a CEP pattern is malformed, can never match, or matches in a degenerate way',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
