@@ -1,7 +1,7 @@
 import type { Clock } from '../api/clock.ts';
-import type { KeyedProcessFunction } from '../api/functions.ts';
+import type { KeyedCoProcessFunction, KeyedProcessFunction } from '../api/functions.ts';
 import type { Key } from '../api/keys.ts';
-import { FunctionOperator } from '../runtime/operators/process.ts';
+import { FunctionOperator, type FunctionOperatorSpec } from '../runtime/operators/process.ts';
 import type { OperatorSnapshot } from '../runtime/operators/types.ts';
 import { scopedBackend } from '../runtime/scoped-backend.ts';
 import type { KeyedStateBackend, KeyedStateSnapshot } from '../state/backend.ts';
@@ -11,6 +11,13 @@ import { ManualClock } from './clock.ts';
 export interface HarnessSnapshot {
   readonly keyed: KeyedStateSnapshot;
   readonly operator: OperatorSnapshot;
+}
+
+export interface HarnessOptions {
+  readonly uid?: string;
+  readonly clock?: ManualClock;
+  readonly backend?: KeyedStateBackend;
+  readonly restore?: HarnessSnapshot;
 }
 
 export interface HarnessRecord<T> {
@@ -23,12 +30,13 @@ export interface HarnessRecord<T> {
  * time, read the output, and snapshot -> new instance -> restore -> continue, as Flink's
  * KeyedOneInputStreamOperatorTestHarness.
  */
-export class KeyedOperatorHarness<K extends Key, IN, OUT> {
+export class KeyedOperatorHarness<K extends Key, IN, OUT, IN2 = never> {
   readonly output: HarnessRecord<OUT>[] = [];
   readonly sideOutputs = new Map<string, HarnessRecord<unknown>[]>();
   readonly clock: ManualClock;
   readonly #op: FunctionOperator;
   readonly #backend: KeyedStateBackend;
+  readonly #uid: string;
   #watermark = Number.NEGATIVE_INFINITY;
   #checkpointId = 0;
 
@@ -36,29 +44,54 @@ export class KeyedOperatorHarness<K extends Key, IN, OUT> {
     op: FunctionOperator,
     backend: KeyedStateBackend,
     clock: ManualClock,
-    sink: (h: KeyedOperatorHarness<K, IN, OUT>) => void,
+    sink: (h: KeyedOperatorHarness<K, IN, OUT, IN2>) => void,
   ) {
     this.#op = op;
     this.#backend = backend;
+    this.#uid = op.uid;
     this.clock = clock;
     sink(this);
   }
 
-  static async create<K extends Key, IN, OUT>(
+  static create<K extends Key, IN, OUT>(
     fn: KeyedProcessFunction<K, IN, OUT>,
     key: (value: IN) => K,
-    options: {
-      uid?: string;
-      clock?: ManualClock;
-      backend?: KeyedStateBackend;
-      restore?: HarnessSnapshot;
-    } = {},
+    options: HarnessOptions = {},
   ): Promise<KeyedOperatorHarness<K, IN, OUT>> {
+    return KeyedOperatorHarness.#build<K, IN, OUT, never>(
+      fn,
+      [{ key: key as never, call: fn.processElement.bind(fn) as never }],
+      options,
+    );
+  }
+
+  /** A harness for a keyed two-input function (joins): `processElement` feeds input 1, `processElement2` input 2. */
+  static createTwoInput<K extends Key, IN1, IN2, OUT>(
+    fn: KeyedCoProcessFunction<K, IN1, IN2, OUT>,
+    key1: (value: IN1) => K,
+    key2: (value: IN2) => K,
+    options: HarnessOptions = {},
+  ): Promise<KeyedOperatorHarness<K, IN1, OUT, IN2>> {
+    return KeyedOperatorHarness.#build<K, IN1, OUT, IN2>(
+      fn,
+      [
+        { key: key1 as never, call: fn.processElement1.bind(fn) as never },
+        { key: key2 as never, call: fn.processElement2.bind(fn) as never },
+      ],
+      options,
+    );
+  }
+
+  static async #build<K extends Key, IN, OUT, IN2>(
+    fn: KeyedProcessFunction<K, IN, OUT> | KeyedCoProcessFunction<K, IN, IN2, OUT>,
+    inputs: FunctionOperatorSpec['inputs'],
+    options: HarnessOptions,
+  ): Promise<KeyedOperatorHarness<K, IN, OUT, IN2>> {
     const uid = options.uid ?? 'harness';
     const clock = options.clock ?? new ManualClock();
     const backend = options.backend ?? new HeapKeyedStateBackend();
     if (options.restore) await backend.restore(options.restore.keyed);
-    let self!: KeyedOperatorHarness<K, IN, OUT>;
+    let self!: KeyedOperatorHarness<K, IN, OUT, IN2>;
     const op = new FunctionOperator(
       uid,
       {
@@ -77,10 +110,10 @@ export class KeyedOperatorHarness<K extends Key, IN, OUT> {
       },
       {
         fn: fn as never,
-        inputs: [{ key: key as never, call: fn.processElement.bind(fn) as never }],
+        inputs,
       },
     );
-    const h = new KeyedOperatorHarness<K, IN, OUT>(op, backend, clock, (x) => {
+    const h = new KeyedOperatorHarness<K, IN, OUT, IN2>(op, backend, clock, (x) => {
       self = x;
     });
     await op.open(options.restore?.operator);
@@ -89,6 +122,11 @@ export class KeyedOperatorHarness<K extends Key, IN, OUT> {
 
   processElement(value: IN, timestamp?: number): void {
     this.#op.process(0, value, timestamp);
+  }
+
+  /** Input 2 of a two-input harness (`createTwoInput`). */
+  processElement2(value: IN2, timestamp?: number): void {
+    this.#op.process(1, value, timestamp);
   }
 
   advanceWatermark(watermark: number): void {
@@ -101,6 +139,14 @@ export class KeyedOperatorHarness<K extends Key, IN, OUT> {
   setProcessingTime(time: number): void {
     this.clock.set(time);
     this.#op.fireProcessingTimers(time);
+  }
+
+  /**
+   * Keys holding a value of one state of the function (a list or map state is one entry per key),
+   * e.g. to show that window expiry or TTL keeps state bounded.
+   */
+  stateEntries(state: string): number {
+    return this.#backend.size(`${this.#uid}/${state}`);
   }
 
   /** Snapshot state and timers as a checkpoint would. */
