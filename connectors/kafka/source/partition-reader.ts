@@ -123,7 +123,9 @@ export class PartitionReader<T> implements SourceReader<T> {
       });
       this.#waiter = undefined;
     }
-    if (this.#buffer.length === 0) return { records: [], position: this.position(), idle: true };
+    // Never reported idle: a partition without data for a moment must not let event time run ahead
+    // of it (its next records would be late). Idleness is the job's choice: watermarks.idleTimeoutMs.
+    if (this.#buffer.length === 0) return { records: [], position: this.position() };
     const taken = this.#buffer.splice(0, max);
     if (this.#full && this.#buffer.length <= this.#o.capacity / 2) {
       this.#full = false;
