@@ -34,6 +34,7 @@ export {
   StreamJob,
 } from './graph/builder.ts';
 export type { GraphEdge, GraphNode, JobGraph } from './graph/types.ts';
+export * from './ml/index.ts';
 export type { FaultInjector, FaultPoint } from './runtime/faults.ts';
 export { type CheckpointReport, inspectCheckpoint, keyedStateValue } from './runtime/inspect.ts';
 export {
