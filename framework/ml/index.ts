@@ -16,8 +16,8 @@ export {
   type OnlineLearnerOptions,
   type Prediction,
   type PublishedModel,
-  type Query,
   type RejectedRecord,
+  type ScoringRecord,
 } from './learner.ts';
 export {
   type LogisticParams,
@@ -25,7 +25,7 @@ export {
   type LogisticRegressionOptions,
   logisticRegression,
 } from './logistic.ts';
-export type { Evaluation, Example, OnlineModel } from './model.ts';
+export type { ModelEvaluation, OnlineModel, TrainingExample } from './model.ts';
 export type { PrequentialState, PrequentialSummary } from './prequential.ts';
 export {
   constantRate,
@@ -35,3 +35,4 @@ export {
   stepDecay,
 } from './schedule.ts';
 export { type LearningStreams, onlineLearning } from './streams.ts';
+export { centerError, clusterPoint, distance, gaussian, logisticPoint, seededRandom } from './synthetic.ts';

@@ -1,5 +1,5 @@
 import { StreamError } from '../api/errors.ts';
-import { canonical, checkFeatures, describe, type Example, type OnlineModel } from './model.ts';
+import { canonical, checkFeatures, describe, type OnlineModel, type TrainingExample } from './model.ts';
 
 export interface StreamingKMeansOptions {
   readonly k: number;
@@ -107,7 +107,7 @@ export function streamingKMeans(o: StreamingKMeansOptions): OnlineModel<KMeansPa
       if (p.centers.length < k) return undefined;
       return { loss: nearest(p.centers, e.features)[1] };
     },
-    train(p, e: Example) {
+    train(p, e: TrainingExample) {
       const x = e.features.map(canonical);
       const points = p.points + 1;
       if (p.centers.length < k) {

@@ -1,7 +1,7 @@
 import { isStreamError, StreamError } from '../api/errors.ts';
 import type { Collector, KeyedContext, KeyedCoProcessFunction, OnTimerContext } from '../api/functions.ts';
 import type { ValueStateDescriptor } from '../api/state.ts';
-import { describe, type Example, type OnlineModel } from './model.ts';
+import { describe, type OnlineModel, type TrainingExample } from './model.ts';
 import {
   addEvaluation,
   EMPTY_PREQUENTIAL,
@@ -11,7 +11,7 @@ import {
 } from './prequential.ts';
 
 /** A record of the scoring input: anything with a feature vector (the whole record is echoed back). */
-export interface Query {
+export interface ScoringRecord {
   readonly features: readonly number[];
 }
 
@@ -131,7 +131,7 @@ type Gauges = {
  * All of a model's data lives in keyed state (parameters, prequential sums, the pending
  * publication), none in this object: one instance serves every task of the operator.
  */
-export class OnlineLearner<TR extends Example, SC extends Query, P, PRED>
+export class OnlineLearner<TR extends TrainingExample, SC extends ScoringRecord, P, PRED>
   implements KeyedCoProcessFunction<string, TR, SC, LearnerOutput<SC, PRED>>
 {
   readonly model: OnlineModel<P, PRED>;
@@ -253,7 +253,7 @@ export class OnlineLearner<TR extends Example, SC extends Query, P, PRED>
 
   /** Checks a record with the model; false when it was skipped (`onInvalid: 'skip'`). */
   #accept(
-    record: Example,
+    record: TrainingExample,
     input: 'train' | 'score',
     ctx: KeyedContext<string>,
     out: Collector<LearnerOutput<SC, PRED>>,

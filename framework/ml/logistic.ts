@@ -1,5 +1,5 @@
 import { StreamError } from '../api/errors.ts';
-import { canonical, checkFeatures, describe, type Evaluation, type OnlineModel } from './model.ts';
+import { canonical, checkFeatures, describe, type ModelEvaluation, type OnlineModel } from './model.ts';
 import { inverseScaling, type LearningRateSchedule, learningRate, validateSchedule } from './schedule.ts';
 
 export interface LogisticRegressionOptions {
@@ -81,7 +81,7 @@ export function logisticRegression(
       const probability = sigmoid(margin(p, x));
       return { probability, label: probability >= threshold ? 1 : 0 };
     },
-    evaluate(p, e): Evaluation {
+    evaluate(p, e): ModelEvaluation {
       const z = margin(p, e.features);
       return { loss: logLoss(z, e.label!), correct: (sigmoid(z) >= threshold ? 1 : 0) === e.label };
     },

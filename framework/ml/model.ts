@@ -1,14 +1,14 @@
 import { StreamError } from '../api/errors.ts';
 
 /** One training example: a feature vector and, for supervised models, a label. */
-export interface Example {
+export interface TrainingExample {
   readonly features: readonly number[];
   /** Required by supervised models (logistic regression: 0 or 1); ignored by k-means. */
   readonly label?: number;
 }
 
 /** How well the current parameters did on one example, measured before training on it. */
-export interface Evaluation {
+export interface ModelEvaluation {
   readonly loss: number;
   /** Classification models: whether the predicted class was the label. */
   readonly correct?: boolean;
@@ -37,13 +37,13 @@ export interface OnlineModel<P, PRED> {
   /** The parameters of a model that has seen no example. */
   init(): P;
   /** Throws a StreamError (USER_FUNCTION_FAILED) naming the problem. */
-  check(example: Example, role: 'train' | 'score'): void;
+  check(example: TrainingExample, role: 'train' | 'score'): void;
   /** The prediction for `features`, or undefined while the model cannot predict yet. */
   predict(params: P, features: readonly number[]): PRED | undefined;
   /** The loss on `example` before training on it (prequential), or undefined when not defined yet. */
-  evaluate(params: P, example: Example): Evaluation | undefined;
+  evaluate(params: P, example: TrainingExample): ModelEvaluation | undefined;
   /** The parameters after one more example. */
-  train(params: P, example: Example): P;
+  train(params: P, example: TrainingExample): P;
   /** Examples trained on so far (counted by the model itself). */
   examples(params: P): number;
   /** What is published: the part of the parameters a reader needs to predict. */

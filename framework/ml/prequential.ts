@@ -1,4 +1,4 @@
-import type { Evaluation } from './model.ts';
+import type { ModelEvaluation } from './model.ts';
 
 /**
  * Prequential (test-then-train) statistics of one model: every training example is first scored
@@ -29,7 +29,7 @@ export interface PrequentialSummary {
 
 export const EMPTY_PREQUENTIAL: PrequentialState = { evaluated: 0, lossSum: 0, correctSum: 0, weight: 0 };
 
-export function addEvaluation(s: PrequentialState, e: Evaluation, alpha: number): PrequentialState {
+export function addEvaluation(s: PrequentialState, e: ModelEvaluation, alpha: number): PrequentialState {
   return {
     evaluated: s.evaluated + 1,
     lossSum: e.loss + alpha * s.lossSum,

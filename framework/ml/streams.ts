@@ -5,10 +5,10 @@ import type {
   OnlineLearner,
   Prediction,
   PublishedModel,
-  Query,
   RejectedRecord,
+  ScoringRecord,
 } from './learner.ts';
-import type { Example } from './model.ts';
+import type { TrainingExample } from './model.ts';
 
 /** The outputs of an online learner, split by type. */
 export interface LearningStreams<SC, PRED> {
@@ -30,7 +30,7 @@ export interface LearningStreams<SC, PRED> {
  *     points.keyBy((p) => p.model), queries.keyBy((q) => q.model),
  *     new OnlineLearner({ model: logisticRegression({ dimensions: 3 }) }), { uid: 'lr' });
  */
-export function onlineLearning<TR extends Example, SC extends Query, P, PRED>(
+export function onlineLearning<TR extends TrainingExample, SC extends ScoringRecord, P, PRED>(
   train: KeyedStream<TR, string>,
   score: KeyedStream<SC, string>,
   learner: OnlineLearner<TR, SC, P, PRED>,
