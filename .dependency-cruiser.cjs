@@ -29,7 +29,7 @@ module.exports = {
       comment:
         'windows, joins, dedup, CEP and ML are built on the public API (framework/api and the graph builder) only, so they are checkpointed and exactly-once like any user function',
       severity: 'error',
-      from: { path: '^framework/(windows|joins|dedup|cep|ml)/', pathNot: '\\.test\\.ts$' },
+      from: { path: '^framework/(windows|joins|dedup|cep|ml)/', pathNot: '(\\.test\\.ts$|/test-support/)' },
       to: { path: '^(framework/(runtime|state|checkpoint|metrics|service|testing)/|connectors/|examples/)' },
     },
     {

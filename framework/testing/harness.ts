@@ -1,4 +1,5 @@
 import type { Clock } from '../api/clock.ts';
+import { isStreamError } from '../api/errors.ts';
 import type { KeyedCoProcessFunction, KeyedProcessFunction } from '../api/functions.ts';
 import type { Key } from '../api/keys.ts';
 import { FunctionOperator, type FunctionOperatorSpec } from '../runtime/operators/process.ts';
@@ -143,10 +144,16 @@ export class KeyedOperatorHarness<K extends Key, IN, OUT, IN2 = never> {
 
   /**
    * Keys holding a value of one state of the function (a list or map state is one entry per key),
-   * e.g. to show that window expiry or TTL keeps state bounded.
+   * e.g. to show that window expiry or TTL keeps state bounded. 0 for a state the function has
+   * not used since this instance was created (a restored state is registered on first use).
    */
   stateEntries(state: string): number {
-    return this.#backend.size(`${this.#uid}/${state}`);
+    try {
+      return this.#backend.size(`${this.#uid}/${state}`);
+    } catch (e) {
+      if (isStreamError(e, 'STATE_DESCRIPTOR_CONFLICT')) return 0;
+      throw e;
+    }
   }
 
   /** Snapshot state and timers as a checkpoint would. */
