@@ -32,6 +32,7 @@ export {
   DataStream,
   KeyedStream,
   StreamJob,
+  WindowedStream,
 } from './graph/builder.ts';
 export type { GraphEdge, GraphNode, JobGraph } from './graph/types.ts';
 export * from './ml/index.ts';
@@ -53,3 +54,24 @@ export { HeapKeyedStateBackend } from './state/backends/heap/heap.ts';
 export { LevelKeyedStateBackend, levelBackend } from './state/backends/level/level.ts';
 export { keyBytes, keyGroupOf, keyId, murmur2 } from './state/keys.ts';
 export { jsonSerializer, msgpackSerializer, userSerializer } from './state/serializers.ts';
+export {
+  countTrigger,
+  eventTimeTrigger,
+  type ProcessWindowFunction,
+  processingTimeTrigger,
+  type SessionWindows,
+  type SlidingWindows,
+  sessionEventTime,
+  sessionProcessingTime,
+  slidingEventTime,
+  slidingProcessingTime,
+  type TimeWindow,
+  type TumblingWindows,
+  tumblingEventTime,
+  tumblingProcessingTime,
+  type WindowAssigner,
+  type WindowContext,
+  type WindowOptions,
+  type WindowResultFunction,
+  type WindowTrigger,
+} from './windows/index.ts';

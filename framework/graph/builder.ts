@@ -10,6 +10,17 @@ import type {
 import type { Key } from '../api/keys.ts';
 import type { Sink } from '../api/sink.ts';
 import type { Source, WatermarkStrategy } from '../api/source.ts';
+import type { AggregateFunction } from '../api/state.ts';
+import type { WindowAssigner } from '../windows/assigners.ts';
+import type { ProcessWindowFunction, WindowResultFunction } from '../windows/emit.ts';
+import {
+  aggregateWindows,
+  processWindows,
+  reduceWindows,
+  type WindowFunctionSpec,
+  type WindowOptions,
+  windowOperator,
+} from '../windows/operator.ts';
 import type { GraphEdge, GraphNode, JobGraph, KeySelector, OperatorSpec } from './types.ts';
 import { validateGraph } from './validate.ts';
 
@@ -175,6 +186,15 @@ export class KeyedStream<T, K extends Key> {
     return new DataStream<R>(this.#job, { from: id });
   }
 
+  /**
+   * Group each key's records into windows (framework/windows, docs/windows.md):
+   * `.window(slidingEventTime({ sizeMs: 10_000, slideMs: 1_000 }), { allowedLatenessMs: 5_000 })`,
+   * then `.reduce`, `.aggregate` or `.process`.
+   */
+  window(assigner: WindowAssigner, options?: WindowOptions<T>): WindowedStream<T, K> {
+    return new WindowedStream<T, K>(this, assigner, options);
+  }
+
   connect<T2>(other: KeyedStream<T2, K>): ConnectedKeyedStreams<T, T2, K>;
   connect<B>(other: BroadcastStream<B>): BroadcastConnectedStream<T, B, K>;
   connect<T2>(
@@ -182,6 +202,73 @@ export class KeyedStream<T, K extends Key> {
   ): ConnectedKeyedStreams<T, T2, K> | BroadcastConnectedStream<T, T2, K> {
     if (other instanceof BroadcastStream) return new BroadcastConnectedStream(this.#job, this.edge, other);
     return new ConnectedKeyedStreams<T, T2, K>(this.#job, this.edge, other.edge);
+  }
+}
+
+/**
+ * A keyed stream cut into windows: each terminal method adds one window operator (a keyed process
+ * function over managed state and timers, see framework/windows) and returns its results, each
+ * with the timestamp `window.end - 1`.
+ */
+export class WindowedStream<T, K extends Key> {
+  readonly #keyed: KeyedStream<T, K>;
+  readonly #assigner: WindowAssigner;
+  readonly #options: WindowOptions<T> | undefined;
+  constructor(keyed: KeyedStream<T, K>, assigner: WindowAssigner, options: WindowOptions<T> | undefined) {
+    this.#keyed = keyed;
+    this.#assigner = assigner;
+    this.#options = options;
+  }
+
+  /** Incremental: `reduce(a, b)` per record; emits the reduced value, or `windowFn(value, ctx)`. */
+  reduce(reduce: (a: T, b: T) => T, options: StatefulOptions): DataStream<T>;
+  reduce<R>(
+    reduce: (a: T, b: T) => T,
+    windowFn: WindowResultFunction<K, T, R>,
+    options: StatefulOptions,
+  ): DataStream<R>;
+  reduce<R>(
+    reduce: (a: T, b: T) => T,
+    a: WindowResultFunction<K, T, R> | StatefulOptions,
+    b?: StatefulOptions,
+  ): DataStream<R> {
+    const windowFn = typeof a === 'function' ? a : undefined;
+    return this.#apply(reduceWindows<K, T, R>(reduce, windowFn), windowFn ? b : (a as StatefulOptions));
+  }
+
+  /** Incremental: one accumulator per slice or window; emits `getResult`, or `windowFn(result, ctx)`. */
+  aggregate<ACC, OUT>(agg: AggregateFunction<T, ACC, OUT>, options: StatefulOptions): DataStream<OUT>;
+  aggregate<ACC, OUT, R>(
+    agg: AggregateFunction<T, ACC, OUT>,
+    windowFn: WindowResultFunction<K, OUT, R>,
+    options: StatefulOptions,
+  ): DataStream<R>;
+  aggregate<ACC, OUT, R>(
+    agg: AggregateFunction<T, ACC, OUT>,
+    a: WindowResultFunction<K, OUT, R> | StatefulOptions,
+    b?: StatefulOptions,
+  ): DataStream<R> {
+    const windowFn = typeof a === 'function' ? a : undefined;
+    return this.#apply(
+      aggregateWindows<K, T, ACC, OUT, R>(agg, windowFn),
+      windowFn ? b : (a as StatefulOptions),
+    );
+  }
+
+  /** Full window: buffers the window's records and calls `fn(elements, ctx, out)` when it fires. */
+  process<R>(fn: ProcessWindowFunction<K, T, R>, options: StatefulOptions): DataStream<R> {
+    return this.#apply(processWindows<K, T, R>(fn), options);
+  }
+
+  #apply<R>(spec: WindowFunctionSpec<K, T, R>, options: StatefulOptions | undefined): DataStream<R> {
+    const uid = options?.uid;
+    if (typeof uid !== 'string' || uid === '') {
+      throw new StreamError(
+        'GRAPH_INVALID',
+        `a window ${spec.what} needs { uid }: its state must survive code changes`,
+      );
+    }
+    return this.#keyed.process(windowOperator<K, T, R>(this.#assigner, this.#options, spec, uid), { uid });
   }
 }
 
