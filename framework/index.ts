@@ -21,6 +21,7 @@ export type {
 } from './api/sink.ts';
 export type { Source, SourceBatch, SourceReader, SourceRecord, WatermarkStrategy } from './api/source.ts';
 export type * from './api/state.ts';
+export * from './cep/index.ts';
 export { FilesystemCheckpointStorage } from './checkpoint/storage/filesystem.ts';
 export { MemoryCheckpointStorage } from './checkpoint/storage/memory.ts';
 export type { CheckpointMetadata, CheckpointStorage, FileRef, Scope } from './checkpoint/storage/storage.ts';

@@ -86,8 +86,9 @@ test('a pattern swap takes effect in a running job; unchanged patterns keep thei
       { value: { id: 'xy', version: 1, pattern: seq('x', 'followedBy', 'y') } },
     ]);
     await until(() => accepted.output.committed.length === 2, 'two patterns active');
-    // Before the swap: a1 b2 match ab@1; x3 starts a partial match of xy; t10 moves the watermark.
-    events.append(0, [ev('k', 'a', 1), ev('k', 'b', 2), ev('k', 'x', 3), ev('k', 't', 10)]);
+    // Before the swap: a1 b2 match ab@1; x3 starts a partial match of xy, a5 one of ab@1; t10 moves
+    // the watermark past them.
+    events.append(0, [ev('k', 'a', 1), ev('k', 'b', 2), ev('k', 'x', 3), ev('k', 'a', 5), ev('k', 't', 10)]);
     await until(() => got().length === 1, 'the match of ab@1');
     assert.deepEqual(got(), ['ab@1 a1 b2']);
 
@@ -119,8 +120,9 @@ test('a pattern swap takes effect in a running job; unchanged patterns keep thei
     assert.match(errs[2]!.message, /\$: not JSON/);
     assert.equal(logged.length, 3);
 
-    // After the swap: a11 b12 would have matched ab@1 and must not; a11 c13 matches ab@2; y14 completes
-    // xy@1's partial match that began before the swap (x3).
+    // After the swap: a5 b12 and a11 b12 would have matched ab@1 and must not; a11 c13 matches ab@2, and
+    // a5 c13 must not (a5 was a partial match of ab@1, dropped); y14 completes xy@1's partial match
+    // that began before the swap (x3).
     events.append(0, [
       ev('k', 'a', 11),
       ev('k', 'b', 12),
