@@ -25,6 +25,7 @@ export * from './cep/index.ts';
 export { FilesystemCheckpointStorage } from './checkpoint/storage/filesystem.ts';
 export { MemoryCheckpointStorage } from './checkpoint/storage/memory.ts';
 export type { CheckpointMetadata, CheckpointStorage, FileRef, Scope } from './checkpoint/storage/storage.ts';
+export { Deduplicate, type DedupOptions } from './dedup/dedup.ts';
 export {
   BroadcastConnectedStream,
   BroadcastStream,
@@ -36,6 +37,16 @@ export {
   WindowedStream,
 } from './graph/builder.ts';
 export type { GraphEdge, GraphNode, JobGraph } from './graph/types.ts';
+export {
+  IntervalJoin,
+  type IntervalJoinOptions,
+  type JoinWindow,
+  TableJoin,
+  type TableJoinOptions,
+  type TableUpdate,
+  WindowJoin,
+  type WindowJoinOptions,
+} from './joins/index.ts';
 export * from './ml/index.ts';
 export type { FaultInjector, FaultPoint } from './runtime/faults.ts';
 export { type CheckpointReport, inspectCheckpoint, keyedStateValue } from './runtime/inspect.ts';

@@ -11,6 +11,16 @@ import type { Key } from '../api/keys.ts';
 import type { Sink } from '../api/sink.ts';
 import type { Source, WatermarkStrategy } from '../api/source.ts';
 import type { AggregateFunction } from '../api/state.ts';
+import { Deduplicate, type DedupOptions } from '../dedup/dedup.ts';
+import {
+  IntervalJoin,
+  type IntervalJoinOptions,
+  TableJoin,
+  type TableJoinOptions,
+  type TableUpdate,
+  WindowJoin,
+  type WindowJoinOptions,
+} from '../joins/index.ts';
 import type { WindowAssigner } from '../windows/assigners.ts';
 import type { ProcessWindowFunction, WindowResultFunction } from '../windows/emit.ts';
 import {
@@ -193,6 +203,41 @@ export class KeyedStream<T, K extends Key> {
    */
   window(assigner: WindowAssigner, options?: WindowOptions<T>): WindowedStream<T, K> {
     return new WindowedStream<T, K>(this, assigner, options);
+  }
+
+  /**
+   * Interval join (framework/joins, docs/joins.md): each pair of this stream's record at t and the
+   * other's (same key) within [t + lowerMs, t + upperMs] of event time, once.
+   */
+  intervalJoin<R, OUT>(
+    other: KeyedStream<R, K>,
+    options: IntervalJoinOptions<T, R, OUT, K>,
+    operator: StatefulOptions,
+  ): DataStream<OUT> {
+    return this.connect(other).process(new IntervalJoin<K, T, R, OUT>(options), operator);
+  }
+
+  /** Windowed inner join: every pair of a record of each stream of one key in one tumbling or sliding window. */
+  windowJoin<R, OUT>(
+    other: KeyedStream<R, K>,
+    options: WindowJoinOptions<T, R, OUT, K>,
+    operator: StatefulOptions,
+  ): DataStream<OUT> {
+    return this.connect(other).process(new WindowJoin<K, T, R, OUT>(options), operator);
+  }
+
+  /** Lookup join against a table's changelog (a compacted topic read as a KTable), keyed alike. */
+  tableJoin<V, OUT>(
+    table: KeyedStream<TableUpdate<V>, K>,
+    options: TableJoinOptions<T, V, OUT, K>,
+    operator: StatefulOptions,
+  ): DataStream<OUT> {
+    return this.connect(table).process(new TableJoin<K, T, V, OUT>(options), operator);
+  }
+
+  /** Drop records whose key was seen within `horizonMs` (framework/dedup, docs/joins.md). */
+  deduplicate(options: DedupOptions<T>, operator: StatefulOptions): DataStream<T> {
+    return this.process(new Deduplicate<K, T>(options), operator);
   }
 
   connect<T2>(other: KeyedStream<T2, K>): ConnectedKeyedStreams<T, T2, K>;

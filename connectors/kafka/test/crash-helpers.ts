@@ -17,8 +17,9 @@ export interface JobProcess {
   waitFor(pattern: RegExp, ms: number): Promise<string>;
 }
 
-export function startJobProcess(env: Record<string, string>): JobProcess {
-  const child = spawn(process.execPath, [RUNNER], {
+/** Start a job process: `runner` (default: the count job, jobs/run-count.ts) with `env` added. */
+export function startJobProcess(env: Record<string, string>, runner: string = RUNNER): JobProcess {
+  const child = spawn(process.execPath, [runner], {
     env: { ...process.env, KAFKA_BROKERS: brokersFromEnv().join(','), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
