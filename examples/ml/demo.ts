@@ -132,7 +132,7 @@ async function main(): Promise<void> {
     );
     if (trained() !== RECORDS || latest.size !== 2 * MODELS || far.length > 0) {
       say(
-        `NOT converged: ${latest.size} models, ${trained()} of ${RECORDS} examples; far: ${far.map((m) => m.model).join(', ')}`,
+        `NOT converged: ${latest.size} models, ${trained()} of ${RECORDS} examples; far: ${far.map((m) => m.model).join(', ')} (fewer than ~25,000 examples per logistic model may not be enough: raise ML_RECORDS)`,
       );
       process.exitCode = 1;
     } else {
