@@ -20,6 +20,14 @@ export interface CheckpointConfig {
   readonly snapshot: 'async' | 'sync';
   /** Incremental checkpoints where the state backend supports them (only changes since the last one). Default false. */
   readonly incremental: boolean;
+  /**
+   * When the newest checkpoint cannot be restored because a file is corrupt or missing: `refuse`
+   * (default: the task fails with the error naming the file) or `previous` (restore the newest
+   * older retained checkpoint that is intact, with a warning). The state is then exact, but the
+   * output between the two checkpoints is emitted again (at least once). Never applies to tasks
+   * whose sink commits checkpoints (Kafka exactly-once), which refuse rather than repeat output.
+   */
+  readonly restoreFallback: 'refuse' | 'previous';
 }
 
 export type RestartStrategy =

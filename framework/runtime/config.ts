@@ -19,6 +19,7 @@ export const DEFAULT_CHECKPOINTS: CheckpointConfig = {
   alignmentTimeoutMs: undefined,
   snapshot: 'async',
   incremental: false,
+  restoreFallback: 'refuse',
 };
 
 function bad(field: string, value: unknown, allowed: string): never {
@@ -52,6 +53,8 @@ export function resolveRuntimeConfig(input: RuntimeConfigInput = {}): RuntimeCon
   if (c.alignmentTimeoutMs !== undefined) int('checkpoints.alignmentTimeoutMs', c.alignmentTimeoutMs, 0);
   if (c.snapshot !== 'async' && c.snapshot !== 'sync')
     bad('checkpoints.snapshot', c.snapshot, "'async' | 'sync'");
+  if (c.restoreFallback !== 'refuse' && c.restoreFallback !== 'previous')
+    bad('checkpoints.restoreFallback', c.restoreFallback, "'refuse' | 'previous'");
   const restart = input.restart ?? { kind: 'fixed-delay', attempts: 3, delayMs: 1000 };
   switch (restart.kind) {
     case 'none':

@@ -15,6 +15,12 @@ import { buildJob, makeInput, type Order, type Payment } from './jobs.ts';
 
 const input = makeInput(3000, 20);
 
+async function referenceOutputOf(partitions: number): Promise<string[]> {
+  const j = buildJob('ref', input, partitions);
+  await runJob(j.graph, { storage: new MemoryCheckpointStorage(), checkpoints: { intervalMs: 0 } }).done;
+  return sorted(j.sink.output.committed);
+}
+
 async function referenceOutput(): Promise<string[]> {
   const j = buildJob('ref', input, 2);
   await runJob(j.graph, { storage: new MemoryCheckpointStorage(), checkpoints: { intervalMs: 0 } }).done;
@@ -272,6 +278,66 @@ describe('checkpoint timeouts and tolerable failures', () => {
     } finally {
       storage.release();
       await job.stop();
+    }
+  });
+});
+
+describe('restore fallback (checkpoints.restoreFallback)', () => {
+  /** Runs the job to its end with frequent checkpoints; returns the storage and the newest keyed file per task. */
+  async function withCorruptNewest(jobId: string) {
+    const storage = new MemoryCheckpointStorage({ retain: 5 });
+    const j = buildJob(jobId, input, 1);
+    await runJob(j.graph, { storage, checkpoints: { intervalMs: 1 } }).done;
+    const keyed = storage.paths().filter((p) => p.includes('keyed'));
+    const chk = (p: string) => Number(/files\/(\d+)-/.exec(p)?.[1] ?? -1);
+    const newest = keyed.reduce((a, b) => (chk(b) > chk(a) ? b : a));
+    assert.ok(
+      keyed.some((p) => chk(p) < chk(newest)),
+      `only one checkpoint retained: ${keyed.join(', ')}`,
+    );
+    storage.corrupt(newest);
+    return { storage, newest, sink: j.sink };
+  }
+
+  test("'refuse' (default): the restore fails naming the file, and says how to fall back", async () => {
+    const { storage, newest } = await withCorruptNewest('fallback-refuse');
+    const again = buildJob('fallback-refuse', input, 1);
+    const job = runJob(again.graph, { storage, restart: { kind: 'none' } });
+    await assert.rejects(job.done, (e: unknown) => {
+      const cause = (e as Error).cause;
+      assert.ok(isStreamError(cause, 'CHECKPOINT_CORRUPT'), String(cause));
+      assert.ok(cause.message.includes(newest.split('/').pop()!), cause.message);
+      assert.match(cause.message, /restoreFallback = 'previous'/);
+      return true;
+    });
+  });
+
+  test("'previous': the newest intact older checkpoint is restored, with a warning; no output is lost", async () => {
+    const { storage, newest, sink } = await withCorruptNewest('fallback-previous');
+    const before = sink.written;
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => {
+      if (w.name === 'CheckpointRestoreWarning') warnings.push(w.message);
+    };
+    process.on('warning', onWarning);
+    try {
+      const again = buildJob('fallback-previous', input, 1, sink);
+      await runJob(again.graph, {
+        storage,
+        restart: { kind: 'none' },
+        checkpoints: { restoreFallback: 'previous' },
+      }).done;
+      await new Promise((r) => setImmediate(r));
+      assert.equal(warnings.length, 1, warnings.join('\n'));
+      assert.match(warnings[0]!, /restored the older checkpoint \d+ instead/);
+      const chk = Number(/files\/(\d+)-/.exec(newest)![1]);
+      assert.ok(warnings[0]!.includes(`checkpoint ${chk} cannot be restored`), warnings[0]);
+      // It replayed the input after the older checkpoint: its output is what that checkpoint lacked.
+      assert.ok(sink.written > before, 'nothing was replayed from the older checkpoint');
+      // Nothing is lost; the output between the two checkpoints is emitted again (at least once).
+      assert.deepEqual([...new Set(sorted(sink.output.committed))], await referenceOutputOf(1));
+    } finally {
+      process.off('warning', onWarning);
     }
   });
 });
