@@ -84,7 +84,7 @@ const caseArb: fc.Arbitrary<Case> = fc
     pair: assignerArb,
     lateness: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 20 })),
     count: fc.oneof({ weight: 4, arbitrary: fc.constant(undefined) }, fc.integer({ min: 1, max: 4 })),
-    ops: fc.array(opArb, { minLength: 1, maxLength: 70 }),
+    ops: fc.array(opArb, { minLength: 1, maxLength: 80, size: 'large' }),
   })
   .map(({ pair, lateness, count, ops }) => ({ assigner: pair[0], ref: pair[1], lateness, count, ops }));
 
@@ -251,7 +251,7 @@ describe('windows equal the brute-force model', () => {
         fc.asyncProperty(caseArb, async (c) => {
           assert.deepEqual(await actual(c, fn, undefined, 'heap'), expected(c, fn));
         }),
-        { numRuns: 150 },
+        { numRuns: 400 },
       );
     });
   }
@@ -268,7 +268,7 @@ describe('windows equal the brute-force model', () => {
           assert.deepEqual(sliced, expected(c, fn));
         },
       ),
-      { numRuns: 150 },
+      { numRuns: 400 },
     );
   });
 
@@ -285,7 +285,7 @@ describe('windows equal the brute-force model', () => {
             assert.deepEqual(got, expected(c, fn));
           },
         ),
-        { numRuns: backend === 'heap' ? 120 : 40 },
+        { numRuns: backend === 'heap' ? 400 : 100 },
       );
     });
   }

@@ -271,7 +271,7 @@ describe('windows: processing time', () => {
         assignerArb,
         fc.oneof(fc.constant(undefined), fc.integer({ min: 1, max: 3 })),
         fc.constantFrom<'sliced' | 'naive'>('sliced', 'naive'),
-        fc.array(opArb, { maxLength: 50 }),
+        fc.array(opArb, { maxLength: 60, size: 'large' }),
         async ([assigner, refAssigner], count, assignment, ops) => {
           const options: WindowOptions<Ev> = {
             ...(count ? { trigger: countTrigger(count) } : {}),
