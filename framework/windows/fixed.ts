@@ -112,7 +112,7 @@ export class FixedWindowOperator<K extends Key, IN, ACC, R> implements KeyedProc
           counts.put(start, n);
         }
       }
-    } else if (this.#s.time === 'event') {
+    } else if (this.#s.time === 'event' && t <= now) {
       // Late but within the allowed lateness: re-fire the windows that already fired.
       let entries: [number, ACC][] | undefined;
       for (const start of windowStartsOf(this.#w, t)) {
