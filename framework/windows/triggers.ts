@@ -37,7 +37,7 @@ export function resolveTrigger(
 ): WindowTrigger {
   if (trigger === undefined) return time === 'event' ? eventTimeTrigger() : processingTimeTrigger();
   const kind = (trigger as { kind?: unknown }).kind;
-  if (kind === 'count') return trigger;
+  if (kind === 'count') return countTrigger((trigger as { count: number }).count);
   if (kind === 'event-time' || kind === 'processing-time') {
     if (kind !== `${time}-time`) {
       throw new StreamError(
