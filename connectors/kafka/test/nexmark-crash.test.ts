@@ -16,7 +16,7 @@ import { names } from './names.ts';
 
 const EVENTS = Number(process.env.NEXMARK_EVENTS ?? 40_000);
 const KILLS = Number(process.env.CRASH_KILLS ?? 20);
-const RUNNER = fileURLToPath(new URL('./jobs/run-nexmark.ts', import.meta.url));
+const RUNNER = fileURLToPath(new URL('./jobs/run-example.ts', import.meta.url));
 const PARTITIONS = 4;
 
 /**
@@ -60,6 +60,7 @@ describe('Nexmark windows, joins and dedup under SIGKILL', () => {
         waitForLeaders: true,
       });
       const env = {
+        EXAMPLE: 'nexmark',
         JOB_ID: n.group('job'),
         PREFIX: n.stem,
         STATE_DIR: join(dir, backend),

@@ -1,11 +1,12 @@
 /**
- * The Nexmark job (examples/nexmark) as a process, for crash tests: settings from the environment,
- * runs until SIGTERM (then stops its tasks and exits 0); prints `restored <task> <id>` after each
- * task's restore and `ready` once running.
+ * An example job (EXAMPLE = nexmark | clickstream) as a process, for crash tests: settings from the
+ * environment, runs until SIGTERM (then stops its tasks and exits 0); prints `restored <task> <id>`
+ * after each task's restore and `ready` once running.
  *
- *   KAFKA_BROKERS, JOB_ID, PREFIX (topic prefix), STATE_DIR, BACKEND (heap | level), CHECKPOINT_MS
+ *   KAFKA_BROKERS, EXAMPLE, JOB_ID, PREFIX (topic prefix), STATE_DIR, BACKEND (heap | level), CHECKPOINT_MS
  */
 import { join } from 'node:path';
+import { clickstreamJob } from '../../../../examples/clickstream/job.ts';
 import { nexmarkJob, nexmarkTopics } from '../../../../examples/nexmark/job.ts';
 import { FilesystemCheckpointStorage, levelBackend } from '../../../../framework/index.ts';
 import { runKafkaJob } from '../../index.ts';
@@ -16,7 +17,15 @@ const env = (name: string): string => {
   return v;
 };
 const dir = env('STATE_DIR');
-const job = await runKafkaJob(nexmarkJob(env('JOB_ID'), nexmarkTopics(env('PREFIX'))), {
+const prefix = env('PREFIX');
+const examples = {
+  nexmark: () => nexmarkJob(env('JOB_ID'), nexmarkTopics(prefix)),
+  clickstream: () =>
+    clickstreamJob(env('JOB_ID'), { clicks: `${prefix}.clicks`, sessions: `${prefix}.sessions` }),
+};
+const make = examples[env('EXAMPLE') as keyof typeof examples];
+if (!make) throw new Error(`EXAMPLE must be one of ${Object.keys(examples).join(', ')}`);
+const job = await runKafkaJob(make(), {
   connection: { brokers: env('KAFKA_BROKERS').split(',') },
   storage: new FilesystemCheckpointStorage({ directory: join(dir, 'checkpoints') }),
   ...(process.env.BACKEND === 'level' ? { backend: levelBackend(join(dir, 'level')) } : {}),
