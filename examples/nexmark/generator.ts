@@ -69,9 +69,10 @@ export function nexmarkEvents(o: NexmarkOptions, from = 0, to = o.events): Nexma
     } else {
       const lastAuction = FIRST_ID + epoch * 3 + 2;
       // Hot auctions: half the bids go to one of the 4 newest, the rest spread over the last 100.
-      const back = r % 2 === 0 ? (r >>> 1) % 4 : (r >>> 1) % 100;
+      const opened = epoch * 3 + 3;
+      const back = (r >>> 1) % Math.min(r % 2 === 0 ? 4 : 100, opened);
       bids.push({
-        auction: Math.max(FIRST_ID, lastAuction - back),
+        auction: lastAuction - back,
         bidder: Math.max(FIRST_ID, lastPerson - ((r >>> 8) % 50)),
         price: 1 + ((r >>> 5) % 10_000),
         dateTime,
