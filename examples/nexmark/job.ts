@@ -11,6 +11,7 @@ import { KafkaSink, KafkaSource } from '../../connectors/kafka/index.ts';
 import {
   type AggregateFunction,
   type Collector,
+  type DataStream,
   type KeyedContext,
   type KeyedProcessFunction,
   StreamJob,
@@ -90,12 +91,35 @@ export function nexmarkJob(jobId: string, t: NexmarkTopics): StreamJob {
     .filter((a) => !isEndMarker(a));
   const bids = job.source(new KafkaSource<Bid>({ topic: t.bids }), wm<Bid>()).filter((b) => !isEndMarker(b));
 
-  const unique = persons
+  const unique = dedupPersons(persons);
+  unique.sinkTo(new KafkaSink<Person>({ topic: t.uniquePersons, ...json<Person>((p) => String(p.id)) }));
+  newUsersQuery(unique, auctions).sinkTo(
+    new KafkaSink<NewUser>({ topic: t.q8, ...json<NewUser>((u) => String(u.person)) }),
+  );
+  const counts = auctionCountsQuery(bids);
+  counts.sinkTo(
+    new KafkaSink<AuctionCount>({ topic: t.q5Counts, ...json<AuctionCount>((c) => String(c.auction)) }),
+  );
+  counts
+    .keyBy((c) => String(c.end), { repartition: true })
+    .process(new HotItems(), { uid: 'q5-hot' })
+    .sinkTo(new KafkaSink<HotItem>({ topic: t.q5Hot, ...json<HotItem>((h) => String(h.end)) }));
+  return job;
+}
+
+/** Dedup of persons resent by an at-least-once upstream (event time, a 60 s horizon). */
+export function dedupPersons(persons: DataStream<Person>): DataStream<Person> {
+  return persons
     .keyBy((p) => String(p.id))
     .deduplicate({ horizonMs: DEDUP_HORIZON_MS }, { uid: 'dedup-persons' });
-  unique.sinkTo(new KafkaSink<Person>({ topic: t.uniquePersons, ...json<Person>((p) => String(p.id)) }));
+}
 
-  unique
+/** q8: persons joined with the auctions they opened in the same 10 s tumbling window. */
+export function newUsersQuery(
+  persons: DataStream<Person>,
+  auctions: DataStream<Auction>,
+): DataStream<NewUser> {
+  return persons
     .keyBy((p) => String(p.id))
     .windowJoin(
       auctions.keyBy((a) => String(a.seller)),
@@ -104,12 +128,17 @@ export function nexmarkJob(jobId: string, t: NexmarkTopics): StreamJob {
         join: (p, a, _k, w): NewUser => ({ person: p.id, name: p.name, auction: a.id, start: w.start }),
       },
       { uid: 'q8' },
-    )
-    .sinkTo(new KafkaSink<NewUser>({ topic: t.q8, ...json<NewUser>((u) => String(u.person)) }));
+    );
+}
 
-  const counts = bids
+/** q5 step 1: bids per auction in sliding windows of 10 s every 2 s (sliced, or naive for comparison). */
+export function auctionCountsQuery(
+  bids: DataStream<Bid>,
+  assignment: 'sliced' | 'naive' = 'sliced',
+): DataStream<AuctionCount> {
+  return bids
     .keyBy((b) => String(b.auction))
-    .window(slidingEventTime(Q5))
+    .window(slidingEventTime(Q5), { assignment })
     .aggregate(
       count,
       (n, ctx): AuctionCount => ({
@@ -120,12 +149,4 @@ export function nexmarkJob(jobId: string, t: NexmarkTopics): StreamJob {
       }),
       { uid: 'q5-counts' },
     );
-  counts.sinkTo(
-    new KafkaSink<AuctionCount>({ topic: t.q5Counts, ...json<AuctionCount>((c) => String(c.auction)) }),
-  );
-  counts
-    .keyBy((c) => String(c.end), { repartition: true })
-    .process(new HotItems(), { uid: 'q5-hot' })
-    .sinkTo(new KafkaSink<HotItem>({ topic: t.q5Hot, ...json<HotItem>((h) => String(h.end)) }));
-  return job;
 }
