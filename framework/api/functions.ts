@@ -131,3 +131,20 @@ export interface KeyedBroadcastProcessFunction<K extends Key, IN, BIN, OUT> exte
   processBroadcastElement(value: BIN, ctx: BroadcastContext, out: Collector<OUT>): void;
   onTimer?(timestamp: number, ctx: OnTimerContext<K>, out: Collector<OUT>): void;
 }
+
+/**
+ * A user function, or a factory of one. The runtime calls a factory (or a zero-argument class)
+ * once per task, so each task has its own instance, as each parallel instance has in Flink; a
+ * function object passed as such is shared by all tasks of the operator in a process, so it must
+ * keep per-task data in managed state (or keyed by `ctx.info.partition`), never in its own fields.
+ */
+export type PerTask<F> = F | (() => F);
+
+/** The function of one task: calls the factory or class of a `PerTask`, or returns the shared object. */
+export function instanceFor<F extends object>(fn: PerTask<F>): F {
+  if (typeof fn !== 'function') return fn;
+  const make = fn as () => F;
+  return /^class\b/.test(Function.prototype.toString.call(make))
+    ? new (make as unknown as new () => F)()
+    : make();
+}

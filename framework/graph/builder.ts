@@ -5,6 +5,7 @@ import type {
   KeyedCoProcessFunction,
   KeyedProcessFunction,
   OutputTag,
+  PerTask,
   ProcessFunction,
 } from '../api/functions.ts';
 import type { Key } from '../api/keys.ts';
@@ -149,7 +150,7 @@ export class DataStream<T> {
     });
   }
 
-  process<R>(fn: ProcessFunction<T, R>, options: StatefulOptions): DataStream<R> {
+  process<R>(fn: PerTask<ProcessFunction<T, R>>, options: StatefulOptions): DataStream<R> {
     return this.#add<R>({ kind: 'process', fn }, options.uid);
   }
 
@@ -191,7 +192,7 @@ export class KeyedStream<T, K extends Key> {
     this.edge = edge;
   }
 
-  process<R>(fn: KeyedProcessFunction<K, T, R>, options: StatefulOptions): DataStream<R> {
+  process<R>(fn: PerTask<KeyedProcessFunction<K, T, R>>, options: StatefulOptions): DataStream<R> {
     const id = this.#job.addNode({ kind: 'keyedProcess', fn }, [this.edge], options.uid);
     return new DataStream<R>(this.#job, { from: id });
   }
@@ -327,7 +328,7 @@ export class ConnectedStreams<T1, T2> {
     this.#b = b;
   }
 
-  process<R>(fn: CoProcessFunction<T1, T2, R>, options: StatefulOptions): DataStream<R> {
+  process<R>(fn: PerTask<CoProcessFunction<T1, T2, R>>, options: StatefulOptions): DataStream<R> {
     const id = this.#job.addNode({ kind: 'coProcess', fn }, [this.#a, this.#b], options.uid);
     return new DataStream<R>(this.#job, { from: id });
   }
@@ -343,7 +344,7 @@ export class ConnectedKeyedStreams<T1, T2, K extends Key> {
     this.#b = b;
   }
 
-  process<R>(fn: KeyedCoProcessFunction<K, T1, T2, R>, options: StatefulOptions): DataStream<R> {
+  process<R>(fn: PerTask<KeyedCoProcessFunction<K, T1, T2, R>>, options: StatefulOptions): DataStream<R> {
     const id = this.#job.addNode({ kind: 'keyedCoProcess', fn }, [this.#a, this.#b], options.uid);
     return new DataStream<R>(this.#job, { from: id });
   }
@@ -371,7 +372,10 @@ export class BroadcastConnectedStream<T, B, K extends Key> {
     this.#broadcast = broadcast;
   }
 
-  process<R>(fn: KeyedBroadcastProcessFunction<K, T, B, R>, options: StatefulOptions): DataStream<R> {
+  process<R>(
+    fn: PerTask<KeyedBroadcastProcessFunction<K, T, B, R>>,
+    options: StatefulOptions,
+  ): DataStream<R> {
     const id = this.#job.addNode(
       { kind: 'broadcastProcess', fn, states: this.#broadcast.stateNames },
       [this.#keyed, this.#broadcast.edge],

@@ -3,6 +3,7 @@ import type {
   KeyedBroadcastProcessFunction,
   KeyedCoProcessFunction,
   KeyedProcessFunction,
+  PerTask,
   ProcessFunction,
 } from '../api/functions.ts';
 import type { Key } from '../api/keys.ts';
@@ -54,13 +55,16 @@ export type OperatorSpec =
   | { readonly kind: 'filter'; readonly fn: (value: AnyFn) => boolean }
   | { readonly kind: 'flatMap'; readonly fn: (value: AnyFn) => Iterable<unknown> }
   | { readonly kind: 'union' }
-  | { readonly kind: 'process'; readonly fn: ProcessFunction<AnyFn, unknown> }
-  | { readonly kind: 'keyedProcess'; readonly fn: KeyedProcessFunction<AnyFn, AnyFn, unknown> }
-  | { readonly kind: 'coProcess'; readonly fn: CoProcessFunction<AnyFn, AnyFn, unknown> }
-  | { readonly kind: 'keyedCoProcess'; readonly fn: KeyedCoProcessFunction<AnyFn, AnyFn, AnyFn, unknown> }
+  | { readonly kind: 'process'; readonly fn: PerTask<ProcessFunction<AnyFn, unknown>> }
+  | { readonly kind: 'keyedProcess'; readonly fn: PerTask<KeyedProcessFunction<AnyFn, AnyFn, unknown>> }
+  | { readonly kind: 'coProcess'; readonly fn: PerTask<CoProcessFunction<AnyFn, AnyFn, unknown>> }
+  | {
+      readonly kind: 'keyedCoProcess';
+      readonly fn: PerTask<KeyedCoProcessFunction<AnyFn, AnyFn, AnyFn, unknown>>;
+    }
   | {
       readonly kind: 'broadcastProcess';
-      readonly fn: KeyedBroadcastProcessFunction<AnyFn, AnyFn, AnyFn, unknown>;
+      readonly fn: PerTask<KeyedBroadcastProcessFunction<AnyFn, AnyFn, AnyFn, unknown>>;
       /** Names of the broadcast states the function may use. */
       readonly states: readonly string[];
     }

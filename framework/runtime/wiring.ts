@@ -1,5 +1,5 @@
 import type { Clock } from '../api/clock.ts';
-import type { Collector } from '../api/functions.ts';
+import { type Collector, instanceFor } from '../api/functions.ts';
 import type { Source, WatermarkStrategy } from '../api/source.ts';
 import type { JobPlan, StagePlan } from '../graph/plan.ts';
 import type { GraphNode } from '../graph/types.ts';
@@ -174,12 +174,12 @@ function functionSpec(n: GraphNode): FunctionOperatorSpec {
   switch (s.kind) {
     case 'process':
     case 'keyedProcess': {
-      const fn = s.fn;
+      const fn = instanceFor(s.fn);
       return { fn, inputs: [{ key: a?.key, call: fn.processElement.bind(fn) as Call }] };
     }
     case 'coProcess':
     case 'keyedCoProcess': {
-      const fn = s.fn;
+      const fn = instanceFor(s.fn);
       return {
         fn,
         inputs: [
@@ -189,7 +189,7 @@ function functionSpec(n: GraphNode): FunctionOperatorSpec {
       };
     }
     case 'broadcastProcess': {
-      const fn = s.fn;
+      const fn = instanceFor(s.fn);
       return {
         fn,
         broadcastStates: s.states,
