@@ -75,12 +75,14 @@ describe('fraud detection with patterns from a broadcast topic', () => {
     const [phase1, phase2] = [phase(plan, 1), phase(plan, 2)];
     const all = plan.generated.transactions;
     const logged: string[] = [];
+    const failures: string[] = [];
     const job = await runKafkaJob(
       fraudJob({ jobId: n.group('job'), topics: t, log: (m) => logged.push(m) }),
       {
         connection: { brokers: brokersFromEnv() },
         storage: checkpointStorage(join(dir, n.stem)),
         checkpoints: { intervalMs: 200 },
+        listener: { taskFailed: (f) => failures.push(`task ${f.taskId} failed: ${String(f.error)}`) },
       },
     );
     const read = async <T>(topic: string, what: string, ok: (v: T[]) => boolean): Promise<T[]> => {
@@ -89,7 +91,7 @@ describe('fraud detection with patterns from a broadcast topic', () => {
         const v = await kcatAll<T>(topic);
         if (ok(v)) return v;
         if (Date.now() > deadline)
-          throw new Error(`timed out waiting for ${what}: ${v.length} records on ${topic}`);
+          throw new Error(`timed out waiting for ${what}: ${v.length} records on ${topic}; ${failures.join('; ')}`);
         await new Promise((r) => setTimeout(r, 200));
       }
     };
@@ -255,7 +257,7 @@ describe('fraud detection with patterns from a broadcast topic', () => {
     assert.deepEqual(late, [], 'no transaction was late');
     const count = (v: string) => got.get(v)?.length ?? 0;
     console.log(
-      `fraud: ${all.length} transactions (${phase1.length} + ${phase2.length}), ${PARTITIONS} partitions; alerts card-testing@1 ${count('card-testing@1')}, country-hopping@1 ${count('country-hopping@1')} (before the swap), country-hopping@2 ${count('country-hopping@2')} (after), decline-retries@1 ${count('decline-retries@1')}; ${rejections.length} rejections; ${nearMisses.length} near misses`,
+      `fraud: ${all.length} transactions (${phase1.length} + ${phase2.length}), ${PARTITIONS} partitions; alerts card-testing@1 ${count('card-testing@1')}, country-hopping@1 ${count('country-hopping@1')} (before the swap), country-hopping@2 ${count('country-hopping@2')} (after), decline-retries@1 ${count('decline-retries@1')}; ${rejections.length} rejections; ${nearMisses.length} near misses; ${failures.length} task failures`,
     );
   });
 });
