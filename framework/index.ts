@@ -5,7 +5,14 @@
 export type { Clock } from './api/clock.ts';
 export { systemClock } from './api/clock.ts';
 export type { CheckpointConfig, RestartStrategy, RuntimeConfig } from './api/config.ts';
-export { aggregatingState, listState, mapState, reducingState, valueState } from './api/descriptors.ts';
+export {
+  aggregatingState,
+  listState,
+  mapState,
+  reducingState,
+  timeIndexedState,
+  valueState,
+} from './api/descriptors.ts';
 export { type ErrorCode, ErrorCodes, isStreamError, StreamError } from './api/errors.ts';
 export type * from './api/functions.ts';
 export { outputTag } from './api/functions.ts';
@@ -60,6 +67,17 @@ export {
   type StopReport,
 } from './runtime/job.ts';
 export type { CheckpointStats } from './runtime/task.ts';
+export { fromJsonValue, toJsonValue } from './savepoint/json-values.ts';
+export type { NdjsonManifest } from './savepoint/manifest.ts';
+export {
+  exportSavepointToDirectory,
+  importSavepointFromDirectory,
+  type RescaleReport,
+  type RescaleSavepointOptions,
+  rescaleSavepoint,
+} from './savepoint/operations.ts';
+export type { PositionQuery } from './savepoint/rescale.ts';
+export { type JobSavepoint, readJobSavepoint } from './savepoint/savepoint-io.ts';
 export * from './service/index.ts';
 export type { KeyedStateBackend } from './state/backend.ts';
 export { HeapKeyedStateBackend } from './state/backends/heap/heap.ts';

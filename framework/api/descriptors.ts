@@ -6,6 +6,7 @@ import type {
   MapStateDescriptor,
   ReducingStateDescriptor,
   StateTtlConfig,
+  TimeIndexedStateDescriptor,
   ValueStateDescriptor,
 } from './state.ts';
 
@@ -45,3 +46,8 @@ export const aggregatingState = <IN, ACC, OUT>(
   aggregate: AggregateFunction<IN, ACC, OUT>,
   o: Options<ACC> = {},
 ): AggregatingStateDescriptor<IN, ACC, OUT> => ({ kind: 'aggregating', name, aggregate, ...o });
+/** `ctx.getTimeIndexedState(timeIndexedState<Price>('prices', { retentionMs: 86_400_000 }))`. */
+export const timeIndexedState = <V>(
+  name: string,
+  o: { readonly retentionMs?: number; readonly serializer?: Serializer<V> } = {},
+): TimeIndexedStateDescriptor<V> => ({ kind: 'timeIndexed', name, ...o });

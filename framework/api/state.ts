@@ -67,12 +67,35 @@ export interface AggregatingStateDescriptor<IN, ACC, OUT> extends DescriptorBase
   readonly serializer?: Serializer<ACC>;
 }
 
+/**
+ * Versions of a value per key, each with the event time it took effect (a price list, a customer's
+ * address, a model's parameters): `asOf(t)` reads the value in effect at `t`, `range(from, to)` the
+ * history. See docs/queries.md.
+ */
+export interface TimeIndexedStateDescriptor<V> {
+  readonly kind: 'timeIndexed';
+  /** Unique within the operator; part of the snapshot, so renaming it loses the state. */
+  readonly name: string;
+  /**
+   * Keep versions for this long behind the reference time: max(the key's latest version, the task's
+   * watermark). Older versions are dropped, except the newest one at or before the cutoff (it is
+   * still the value in effect at the cutoff, so `asOf` stays right for every t >= cutoff).
+   * Default: keep every version.
+   */
+  readonly retentionMs?: number;
+  /** Serializer of one version's value. */
+  readonly serializer?: Serializer<V>;
+  /** Time-indexed states take `retentionMs`, not a TTL. */
+  readonly ttl?: undefined;
+}
+
 export type StateDescriptor =
   | ValueStateDescriptor<unknown>
   | ListStateDescriptor<unknown>
   | MapStateDescriptor<unknown, unknown>
   | ReducingStateDescriptor<unknown>
-  | AggregatingStateDescriptor<unknown, unknown, unknown>;
+  | AggregatingStateDescriptor<unknown, unknown, unknown>
+  | TimeIndexedStateDescriptor<unknown>;
 
 export type StateKind = StateDescriptor['kind'];
 
@@ -118,6 +141,31 @@ export interface AggregatingState<IN, OUT> {
   clear(): void;
 }
 
+/** One version of a time-indexed value: the value and the event time it took effect. */
+export interface Version<V> {
+  readonly time: number;
+  readonly value: V;
+}
+
+/**
+ * The versions of the current key, ordered by time. Times are finite numbers (event-time
+ * milliseconds); a put at the time of an existing version replaces it.
+ */
+export interface TimeIndexedState<V> {
+  /** Record `value` as in effect from `time` on (until the next version). */
+  put(time: number, value: V): void;
+  /** The value in effect at `time`: the latest version with `version.time <= time`. */
+  asOf(time: number): Version<V> | undefined;
+  /** The versions with `from <= time < to`, oldest first. */
+  range(from: number, to: number): Version<V>[];
+  /** The newest version. */
+  latest(): Version<V> | undefined;
+  /** Number of versions kept. */
+  size(): number;
+  /** Drop every version of the current key. */
+  clear(): void;
+}
+
 /** Where a keyed function gets its state handles. */
 export interface KeyedStateStore {
   getState<T>(d: ValueStateDescriptor<T>): ValueState<T>;
@@ -125,6 +173,7 @@ export interface KeyedStateStore {
   getMapState<K, V>(d: MapStateDescriptor<K, V>): MapState<K, V>;
   getReducingState<T>(d: ReducingStateDescriptor<T>): ReducingState<T>;
   getAggregatingState<IN, ACC, OUT>(d: AggregatingStateDescriptor<IN, ACC, OUT>): AggregatingState<IN, OUT>;
+  getTimeIndexedState<V>(d: TimeIndexedStateDescriptor<V>): TimeIndexedState<V>;
 }
 
 /**

@@ -6,6 +6,7 @@ import type {
   KeyedStateCapture,
   KeyedStateSnapshot,
   StateMeta,
+  VersionedStateOps,
 } from '../state/backend.ts';
 
 /**
@@ -42,5 +43,16 @@ export function scopedBackend(backend: KeyedStateBackend, uid: string): KeyedSta
     capture: (_id: number): KeyedStateCapture => notHere('capture'),
     restore: (_s: KeyedStateSnapshot): Promise<void> => notHere('restore'),
     close: async () => {},
+    ...(backend.versioned === undefined ? {} : { versioned: scopedVersions(backend.versioned, n) }),
+  };
+}
+
+function scopedVersions(v: VersionedStateOps, n: (s: string) => string): VersionedStateOps {
+  return {
+    times: (s, k) => v.times(n(s), k),
+    get: (s, k, t) => v.get(n(s), k, t),
+    put: (s, k, t, value) => v.put(n(s), k, t, value),
+    delete: (s, k, t) => v.delete(n(s), k, t),
+    keys: (s) => v.keys(n(s)),
   };
 }

@@ -45,6 +45,27 @@ export interface KeyedStateBackend {
    */
   restoreHandle?(handle: KeyedStateHandle, files: CheckpointFiles): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Optional native storage of time-indexed states (kind `timeIndexed`, see time-index.ts): each
+   * version its own entry, ordered by time. Without it, the handles keep a key's versions as one
+   * `TimeVersions` value through `get`/`getForUpdate`/`put`. Either way `materialize()` and
+   * `restore()` use one entry per key (value-codec.ts).
+   */
+  readonly versioned?: VersionedStateOps;
+  /** Optional: the metas of every state the backend holds, registered or restored (for queries). */
+  states?(): readonly StateMeta[];
+}
+
+/** Native time-indexed storage: versions per (state, key id), addressed by their time. */
+export interface VersionedStateOps {
+  /** The key's version times, ascending (a live array: do not change it). */
+  times(state: string, key: KeyId): readonly number[];
+  /** The value of the version at exactly `time`, or undefined. */
+  get(state: string, key: KeyId, time: number): unknown;
+  put(state: string, key: KeyId, time: number, value: unknown): void;
+  delete(state: string, key: KeyId, time: number): void;
+  /** The key ids with at least one version. */
+  keys(state: string): Iterable<KeyId>;
 }
 
 /** The files of one task's checkpoint, as a backend sees them. */

@@ -12,11 +12,14 @@ import type {
   ReducingStateDescriptor,
   StateDescriptor,
   StateTtlConfig,
+  TimeIndexedState,
+  TimeIndexedStateDescriptor,
   ValueState,
   ValueStateDescriptor,
 } from '../api/state.ts';
 import type { KeyedStateBackend, StateMeta } from './backend.ts';
 import { describeState } from './state-meta.ts';
+import { checkRetention, cleanupRetention, timeIndexedHandle, versionStore } from './time-index.ts';
 import { mapKeyOf, type TtlValue, userKeyOf } from './value-codec.ts';
 
 /**
@@ -57,7 +60,10 @@ export interface KeyedStateContext {
 export interface ManagedKeyedStateStore extends KeyedStateStore {
   /** The states registered through this store, in registration order. */
   registeredStates(): readonly StateMeta[];
-  /** `cleanupExpired(backend, registeredStates(), ctx)`. */
+  /**
+   * `cleanupExpired(backend, registeredStates(), ctx)`, plus the retention of time-indexed states
+   * against the watermark (`watermark - retentionMs`, every key: O(keys of those states)).
+   */
   cleanupExpired(): number;
 }
 
@@ -67,6 +73,7 @@ export function createKeyedStateStore(
 ): ManagedKeyedStateStore {
   const handles = new WeakMap<StateDescriptor, unknown>();
   const metas = new Map<string, StateMeta>();
+  const retention = new Map<string, number>();
 
   const open = <H>(d: StateDescriptor, make: (meta: StateMeta, serializer: Serializer<unknown>) => H): H => {
     const cached = handles.get(d);
@@ -96,8 +103,20 @@ export function createKeyedStateStore(
       open(d as StateDescriptor, (meta, serializer) =>
         aggregatingState<IN, ACC, OUT>(backend, ctx, meta, d, copier(serializer as Serializer<ACC>)),
       ),
+    getTimeIndexedState: <V>(d: TimeIndexedStateDescriptor<V>): TimeIndexedState<V> =>
+      open(d as StateDescriptor, (meta) => {
+        const ms = checkRetention(meta.name, d.retentionMs);
+        if (ms !== undefined) retention.set(meta.name, Math.min(ms, retention.get(meta.name) ?? ms));
+        return timeIndexedHandle<V>(versionStore(backend, meta.name), ctx, meta.name, ms);
+      }),
     registeredStates: () => [...metas.values()],
-    cleanupExpired: () => cleanupExpired(backend, [...metas.values()], ctx),
+    cleanupExpired: () => {
+      let dropped = cleanupExpired(backend, [...metas.values()], ctx);
+      for (const [name, ms] of retention) {
+        dropped += cleanupRetention(versionStore(backend, name), ctx.watermark() - ms);
+      }
+      return dropped;
+    },
   };
 }
 

@@ -33,7 +33,7 @@ const HEADER_BYTES = 16;
 const KEYED_MAGIC = 'KSK1';
 const OPERATOR_MAGIC = 'KSO1';
 const OPERATOR_SNAPSHOT_FORMAT_VERSION = 1;
-const KINDS: readonly StateKind[] = ['value', 'list', 'map', 'reducing', 'aggregating'];
+const KINDS: readonly StateKind[] = ['value', 'list', 'map', 'reducing', 'aggregating', 'timeIndexed'];
 const MODES: readonly OperatorStateMode[] = ['split', 'union', 'broadcast'];
 
 const body = new Packr({ useRecords: false });

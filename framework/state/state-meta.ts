@@ -19,6 +19,9 @@ export function describeState(d: StateDescriptor): { meta: StateMeta; serializer
       `a ${d.kind} state descriptor has no name; give every state a unique name`,
     );
   }
+  if (d.kind === 'timeIndexed' && (d as { ttl?: unknown }).ttl !== undefined) {
+    throw new StreamError('CONFIG_INVALID', `time-indexed state '${d.name}' takes retentionMs, not a ttl`);
+  }
   const serializer = (d.serializer ?? defaultSerializer()) as Serializer<unknown>;
   const meta: StateMeta = {
     name: d.name,

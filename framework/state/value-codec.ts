@@ -31,6 +31,11 @@ import { keyFromId, keyId } from './keys.ts';
  *
  * `ts` is the entry's TTL timestamp (a float64; `-Infinity` for an event-time entry written before
  * the first watermark).
+ *
+ * Time-indexed states (no TTL; see time-index.ts) are stored per key as `TimeVersions` (`{ t, v }`,
+ * times ascending) and written as `env([[t1, S(v1)], [t2, S(v2)], ...])`, one entry per key like
+ * every other kind, so rescaling and savepoint tools need nothing new. (The level backend keeps each
+ * version as its own LevelDB entry and converts at `materialize`/`restore`.)
  */
 
 /** A value with the timestamp its time-to-live counts from. Never mutated: replace it. */
@@ -123,6 +128,23 @@ export function storedValueCodec(meta: StateMeta, serializer: Serializer<unknown
             decode: (bytes, key) =>
               guard(key, () => unwrapped(key, bytes).map((item) => s.deserialize(bytesOf(key, item)))),
           };
+    case 'timeIndexed':
+      return {
+        encode: (stored) => {
+          const { t, v } = stored as TimeVersions;
+          return envelope.pack(t.map((time, i) => [time, s.serialize(v[i])]));
+        },
+        decode: (bytes, key) =>
+          guard(key, () => {
+            const t: number[] = [];
+            const v: unknown[] = [];
+            for (const [time, b] of unpackVersionBytes(bytes, meta.name, key)) {
+              t.push(time);
+              v.push(s.deserialize(b));
+            }
+            return { t, v } satisfies TimeVersions;
+          }),
+      };
     case 'map':
       return ttl
         ? {
@@ -162,6 +184,46 @@ export function storedValueCodec(meta: StateMeta, serializer: Serializer<unknown
               }),
           };
   }
+}
+
+/** The stored form of a time-indexed state's key: version times ascending, values in step. */
+export interface TimeVersions {
+  readonly t: number[];
+  readonly v: unknown[];
+}
+
+/** `env([[t1, b1], ...])`: a time-indexed key's snapshot bytes from its versions' serialized values. */
+export function packVersionBytes(versions: readonly (readonly [number, Uint8Array])[]): Uint8Array {
+  return envelope.pack(versions);
+}
+
+/**
+ * The versions in a time-indexed key's snapshot bytes, checked (finite, strictly ascending times);
+ * CHECKPOINT_CORRUPT naming the state and key otherwise.
+ */
+export function unpackVersionBytes(bytes: Uint8Array, state: string, key: KeyId): [number, Uint8Array][] {
+  const bad = (why: string, cause?: unknown) =>
+    new StreamError(
+      'CHECKPOINT_CORRUPT',
+      `state '${state}' key ${JSON.stringify(key)}: cannot decode the stored time-indexed versions: ${why}`,
+      { cause },
+    );
+  let items: unknown;
+  try {
+    items = envelope.unpack(bytes);
+  } catch (e) {
+    throw bad(e instanceof Error ? e.message : String(e), e);
+  }
+  if (!Array.isArray(items) || items.length === 0) throw bad('expected a non-empty array of [time, bytes]');
+  let last = Number.NEGATIVE_INFINITY;
+  return items.map((item) => {
+    if (!Array.isArray(item) || typeof item[0] !== 'number' || !(item[1] instanceof Uint8Array)) {
+      throw bad('expected [time, bytes]');
+    }
+    if (!Number.isFinite(item[0]) || item[0] <= last) throw bad('times must be finite and strictly ascending');
+    last = item[0];
+    return [item[0], item[1]];
+  });
 }
 
 /**

@@ -18,6 +18,8 @@ import type {
   MapStateDescriptor,
   ReducingState,
   ReducingStateDescriptor,
+  TimeIndexedState,
+  TimeIndexedStateDescriptor,
   ValueState,
   ValueStateDescriptor,
 } from '../../api/state.ts';
@@ -303,6 +305,9 @@ export class FunctionContext implements KeyedBroadcastContext<Key>, TimerService
   }
   getAggregatingState<IN, ACC, OUT>(d: AggregatingStateDescriptor<IN, ACC, OUT>): AggregatingState<IN, OUT> {
     return this.#handle(d.name, () => this.#op.keyedStore.getAggregatingState(d));
+  }
+  getTimeIndexedState<V>(d: TimeIndexedStateDescriptor<V>): TimeIndexedState<V> {
+    return this.#handle(d.name, () => this.#op.keyedStore.getTimeIndexedState(d));
   }
   broadcastState<BK, BV>(name: string): MapState<BK, BV> & ReadOnlyBroadcastState<BK, BV> {
     return this.#handle(`broadcast:${name}`, () => this.#op.operatorState.getBroadcastState<BK, BV>(name));

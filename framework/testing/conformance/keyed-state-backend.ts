@@ -4,6 +4,7 @@ import type { KeyedStateBackendCapabilities, MakeKeyedStateBackend } from './key
 import { modelCases } from './keyed/model.ts';
 import { handleCases, primitiveCases } from './keyed/primitives.ts';
 import { copyOnWriteCases, restoreCases } from './keyed/snapshots.ts';
+import { timeIndexedCases } from './keyed/time-indexed.ts';
 import { ttlCases } from './keyed/ttl.ts';
 
 export type { KeyedStateBackendCapabilities, MakeKeyedStateBackend } from './keyed/fixture.ts';
@@ -28,7 +29,9 @@ export type { KeyedStateBackendCapabilities, MakeKeyedStateBackend } from './key
  *   others): full and incremental checkpoints restore to their capture's state, deletes included,
  *   over a bounded chain; incremental bytes follow the changed keys; only the previous capture's
  *   checkpoint is built upon; unregistered restored states carry on; a failed file write fails one
- *   checkpoint only; corrupt, missing and foreign files and handles are refused, naming the file.
+ *   checkpoint only; corrupt, missing and foreign files and handles are refused, naming the file;
+ * - time-indexed state (put, asOf, range, latest, retention) against a brute-force model, across
+ *   captures, snapshot restores and own-format checkpoints.
  */
 export function keyedStateBackendConformance(
   name: string,
@@ -43,5 +46,6 @@ export function keyedStateBackendConformance(
     describe('snapshot and restore', () => restoreCases(makeBackend));
     describe('model', () => modelCases(makeBackend, capabilities));
     describe('own checkpoint format', () => checkpointCases(makeBackend));
+    describe('time-indexed state', () => timeIndexedCases(makeBackend, capabilities.timeIndexedRuns));
   });
 }

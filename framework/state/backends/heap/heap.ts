@@ -136,6 +136,11 @@ export class HeapKeyedStateBackend implements KeyedStateBackend {
     return this.#table(state).size;
   }
 
+  /** The metas of every state held, registered or restored (not registered yet). */
+  states(): readonly StateMeta[] {
+    return [...[...this.#states.values()].map((s) => s.meta), ...[...this.#pending.values()].map((p) => p.meta)];
+  }
+
   /** Layers of a state's table (1 when no capture is alive); for tests and metrics. */
   layerDepth(state: string): number {
     return this.#table(state).depth;

@@ -12,6 +12,7 @@ import type {
   KeyedStateSnapshot,
   KeyedStateSnapshotEntry,
   StateMeta,
+  VersionedStateOps,
 } from '../../backend.ts';
 import {
   checkKeyedSnapshotFormat,
@@ -20,7 +21,14 @@ import {
   KEYED_SNAPSHOT_FORMAT_VERSION,
   resolveSerializer,
 } from '../../state-meta.ts';
-import { type StoredValueCodec, storedValueCodec } from '../../value-codec.ts';
+import {
+  packVersionBytes,
+  type StoredValueCodec,
+  storedValueCodec,
+  type TimeVersions,
+  unpackVersionBytes,
+} from '../../value-codec.ts';
+import { parseVersionKey, VersionIndex, versionKey, versionValueCodec } from '../../time-index.ts';
 import {
   type ChainLayout,
   type ChainPolicy,
@@ -193,7 +201,11 @@ interface Slot {
   meta: StateMeta;
   /** Set once the state is registered (restored states are kept as bytes until then). */
   codec: StoredValueCodec | undefined;
-  readonly keys: Set<KeyId>;
+  /**
+   * The key index: the key ids, or for a time-indexed state the version entry keys (`versionKey`),
+   * held as each key's sorted version times.
+   */
+  readonly keys: Set<KeyId> | VersionIndex;
   readonly cache: Map<KeyId, Entry>;
   /** The entries written since the last flush. */
   dirty: Map<KeyId, Entry>;
@@ -348,7 +360,7 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
       checkSameRegistration(existing.meta, meta);
       return;
     }
-    const codec = storedValueCodec(meta, resolveSerializer(meta, serializer));
+    const codec = slotCodec(meta, resolveSerializer(meta, serializer));
     if (existing !== undefined) {
       checkRestoredCompatible(existing.meta, meta);
       existing.meta = meta;
@@ -411,6 +423,14 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
   entries(state: string): [KeyId, unknown][] {
     const slot = this.#slot(state);
     const out: [KeyId, unknown][] = [];
+    if (slot.keys instanceof VersionIndex) {
+      // One entry per key, in the stored form of the array storage (TimeVersions), like the heap's.
+      for (const key of slot.keys.keys()) {
+        const t = slot.keys.times(key).slice();
+        out.push([key, { t, v: t.map((time) => this.get(state, versionKey(key, time))) } satisfies TimeVersions]);
+      }
+      return out;
+    }
     for (const key of slot.keys) {
       const e = slot.cache.get(key);
       out.push([key, e !== undefined ? e.v : this.#read(slot, key)]);
@@ -419,7 +439,40 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
   }
 
   size(state: string): number {
-    return this.#slot(state).keys.size;
+    const keys = this.#slot(state).keys;
+    return keys instanceof VersionIndex ? keys.keyCount : keys.size;
+  }
+
+  /**
+   * Time-indexed states natively: each version is the entry `versionKey(key, time)` of its state, so
+   * the cache, batches, captures, incremental checkpoints and local recovery treat versions as
+   * entries; the state's key index (a `VersionIndex`) holds every key's version times.
+   */
+  readonly versioned: VersionedStateOps = {
+    times: (state, key) => this.#versions(state).times(key),
+    get: (state, key, time) => this.get(state, versionKey(key, time)),
+    put: (state, key, time, value) => {
+      this.#versions(state);
+      this.put(state, versionKey(key, time), value);
+    },
+    delete: (state, key, time) => {
+      this.#versions(state);
+      this.delete(state, versionKey(key, time));
+    },
+    keys: (state) => this.#versions(state).keys(),
+  };
+
+  /** The metas of every state held, registered or restored. */
+  states(): readonly StateMeta[] {
+    return [...this.#slots.values()].map((s) => s.meta);
+  }
+
+  #versions(state: string): VersionIndex {
+    const keys = this.#slot(state).keys;
+    if (!(keys instanceof VersionIndex)) {
+      throw new StreamError('STATE_DESCRIPTOR_CONFLICT', `state '${state}' is not a time-indexed state`);
+    }
+    return keys;
   }
 
   // ---------------------------------------------------------------- snapshots
@@ -504,7 +557,7 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
       let bytes = 0;
       for (const entry of snapshot.states) {
         const slot = this.#slots.get(entry.meta.name)!;
-        for (const [key, value] of entry.entries) {
+        for (const [key, value] of splitEntries(slot, entry.entries)) {
           batch.put(slot.prefix + key, asBuffer(value));
           slot.keys.add(key);
           bytes += value.length;
@@ -1020,11 +1073,57 @@ function newSlot(name: string, id: number, meta: StateMeta, codec: StoredValueCo
     prefix: statePrefix(id),
     meta,
     codec,
-    keys: new Set(),
+    keys: meta.kind === 'timeIndexed' ? new VersionIndex() : new Set(),
     cache: new Map(),
     dirty: new Map(),
     changed: new Set(),
   };
+}
+
+/** A stored value's codec: a time-indexed state's slot holds single versions. */
+function slotCodec(meta: StateMeta, serializer: Serializer<unknown>): StoredValueCodec {
+  return meta.kind === 'timeIndexed' ? versionValueCodec(meta, serializer) : storedValueCodec(meta, serializer);
+}
+
+/** Snapshot entries as the slot stores them: a time-indexed key's entry split into its versions. */
+function* splitEntries(
+  slot: Slot,
+  entries: readonly (readonly [KeyId, Uint8Array])[],
+): Iterable<readonly [string, Uint8Array]> {
+  if (!(slot.keys instanceof VersionIndex)) {
+    yield* entries;
+    return;
+  }
+  for (const [key, bytes] of entries) {
+    for (const [time, b] of unpackVersionBytes(bytes, slot.name, key)) yield [versionKey(key, time), b];
+  }
+}
+
+/** A time-indexed state's version entries grouped into one snapshot entry per key. */
+function groupVersions(name: string, entries: readonly [string, Uint8Array][]): [KeyId, Uint8Array][] {
+  const byKey = new Map<KeyId, [number, Uint8Array][]>();
+  for (const [entry, bytes] of entries) {
+    const parsed = parseVersionKey(entry);
+    if (parsed === undefined) {
+      throw new StreamError(
+        'CHECKPOINT_CORRUPT',
+        `time-indexed state '${name}' holds the entry ${JSON.stringify(entry)}, which is not a version key`,
+      );
+    }
+    const [key, time] = parsed;
+    let versions = byKey.get(key);
+    if (versions === undefined) {
+      versions = [];
+      byKey.set(key, versions);
+    }
+    versions.push([time, bytes]);
+  }
+  const out: [KeyId, Uint8Array][] = [];
+  for (const [key, versions] of byKey) {
+    versions.sort((a, b) => a[0] - b[0]);
+    out.push([key, packVersionBytes(versions)]);
+  }
+  return out;
 }
 
 function encode(slot: Slot, key: KeyId, v: unknown): Uint8Array {
@@ -1090,7 +1189,7 @@ class LevelCapture implements KeyedStateCapture {
       });
       const states: KeyedStateSnapshotEntry[] = this.#c.states.map((s) => ({
         meta: s.meta,
-        entries: entries.get(s)!,
+        entries: s.meta.kind === 'timeIndexed' ? groupVersions(s.meta.name, entries.get(s)!) : entries.get(s)!,
       }));
       return { formatVersion: KEYED_SNAPSHOT_FORMAT_VERSION, states };
     });

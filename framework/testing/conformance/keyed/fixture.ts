@@ -26,6 +26,8 @@ export interface KeyedStateBackendCapabilities {
   readonly concurrentCaptures?: boolean;
   /** Runs of the random-operations model test. Default 150. */
   readonly modelRuns?: number;
+  /** Runs of the time-indexed model test. Default 60. */
+  readonly timeIndexedRuns?: number;
 }
 
 /** A backend under test with a keyed state store over it, a settable current key and clocks. */
