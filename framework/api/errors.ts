@@ -27,6 +27,10 @@ export const ErrorCodes = {
   SCHEMA_REGISTRY_UNAVAILABLE: 'the schema registry did not answer after retries (refused, timed out, 5xx)',
   SCHEMA_REGISTRY_REQUEST_FAILED: 'the schema registry refused a request (401, 403, 409, 422 ...)',
   PATTERN_INVALID: 'a CEP pattern is malformed, can never match, or matches in a degenerate way',
+  RESCALE_UNSUPPORTED:
+    'a savepoint cannot be rescaled as asked (raw state, in-flight records, a partition count unlike the topics)',
+  SAVEPOINT_DATA_INVALID:
+    'savepoint data to import does not fit its state (the error names the file and line)',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -79,3 +79,23 @@ export function rehashKeyedSnapshots(
     }),
   );
 }
+
+/**
+ * Sends every item to the key group of its key id among `newKeyGroups` (for per-key things kept
+ * outside keyed state, like timers `[timestamp, keyId]`). Pure; keeps the input order within a group.
+ */
+export function splitByKeyGroup<T>(
+  items: readonly T[],
+  keyOf: (item: T) => KeyId,
+  newKeyGroups: number,
+): T[][] {
+  if (!Number.isSafeInteger(newKeyGroups) || newKeyGroups < 1) {
+    throw new StreamError(
+      'CONFIG_INVALID',
+      `the new number of key groups must be a positive integer, got ${newKeyGroups}`,
+    );
+  }
+  const out: T[][] = Array.from({ length: newKeyGroups }, () => []);
+  for (const item of items) out[keyGroupOf(keyOf(item), newKeyGroups)]!.push(item);
+  return out;
+}

@@ -7,6 +7,9 @@ import cluster from 'node:cluster';
  *   kstate checkpoints <jobId> [--config file]
  *   kstate inspect <jobId> [--task id] [--checkpoint n | --savepoint name] [--state uid/name --key k] [--config file]
  *   kstate savepoint <name> [--port n] [--config file]
+ *   kstate savepoint rescale <jobId> <savepoint> --to M --as name [--topic old=new] [--offline]
+ *   kstate savepoint export <jobId> <savepoint> --out dir
+ *   kstate savepoint import <jobId> --from dir --as name [--partitions n]
  *
  * Every command takes --help. Errors are one line on stderr and an exit code from exit-codes.ts.
  */
@@ -24,6 +27,7 @@ import {
 import { loadConfig, type ServiceConfig } from './config.ts';
 import { EXIT } from './exit-codes.ts';
 import { loadJobModule } from './job-module.ts';
+import { exportCommand, importCommand, rescaleCommand } from './savepoint-commands.ts';
 import { serve, servePrimary } from './serve.ts';
 
 const HELP: Record<string, string> = {
@@ -34,16 +38,19 @@ commands:
   checkpoints <jobId>   list the committed checkpoints and savepoints of a job
   inspect <jobId>       print a checkpoint's operators, key groups and sizes, or one key's value
   savepoint <name>      ask a running service (on --port) for a savepoint
+  savepoint rescale|export|import   offline: re-shard a savepoint, export it as NDJSON, build one from NDJSON
 
 configuration: --config <file.json> and KSTATE_* environment variables (docs/service.md)
 'kstate <command> --help' shows a command's options.`,
-  run: `kstate run <job module> [--config file] [--savepoint-on-stop name] [--workers n]
+  run: `kstate run <job module> [--config file] [--savepoint-on-stop name] [--from-savepoint name] [--workers n]
 
 Runs the job the module exports (default export: a StreamJob, or a function of the configuration
 returning one) as a member of the consumer group <jobId>. SIGTERM or SIGINT takes a final checkpoint,
 commits it, leaves the group and exits 0 within shutdownTimeoutMs; a second signal exits at once (130).
 HTTP (httpPort): /metrics /livez /readyz /status, POST /savepoint?name=. With --workers n, n workers
-(node:cluster) join the group and the primary serves one /metrics for all of them.`,
+(node:cluster) join the group and the primary serves one /metrics for all of them. --from-savepoint
+starts every task from that savepoint instead of its latest checkpoint (start one instance with it,
+and without it once that instance has committed a checkpoint: docs/savepoints.md).`,
   checkpoints: `kstate checkpoints <jobId> [--config file]
 
 Lists, per task, the committed checkpoints (id, time, size, full or incremental) and the savepoints.`,
@@ -52,8 +59,20 @@ Lists, per task, the committed checkpoints (id, time, size, full or incremental)
 Prints the latest checkpoint of each task (or the one asked for): positions, operators, keyed states
 with entry counts and sizes. With --state and --key, the value of that key.`,
   savepoint: `kstate savepoint <name> [--port n] [--config file]
+kstate savepoint rescale <jobId> <savepoint> --to M --as <name> [--topic old=new ...] [--offline]
+kstate savepoint export <jobId> <savepoint> --out <dir>
+kstate savepoint import <jobId> --from <dir> --as <name> [--partitions n]
 
-Asks the service listening on --port (default: httpPort of the configuration) for a savepoint.`,
+Without a subcommand: asks the service listening on --port (default: httpPort of the configuration)
+for a savepoint. The subcommands work offline on the checkpoint directory (stop the job first):
+  rescale  re-shards savepoint <savepoint> to M partitions (--to M, or --to stage=M,...) as <name>:
+           keyed state re-hashed into the new key groups, operator state split/union/broadcast.
+           When the brokers answer, each input topic must have M partitions (else exit 65);
+           --topic old=new: the job now reads topic new (its positions start at new's beginning);
+           --offline: do not ask the brokers.
+  export   writes <dir>/<operator>/<state>.ndjson and <dir>/savepoint.json (jq, DuckDB read them)
+  import   builds savepoint <name> from such a directory (with n partitions; default: as exported)
+Start the job from the result with 'kstate run <module> --from-savepoint <name>' (docs/savepoints.md).`,
 };
 
 class UsageError extends Error {}
@@ -88,6 +107,14 @@ async function main(argv: string[]): Promise<void> {
         key: { type: 'string' },
         port: { type: 'string' },
         workers: { type: 'string' },
+        'from-savepoint': { type: 'string' },
+        to: { type: 'string' },
+        as: { type: 'string' },
+        topic: { type: 'string', multiple: true },
+        offline: { type: 'boolean' },
+        out: { type: 'string' },
+        from: { type: 'string' },
+        partitions: { type: 'string' },
       },
     });
   } catch (e) {
@@ -103,12 +130,20 @@ async function main(argv: string[]): Promise<void> {
   const config = loadConfig(values.config as string | undefined);
   switch (command) {
     case 'run':
-      return run(arg, config, values['savepoint-on-stop'] as string | undefined, workerCount(values.workers));
+      return run(
+        arg,
+        config,
+        values['savepoint-on-stop'] as string | undefined,
+        workerCount(values.workers),
+        values['from-savepoint'] as string | undefined,
+      );
     case 'checkpoints':
       return listCheckpoints(arg, config);
     case 'inspect':
       return inspect(arg, config, values as Record<string, string | undefined>);
     case 'savepoint':
+      if (arg === 'rescale' || arg === 'export' || arg === 'import')
+        return savepointCommand(arg, positionals.slice(1), values as Record<string, unknown>, config);
       return requestSavepoint(arg, Number(values.port ?? config.httpPort));
   }
 }
@@ -118,10 +153,59 @@ async function run(
   config: ServiceConfig,
   savepointOnStop: string | undefined,
   workers: number,
+  fromSavepoint: string | undefined,
 ): Promise<void> {
   if (workers > 1 && cluster.isPrimary) return servePrimary(workers, config);
   const job = await loadJobModule(modulePath, config);
-  await serve(job, config, savepointOnStop ? { savepointOnStop } : {});
+  await serve(job, config, {
+    ...(savepointOnStop ? { savepointOnStop } : {}),
+    ...(fromSavepoint ? { fromSavepoint } : {}),
+  });
+}
+
+/** `kstate savepoint rescale|export|import` (savepoint-commands.ts). */
+async function savepointCommand(
+  sub: 'rescale' | 'export' | 'import',
+  args: string[],
+  v: Record<string, unknown>,
+  config: ServiceConfig,
+): Promise<void> {
+  const need = (flag: string): string => {
+    const x = v[flag];
+    if (typeof x !== 'string' || x === '')
+      throw new UsageError(`savepoint ${sub} needs --${flag}; see kstate savepoint --help`);
+    return x;
+  };
+  const out = (line: string) => process.stdout.write(`${line}\n`);
+  const warn = (line: string) => process.stderr.write(`${line}\n`);
+  const [jobId, savepoint] = args;
+  if (jobId === undefined)
+    throw new UsageError(`savepoint ${sub} needs a job id; see kstate savepoint --help`);
+  if (sub === 'import')
+    return importCommand(
+      config,
+      jobId,
+      { from: need('from'), as: need('as'), partitions: v.partitions as string | undefined },
+      out,
+    );
+  if (savepoint === undefined)
+    throw new UsageError(
+      `savepoint ${sub} needs the savepoint's name after the job id; see kstate savepoint --help`,
+    );
+  if (sub === 'export') return exportCommand(config, jobId, savepoint, need('out'), out);
+  return rescaleCommand(
+    config,
+    jobId,
+    savepoint,
+    {
+      to: need('to'),
+      as: need('as'),
+      topics: (v.topic as string[] | undefined) ?? [],
+      offline: v.offline === true,
+    },
+    out,
+    warn,
+  );
 }
 
 async function taskIds(config: ServiceConfig, jobId: string): Promise<string[]> {
@@ -219,5 +303,15 @@ main(process.argv.slice(2)).catch((e: unknown) => {
   if (isStreamError(e, 'CONFIG_INVALID') && /already in use/.test(e.message)) fail(EXIT.OS_ERROR, e.message);
   if (isStreamError(e, 'CONFIG_INVALID') || isStreamError(e, 'GRAPH_INVALID')) fail(EXIT.CONFIG, e.message);
   if (isStreamError(e, 'CHECKPOINT_NOT_FOUND')) fail(EXIT.UNAVAILABLE, e.message);
+  if (
+    isStreamError(e, 'RESCALE_UNSUPPORTED') ||
+    isStreamError(e, 'SAVEPOINT_DATA_INVALID') ||
+    isStreamError(e, 'SNAPSHOT_FORMAT_UNSUPPORTED') ||
+    isStreamError(e, 'CHECKPOINT_CORRUPT') ||
+    isStreamError(e, 'KEY_GROUP_MISMATCH') ||
+    isStreamError(e, 'STATE_DESCRIPTOR_CONFLICT') ||
+    isStreamError(e, 'SERIALIZER_MISMATCH')
+  )
+    fail(EXIT.DATA_ERROR, e.message);
   fail(EXIT.JOB_FAILED, e instanceof Error ? e.message : String(e));
 });

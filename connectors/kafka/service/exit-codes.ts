@@ -7,6 +7,8 @@ export const EXIT = {
   JOB_FAILED: 1,
   /** Unknown command or option. */
   USAGE: 64,
+  /** The data is wrong: a savepoint that cannot be rescaled, read or imported as asked (the message says why). */
+  DATA_ERROR: 65,
   /** The thing asked for is not there (no running service, no such checkpoint). */
   UNAVAILABLE: 69,
   /** A port is in use, or another resource of the machine is missing. */

@@ -32,7 +32,7 @@ import { STATUS_HTML, StatusBoard } from './status.ts';
 export async function serve(
   job: StreamJob,
   config: ServiceConfig,
-  o: { savepointOnStop?: string } = {},
+  o: { savepointOnStop?: string; fromSavepoint?: string } = {},
 ): Promise<void> {
   const log = pino({
     level: config.logLevel,
@@ -91,6 +91,8 @@ export async function serve(
       retain: config.retainCheckpoints,
     }),
     ...(config.backend === 'level' ? { backend: levelBackend(config.stateDir) } : {}),
+    // kstate run --from-savepoint: every task starts from that savepoint (docs/savepoints.md).
+    ...(o.fromSavepoint ? { savepoint: o.fromSavepoint } : {}),
     checkpoints: {
       intervalMs: config.checkpointIntervalMs,
       timeoutMs: config.checkpointTimeoutMs,

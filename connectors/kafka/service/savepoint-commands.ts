@@ -1,0 +1,283 @@
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Admin } from 'kafkajs';
+import {
+  exportSavepointToDirectory,
+  FilesystemCheckpointStorage,
+  importSavepointFromDirectory,
+  type JobSavepoint,
+  LevelKeyedStateBackend,
+  type PositionQuery,
+  readJobSavepoint,
+  rescaleSavepoint,
+  StreamError,
+} from '../../../framework/index.ts';
+import { createKafka } from '../client.ts';
+import type { ServiceConfig } from './config.ts';
+
+/**
+ * `kstate savepoint rescale | export | import`: offline operations on a job's savepoints in the
+ * checkpoint directory (docs/savepoints.md). Each prints one JSON line saying what it wrote.
+ */
+
+type Out = (line: string) => void;
+type Warn = (line: string) => void;
+
+export async function jobTaskIds(config: ServiceConfig, jobId: string): Promise<string[]> {
+  try {
+    return (await readdir(join(config.checkpointDir, jobId), { withFileTypes: true }))
+      .filter((d) => d.isDirectory())
+      .map((d) => d.name)
+      .sort();
+  } catch {
+    return [];
+  }
+}
+
+function storageOf(config: ServiceConfig): FilesystemCheckpointStorage {
+  return new FilesystemCheckpointStorage({
+    directory: config.checkpointDir,
+    retain: config.retainCheckpoints,
+    createDirectory: false,
+  });
+}
+
+function scratch(config: ServiceConfig) {
+  const dir = join(config.stateDir, '.savepoint', String(process.pid));
+  return (scope: { taskId: string }) => LevelKeyedStateBackend.open({ directory: join(dir, scope.taskId) });
+}
+
+/**
+ * `--to 8` (every stage) or `--to stageA=8,stageB=4` (the stages named; others keep their count).
+ * Returns the count for a stage given its old count.
+ */
+export function parseCounts(raw: string, flag: string): (stage: string, old: number) => number {
+  const positive = (s: string) => {
+    const n = Number(s);
+    if (!Number.isSafeInteger(n) || n < 1 || n > 100_000 || String(n) !== s.trim())
+      throw new StreamError(
+        'CONFIG_INVALID',
+        `${flag} ${JSON.stringify(raw)}: '${s}' is not a partition count (an integer 1..100000)`,
+      );
+    return n;
+  };
+  if (!raw.includes('=')) {
+    const n = positive(raw);
+    return () => n;
+  }
+  const map = new Map<string, number>();
+  for (const part of raw.split(',')) {
+    const [stage, count] = part.split('=');
+    if (!stage || count === undefined)
+      throw new StreamError(
+        'CONFIG_INVALID',
+        `${flag} ${JSON.stringify(raw)}: expected <count> or <stage>=<count>[,...]`,
+      );
+    map.set(stage, positive(count));
+  }
+  return (stage, old) => map.get(stage) ?? old;
+}
+
+function parseTopicMap(raw: readonly string[]): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const r of raw) {
+    const [from, to] = r.split('=');
+    if (!from || !to)
+      throw new StreamError(
+        'CONFIG_INVALID',
+        `--topic ${JSON.stringify(r)}: expected <old topic>=<new topic>`,
+      );
+    map.set(from, to);
+  }
+  return map;
+}
+
+interface KafkaPos {
+  readonly topic: string;
+  readonly offset: string;
+}
+function kafkaPos(p: unknown): KafkaPos | undefined {
+  const o = p as { topic?: unknown; offset?: unknown } | undefined;
+  return typeof o?.topic === 'string' && (typeof o.offset === 'string' || typeof o.offset === 'number')
+    ? { topic: o.topic, offset: String(o.offset) }
+    : undefined;
+}
+
+/** Per stage: the Kafka topic of each partitioned source (from task 0's positions), after `--topic`. */
+function stageTopics(sp: JobSavepoint, rename: Map<string, string>) {
+  return sp.stages.map((s) => {
+    const bySource = new Map<string, { old: string; now: string }>();
+    for (const c of s.tasks[0]!.payload.channels) {
+      const k = kafkaPos(c.position);
+      if (k && c.partition === 0 && !bySource.has(c.source))
+        bySource.set(c.source, { old: k.topic, now: rename.get(k.topic) ?? k.topic });
+    }
+    return { stage: s.stage, partitions: s.partitions, bySource };
+  });
+}
+
+async function connectAdmin(config: ServiceConfig, warn: Warn): Promise<Admin | undefined> {
+  const admin = createKafka({ brokers: config.brokers, connectionTimeoutMs: 3000 }, '-savepoint').admin({
+    retry: { retries: 1, initialRetryTime: 200, maxRetryTime: 1000 },
+  });
+  try {
+    await admin.connect();
+    await admin.listTopics();
+    return admin;
+  } catch (e) {
+    await admin.disconnect().catch(() => undefined);
+    warn(
+      `kstate: cannot reach the brokers ${config.brokers.join(',')} (${e instanceof Error ? e.message : String(e)}): partition counts not checked against the topics; a job refuses at start a savepoint whose partition count differs from its input topics`,
+    );
+    return undefined;
+  }
+}
+
+export async function rescaleCommand(
+  config: ServiceConfig,
+  jobId: string,
+  savepoint: string,
+  o: { to: string; as: string; topics: readonly string[]; offline: boolean },
+  out: Out,
+  warn: Warn,
+): Promise<void> {
+  const counts = parseCounts(o.to, '--to');
+  const rename = parseTopicMap(o.topics);
+  const storage = storageOf(config);
+  const taskIds = await jobTaskIds(config, jobId);
+  if (taskIds.length === 0)
+    throw new StreamError(
+      'CHECKPOINT_NOT_FOUND',
+      `job ${jobId} has no checkpoints under ${config.checkpointDir}`,
+    );
+  const sp = await readJobSavepoint(storage, jobId, taskIds, savepoint, scratch(config));
+  const topics = stageTopics(sp, rename);
+  const low = new Map<string, Map<number, string>>();
+  const admin = o.offline ? undefined : await connectAdmin(config, warn);
+  if (admin) {
+    try {
+      for (const st of topics) {
+        const m = counts(st.stage, st.partitions);
+        for (const { old, now } of st.bySource.values()) {
+          const meta = await admin.fetchTopicMetadata({ topics: [now] }).catch(() => undefined);
+          const have = meta?.topics[0]?.partitions.length;
+          if (have === undefined)
+            throw new StreamError(
+              'RESCALE_UNSUPPORTED',
+              `topic ${now} does not exist: create it with ${m} partitions first`,
+            );
+          if (have !== m) {
+            throw new StreamError(
+              'RESCALE_UNSUPPORTED',
+              `topic ${now} has ${have} partitions, but stage ${st.stage} would have ${m}: give the topic ${m} partitions first (kafka-topics.sh --alter --topic ${now} --partitions ${m}; Kafka only adds partitions) or rescale --to ${have}`,
+            );
+          }
+          const offsets = await admin.fetchTopicOffsets(now);
+          low.set(now, new Map(offsets.map((p) => [p.partition, p.low])));
+          if (old === now) {
+            // Records after the savepoint in an old partition are read by that partition's task; a
+            // key that moved to another key group fails it (KEY_GROUP_MISMATCH). Say so before.
+            const high = new Map(offsets.map((p) => [p.partition, BigInt(p.high)]));
+            for (const t of sp.stages.find((s) => s.stage === st.stage)!.tasks) {
+              for (const c of t.payload.channels) {
+                const k = kafkaPos(c.position);
+                if (!k || k.topic !== now) continue;
+                const h = high.get(c.partition);
+                if (h !== undefined && BigInt(k.offset) < h)
+                  warn(
+                    `kstate: warning: ${now}/${c.partition} has ${h - BigInt(k.offset)} records after the savepoint's position ${k.offset}; those written before the partitions were added fail the job with KEY_GROUP_MISMATCH if their key moved (drain the input before taking a savepoint to rescale: docs/savepoints.md)`,
+                  );
+              }
+            }
+          }
+        }
+      }
+    } finally {
+      await admin.disconnect();
+    }
+  }
+  const position = (q: PositionQuery & { stage: string }): unknown => {
+    const k = kafkaPos(q.old);
+    if (q.broadcast) return k && rename.has(k.topic) ? undefined : q.old;
+    const topic = topics.find((t) => t.stage === q.stage)?.bySource.get(q.source);
+    if (k && topic && k.topic !== topic.now) {
+      // The job reads another topic now: its offsets start where that topic starts.
+      const start = low.get(topic.now)?.get(q.partition);
+      return start === undefined ? undefined : { topic: topic.now, offset: start };
+    }
+    if (q.old !== undefined) return q.old;
+    const start = topic ? low.get(topic.now)?.get(q.partition) : undefined;
+    return start === undefined ? undefined : { topic: topic!.now, offset: start };
+  };
+  const report = await rescaleSavepoint(storage, jobId, taskIds, savepoint, {
+    as: o.as,
+    partitions: counts,
+    position,
+    openBackend: scratch(config),
+    savepoint: sp,
+  });
+  out(
+    JSON.stringify({
+      savepoint: o.as,
+      from: savepoint,
+      checkpointId: report.checkpointId,
+      stages: report.stages,
+      tasks: report.written.map((m) => m.taskId),
+      checked: admin !== undefined,
+    }),
+  );
+}
+
+export async function exportCommand(
+  config: ServiceConfig,
+  jobId: string,
+  savepoint: string,
+  outDir: string,
+  out: Out,
+): Promise<void> {
+  const taskIds = await jobTaskIds(config, jobId);
+  if (taskIds.length === 0)
+    throw new StreamError(
+      'CHECKPOINT_NOT_FOUND',
+      `job ${jobId} has no checkpoints under ${config.checkpointDir}`,
+    );
+  const { manifest } = await exportSavepointToDirectory(
+    storageOf(config),
+    jobId,
+    taskIds,
+    savepoint,
+    outDir,
+    scratch(config),
+  );
+  out(
+    JSON.stringify({
+      savepoint,
+      out: outDir,
+      files: manifest.states.map((s) => ({ file: s.file, type: s.type, rows: s.rows })),
+    }),
+  );
+}
+
+export async function importCommand(
+  config: ServiceConfig,
+  jobId: string,
+  o: { from: string; as: string; partitions: string | undefined },
+  out: Out,
+): Promise<void> {
+  const counts = o.partitions ? parseCounts(o.partitions, '--partitions') : (_: string, n: number) => n;
+  const taskIds = await jobTaskIds(config, jobId);
+  const r = await importSavepointFromDirectory(storageOf(config), jobId, o.from, {
+    as: o.as,
+    partitions: counts,
+    existingTaskIds: taskIds,
+  });
+  out(
+    JSON.stringify({
+      savepoint: o.as,
+      from: o.from,
+      checkpointId: r.checkpointId,
+      tasks: r.written.map((m) => m.taskId),
+      states: r.manifest.states.length,
+    }),
+  );
+}

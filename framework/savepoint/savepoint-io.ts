@@ -1,0 +1,260 @@
+import { StreamError } from '../api/errors.ts';
+import type { CheckpointMetadata, CheckpointStorage, FileRef, Scope } from '../checkpoint/storage/storage.ts';
+import {
+  checkpointFiles,
+  type OperatorsFile,
+  readTaskSnapshot,
+  TASK_SNAPSHOT_FORMAT,
+  type TaskPayload,
+  writeKeyedFile,
+  writeOperatorsFile,
+} from '../runtime/snapshot-io.ts';
+import type { KeyedStateBackend, KeyedStateSnapshot } from '../state/backend.ts';
+
+/**
+ * Savepoints as whole-job values: read every task's part of a named savepoint, and write one.
+ *
+ * A savepoint is stored per task (`<jobId>/<taskId>/savepoints/<name>.json`, see
+ * checkpoint-storage.md); a task id is `<stage>-p<partition>`. `readJobSavepoint` gathers the parts
+ * into stages and checks that every stage is complete (a part for each of its partitions, all taken
+ * with the same partition count). The keyed state of a savepoint is in the canonical,
+ * backend-independent format (the runtime always materializes it for savepoints), so nothing here
+ * depends on a state backend.
+ */
+
+/** One task's part of a savepoint, decoded. */
+export interface TaskSavepoint {
+  readonly taskId: string;
+  readonly checkpointId: number;
+  readonly timestamp: number;
+  readonly payload: TaskPayload;
+  readonly keyed: KeyedStateSnapshot;
+  readonly operators: OperatorsFile;
+}
+
+export interface StageSavepoint {
+  /** The stage name: the task id without `-p<n>` (its non-broadcast source uids). */
+  readonly stage: string;
+  readonly partitions: number;
+  /** `tasks[p]` is partition p's part. */
+  readonly tasks: readonly TaskSavepoint[];
+}
+
+export interface JobSavepoint {
+  readonly jobId: string;
+  readonly name: string;
+  readonly stages: readonly StageSavepoint[];
+}
+
+/** What `writeJobSavepoint` writes for one task. */
+export interface TaskSavepointContent {
+  readonly keyed: KeyedStateSnapshot;
+  readonly operators: OperatorsFile;
+  readonly channels: TaskPayload['channels'];
+}
+
+export interface StageSavepointContent {
+  readonly stage: string;
+  /** `tasks[p]` for partition p; the stage has `tasks.length` partitions. */
+  readonly tasks: readonly TaskSavepointContent[];
+}
+
+const TASK_ID = /^(.+)-p(\d+)$/;
+
+/** Split a task id into its stage and partition. */
+export function parseTaskId(taskId: string): { stage: string; partition: number } | undefined {
+  const m = TASK_ID.exec(taskId);
+  return m ? { stage: m[1]!, partition: Number(m[2]) } : undefined;
+}
+
+/**
+ * Read savepoint `name` of job `jobId` from the tasks `taskIds` (the task directories of the job;
+ * those without this savepoint are skipped). Refuses: no task has it (CHECKPOINT_NOT_FOUND); a stage
+ * missing a partition's part (CHECKPOINT_NOT_FOUND, naming it); parts of one stage taken with
+ * different partition counts (CHECKPOINT_CORRUPT); an unknown format (SNAPSHOT_FORMAT_UNSUPPORTED);
+ * keyed state in a backend's own format when `openBackend` is not given.
+ */
+export async function readJobSavepoint(
+  storage: CheckpointStorage,
+  jobId: string,
+  taskIds: readonly string[],
+  name: string,
+  openBackend?: (scope: Scope) => Promise<KeyedStateBackend>,
+): Promise<JobSavepoint> {
+  const byStage = new Map<string, TaskSavepoint[]>();
+  for (const taskId of taskIds) {
+    const scope = { jobId, taskId };
+    let meta: CheckpointMetadata;
+    try {
+      meta = await storage.loadSavepoint(name, scope);
+    } catch (e) {
+      if (e instanceof StreamError && e.code === 'CHECKPOINT_NOT_FOUND') continue;
+      throw e;
+    }
+    const part = await readTask(storage, scope, meta, openBackend);
+    const stage = part.payload.stage;
+    const list = byStage.get(stage) ?? [];
+    byStage.set(stage, list);
+    list.push(part);
+  }
+  if (byStage.size === 0) {
+    throw new StreamError(
+      'CHECKPOINT_NOT_FOUND',
+      `job ${jobId} has no savepoint '${name}' (looked in ${taskIds.length} task director${taskIds.length === 1 ? 'y' : 'ies'}); 'kstate checkpoints ${jobId}' lists its savepoints`,
+    );
+  }
+  const stages: StageSavepoint[] = [];
+  for (const [stage, parts] of [...byStage].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const counts = new Set(parts.map((p) => p.payload.partitions));
+    if (counts.size > 1) {
+      throw new StreamError(
+        'CHECKPOINT_CORRUPT',
+        `savepoint '${name}' of job ${jobId}: the tasks of stage ${stage} were taken with different partition counts (${[...counts].join(', ')}); it is not one savepoint`,
+      );
+    }
+    const partitions = [...counts][0]!;
+    const tasks: TaskSavepoint[] = [];
+    for (let p = 0; p < partitions; p++) {
+      const part = parts.find((t) => t.payload.partition === p);
+      if (!part) {
+        throw new StreamError(
+          'CHECKPOINT_NOT_FOUND',
+          `savepoint '${name}' of job ${jobId} has no part for task ${stage}-p${p} (stage ${stage} has ${partitions} partitions): it was taken while that task ran elsewhere or not at all; take the savepoint again with every task running`,
+        );
+      }
+      tasks.push(part);
+    }
+    stages.push({ stage, partitions, tasks });
+  }
+  return { jobId, name, stages };
+}
+
+async function readTask(
+  storage: CheckpointStorage,
+  scope: Scope,
+  meta: CheckpointMetadata,
+  openBackend: ((scope: Scope) => Promise<KeyedStateBackend>) | undefined,
+): Promise<TaskSavepoint> {
+  const restored = await readTaskSnapshot(storage, meta);
+  let keyed = restored.keyed;
+  if (!keyed) {
+    const handle = restored.keyedHandle!;
+    if (!openBackend) {
+      throw new StreamError(
+        'SNAPSHOT_FORMAT_UNSUPPORTED',
+        `savepoint '${meta.savepoint}' of task ${scope.taskId} holds keyed state in the '${handle.backend}' backend's own format, not the canonical savepoint format: read it with that backend`,
+      );
+    }
+    const backend = await openBackend(scope);
+    try {
+      await backend.restoreHandle!(handle, checkpointFiles(storage, scope, meta.checkpointId, 'savepoint'));
+      const capture = backend.capture(meta.checkpointId);
+      try {
+        keyed = await capture.materialize();
+      } finally {
+        capture.release();
+      }
+    } finally {
+      await backend.close();
+    }
+  }
+  return {
+    taskId: scope.taskId,
+    checkpointId: meta.checkpointId,
+    timestamp: meta.timestamp,
+    payload: restored.payload,
+    keyed,
+    operators: restored.operators,
+  };
+}
+
+/**
+ * Write savepoint `name` of job `jobId`: for each stage and partition p, a keyed file and an
+ * operators file in scope `<stage>-p<p>`, then its metadata. The savepoint's checkpoint id is
+ * `checkpointId` (give one above every checkpoint the job has, so that the savepoint reads as the
+ * newest state). Refuses a name any target task already has (CONFIG_INVALID) before writing
+ * anything. Should a commit fail half-way, the parts already committed are deleted again when the
+ * storage can (`deleteSavepoint`), and the error is rethrown.
+ */
+export async function writeJobSavepoint(
+  storage: CheckpointStorage,
+  jobId: string,
+  name: string,
+  stages: readonly StageSavepointContent[],
+  o: { checkpointId: number; backend: string; timestamp?: number },
+): Promise<CheckpointMetadata[]> {
+  const scopes = stages.flatMap((s) => s.tasks.map((_, p) => ({ jobId, taskId: `${s.stage}-p${p}` })));
+  for (const scope of scopes) {
+    let taken = false;
+    try {
+      await storage.loadSavepoint(name, scope);
+      taken = true;
+    } catch (e) {
+      if (!(e instanceof StreamError && e.code === 'CHECKPOINT_NOT_FOUND')) throw e;
+    }
+    if (taken) {
+      throw new StreamError(
+        'CONFIG_INVALID',
+        `task ${scope.taskId} of job ${jobId} already has a savepoint '${name}': choose another name`,
+      );
+    }
+  }
+  const committed: CheckpointMetadata[] = [];
+  try {
+    for (const s of stages) {
+      for (const [p, t] of s.tasks.entries()) {
+        const scope = { jobId, taskId: `${s.stage}-p${p}` };
+        const files = checkpointFiles(storage, scope, o.checkpointId, `sp-${name}`);
+        const keyedFile: FileRef = await writeKeyedFile(files, t.keyed);
+        const operatorsFile = await writeOperatorsFile(files, t.operators);
+        const payload: TaskPayload = {
+          format: TASK_SNAPSHOT_FORMAT,
+          stage: s.stage,
+          partition: p,
+          partitions: s.tasks.length,
+          backend: o.backend,
+          unaligned: false,
+          channels: t.channels,
+          keyedFile: keyedFile.path,
+          operatorsFile: operatorsFile.path,
+        };
+        const meta: CheckpointMetadata = {
+          formatVersion: 1,
+          jobId,
+          taskId: scope.taskId,
+          checkpointId: o.checkpointId,
+          savepoint: name,
+          timestamp: o.timestamp ?? Date.now(),
+          files: [keyedFile, operatorsFile],
+          type: 'full',
+          payload,
+        };
+        await storage.commit(meta);
+        committed.push(meta);
+      }
+    }
+  } catch (e) {
+    const del = (storage as { deleteSavepoint?: (n: string, s: Scope) => Promise<void> }).deleteSavepoint;
+    for (const m of committed)
+      await del?.call(storage, name, { jobId, taskId: m.taskId }).catch(() => undefined);
+    throw e;
+  }
+  return committed;
+}
+
+/** The highest checkpoint id committed in any of `scopes` (latest checkpoints and savepoints), or 0. */
+export async function highestCheckpointId(
+  storage: CheckpointStorage,
+  scopes: readonly Scope[],
+  savepoints: readonly TaskSavepoint[] = [],
+): Promise<number> {
+  let max = Math.max(0, ...savepoints.map((t) => t.checkpointId));
+  for (const scope of scopes) {
+    const latest = await storage.latest(scope).catch(() => undefined);
+    if (latest) max = Math.max(max, latest.checkpointId);
+    const list = (storage as { listSavepoints?: (s: Scope) => Promise<CheckpointMetadata[]> }).listSavepoints;
+    const sps = list ? await list.call(storage, scope).catch(() => []) : [];
+    for (const m of sps) max = Math.max(max, m.checkpointId);
+  }
+  return max;
+}
