@@ -26,6 +26,7 @@ import type { JobSavepoint, StageSavepoint } from './savepoint-io.ts';
  * | keyed value, reducing, aggregating | key | `{"key", "value", "keyGroup"}` |
  * | keyed list | key | `{"key", "value": [elements], "keyGroup"}` |
  * | keyed map | map entry | `{"key", "mapKey", "value", "keyGroup"}` |
+ * | keyed time-indexed | version | `{"key", "time", "value", "keyGroup"}` |
  * | operator list (split, union) | element | `{"task", "value"}` |
  * | broadcast | entry (task 0's copy) | `{"key", "value"}` |
  *
@@ -156,6 +157,13 @@ function* keyedRows(
           keyGroup,
           ...(ttl ? { ttl: items.map((e) => toJsonValue((e as TtlValue<unknown>).ts)) } : {}),
         };
+      } else if (meta.kind === 'timeIndexed') {
+        const { t, v } = stored as { t: number[]; v: unknown[] };
+        for (let i = 0; i < t.length; i++) {
+          const value = toJsonValue(v[i]);
+          shape.add(value);
+          yield { ...head, time: toJsonValue(t[i]), value, keyGroup };
+        }
       } else if (meta.kind === 'map') {
         for (const [mk, e] of stored as Map<unknown, unknown>) {
           const value = toJsonValue(ttl ? (e as TtlValue<unknown>).v : e);

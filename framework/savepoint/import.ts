@@ -38,7 +38,7 @@ import type { StageSavepointContent } from './savepoint-io.ts';
  * `.ndjson` file the manifest does not describe, or a described file that is missing; an operator or
  * state not in `known` (when given); a row that is not JSON, lacks a field of its kind, has a key that
  * is not a key, a value of another shape than the manifest's `valueType`, a value its serializer
- * refuses, or a key (or map entry, or broadcast key) given twice. A manifest of another version is
+ * refuses, or a key (or map entry, time-indexed version, or broadcast key) given twice. A manifest of another version is
  * SNAPSHOT_FORMAT_UNSUPPORTED. Split operator list state is spread over the tasks in file order
  * (contiguous ranges); union state goes whole to every task; broadcast state to every task. The
  * result has no timers, source positions or committables: sources start where they start without
@@ -145,7 +145,7 @@ function invalid(message: string, cause?: unknown): StreamError {
   return new StreamError('SAVEPOINT_DATA_INVALID', message, cause === undefined ? undefined : { cause });
 }
 
-const KINDS = new Set(['value', 'list', 'map', 'reducing', 'aggregating']);
+const KINDS = new Set(['value', 'list', 'map', 'reducing', 'aggregating', 'timeIndexed']);
 const MODES = new Set(['split', 'union', 'broadcast']);
 
 async function readManifest(dir: string): Promise<NdjsonManifest> {
@@ -331,6 +331,21 @@ async function readKeyedFile(
     const m = misfit(json, s.valueType);
     if (m) throw invalid(`${path}:${line}: ${m} (state '${s.state}', valueType in savepoint.json)`);
     const v = decode(path, line, json, 'value');
+    if (s.kind === 'timeIndexed') {
+      const time = decode(path, line, field(path, line, row, 'time'), 'time');
+      if (typeof time !== 'number' || !Number.isFinite(time))
+        throw invalid(
+          `${path}:${line}: "time" of time-indexed state '${s.state}' must be a finite number (ms)`,
+        );
+      check(path, line, serializer, v, 'value');
+      const versions = (stored.get(id) as Map<number, unknown> | undefined) ?? new Map<number, unknown>();
+      if (versions.has(time))
+        throw invalid(`${path}:${line}: key ${JSON.stringify(row.key)} has two versions at time ${time}`);
+      versions.set(time, v);
+      stored.set(id, versions);
+      if (!firstLine.has(id)) firstLine.set(id, line);
+      continue;
+    }
     if (s.kind === 'map') {
       const mk = decode(path, line, field(path, line, row, 'mapKey'), 'mapKey');
       check(path, line, serializer, [mk, v], 'map entry');
@@ -365,7 +380,12 @@ async function readKeyedFile(
     return groups;
   }
   const codec = storedValueCodec(meta, serializer);
-  for (const [id, value] of stored) {
+  for (const [id, entry] of stored) {
+    let value = entry;
+    if (s.kind === 'timeIndexed') {
+      const versions = [...(entry as Map<number, unknown>)].sort((a, b) => a[0] - b[0]);
+      value = { t: versions.map(([t]) => t), v: versions.map(([, v]) => v) };
+    }
     let bytes: Uint8Array;
     try {
       bytes = codec.encode(value);
