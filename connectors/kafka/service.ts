@@ -3,6 +3,7 @@ import {
   type AssignmentSource,
   type JobGraph,
   type JobOptions,
+  type QueryRouting,
   type RunningJob,
   runJob,
   StreamError,
@@ -10,6 +11,7 @@ import {
 } from '../../framework/index.ts';
 import { createKafka, type KafkaConnection } from './client.ts';
 import { kafkaError } from './errors.ts';
+import { GroupQueryRouting } from './query-routing.ts';
 import { cutRepartitions } from './repartition.ts';
 import { KafkaSink } from './sink/kafka-sink.ts';
 import { BroadcastHub } from './source/broadcast-hub.ts';
@@ -21,6 +23,12 @@ export interface KafkaJobOptions extends Omit<JobOptions, 'assignment'> {
   readonly consumer?: Omit<HubOptions, 'groupId' | 'topics'>;
   /** Partitions of repartition topics the job creates. Default: as many as its widest input topic. */
   readonly repartitionPartitions?: number;
+  /**
+   * host:port where this instance answers state queries (docs/queries.md): advertised to the other
+   * members in the consumer group's metadata, so that any instance can forward a query to a key's
+   * owner.
+   */
+  readonly queryEndpoint?: string;
 }
 
 /**
@@ -36,6 +44,8 @@ export interface KafkaJobOptions extends Omit<JobOptions, 'assignment'> {
 export interface KafkaRunningJob extends RunningJob {
   /** Consumer lag of every partition this instance reads now. */
   lag(): Promise<PartitionLag[]>;
+  /** Who owns each partition, from the consumer group (for state queries). */
+  readonly queryRouting: QueryRouting;
 }
 
 export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions): Promise<KafkaRunningJob> {
@@ -96,7 +106,12 @@ export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions)
     await admin.disconnect();
   }
 
-  const hub = new ConsumerHub(kafka, { ...o.consumer, groupId: graph.jobId, topics });
+  const hub = new ConsumerHub(kafka, {
+    ...o.consumer,
+    groupId: graph.jobId,
+    topics,
+    ...(o.queryEndpoint === undefined ? {} : { queryEndpoint: o.queryEndpoint }),
+  });
   for (const s of sources) s.bind(hub, partitions.get(s.topic)!);
   const broadcastHub =
     broadcasts.length === 0
@@ -135,7 +150,7 @@ export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions)
     },
   };
   const running = runJob(graph, { ...o, assignment });
-  return Object.assign(running, { lag: () => hub.lag() });
+  return Object.assign(running, { lag: () => hub.lag(), queryRouting: new GroupQueryRouting(hub) });
 }
 
 function checkTransactionTimeouts(

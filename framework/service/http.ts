@@ -31,7 +31,13 @@ export interface ServiceHttpOptions {
 export type ServiceRoute = (request: {
   readonly method: string;
   readonly query: URLSearchParams;
-}) => Promise<{ readonly status: number; readonly type: string; readonly body: string }>;
+}) => Promise<{
+  readonly status: number;
+  readonly type: string;
+  readonly body: string;
+  /** Extra response headers (e.g. `retry-after`). */
+  readonly headers?: Readonly<Record<string, string>>;
+}>;
 
 export interface ServiceHttp {
   readonly port: number;
@@ -49,8 +55,16 @@ export async function startServiceHttp(options: ServiceHttpOptions): Promise<Ser
     throw new StreamError('CONFIG_INVALID', `HTTP port ${String(port)} is invalid: use an integer 0..65535`);
   }
 
-  const send = (res: ServerResponse, status: number, type: string, body: string, head: boolean) => {
+  const send = (
+    res: ServerResponse,
+    status: number,
+    type: string,
+    body: string,
+    head: boolean,
+    headers: Readonly<Record<string, string>> = {},
+  ) => {
     res.writeHead(status, {
+      ...headers,
       'content-type': type,
       'content-length': Buffer.byteLength(body),
       'cache-control': 'no-store',
@@ -66,7 +80,7 @@ export async function startServiceHttp(options: ServiceHttpOptions): Promise<Ser
     const route = options.routes?.[path];
     if (route) {
       const r = await route({ method: req.method ?? 'GET', query: url.searchParams });
-      return send(res, r.status, r.type, r.body, req.method === 'HEAD');
+      return send(res, r.status, r.type, r.body, req.method === 'HEAD', r.headers);
     }
     const known = path === '/metrics' || path === '/livez' || path === '/readyz';
     if (!known) return json(res, 404, { error: `no such endpoint: ${path}` }, req.method === 'HEAD');

@@ -7,3 +7,15 @@ export {
   type ServiceHttpOptions,
   startServiceHttp,
 } from './http.ts';
+export {
+  type KeyRangeQuery,
+  localRouting,
+  type PartitionOwner,
+  type QueryAnswer,
+  type QueryRouting,
+  queryRoutes,
+  StateQueries,
+  type StateQueriesOptions,
+  type StateQuery,
+  StateQueryRegistry,
+} from './queries.ts';

@@ -9,8 +9,11 @@ import {
   type JobListener,
   levelBackend,
   type Metrics,
+  queryRoutes,
   type ServiceHttp,
   type ServiceRoute,
+  StateQueries,
+  StateQueryRegistry,
   StreamError,
   type StreamJob,
   shareWithPrimary,
@@ -45,7 +48,26 @@ export async function serve(
   const kafkaMetrics = kafkaMetricsOf(metrics, job.jobId);
   // HTTP first: a port in use is refused before the job joins its group.
   let running: KafkaRunningJob | undefined;
+  // Interactive queries (docs/queries.md): the tasks' live backends, routed by the group's assignment.
+  const registry = new StateQueryRegistry();
+  let endpoint: string | undefined;
+  const queries = new StateQueries({
+    jobId: job.jobId,
+    plan: () => running?.plan,
+    registry,
+    routing: {
+      owner: async (p, fresh) =>
+        running === undefined
+          ? { kind: 'moving', reason: 'the job is still starting' }
+          : running.queryRouting.owner(p, fresh),
+      isSelf: (owner, p) => running?.queryRouting.isSelf(owner, p) ?? false,
+    },
+    get self() {
+      return endpoint;
+    },
+  });
   const routes: Record<string, ServiceRoute> = {
+    ...queryRoutes(queries),
     '/status': async () => ({ status: 200, type: 'text/html; charset=utf-8', body: STATUS_HTML }),
     '/status.json': async () => ({
       status: 200,
@@ -82,7 +104,8 @@ export async function serve(
       ready: () => instrumented.readiness(),
       routes,
     });
-    log.info({ url: http.url }, 'http endpoints: /metrics /livez /readyz /status');
+    endpoint = `${http.host}:${http.port}`;
+    log.info({ url: http.url }, 'http endpoints: /metrics /livez /readyz /status /query /query/keys');
   }
   running = await runKafkaJob(job, {
     connection: { brokers: config.brokers },
@@ -90,7 +113,8 @@ export async function serve(
       directory: config.checkpointDir,
       retain: config.retainCheckpoints,
     }),
-    ...(config.backend === 'level' ? { backend: levelBackend(config.stateDir) } : {}),
+    backend: registry.track(config.backend === 'level' ? levelBackend(config.stateDir) : undefined),
+    ...(endpoint === undefined ? {} : { queryEndpoint: endpoint }),
     // kstate run --from-savepoint: every task starts from that savepoint (docs/savepoints.md).
     ...(o.fromSavepoint ? { savepoint: o.fromSavepoint } : {}),
     checkpoints: {
@@ -99,7 +123,7 @@ export async function serve(
       incremental: config.incremental,
     },
     restart: { kind: 'exponential-backoff', initialDelayMs: 200, maxDelayMs: 30_000, multiplier: 2 },
-    listener: combineListeners(instrumented, board.listener(), logListener(log)),
+    listener: combineListeners(instrumented, board.listener(), logListener(log), registry.listener()),
   });
   const detach = instrumented.attach(running);
   board.watch(running);

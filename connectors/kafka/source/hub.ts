@@ -23,6 +23,18 @@ export interface HubOptions {
   readonly maxBytesPerPartition?: number;
   /** Longest a fetch waits for data. Default 100 ms (latency over request count). */
   readonly maxWaitTimeMs?: number;
+  /** host:port where this instance answers state queries; advertised in the group's metadata. */
+  readonly queryEndpoint?: string;
+}
+
+/** This member's view of the group, for query routing (connectors/kafka/query-routing.ts). */
+export interface MembershipView {
+  /** Set after the first join. */
+  readonly memberId: string | undefined;
+  /** Partitions assigned to this member by the last join. */
+  readonly owned: readonly number[];
+  /** Between a rebalance starting (as this member learns it) and the next join. */
+  readonly rebalancing: boolean;
 }
 
 /**
@@ -40,13 +52,15 @@ export class ConsumerHub {
   #admin: Admin | undefined;
   #running = false;
   #owned: number[] = [];
+  #memberId: string | undefined;
+  #rebalancing = true;
 
   constructor(kafka: Kafka, o: HubOptions) {
     this.#kafka = kafka;
     this.#o = o;
     this.#consumer = kafka.consumer({
       groupId: o.groupId,
-      partitionAssigners: [coPartitionedAssigner(() => this.#owned)],
+      partitionAssigners: [coPartitionedAssigner(() => this.#owned, o.queryEndpoint)],
       sessionTimeout: o.sessionTimeoutMs ?? 10_000,
       heartbeatInterval: o.heartbeatIntervalMs ?? 1_000,
       rebalanceTimeout: o.rebalanceTimeoutMs ?? 20_000,
@@ -55,6 +69,15 @@ export class ConsumerHub {
       maxWaitTimeInMs: o.maxWaitTimeMs ?? 100,
       retry: { retries: 1_000_000, initialRetryTime: 200, maxRetryTime: 5_000 },
     });
+  }
+
+  /** This member's id, assignment and whether a rebalance is under way. */
+  membership(): MembershipView {
+    return { memberId: this.#memberId, owned: this.#owned, rebalancing: this.#rebalancing };
+  }
+
+  get groupId(): string {
+    return this.#o.groupId;
   }
 
   get admin(): Admin {
@@ -73,7 +96,12 @@ export class ConsumerHub {
       await this.stop();
       throw kafkaError(`joining consumer group ${this.#o.groupId}`, e);
     }
+    this.#consumer.on(this.#consumer.events.REBALANCING, () => {
+      this.#rebalancing = true;
+    });
     this.#consumer.on(this.#consumer.events.GROUP_JOIN, (e) => {
+      this.#memberId = e.payload.memberId;
+      this.#rebalancing = false;
       const assigned = new Map<string, number[]>();
       for (const [topic, parts] of Object.entries(e.payload.memberAssignment))
         assigned.set(topic, parts as number[]);
@@ -144,6 +172,7 @@ export class ConsumerHub {
 
   async stop(): Promise<void> {
     this.#running = false;
+    this.#rebalancing = true;
     await this.#consumer.disconnect().catch(() => {});
     await this.#admin?.disconnect().catch(() => {});
   }
