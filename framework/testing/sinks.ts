@@ -24,7 +24,8 @@ export class CollectedOutput<T> {
     }
     const records = this.#staged.get(txn);
     if (!records) throw new Error(`transaction ${txn} was never prepared`);
-    this.committed.push(...records);
+    // One by one: spreading a large transaction into push() overflows the call stack.
+    for (const r of records) this.committed.push(r);
     this.#committedTxns.add(txn);
     this.#staged.delete(txn);
     this.commits++;
