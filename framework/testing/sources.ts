@@ -56,7 +56,7 @@ export class TestSource<T> implements Source<T> {
   }
 
   append(partition: number, records: SourceRecord<T>[]): void {
-    this.#partitions[partition]!.push(...records);
+    for (const r of records) this.#partitions[partition]!.push(r);
     for (const w of this.#waiters) w();
     this.#waiters.clear();
   }
