@@ -1,6 +1,6 @@
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Admin } from 'kafkajs';
+import { type Admin, Kafka, logLevel } from 'kafkajs';
 import {
   exportSavepointToDirectory,
   FilesystemCheckpointStorage,
@@ -12,7 +12,7 @@ import {
   rescaleSavepoint,
   StreamError,
 } from '../../../framework/index.ts';
-import { createKafka } from '../client.ts';
+import '../internal/quiet-warnings.ts';
 import type { ServiceConfig } from './config.ts';
 
 /**
@@ -117,9 +117,14 @@ function stageTopics(sp: JobSavepoint, rename: Map<string, string>) {
 }
 
 async function connectAdmin(config: ServiceConfig, warn: Warn): Promise<Admin | undefined> {
-  const admin = createKafka({ brokers: config.brokers, connectionTimeoutMs: 3000 }, '-savepoint').admin({
+  // One quick attempt: an unreachable cluster is reported, not retried for a minute.
+  const admin = new Kafka({
+    clientId: 'kstate-savepoint',
+    brokers: [...config.brokers],
+    connectionTimeout: 3000,
+    logLevel: logLevel.NOTHING,
     retry: { retries: 1, initialRetryTime: 200, maxRetryTime: 1000 },
-  });
+  }).admin();
   try {
     await admin.connect();
     await admin.listTopics();
