@@ -7,7 +7,6 @@ export { type KafkaJobOptions, type KafkaRunningJob, runKafkaJob } from './servi
 export { type KafkaRecordOut, KafkaSink, type KafkaSinkOptions } from './sink/kafka-sink.ts';
 export type { PartitionLag } from './source/hub.ts';
 export { KafkaSource, type KafkaSourceOptions } from './source/kafka-source.ts';
-export { tableSource } from './source/table-source.ts';
 export {
   DEAD_LETTER_TAG,
   type DeadLetter,
@@ -15,3 +14,4 @@ export {
   type KafkaPosition,
   type KafkaRecordIn,
 } from './source/partition-reader.ts';
+export { tableSource } from './source/table-source.ts';
