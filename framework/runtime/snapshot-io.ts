@@ -32,6 +32,12 @@ export interface TaskPayload {
   /** ... or in the backend's own format, possibly incremental. */
   readonly keyedHandle?: KeyedStateHandle;
   readonly operatorsFile: string;
+  /**
+   * The savepoint this task's run started from, carried on by every checkpoint after it: a task
+   * asked to restore from that savepoint again (a restart, or its partition coming back after a
+   * rebalance) takes its newest checkpoint instead, which has progressed past it.
+   */
+  readonly fromSavepoint?: string;
 }
 
 /** Content of the operators file: operator snapshots and channel state. */

@@ -143,6 +143,8 @@ export class Task {
   #pumps: Promise<void>[] = [];
   #readers: { close(): Promise<void> }[] = [];
   readonly #held = new Set<string>();
+  /** The savepoint this task's run started from (see TaskPayload.fromSavepoint). */
+  #fromSavepoint: string | undefined;
   /** Uids of the broadcast sources (every task reads all their partitions). */
   #broadcastUids = new Set<string>();
   /** Records taken from channels so far (for tests and metrics). */
@@ -264,8 +266,14 @@ export class Task {
 
     const latest = await storage.latest(this.scope);
     let meta: CheckpointMetadata | undefined;
-    if (restoreFrom.kind === 'savepoint') meta = await storage.loadSavepoint(restoreFrom.name, this.scope);
-    else if (restoreFrom.kind === 'checkpoint')
+    if (restoreFrom.kind === 'savepoint') {
+      // Once the run has checkpointed past the savepoint, a restore continues from there, not from
+      // the savepoint again (which would emit the output since then a second time).
+      const newest = this.#committer ? await this.#committedByCommitter(this.#committer) : latest;
+      const from = (newest?.payload as TaskPayload | undefined)?.fromSavepoint;
+      meta = from === restoreFrom.name ? newest : await storage.loadSavepoint(restoreFrom.name, this.scope);
+      this.#fromSavepoint = restoreFrom.name;
+    } else if (restoreFrom.kind === 'checkpoint')
       meta = await storage.load(this.scope, restoreFrom.checkpointId);
     else if (this.#committer) meta = await this.#committedByCommitter(this.#committer);
     else meta = latest;
@@ -293,6 +301,10 @@ export class Task {
       if (!restored) throw e;
     }
     this.#nextCheckpointId = Math.max(meta?.checkpointId ?? 0, latest?.checkpointId ?? 0) + 1;
+    // The lineage carries on through restores of checkpoints (an instance started without the
+    // savepoint may hold the partition in between).
+    if (restoreFrom.kind !== 'savepoint')
+      this.#fromSavepoint = (meta?.payload as TaskPayload | undefined)?.fromSavepoint;
 
     // The next checkpoint may build on the restored one.
     this.#previousHandle = Promise.resolve(restored?.keyedHandle);
@@ -737,6 +749,7 @@ export class Task {
         channels,
         ...(keyedFile ? { keyedFile: keyedFile.path } : { keyedHandle: handle }),
         operatorsFile: operatorsFile.path,
+        ...(this.#fromSavepoint !== undefined ? { fromSavepoint: this.#fromSavepoint } : {}),
       };
       meta = {
         formatVersion: 1,

@@ -139,6 +139,47 @@ describe('savepoints', () => {
     }
   });
 
+  test("a partition that comes back after a rebalance continues from the run's checkpoints, not from the savepoint again", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sp-rebalance-'));
+    try {
+      const first = unboundedJob('sp-rebalance', 1500);
+      const job1 = runJob(first.graph, {
+        storage: new FilesystemCheckpointStorage({ directory: dir }),
+        checkpoints: { intervalMs: 0 },
+      });
+      await until(() => first.sink.written >= 1500, 5000, 'the first half to be processed');
+      await job1.savepoint('half');
+      await job1.stop();
+      // A run from the savepoint under a (simulated) consumer group: partition 0 is revoked after
+      // the run checkpointed past the savepoint, then assigned again, as in a rebalance.
+      let change!: (owned: ReadonlyMap<number, ReadonlySet<number>>) => Promise<void>;
+      const second = unboundedJob('sp-rebalance', 3000, new CollectingSink('out', first.sink.output));
+      const job2 = runJob(second.graph, {
+        storage: new FilesystemCheckpointStorage({ directory: dir }),
+        savepoint: 'half',
+        checkpoints: { intervalMs: 5 },
+        assignment: {
+          async start(_plan, onChange) {
+            change = onChange;
+            await onChange(new Map([[0, new Set([0, 1])]]));
+          },
+          async stop() {},
+        },
+      });
+      const totals = () => second.sink.output.committed.filter((l) => l.startsWith('total '));
+      await until(() => totals().length >= 2200, 10_000, 'part of the second half to be committed');
+      await change(new Map([[0, new Set([1])]]));
+      await change(new Map([[0, new Set([0, 1])]]));
+      await until(() => totals().length >= 3000, 10_000, 'every order to be committed');
+      await new Promise((r) => setTimeout(r, 100));
+      await job2.stop();
+      assert.equal(new Set(totals()).size, totals().length, 'an order was committed twice');
+      assert.equal(totals().length, 3000);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   test('restoring from a savepoint that does not exist fails with CHECKPOINT_NOT_FOUND, never starts empty', async () => {
     const j = buildJob('nosp', input, 2);
     const job = runJob(j.graph, {
