@@ -13,27 +13,14 @@ import { createKafka, runKafkaJob } from '../connectors/kafka/index.ts';
 import { generateOrders } from '../examples/orders/generator.ts';
 import { type CustomerTotal, ordersJob } from '../examples/orders/job.ts';
 import { FilesystemCheckpointStorage, levelBackend } from '../framework/index.ts';
-import { startBroker } from './kafka/broker.ts';
 import { formatHarnessError } from './kafka/errors.ts';
-import { requireAnswer } from './kafka/probe.ts';
+import { localKafka } from './kafka/local.ts';
 
 const say = (line: string) => process.stdout.write(`demo: ${line}\n`);
 
 async function main(): Promise<void> {
-  const external = process.env.KAFKA_BROKERS?.trim();
-  let brokers: string;
-  let stopBroker: () => Promise<void> = async () => {};
-  if (external) {
-    await requireAnswer(external);
-    brokers = external;
-    say(`using the cluster at KAFKA_BROKERS=${brokers}`);
-  } else {
-    say('starting a Kafka broker (the first run fetches it from Maven Central) ...');
-    const broker = await startBroker({ log: (line) => say(line) });
-    brokers = broker.brokers;
-    stopBroker = broker.stop;
-    say(`Kafka ${broker.version} answers on ${brokers}, started in ${broker.startMs} ms`);
-  }
+  const cluster = await localKafka(say);
+  const brokers = cluster.brokers;
   const connection = { brokers: [brokers] };
   const run = `${Date.now().toString(36)}`;
   const input = `demo.orders.${run}`;
@@ -93,8 +80,7 @@ async function main(): Promise<void> {
     if (totals.orders !== sent) process.exitCode = 1;
   } finally {
     await admin.disconnect().catch(() => {});
-    await stopBroker();
-    if (!external) say('broker stopped');
+    await cluster.stop();
   }
 }
 

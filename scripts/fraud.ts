@@ -27,9 +27,8 @@ import {
   type PatternRejection,
   type PatternUpdate,
 } from '../framework/index.ts';
-import { startBroker } from './kafka/broker.ts';
 import { formatHarnessError } from './kafka/errors.ts';
-import { requireAnswer } from './kafka/probe.ts';
+import { localKafka } from './kafka/local.ts';
 
 const say = (line: string) => process.stdout.write(`fraud: ${line}\n`);
 const PARTITIONS = 4;
@@ -39,20 +38,8 @@ async function main(): Promise<void> {
   const seconds = Number(process.env.FRAUD_SECONDS ?? 20);
   if (!(seconds > 0))
     throw new Error(`FRAUD_SECONDS must be a positive number, got ${process.env.FRAUD_SECONDS}`);
-  const external = process.env.KAFKA_BROKERS?.trim();
-  let brokers: string;
-  let stopBroker: () => Promise<void> = async () => {};
-  if (external) {
-    await requireAnswer(external);
-    brokers = external;
-    say(`using the cluster at KAFKA_BROKERS=${brokers}`);
-  } else {
-    say('starting a Kafka broker (the first run fetches it from Maven Central) ...');
-    const broker = await startBroker({ log: (line) => say(line) });
-    brokers = broker.brokers;
-    stopBroker = broker.stop;
-    say(`Kafka ${broker.version} answers on ${brokers}, started in ${broker.startMs} ms`);
-  }
+  const cluster = await localKafka(say);
+  const brokers = cluster.brokers;
   const connection = { brokers: brokers.split(',') };
   const run = Date.now().toString(36);
   const t = fraudTopics(`fraud.${run}`);
@@ -68,6 +55,8 @@ async function main(): Promise<void> {
       topics: Object.values(t).map((topic) => ({
         topic,
         numPartitions: topic === t.patterns ? 1 : PARTITIONS,
+        // Generated event times are old: no time-based retention (see docs/kafka.md).
+        configEntries: [{ name: 'retention.ms', value: '-1' }],
       })),
       waitForLeaders: true,
     });
@@ -206,8 +195,7 @@ async function main(): Promise<void> {
   } finally {
     await Promise.all(readers.map((r) => r.stop()));
     await Promise.all([admin.disconnect().catch(() => {}), producer.disconnect().catch(() => {})]);
-    await stopBroker();
-    if (!external) say('broker stopped');
+    await cluster.stop();
   }
 }
 

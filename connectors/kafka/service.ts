@@ -87,7 +87,13 @@ export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions)
       if (missing.length > 0) {
         await admin
           .createTopics({
-            topics: missing.map((topic) => ({ topic, numPartitions: size })),
+            // No time-based retention: records carry their event time as Kafka timestamp, and a
+            // backfill's old times would let retention delete records not consumed yet.
+            topics: missing.map((topic) => ({
+              topic,
+              numPartitions: size,
+              configEntries: [{ name: 'retention.ms', value: '-1' }],
+            })),
             waitForLeaders: true,
           })
           .catch((e) => Promise.reject(kafkaError(`creating repartition topics ${missing.join(', ')}`, e)));

@@ -8,9 +8,9 @@ import type { Admin, Producer } from 'kafkajs';
 import { clicks as generateClicks } from '../../../examples/clickstream/generator.ts';
 import type { Click, Session } from '../../../examples/clickstream/model.ts';
 import { sessions } from '../../../examples/clickstream/reference.ts';
-import { startJobProcess } from './crash-helpers.ts';
+import { killRepeatedly, startJobProcess } from './crash-helpers.ts';
 import { kcatAll, sendWhenReady } from './eos-helpers.ts';
-import { kafkaClient } from './kafka.ts';
+import { KEEP_OLD_TIMESTAMPS, kafkaClient } from './kafka.ts';
 import { names } from './names.ts';
 
 const USERS = 200;
@@ -43,7 +43,11 @@ describe('sessionised clickstream under SIGKILL', () => {
     const n = names('clickstream');
     const topics = { clicks: `${n.stem}.clicks`, sessions: `${n.stem}.sessions` };
     await admin.createTopics({
-      topics: Object.values(topics).map((topic) => ({ topic, numPartitions: PARTITIONS })),
+      topics: Object.values(topics).map((topic) => ({
+        topic,
+        numPartitions: PARTITIONS,
+        configEntries: KEEP_OLD_TIMESTAMPS,
+      })),
       waitForLeaders: true,
     });
     const env = {
@@ -64,23 +68,16 @@ describe('sessionised clickstream under SIGKILL', () => {
       );
     const chunk = Math.ceil(all.length / (KILLS + 1));
     let produced = 0;
-    let seed = 4242;
-    const random = () => {
-      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-      return seed / 0x7fffffff;
-    };
-    const kills: number[] = [];
-    for (let k = 0; k < KILLS; k++) {
-      await send(all.slice(produced, produced + chunk));
-      produced = Math.min(all.length, produced + chunk);
-      const p = startJobProcess(env, RUNNER);
-      await p.waitFor(/^restored /, 60_000);
-      const delay = Math.floor(random() * 1500);
-      await new Promise((r) => setTimeout(r, delay));
-      p.child.kill('SIGKILL');
-      await p.exited;
-      kills.push(delay);
-    }
+    const kills = await killRepeatedly({
+      kills: KILLS,
+      env,
+      runner: RUNNER,
+      seed: 4242,
+      before: async () => {
+        await send(all.slice(produced, produced + chunk));
+        produced = Math.min(all.length, produced + chunk);
+      },
+    });
     await send(all.slice(produced));
     const end = Math.max(...all.map((c) => c.ts)) + 60_000;
     await producer.send({

@@ -90,3 +90,42 @@ export async function transactionStates(prefix: string): Promise<Map<string, str
   }
   return states;
 }
+
+/**
+ * The crash loop of the SIGKILL tests: `kills` times, run `before(k)` (e.g. produce the next chunk of
+ * input), start the job process, wait for its first restore, and SIGKILL it at a random moment up to
+ * `maxDelayMs` later (a seeded sequence: restore, processing or a checkpoint). Returns the delays.
+ */
+export async function killRepeatedly(o: {
+  readonly kills: number;
+  readonly env: Record<string, string>;
+  readonly runner?: string;
+  readonly seed: number;
+  readonly maxDelayMs?: number;
+  readonly before?: (k: number) => Promise<void>;
+}): Promise<number[]> {
+  let seed = o.seed;
+  const random = () => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed / 0x7fffffff;
+  };
+  const delays: number[] = [];
+  for (let k = 0; k < o.kills; k++) {
+    await o.before?.(k);
+    const p = startJobProcess(o.env, o.runner);
+    await p.waitFor(/^restored /, 60_000);
+    const delay = Math.floor(random() * (o.maxDelayMs ?? 1500));
+    await new Promise((r) => setTimeout(r, delay));
+    p.child.kill('SIGKILL');
+    await p.exited;
+    delays.push(delay);
+    if (process.env.CRASH_LOG) {
+      const { appendFileSync } = await import('node:fs');
+      appendFileSync(
+        process.env.CRASH_LOG,
+        `--- run ${k}, killed ${delay} ms after restore\n${p.lines.join('\n')}\n`,
+      );
+    }
+  }
+  return delays;
+}

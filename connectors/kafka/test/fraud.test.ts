@@ -19,7 +19,7 @@ import type { PatternRejection, PatternUpdate } from '../../../framework/index.t
 import { runKafkaJob } from '../index.ts';
 import { kcatAll, sendWhenReady } from './eos-helpers.ts';
 import { checkpointStorage } from './jobs/count-job.ts';
-import { brokersFromEnv, kafkaClient } from './kafka.ts';
+import { brokersFromEnv, KEEP_OLD_TIMESTAMPS, kafkaClient } from './kafka.ts';
 import { names } from './names.ts';
 
 const PARTITIONS = 3;
@@ -53,6 +53,7 @@ describe('fraud detection with patterns from a broadcast topic', () => {
       topics: Object.values(t).map((topic) => ({
         topic,
         numPartitions: topic === t.patterns ? 1 : PARTITIONS,
+        configEntries: KEEP_OLD_TIMESTAMPS,
       })),
       waitForLeaders: true,
     });

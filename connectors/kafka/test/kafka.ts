@@ -122,3 +122,10 @@ export async function consumeAtLeast(
   await withTimeout(enough, timeoutMs, () => `${count} records from ${topic}, got ${received.length}`);
   return received;
 }
+
+/**
+ * Topic config for tests whose records carry old event times as Kafka timestamps (generated data
+ * from 2026-01-01): without it, time-based retention (7 days, checked every 5 minutes) deletes the
+ * first segment of a partition while the test runs, and committed output disappears.
+ */
+export const KEEP_OLD_TIMESTAMPS = [{ name: 'retention.ms', value: '-1' }];

@@ -8,13 +8,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import type { Admin } from 'kafkajs';
 import { produceRange, queryRecord, trainRecord } from '../../../examples/ml/generator.ts';
 import { exampleModels } from '../../../examples/ml/job.ts';
 import type { PublishedModel } from '../../../framework/index.ts';
-import { transactionStates } from './crash-helpers.ts';
+import { type JobProcess, startJobProcess, transactionStates } from './crash-helpers.ts';
 import { kcatAll } from './eos-helpers.ts';
-import { type MlProcess, startMlProcess } from './jobs/ml-process.ts';
 import { brokersFromEnv, kafkaClient } from './kafka.ts';
 import { names } from './names.ts';
 
@@ -62,6 +62,9 @@ async function finalModels(topic: string, ms: number): Promise<Map<string, Publi
     await new Promise((r) => setTimeout(r, 500));
   }
 }
+
+const ML_RUNNER = fileURLToPath(new URL('./jobs/ml-run.ts', import.meta.url));
+const startMlProcess = (env: Record<string, string>) => startJobProcess(env, ML_RUNNER);
 
 describe('online learning under SIGKILL', () => {
   let admin: Admin;
@@ -138,7 +141,7 @@ describe('online learning under SIGKILL', () => {
     // The crashed job's last run, undisturbed, and a run of the same job that never fails.
     const last = startMlProcess(env(crashJob, crashed, 'crashed'));
     const calmRun = startMlProcess(env(n.group('calm'), calm, 'calm'));
-    const stop = async (p: MlProcess, what: string) => {
+    const stop = async (p: JobProcess, what: string) => {
       p.child.kill('SIGTERM');
       assert.equal(await p.exited, 0, `${what} did not stop cleanly:\n${p.lines.slice(-20).join('\n')}`);
     };

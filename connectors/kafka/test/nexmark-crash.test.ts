@@ -9,9 +9,9 @@ import { nexmarkEvents } from '../../../examples/nexmark/generator.ts';
 import { type NexmarkTopics, nexmarkTopics } from '../../../examples/nexmark/job.ts';
 import type { AuctionCount, HotItem, NewUser, Person } from '../../../examples/nexmark/model.ts';
 import { auctionCounts, hotItems, newUsers, uniquePersons } from '../../../examples/nexmark/reference.ts';
-import { startJobProcess } from './crash-helpers.ts';
+import { killRepeatedly, startJobProcess } from './crash-helpers.ts';
 import { kcatAll, sendWhenReady } from './eos-helpers.ts';
-import { kafkaClient } from './kafka.ts';
+import { KEEP_OLD_TIMESTAMPS, kafkaClient } from './kafka.ts';
 import { names } from './names.ts';
 
 const EVENTS = Number(process.env.NEXMARK_EVENTS ?? 40_000);
@@ -56,7 +56,11 @@ describe('Nexmark windows, joins and dedup under SIGKILL', () => {
       const n = names(`nexmark-${backend}`);
       const t: NexmarkTopics = nexmarkTopics(n.stem);
       await admin.createTopics({
-        topics: Object.values(t).map((topic) => ({ topic, numPartitions: PARTITIONS })),
+        topics: Object.values(t).map((topic) => ({
+          topic,
+          numPartitions: PARTITIONS,
+          configEntries: KEEP_OLD_TIMESTAMPS,
+        })),
         waitForLeaders: true,
       });
       const env = {
@@ -81,22 +85,15 @@ describe('Nexmark windows, joins and dedup under SIGKILL', () => {
         produced = to;
         return e.end;
       };
-      let seed = 777;
-      const random = () => {
-        seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-        return seed / 0x7fffffff;
-      };
-      const kills: number[] = [];
-      for (let k = 0; k < KILLS; k++) {
-        await produce(Math.min(EVENTS, produced + chunk));
-        const p = startJobProcess(env, RUNNER);
-        await p.waitFor(/^restored /, 60_000);
-        const delay = Math.floor(random() * 1500);
-        await new Promise((r) => setTimeout(r, delay));
-        p.child.kill('SIGKILL');
-        await p.exited;
-        kills.push(delay);
-      }
+      const kills = await killRepeatedly({
+        kills: KILLS,
+        env,
+        runner: RUNNER,
+        seed: 777,
+        before: async () => {
+          await produce(Math.min(EVENTS, produced + chunk));
+        },
+      });
       const end = await produce(EVENTS);
       // End markers on every partition move event time past the last windows.
       for (const [topic, marker] of [

@@ -34,6 +34,7 @@ const job = await runKafkaJob(make(), {
   consumer: { sessionTimeoutMs: 2000, heartbeatIntervalMs: 300, rebalanceTimeoutMs: 5000 },
   listener: {
     restored: (r) => console.log(`restored ${r.taskId} ${r.checkpointId ?? '-'}`),
+    checkpointCompleted: (c) => console.log(`checkpoint ${c.taskId} ${c.checkpointId}`),
     taskFailed: (f) =>
       console.log(`failed ${f.taskId} ${f.error instanceof Error ? f.error.message : String(f.error)}`),
   },
