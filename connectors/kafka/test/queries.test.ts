@@ -197,8 +197,9 @@ describe('interactive queries over two instances', { timeout: 240_000 }, () => {
         async () => {
           servedBy.clear();
           const why = await checkAll(inst.url, model, counts, servedBy).catch((e: Error) => `${e.message}`);
-          if (why === undefined) return true;
-          last = why;
+          // Until the second member has joined and restored, one instance serves every key.
+          if (why === undefined && servedBy.size === 2) return true;
+          last = why ?? `every key was served by ${[...servedBy.keys()].join(', ')} alone`;
           return undefined;
         },
         90_000,
