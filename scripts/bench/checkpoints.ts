@@ -370,6 +370,9 @@ class GeneratedSource implements Source<Event> {
         }
         for (let n = 0; n < max; n++, i++) {
           if (i < keys) records.push({ value: { key: `key-${i}`, update: false } });
+          // The batch that completes the build ends there: no update (nor the clock) may start
+          // before the built state is in a checkpoint.
+          else if (!source.#ready()) break;
           else {
             if (Number.isNaN(updatesFrom)) updatesFrom = performance.now();
             const hot = next() < 0.99;
