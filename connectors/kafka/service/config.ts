@@ -17,6 +17,13 @@ export interface ServiceConfig {
   readonly retainCheckpoints: number;
   /** HTTP port for /metrics, /livez, /readyz; 0 disables the server. */
   readonly httpPort: number;
+  /** Address the HTTP server binds: 127.0.0.1 (default), or 0.0.0.0 / :: to be reached from other hosts. */
+  readonly httpHost: string;
+  /**
+   * Host other instances use to forward state queries here (interactive queries). Default: the
+   * bound address, or this machine's host name when bound to every interface.
+   */
+  readonly advertisedHost: string | undefined;
   readonly shutdownTimeoutMs: number;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
 }
@@ -40,6 +47,8 @@ const oneOf =
 const bool = (raw: unknown) =>
   raw === true || raw === 'true' ? true : raw === false || raw === 'false' ? false : undefined;
 const text = (raw: unknown) => (typeof raw === 'string' && raw.trim() !== '' ? raw : undefined);
+const host = (raw: unknown) =>
+  typeof raw === 'string' && /^[A-Za-z0-9.:_-]{1,253}$/.test(raw.trim()) ? raw.trim() : undefined;
 const list = (raw: unknown) => {
   const items = typeof raw === 'string' ? raw.split(',') : Array.isArray(raw) ? raw : undefined;
   const clean = items?.map((b) => String(b).trim()).filter((b) => b !== '');
@@ -63,6 +72,12 @@ export const CONFIG_FIELDS: Readonly<Record<Field, FieldSpec>> = {
       return n !== undefined && (n as number) <= 65535 ? n : undefined;
     },
   },
+  httpHost: { env: 'KSTATE_HTTP_HOST', allowed: 'an IP address or host name to bind', parse: host },
+  advertisedHost: {
+    env: 'KSTATE_ADVERTISED_HOST',
+    allowed: 'a host name or IP address other instances can reach',
+    parse: host,
+  },
   shutdownTimeoutMs: { env: 'KSTATE_SHUTDOWN_TIMEOUT_MS', allowed: 'an integer >= 0', parse: int(0) },
   logLevel: {
     env: 'KSTATE_LOG_LEVEL',
@@ -80,6 +95,8 @@ export const CONFIG_DEFAULTS: Omit<ServiceConfig, 'brokers'> = {
   incremental: false,
   retainCheckpoints: 3,
   httpPort: 9464,
+  httpHost: '127.0.0.1',
+  advertisedHost: undefined,
   shutdownTimeoutMs: 30_000,
   logLevel: 'info',
 };

@@ -1,4 +1,5 @@
 import cluster from 'node:cluster';
+import { hostname } from 'node:os';
 import pino, { type Logger } from 'pino';
 import {
   clusterMetrics,
@@ -100,11 +101,16 @@ export async function serve(
   if (config.httpPort !== 0 && !cluster.isWorker) {
     http = await startServiceHttp({
       port: config.httpPort,
+      host: config.httpHost,
       metrics,
       ready: () => instrumented.readiness(),
       routes,
     });
-    endpoint = `${http.host}:${http.port}`;
+    // Where other instances forward queries: the advertised host, else the bound address (this
+    // machine's name when bound to every interface, which is no address to connect to).
+    const wildcard = http.host === '0.0.0.0' || http.host === '::';
+    const advertised = config.advertisedHost ?? (wildcard ? hostname() : http.host);
+    endpoint = `${advertised.includes(':') ? `[${advertised}]` : advertised}:${http.port}`;
     log.info({ url: http.url }, 'http endpoints: /metrics /livez /readyz /status /query /query/keys');
   }
   running = await runKafkaJob(job, {

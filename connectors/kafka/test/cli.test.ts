@@ -73,6 +73,14 @@ describe('kstate CLI', () => {
       [envBad.code, envBad.stderr.trim()],
       [78, `kstate: environment variable KSTATE_BACKEND is "rocksdb"; allowed: 'heap' | 'level'`],
     );
+    const badHost = await cli(['run', ORDERS], { KSTATE_HTTP_HOST: 'not a host!' });
+    assert.deepEqual(
+      [badHost.code, badHost.stderr.trim()],
+      [
+        78,
+        'kstate: environment variable KSTATE_HTTP_HOST is "not a host!"; allowed: an IP address or host name to bind',
+      ],
+    );
     const noJob = join(dir, 'nojob.ts');
     await writeFile(noJob, 'export const x = 1;\n');
     const notAJob = await cli(['run', noJob]);

@@ -126,6 +126,8 @@ describe('interactive queries over two instances', { timeout: 240_000 }, () => {
         KSTATE_CHECKPOINT_DIR: join(dir, 'checkpoints'),
         KSTATE_CHECKPOINT_INTERVAL_MS: '500',
         KSTATE_HTTP_PORT: String(port),
+        // Instance b binds every interface and advertises the loopback address for forwarding.
+        ...(label === 'b' ? { KSTATE_HTTP_HOST: '0.0.0.0', KSTATE_ADVERTISED_HOST: '127.0.0.1' } : {}),
         KSTATE_LOG_LEVEL: 'warn',
         PRICES_JOB_ID: jobId,
         PRICES_INPUT: input,
