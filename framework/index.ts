@@ -44,16 +44,7 @@ export {
   WindowedStream,
 } from './graph/builder.ts';
 export type { GraphEdge, GraphNode, JobGraph } from './graph/types.ts';
-export {
-  IntervalJoin,
-  type IntervalJoinOptions,
-  type JoinWindow,
-  TableJoin,
-  type TableJoinOptions,
-  type TableUpdate,
-  WindowJoin,
-  type WindowJoinOptions,
-} from './joins/index.ts';
+export * from './joins/index.ts';
 export * from './ml/index.ts';
 export type { FaultInjector, FaultPoint } from './runtime/faults.ts';
 export { type CheckpointReport, inspectCheckpoint, keyedStateValue } from './runtime/inspect.ts';
@@ -84,24 +75,4 @@ export { HeapKeyedStateBackend } from './state/backends/heap/heap.ts';
 export { LevelKeyedStateBackend, levelBackend } from './state/backends/level/level.ts';
 export { keyBytes, keyGroupOf, keyId, murmur2 } from './state/keys.ts';
 export { jsonSerializer, msgpackSerializer, userSerializer } from './state/serializers.ts';
-export {
-  countTrigger,
-  eventTimeTrigger,
-  type ProcessWindowFunction,
-  processingTimeTrigger,
-  type SessionWindows,
-  type SlidingWindows,
-  sessionEventTime,
-  sessionProcessingTime,
-  slidingEventTime,
-  slidingProcessingTime,
-  type TimeWindow,
-  type TumblingWindows,
-  tumblingEventTime,
-  tumblingProcessingTime,
-  type WindowAssigner,
-  type WindowContext,
-  type WindowOptions,
-  type WindowResultFunction,
-  type WindowTrigger,
-} from './windows/index.ts';
+export * from './windows/index.ts';

@@ -3,7 +3,12 @@ import type { CheckpointMetadata, CheckpointStorage, Scope } from '../checkpoint
 import type { KeyedStateBackend, KeyedStateSnapshot } from '../state/backend.ts';
 import { builtinSerializer } from '../state/serializers.ts';
 import { storedValueCodec } from '../state/value-codec.ts';
-import { checkpointFiles, readTaskSnapshot, type TaskPayload } from './snapshot-io.ts';
+import {
+  checkpointFiles,
+  materializeKeyedHandle,
+  readTaskSnapshot,
+  type TaskPayload,
+} from './snapshot-io.ts';
 
 /** What `kstate inspect` prints about one task's checkpoint or savepoint. */
 export interface CheckpointReport {
@@ -64,21 +69,12 @@ export async function inspectCheckpoint(
         `checkpoint ${meta.checkpointId} holds '${restored.keyedHandle.backend}' state: pass a backend to read it`,
       );
     }
-    const backend = await openBackend(scope);
-    try {
-      await backend.restoreHandle!(
-        restored.keyedHandle,
-        checkpointFiles(storage, scope, meta.checkpointId, 'inspect'),
-      );
-      const capture = backend.capture(meta.checkpointId);
-      try {
-        keyed = await capture.materialize();
-      } finally {
-        capture.release();
-      }
-    } finally {
-      await backend.close();
-    }
+    keyed = await materializeKeyedHandle(
+      restored.keyedHandle,
+      checkpointFiles(storage, scope, meta.checkpointId, 'inspect'),
+      meta.checkpointId,
+      () => openBackend(scope),
+    );
   }
   const ops = restored.operators.operators;
   const report: CheckpointReport = {

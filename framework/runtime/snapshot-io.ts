@@ -1,7 +1,12 @@
 import { pack, unpack } from 'msgpackr';
 import { StreamError } from '../api/errors.ts';
 import type { CheckpointMetadata, CheckpointStorage, FileRef, Scope } from '../checkpoint/storage/storage.ts';
-import type { CheckpointFiles, KeyedStateHandle, KeyedStateSnapshot } from '../state/backend.ts';
+import type {
+  CheckpointFiles,
+  KeyedStateBackend,
+  KeyedStateHandle,
+  KeyedStateSnapshot,
+} from '../state/backend.ts';
 import { decodeKeyedSnapshot, encodeKeyedSnapshot } from '../state/snapshot-codec.ts';
 import type { InflightRecord } from './channel.ts';
 import type { OperatorSnapshot } from './operators/types.ts';
@@ -68,6 +73,30 @@ export function checkpointFiles(
     write: (name, bytes) => storage.writeFile(scope, checkpointId, `${name}-${attempt}`, bytes),
     read: (ref) => storage.readFile(ref),
   };
+}
+
+/**
+ * The canonical snapshot of keyed state a checkpoint holds in a backend's own format: restored into
+ * a fresh backend of that kind (made by `open`), captured, materialized, and the backend closed.
+ */
+export async function materializeKeyedHandle(
+  handle: KeyedStateHandle,
+  files: CheckpointFiles,
+  checkpointId: number,
+  open: () => KeyedStateBackend | Promise<KeyedStateBackend>,
+): Promise<KeyedStateSnapshot> {
+  const backend = await open();
+  try {
+    await backend.restoreHandle!(handle, files);
+    const capture = backend.capture(checkpointId);
+    try {
+      return await capture.materialize();
+    } finally {
+      capture.release();
+    }
+  } finally {
+    await backend.close();
+  }
 }
 
 export function writeKeyedFile(files: CheckpointFiles, keyed: KeyedStateSnapshot): Promise<FileRef> {

@@ -2,6 +2,7 @@ import { StreamError } from '../api/errors.ts';
 import type { CheckpointMetadata, CheckpointStorage, FileRef, Scope } from '../checkpoint/storage/storage.ts';
 import {
   checkpointFiles,
+  materializeKeyedHandle,
   type OperatorsFile,
   readTaskSnapshot,
   TASK_SNAPSHOT_FORMAT,
@@ -145,18 +146,12 @@ async function readTask(
         `savepoint '${meta.savepoint}' of task ${scope.taskId} holds keyed state in the '${handle.backend}' backend's own format, not the canonical savepoint format: read it with that backend`,
       );
     }
-    const backend = await openBackend(scope);
-    try {
-      await backend.restoreHandle!(handle, checkpointFiles(storage, scope, meta.checkpointId, 'savepoint'));
-      const capture = backend.capture(meta.checkpointId);
-      try {
-        keyed = await capture.materialize();
-      } finally {
-        capture.release();
-      }
-    } finally {
-      await backend.close();
-    }
+    keyed = await materializeKeyedHandle(
+      handle,
+      checkpointFiles(storage, scope, meta.checkpointId, 'savepoint'),
+      meta.checkpointId,
+      () => openBackend(scope),
+    );
   }
   return {
     taskId: scope.taskId,

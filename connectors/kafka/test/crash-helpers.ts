@@ -1,4 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { appendFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { ensureKafkaInstalled } from '../../../scripts/kafka/install.ts';
@@ -95,6 +96,7 @@ export async function transactionStates(prefix: string): Promise<Map<string, str
  * The crash loop of the SIGKILL tests: `kills` times, run `before(k)` (e.g. produce the next chunk of
  * input), start the job process, wait for its first restore, and SIGKILL it at a random moment up to
  * `maxDelayMs` later (a seeded sequence: restore, processing or a checkpoint). Returns the delays.
+ * With CRASH_LOG=<file>, each killed process's stdout lines are appended there (for diagnosis).
  */
 export async function killRepeatedly(o: {
   readonly kills: number;
@@ -120,7 +122,6 @@ export async function killRepeatedly(o: {
     await p.exited;
     delays.push(delay);
     if (process.env.CRASH_LOG) {
-      const { appendFileSync } = await import('node:fs');
       appendFileSync(
         process.env.CRASH_LOG,
         `--- run ${k}, killed ${delay} ms after restore\n${p.lines.join('\n')}\n`,

@@ -1,11 +1,11 @@
 import { unpack } from 'msgpackr';
-import type { CheckpointStorage } from '../../checkpoint/storage/storage.ts';
+import type { CheckpointStorage, FileRef } from '../../checkpoint/storage/storage.ts';
 import type { JobPlan } from '../../graph/plan.ts';
 import type { KeyedStateBackend, KeyedStateHandle, KeyedStateSnapshot } from '../../state/backend.ts';
 import { HeapKeyedStateBackend } from '../../state/backends/heap/heap.ts';
 import { temporaryLevelBackend } from '../../state/backends/level/testing.ts';
 import { decodeKeyedSnapshot } from '../../state/snapshot-codec.ts';
-import type { TaskPayload } from '../snapshot-io.ts';
+import { materializeKeyedHandle, type TaskPayload } from '../snapshot-io.ts';
 import { taskScope } from '../task.ts';
 
 /**
@@ -47,28 +47,18 @@ export async function finalKeyedState(
   return rows.sort();
 }
 
-async function materializeHandle(
+function materializeHandle(
   handle: KeyedStateHandle,
   storage: CheckpointStorage,
   make: Record<string, () => Promise<KeyedStateBackend> | KeyedStateBackend>,
 ): Promise<KeyedStateSnapshot> {
   const factory = make[handle.backend];
   if (factory === undefined) throw new Error(`no backend of kind '${handle.backend}' to read the checkpoint`);
-  const backend = await factory();
-  try {
-    await backend.restoreHandle!(handle, {
-      write: () => Promise.reject(new Error('finalKeyedState only reads')),
-      read: (ref) => storage.readFile(ref),
-    });
-    const capture = backend.capture(0);
-    try {
-      return await capture.materialize();
-    } finally {
-      capture.release();
-    }
-  } finally {
-    await backend.close();
-  }
+  const files = {
+    write: () => Promise.reject(new Error('finalKeyedState only reads')),
+    read: (ref: FileRef) => storage.readFile(ref),
+  };
+  return materializeKeyedHandle(handle, files, 0, factory);
 }
 
 export function sorted(xs: readonly string[]): string[] {

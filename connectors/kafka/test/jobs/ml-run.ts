@@ -9,16 +9,10 @@
 import { join } from 'node:path';
 import { mlJob } from '../../../../examples/ml/job.ts';
 import { FilesystemCheckpointStorage, levelBackend } from '../../../../framework/index.ts';
-import { runKafkaJob } from '../../index.ts';
-
-const env = (name: string): string => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-};
+import { env, runJobProcess } from './job-process.ts';
 
 const dir = env('STATE_DIR');
-const job = await runKafkaJob(
+await runJobProcess(
   mlJob({
     jobId: env('JOB_ID'),
     train: env('TRAIN'),
@@ -28,25 +22,7 @@ const job = await runKafkaJob(
     publishIntervalMs: Number(process.env.PUBLISH_MS ?? 100),
   }),
   {
-    connection: { brokers: env('KAFKA_BROKERS').split(',') },
     storage: new FilesystemCheckpointStorage({ directory: join(dir, 'checkpoints') }),
     ...(process.env.BACKEND === 'heap' ? {} : { backend: levelBackend(join(dir, 'level')) }),
-    checkpoints: { intervalMs: Number(process.env.CHECKPOINT_MS ?? 100) },
-    restart: { kind: 'exponential-backoff', initialDelayMs: 100, maxDelayMs: 2000, multiplier: 2 },
-    consumer: { sessionTimeoutMs: 2000, heartbeatIntervalMs: 300, rebalanceTimeoutMs: 5000 },
-    listener: {
-      restored: (r) => console.log(`restored ${r.taskId} ${r.checkpointId ?? '-'}`),
-      checkpointCompleted: (s) => console.log(`checkpoint ${s.taskId} ${s.checkpointId}`),
-      taskFailed: (f) =>
-        console.log(`failed ${f.taskId} ${f.error instanceof Error ? f.error.message : String(f.error)}`),
-    },
   },
 );
-console.log('ready');
-process.on('SIGTERM', () => {
-  void job.stop().then(() => process.exit(0));
-});
-job.done.catch((e) => {
-  console.error(`job failed: ${e instanceof Error ? e.message : String(e)}`);
-  process.exit(1);
-});

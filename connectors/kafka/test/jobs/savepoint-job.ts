@@ -62,7 +62,7 @@ export default () => {
   const job = new StreamJob(process.env.SP_JOB_ID ?? 'savepoint-job');
   job
     .source(new KafkaSource<In>({ topic: process.env.SP_INPUT ?? 'sp-input', uid: 'input' }))
-    .process(new Seen(), { uid: 'seen' })
+    .process(() => new Seen(), { uid: 'seen' }) // one instance per task: it keeps its task's list state in a field
     .keyBy((e) => e.k)
     .process(new CountSum(), { uid: 'count-sum' })
     .sinkTo(
