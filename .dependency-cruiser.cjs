@@ -39,10 +39,18 @@ module.exports = {
       to: { path: '^(connectors/|examples/)' },
     },
     {
-      name: 'only-kafka-connector-imports-kafkajs',
+      name: 'only-one-module-imports-kafkajs',
+      comment:
+        'kafkajs is loaded through connectors/kafka/internal/kafkajs.ts only: it installs and verifies the project read_committed filter before kafkajs loads (kafkajs 2.2.4 lets aborted records through)',
       severity: 'error',
-      from: { pathNot: '^(connectors/kafka/|scripts/kafka/)' },
-      to: { path: 'node_modules/(kafkajs|@kafkajs)/' },
+      from: { pathNot: '^connectors/kafka/internal/(kafkajs|install-read-committed)\\.ts$' },
+      to: { path: 'node_modules/kafkajs/' },
+    },
+    {
+      name: 'only-kafka-connector-imports-the-registry-client',
+      severity: 'error',
+      from: { pathNot: '^connectors/kafka/' },
+      to: { path: 'node_modules/@kafkajs/' },
     },
     {
       name: 'only-level-backend-imports-classic-level',

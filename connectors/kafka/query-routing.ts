@@ -1,5 +1,5 @@
-import { AssignerProtocol } from 'kafkajs';
 import type { PartitionOwner, QueryRouting } from '../../framework/index.ts';
+import { AssignerProtocol } from './internal/kafkajs.ts';
 import { parseMemberInfo } from './source/assigner.ts';
 import type { ConsumerHub } from './source/hub.ts';
 

@@ -1,4 +1,3 @@
-import type { Admin } from 'kafkajs';
 import {
   type AssignmentSource,
   type JobGraph,
@@ -11,6 +10,7 @@ import {
 } from '../../framework/index.ts';
 import { createKafka, type KafkaConnection } from './client.ts';
 import { kafkaError } from './errors.ts';
+import type { Admin } from './internal/kafkajs.ts';
 import { GroupQueryRouting } from './query-routing.ts';
 import { cutRepartitions } from './repartition.ts';
 import { KafkaSink } from './sink/kafka-sink.ts';

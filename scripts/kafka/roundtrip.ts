@@ -3,7 +3,7 @@
  * into a fresh topic, then a read_committed consumer that must see exactly the committed records.
  */
 import { randomBytes } from 'node:crypto';
-import { Kafka, logLevel, Partitioners } from 'kafkajs';
+import { Kafka, logLevel, Partitioners } from '../../connectors/kafka/internal/kafkajs.ts';
 import './quiet-warnings.ts';
 
 export interface RoundTripResult {

@@ -1,6 +1,6 @@
-import type { Admin } from 'kafkajs';
 import type { CheckpointPointer } from '../../../framework/index.ts';
 import { kafkaError } from '../errors.ts';
+import type { Admin } from '../internal/kafkajs.ts';
 
 /**
  * The checkpoint pointer rides in the committed offset's metadata string (TxnOffsetCommit carries

@@ -1,6 +1,5 @@
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type Admin, Kafka, logLevel } from 'kafkajs';
 import {
   exportSavepointToDirectory,
   FilesystemCheckpointStorage,
@@ -12,6 +11,7 @@ import {
   rescaleSavepoint,
   StreamError,
 } from '../../../framework/index.ts';
+import { type Admin, Kafka, logLevel } from '../internal/kafkajs.ts';
 import '../internal/quiet-warnings.ts';
 import type { ServiceConfig } from './config.ts';
 

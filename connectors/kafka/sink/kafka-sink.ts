@@ -1,6 +1,6 @@
-import type { IHeaders, Kafka } from 'kafkajs';
 import { type Sink, type SinkInfo, type SinkWriter, StreamError } from '../../../framework/index.ts';
 import { kafkaEvents } from '../events.ts';
+import type { IHeaders, Kafka } from '../internal/kafkajs.ts';
 import { TaskTransactions } from './internal/task-transactions.ts';
 
 /** One output record. `key` decides the partition (murmur2, as Kafka's default partitioner). */

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { AssignerProtocol } from 'kafkajs';
+import { AssignerProtocol } from '../internal/kafkajs.ts';
 import { coPartitionedAssigner } from './assigner.ts';
 
 const counts: Record<string, number> = { a: 6, b: 6, r: 4 };

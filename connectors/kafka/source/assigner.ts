@@ -1,4 +1,4 @@
-import { AssignerProtocol, type PartitionAssigner } from 'kafkajs';
+import { AssignerProtocol, type PartitionAssigner } from '../internal/kafkajs.ts';
 
 /**
  * A member's protocol user data: the partitions it owns now, and the host:port where it answers

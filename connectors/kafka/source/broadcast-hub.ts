@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import type { Admin, Consumer, EachBatchPayload, Kafka } from 'kafkajs';
 import { kafkaError } from '../errors.ts';
+import type { Admin, Consumer, EachBatchPayload, Kafka } from '../internal/kafkajs.ts';
 import { PartitionReader, type ReaderOptions } from './partition-reader.ts';
 
 export interface BroadcastHubOptions {

@@ -1,5 +1,5 @@
-import type { Admin, Consumer, EachBatchPayload, Kafka } from 'kafkajs';
 import { kafkaError } from '../errors.ts';
+import type { Admin, Consumer, EachBatchPayload, Kafka } from '../internal/kafkajs.ts';
 import { coPartitionedAssigner } from './assigner.ts';
 import { PartitionReader, type ReaderOptions } from './partition-reader.ts';
 

@@ -1,7 +1,7 @@
-import type { Admin } from 'kafkajs';
 import { type Source, type SourceReader, StreamError } from '../../../framework/index.ts';
 import { kafkaError } from '../errors.ts';
 import { kafkaEvents } from '../events.ts';
+import type { Admin } from '../internal/kafkajs.ts';
 import type { Serde } from '../serde/serde.ts';
 import type { BroadcastHub } from './broadcast-hub.ts';
 import type { ConsumerHub } from './hub.ts';

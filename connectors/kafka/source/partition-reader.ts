@@ -1,10 +1,10 @@
-import type { KafkaMessage } from 'kafkajs';
 import {
   type SourceBatch,
   type SourceReader,
   type SourceRecord,
   StreamError,
 } from '../../../framework/index.ts';
+import type { KafkaMessage } from '../internal/kafkajs.ts';
 
 /** One Kafka record as decoders see it. */
 export interface KafkaRecordIn {

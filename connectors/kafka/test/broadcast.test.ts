@@ -3,7 +3,6 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { Admin } from 'kafkajs';
 import {
   type BroadcastContext,
   type Collector,
@@ -12,6 +11,7 @@ import {
   StreamJob,
 } from '../../../framework/index.ts';
 import { KafkaSink, KafkaSource, runKafkaJob } from '../index.ts';
+import type { Admin } from '../internal/kafkajs.ts';
 import { kcatAll, produceInput, sendWhenReady } from './eos-helpers.ts';
 import { checkpointStorage, type In } from './jobs/count-job.ts';
 import { brokersFromEnv, kafkaClient } from './kafka.ts';

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { Admin } from 'kafkajs';
+import type { Admin } from '../internal/kafkajs.ts';
 import { type JobProcess, startJobProcess, transactionStates } from './crash-helpers.ts';
 import { kcatAll, produceInput, readCommitted, verifyCounts } from './eos-helpers.ts';
 import type { Out } from './jobs/count-job.ts';

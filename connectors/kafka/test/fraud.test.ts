@@ -3,7 +3,6 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { Admin, Producer } from 'kafkajs';
 import { type FraudTopics, fraudJob, fraudTopics } from '../../../examples/fraud/job.ts';
 import { type Alert, alertKey, type TimedOutAlert, type Transaction } from '../../../examples/fraud/model.ts';
 import {
@@ -17,6 +16,7 @@ import { publishPatterns, sendTicks, sendTransactions } from '../../../examples/
 import { referenceAlerts } from '../../../examples/fraud/reference.ts';
 import type { PatternRejection, PatternUpdate } from '../../../framework/index.ts';
 import { runKafkaJob } from '../index.ts';
+import type { Admin, Producer } from '../internal/kafkajs.ts';
 import { kcatAll, sendWhenReady } from './eos-helpers.ts';
 import { checkpointStorage } from './jobs/count-job.ts';
 import { brokersFromEnv, KEEP_OLD_TIMESTAMPS, kafkaClient } from './kafka.ts';

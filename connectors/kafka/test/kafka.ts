@@ -3,7 +3,13 @@
  * `scripts/kafka/with-broker.ts` in `npm run test:kafka`). kafkajs logs stay quiet unless
  * KAFKAJS_LOG_LEVEL (ERROR, WARN, INFO, DEBUG) asks for them.
  */
-import { type Consumer, type ConsumerConfig, Kafka, type KafkaConfig, logLevel } from 'kafkajs';
+import {
+  type Consumer,
+  type ConsumerConfig,
+  Kafka,
+  type KafkaConfig,
+  logLevel,
+} from '../internal/kafkajs.ts';
 import '../../../scripts/kafka/quiet-warnings.ts';
 
 /** The broker list from KAFKA_BROKERS, or a clear error saying how to get one. */

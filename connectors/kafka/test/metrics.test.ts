@@ -5,7 +5,6 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { Admin } from 'kafkajs';
 import {
   type CheckpointStorage,
   createPrometheusMetrics,
@@ -14,6 +13,7 @@ import {
   startServiceHttp,
 } from '../../../framework/index.ts';
 import { runKafkaJob } from '../index.ts';
+import type { Admin } from '../internal/kafkajs.ts';
 import { produceInput } from './eos-helpers.ts';
 import { checkpointStorage, countJob } from './jobs/count-job.ts';
 import { brokersFromEnv, eventually, kafkaClient } from './kafka.ts';

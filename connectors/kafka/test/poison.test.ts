@@ -5,7 +5,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import type { Admin } from 'kafkajs';
 import { isStreamError, outputTag, StreamJob } from '../../../framework/index.ts';
 import { plannedFaults } from '../../../framework/testing/index.ts';
 import {
@@ -16,6 +15,7 @@ import {
   KafkaSource,
   runKafkaJob,
 } from '../index.ts';
+import type { Admin } from '../internal/kafkajs.ts';
 import { readCommitted, verifyCounts } from './eos-helpers.ts';
 import { CountAndSum, checkpointStorage, type In, type Out } from './jobs/count-job.ts';
 import { brokersFromEnv, kafkaClient } from './kafka.ts';

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { DuckDBInstance } from '@duckdb/node-api';
-import type { Admin } from 'kafkajs';
+import type { Admin } from '../internal/kafkajs.ts';
 import { readCommitted } from './eos-helpers.ts';
 import type { Out } from './jobs/savepoint-job.ts';
 import { brokersFromEnv, kafkaClient } from './kafka.ts';

@@ -14,7 +14,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { Admin } from 'kafkajs';
+import type { Admin } from '../internal/kafkajs.ts';
 import { readCommitted } from './eos-helpers.ts';
 import type { Out } from './jobs/savepoint-job.ts';
 import { brokersFromEnv, kafkaClient } from './kafka.ts';

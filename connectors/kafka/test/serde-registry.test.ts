@@ -7,8 +7,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { SchemaRegistry, SchemaType } from '@kafkajs/confluent-schema-registry';
-import { type Admin, type Kafka, Partitioners } from 'kafkajs';
 import { registryForTests, type TestRegistry } from '../../../scripts/registry/fixture.ts';
+import { type Admin, type Kafka, Partitioners } from '../internal/kafkajs.ts';
 import {
   avroSerde,
   bytesSerde,

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { type Admin, type Consumer, type Kafka, Partitioners, type Producer } from 'kafkajs';
+import { type Admin, type Consumer, type Kafka, Partitioners, type Producer } from '../internal/kafkajs.ts';
 import {
   brokersFromEnv,
   consumeAtLeast,

@@ -1,8 +1,8 @@
-import type { Kafka, Message, Producer, Transaction } from 'kafkajs';
 import type { CheckpointCommitter, CheckpointPointer, CommitRequest } from '../../../../framework/index.ts';
 import { encodePointer, readCommittedPointer } from '../../admin/pointer.ts';
 import { kafkaError } from '../../errors.ts';
 import { kafkaEvents } from '../../events.ts';
+import type { Kafka, Message, Producer, Transaction } from '../../internal/kafkajs.ts';
 import { isKafkaPosition } from '../../source/partition-reader.ts';
 import { TRANSACTION_SLOTS, transactionalId } from './transactional-id.ts';
 
