@@ -931,7 +931,7 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
     if (this.#diskMarker !== layout.token) {
       return `the local database holds capture ${this.#diskMarker}, the checkpoint capture ${layout.token}`;
     }
-    const registry = this.#diskRegistry ?? [];
+    const registry = this.#diskRegistry ?? NO_STATES;
     if (
       registry.length !== layout.states.length ||
       !layout.states.every((s) => registry.some((r) => r.name === s.meta.name))
@@ -942,7 +942,8 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
   }
 
   async #reuseLocal(layout: ChainLayout): Promise<void> {
-    const registry = this.#diskRegistry!;
+    // A capture of a backend that never registered a state writes a marker and no registry.
+    const registry = this.#diskRegistry ?? NO_STATES;
     const byName = new Map(layout.states.map((s) => [s.meta.name, s]));
     this.#resetSlots(registry.map((r) => ({ name: r.name, id: r.id, meta: byName.get(r.name)!.meta })));
     const byPrefix = new StatesByPrefix([...this.#slots.values()]);
@@ -1043,6 +1044,9 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
 }
 
 /** Finds the state of a data key (`s<id>:<key id>`); keys come sorted, so mostly the last one's. */
+/** The registry of a database whose captures had no state (none is written then). */
+const NO_STATES: readonly RegistryEntry[] = [];
+
 class StatesByPrefix<S extends { readonly prefix: string }> {
   readonly #byPrefix: Map<string, S>;
   #last: S | undefined;

@@ -187,6 +187,36 @@ describe('level backend: local recovery', () => {
     assert.equal(readdirSync(directory).includes('POISONED'), false);
   });
 
+  test('a task with no keyed state reuses its local database too, without a warning', async () => {
+    // Its captures write a marker and no registry of states (issue 12: the reuse read the absent
+    // registry, failed with a TypeError and rebuilt with a warning).
+    const directory = temporaryDirectory();
+    const io = new Files();
+    const backend = await LevelKeyedStateBackend.open({ directory });
+    const handle = await checkpoint(backend, io);
+    await backend.close();
+
+    const warnings: string[] = [];
+    const again = await LevelKeyedStateBackend.open({ directory, onWarning: (m) => warnings.push(m) });
+    const readsBefore = io.reads;
+    try {
+      await again.restoreHandle(handle, io.files());
+      assert.deepEqual(again.lastRestore, { from: 'local', reason: '', filesRead: 0, bytesRead: 0 });
+      assert.equal(io.reads, readsBefore, 'no checkpoint file was read');
+      assert.deepEqual(warnings, []);
+      // A state registered after the restore starts empty and checkpoints on the reused database.
+      again.register(META);
+      again.put('counts', 'key-1', 'v1');
+      const next = await checkpoint(again, io, handle);
+      await again.close();
+      const r = await restoreOn(directory, next, io);
+      assert.equal(r.from, 'local');
+      assert.deepEqual(r.state, { 'key-1': 'v1' });
+    } finally {
+      await again.close();
+    }
+  });
+
   test('a database that lost entries behind the marker is rebuilt, not reused', async () => {
     const io = new Files();
     const directory = temporaryDirectory();
