@@ -31,8 +31,7 @@ export const ErrorCodes = {
     'a savepoint cannot be rescaled as asked (raw state, in-flight records, a partition count unlike the topics)',
   SAVEPOINT_DATA_INVALID:
     'savepoint data to import does not fit its state (the error names the file and line)',
-  KAFKA_CLIENT_UNVERIFIED:
-    "the Kafka client failed the project's check of its read_committed filter at load",
+  KAFKA_CLIENT_UNVERIFIED: "the Kafka client failed the project's check of its read_committed filter at load",
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

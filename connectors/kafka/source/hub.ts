@@ -108,6 +108,13 @@ export class ConsumerHub {
       this.#owned = [...new Set([...assigned.values()].flat())];
       onAssignment(assigned);
     });
+    // A fetch whose records were all filtered out (transaction markers, aborted transactions) never
+    // reaches eachBatch: kafkajs moves its own fetch offset on. The reader's position follows.
+    this.#consumer.on(this.#consumer.events.END_BATCH_PROCESS, (e) => {
+      const { topic, partition, batchSize, firstOffset, lastOffset } = e.payload;
+      if (batchSize !== 0 || (firstOffset as string | null) === null) return;
+      this.#readers.get(`${topic}:${partition}`)?.offer([], { first: firstOffset, last: lastOffset });
+    });
     this.#running = true;
     await this.#consumer.run({
       autoCommit: false,
@@ -192,11 +199,9 @@ export class ConsumerHub {
       pause();
       return;
     }
-    if (batch.messages.length === 0) {
-      resolveOffset(batch.lastOffset());
-      return;
-    }
-    const { lastTaken, full } = reader.offer(batch.messages);
+    const first = batch.firstOffset();
+    const fetched = first === null ? undefined : { first, last: batch.lastOffset() };
+    const { lastTaken, full } = reader.offer(batch.messages, fetched);
     if (lastTaken !== undefined) resolveOffset(lastTaken);
     if (full) pause();
   }

@@ -66,6 +66,8 @@ export class PartitionReader<T> implements SourceReader<T> {
   readonly partition: number;
   readonly #o: ReaderOptions<T>;
   #buffer: KafkaMessage[] = [];
+  /** Filtered ranges behind buffered records: once `after` is taken, the position moves to `to`. */
+  #skips: { after: KafkaMessage; to: bigint }[] = [];
   /** The next offset the reader accepts. */
   #expected: bigint;
   /** The offset after the last record handed to the task: the position. */
@@ -97,8 +99,20 @@ export class PartitionReader<T> implements SourceReader<T> {
    * memory stays within the buffer plus one fetch; refetching the rest of a batch would decode it
    * twice). Returns the offset of the last message and whether the buffer is now full, in which case
    * the hub pauses the partition until the task drained half of it.
+   *
+   * `fetched`, when given, is the offset range the fetch covered (first and last raw record at or
+   * after the fetch offset, including control records and records of aborted transactions, which the
+   * read_committed filter removed). When it starts at or before the next offset this reader expects,
+   * nothing in it was left out, so the position moves past its end once the task has taken the
+   * records before it: the committed position then passes transaction markers and aborted records, as
+   * the Java consumer's does (lag reaches 0; a restore does not fetch them again). A range that starts
+   * later (a stale fetch from before a seek, or a compaction gap) moves nothing.
    */
-  offer(messages: readonly KafkaMessage[]): { lastTaken: string | undefined; full: boolean } {
+  offer(
+    messages: readonly KafkaMessage[],
+    fetched?: { readonly first: string; readonly last: string },
+  ): { lastTaken: string | undefined; full: boolean } {
+    const expectedBefore = this.#expected;
     let lastTaken: string | undefined;
     for (const m of messages) {
       const off = BigInt(m.offset);
@@ -106,6 +120,15 @@ export class PartitionReader<T> implements SourceReader<T> {
       if (off < this.#expected) continue;
       this.#buffer.push(m);
       this.#expected = off + 1n;
+    }
+    if (fetched !== undefined && BigInt(fetched.first) <= expectedBefore) {
+      const end = BigInt(fetched.last) + 1n;
+      if (end > this.#expected) {
+        this.#expected = end;
+        lastTaken = fetched.last;
+        if (this.#buffer.length === 0) this.#position = end;
+        else this.#skips.push({ after: this.#buffer.at(-1)!, to: end });
+      }
     }
     this.#wake();
     this.#full = this.#buffer.length >= this.#o.capacity;
@@ -162,6 +185,7 @@ export class PartitionReader<T> implements SourceReader<T> {
         }
       }
       this.#position = BigInt(m.offset) + 1n;
+      if (this.#skips[0]?.after === m) this.#position = this.#skips.shift()!.to;
     }
     return { records, position: this.position() };
   }
