@@ -1,7 +1,8 @@
 /**
  * The one catalogue of error codes. Every error the framework throws on purpose is a
- * `StreamError` with one of these codes, a message that says what is wrong and what to do, and the
- * underlying `cause` when there is one. docs/errors.md lists the same codes (a test keeps them in step).
+ * `StreamError` with one of these codes, a message that says what is wrong and what to do, the
+ * underlying `cause` when there is one, and a `retriable` flag (see RETRIABLE_CODES). docs/errors.md
+ * lists the same codes and flags (a test keeps them in step).
  */
 export const ErrorCodes = {
   CONFIG_INVALID: 'a configuration value is missing, of the wrong type, or out of range',
@@ -32,16 +33,42 @@ export const ErrorCodes = {
   SAVEPOINT_DATA_INVALID:
     'savepoint data to import does not fit its state (the error names the file and line)',
   KAFKA_CLIENT_UNVERIFIED: "the Kafka client failed the project's check of its read_committed filter at load",
+  KAFKA_RETRIABLE:
+    'Kafka asked for a retry (concurrent transactions, coordinator loading or moving, request timed out, leader changing)',
+  KAFKA_UNAVAILABLE:
+    'no Kafka broker answered (connection refused or closed, request timed out, no broker available)',
+  KAFKA_TRANSACTION_LOST:
+    "a task's Kafka transaction is lost (fenced by a newer owner of its transactional id, aborted by the coordinator, out of sequence)",
+  KAFKA_REQUEST_FAILED:
+    'Kafka refused a request for a reason that retrying does not change (record too large, invalid request ...)',
+  KAFKA_TRANSACTION_STATE_INVALID:
+    "a Kafka sink's transaction slot was asked for a transition its state machine does not allow",
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
 
+/**
+ * The codes whose errors are retriable: the operation that failed may succeed when it is tried again,
+ * unchanged, after a backoff; code that catches one retries it where that is safe (bounded: the Kafka
+ * sink's commit retries within the transaction timeout). Every other code is not: trying the same
+ * again cannot help, so the task restarts from its last checkpoint (or the job stops, for
+ * configuration errors). A retriable error that escapes its retry fails the task like any other.
+ */
+export const RETRIABLE_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'SCHEMA_REGISTRY_UNAVAILABLE',
+  'KAFKA_RETRIABLE',
+  'KAFKA_UNAVAILABLE',
+]);
+
 export class StreamError extends Error {
   readonly code: ErrorCode;
+  /** Whether trying the same operation again may succeed (fixed per code: RETRIABLE_CODES). */
+  readonly retriable: boolean;
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'StreamError';
     this.code = code;
+    this.retriable = RETRIABLE_CODES.has(code);
   }
 }
 
