@@ -1,5 +1,4 @@
 import { Kafka, type KafkaConfig, logLevel, type SASLOptions } from './internal/kafkajs.ts';
-import './internal/quiet-warnings.ts';
 
 /** How to reach the cluster. One value shared by a job's sources, sinks and admin calls. */
 export interface KafkaConnection {

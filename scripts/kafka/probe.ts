@@ -4,7 +4,6 @@
  */
 import { Kafka, logLevel } from '../../connectors/kafka/internal/kafkajs.ts';
 import { HarnessError } from './errors.ts';
-import './quiet-warnings.ts';
 
 export type ProbeResult =
   | { readonly ok: true; readonly brokerCount: number; readonly controller: number | null }

@@ -4,7 +4,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Kafka, logLevel, Partitioners } from '../../connectors/kafka/internal/kafkajs.ts';
-import './quiet-warnings.ts';
 
 export interface RoundTripResult {
   readonly topic: string;

@@ -4,9 +4,11 @@
  * the project's (./install-read-committed.ts, ./read-committed.ts), and on load a fetch the upstream
  * filter gets wrong is run through kafkajs's own `Batch` to prove the replacement is in use. If
  * something loaded kafkajs before this module, that check fails and the process refuses to go on
- * rather than hand records of aborted transactions to a job.
+ * rather than hand records of aborted transactions to a job. ./request-queue.ts stops the 1 ms timer
+ * loop every idle kafkajs connection runs.
  */
 import './install-read-committed.ts';
+import './request-queue.ts';
 import { createRequire } from 'node:module';
 import { AssignerProtocol, Kafka, logLevel, Partitioners } from 'kafkajs';
 import { StreamError } from '../../../framework/index.ts';

@@ -12,7 +12,6 @@ import {
   StreamError,
 } from '../../../framework/index.ts';
 import { type Admin, Kafka, logLevel } from '../internal/kafkajs.ts';
-import '../internal/quiet-warnings.ts';
 import type { ServiceConfig } from './config.ts';
 
 /**

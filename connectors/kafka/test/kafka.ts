@@ -10,7 +10,6 @@ import {
   type KafkaConfig,
   logLevel,
 } from '../internal/kafkajs.ts';
-import '../../../scripts/kafka/quiet-warnings.ts';
 
 /** The broker list from KAFKA_BROKERS, or a clear error saying how to get one. */
 export function brokersFromEnv(): string[] {

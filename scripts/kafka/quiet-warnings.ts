@@ -1,2 +1,0 @@
-/** Kept for the harness scripts: the filter lives with the Kafka connector. */
-import '../../connectors/kafka/internal/quiet-warnings.ts';
