@@ -18,10 +18,10 @@ test('docs/errors.md lists exactly the codes of the catalogue, with the same mea
 test('a StreamError carries its code, cause and the retriable flag of its code', () => {
   const cause = new Error('disk full');
   const e = new StreamError('CHECKPOINT_STORAGE_FAILED', 'writing chk-3 failed', { cause });
+  assert.equal(e.retriable, false);
   assert.ok(isStreamError(e, 'CHECKPOINT_STORAGE_FAILED'));
   assert.ok(!isStreamError(e, 'CHECKPOINT_CORRUPT'));
   assert.equal((e as Error).cause, cause);
-  assert.equal(e.retriable, false);
   assert.equal(new StreamError('KAFKA_RETRIABLE', 'CONCURRENT_TRANSACTIONS').retriable, true);
   for (const code of RETRIABLE_CODES) assert.ok(code in ErrorCodes, code);
 });

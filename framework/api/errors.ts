@@ -70,6 +70,11 @@ export class StreamError extends Error {
     this.code = code;
     this.retriable = RETRIABLE_CODES.has(code);
   }
+
+  /** Whether errors of `code` are retriable (RETRIABLE_CODES). */
+  static isRetriable(code: ErrorCode): boolean {
+    return RETRIABLE_CODES.has(code);
+  }
 }
 
 /** True when `e` is a StreamError, optionally of the given code. */

@@ -1,12 +1,13 @@
+import { type ErrorCode, StreamError } from '../../../framework/index.ts';
+
 /**
- * The errors of the serde layer, each with a `code`, a message that says what is wrong and what to do,
- * and the underlying `cause`.
- *
- * These codes are not (yet) in the framework's catalogue (framework/api/errors.ts), so the classes extend
- * Error with a `code` field shaped like StreamError's; once the catalogue has them they can extend
- * StreamError without changing their fields.
+ * The errors of the serde layer: StreamErrors of the one catalogue (framework/api/errors.ts), each with
+ * its `code`, a message that says what is wrong and what to do, the underlying `cause`, and the
+ * catalogue's `retriable` flag (true only for SCHEMA_REGISTRY_UNAVAILABLE). `retryable` is the same
+ * flag under its older name, kept for readers that use it.
  */
 
+/** The serde's codes (a subset of the catalogue), with what each means for a serde. */
 export const SerdeErrorCodes = {
   RECORD_DESERIALIZATION_FAILED:
     "a record's key or value cannot be read (wrong magic byte, unknown schema id, bytes that do not match the schema): a poison record, handled by the source's policy",
@@ -15,7 +16,7 @@ export const SerdeErrorCodes = {
     'the schema registry did not answer (connection refused, timeout, 5xx) within the retry budget: retryable, never a reason to skip a record',
   SCHEMA_REGISTRY_REQUEST_FAILED:
     'the schema registry refused a request (401/403 credentials, 409 incompatible schema, 422 invalid schema)',
-} as const;
+} as const satisfies Partial<Record<ErrorCode, string>>;
 
 export type SerdeErrorCode = keyof typeof SerdeErrorCodes;
 
@@ -44,10 +45,8 @@ export interface RecordLocation {
   readonly field?: 'key' | 'value';
 }
 
-export class DeserializationError extends Error {
-  readonly code = 'RECORD_DESERIALIZATION_FAILED' as const;
-  /** A poison record: the source applies its policy (fail, skip, dead-letter); retrying cannot help. */
-  readonly retryable = false;
+export class DeserializationError extends StreamError {
+  declare readonly code: 'RECORD_DESERIALIZATION_FAILED';
   readonly reason: DeserializationReason;
   readonly format: string;
   readonly topic: string;
@@ -72,7 +71,7 @@ export class DeserializationError extends Error {
     },
     options?: { cause?: unknown },
   ) {
-    super(deserializationMessage(init), options);
+    super('RECORD_DESERIALIZATION_FAILED', deserializationMessage(init), options);
     this.name = 'DeserializationError';
     this.reason = init.reason;
     this.format = init.format;
@@ -82,6 +81,11 @@ export class DeserializationError extends Error {
     this.partition = init.partition;
     this.offset = init.offset;
     this.field = init.field;
+  }
+
+  /** A poison record: the source applies its policy (fail, skip, dead-letter); retrying cannot help. */
+  get retryable(): false {
+    return false;
   }
 
   /** The same error, placed at its record (the message then names topic, partition and offset). */
@@ -118,34 +122,47 @@ function deserializationMessage(init: {
   return `cannot read the ${init.field ?? 'record'} at ${where} as ${init.format} (${init.reason}): ${init.detail}`;
 }
 
-export class SerializationError extends Error {
-  readonly code = 'RECORD_SERIALIZATION_FAILED' as const;
+export class SerializationError extends StreamError {
+  declare readonly code: 'RECORD_SERIALIZATION_FAILED';
   readonly format: string;
   readonly topic: string;
 
+  /** The value does not fit its schema or format: retrying cannot help. */
+  get retryable(): false {
+    return false;
+  }
+
   constructor(format: string, topic: string, detail: string, options?: { cause?: unknown }) {
-    super(`cannot write a value for topic ${topic} as ${format}: ${detail}`, options);
+    super(
+      'RECORD_SERIALIZATION_FAILED',
+      `cannot write a value for topic ${topic} as ${format}: ${detail}`,
+      options,
+    );
     this.name = 'SerializationError';
     this.format = format;
     this.topic = topic;
   }
 }
 
-export class RegistryUnavailableError extends Error {
-  readonly code = 'SCHEMA_REGISTRY_UNAVAILABLE' as const;
-  /** Retry later (restart the task, back off): the record is not at fault and must not be skipped. */
-  readonly retryable = true;
+export class RegistryUnavailableError extends StreamError {
+  declare readonly code: 'SCHEMA_REGISTRY_UNAVAILABLE';
   readonly url: string;
   /** e.g. `GET /schemas/ids/7`. */
   readonly operation: string;
   readonly attempts: number;
   readonly elapsedMs: number;
 
+  /** Retry later (restart the task, back off): the record is not at fault and must not be skipped. */
+  get retryable(): true {
+    return true;
+  }
+
   constructor(
     init: { url: string; operation: string; attempts: number; elapsedMs: number; lastError: string },
     options?: { cause?: unknown },
   ) {
     super(
+      'SCHEMA_REGISTRY_UNAVAILABLE',
       `schema registry ${init.url} unavailable: ${init.operation} failed ${init.attempts} time(s) over ${init.elapsedMs} ms (last: ${init.lastError}); the task should retry later, the record is not skipped`,
       options,
     );
@@ -157,18 +174,23 @@ export class RegistryUnavailableError extends Error {
   }
 }
 
-export class RegistryRequestError extends Error {
-  readonly code = 'SCHEMA_REGISTRY_REQUEST_FAILED' as const;
-  readonly retryable = false;
+export class RegistryRequestError extends StreamError {
+  declare readonly code: 'SCHEMA_REGISTRY_REQUEST_FAILED';
   readonly url: string;
   readonly operation: string;
   readonly status: number;
+
+  /** Credentials or schema compatibility: retrying the same request cannot help. */
+  get retryable(): false {
+    return false;
+  }
 
   constructor(
     init: { url: string; operation: string; status: number; detail: string },
     options?: { cause?: unknown },
   ) {
     super(
+      'SCHEMA_REGISTRY_REQUEST_FAILED',
       `schema registry ${init.url} refused ${init.operation} with HTTP ${init.status}: ${init.detail}${hint(init.status)}`,
       options,
     );

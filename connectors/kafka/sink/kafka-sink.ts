@@ -22,16 +22,22 @@ export interface KafkaSinkOptions<T> {
   readonly guarantee?: 'exactly-once' | 'at-least-once';
   /** Kafka transaction timeout; must exceed checkpoint interval + checkpoint timeout. Default 120000. */
   readonly transactionTimeoutMs?: number;
-  /** Records per produce request. Default 500. */
+  /**
+   * Most records in one send call. A task has one send in flight at a time (that keeps each
+   * partition in emission order); what is written meanwhile goes out together in the next one, up to
+   * this many records and 512 KiB. Default 500.
+   */
   readonly batchRecords?: number;
-  /** Records sent but not acknowledged before the task is held back. Default 20000. */
+  /** Records written but not yet acknowledged (buffered or in flight) before the task is held back. Default 20000. */
   readonly maxBufferedRecords?: number;
 }
 
 /**
  * A Kafka topic as a sink, exactly-once by default: the task's records up to barrier n, its consumer
  * offsets and the pointer to its snapshot commit in one transaction, which *is* checkpoint n. All
- * Kafka sinks of one task share that transaction. Runs inside `runKafkaJob`.
+ * Kafka sinks of one task share that transaction. Per task and output partition, records appear in
+ * the order the task wrote them, within a checkpoint interval and across intervals (see
+ * internal/task-transactions.ts). Runs inside `runKafkaJob`.
  */
 export class KafkaSink<T> implements Sink<T> {
   readonly uid: string;

@@ -1,9 +1,23 @@
-import type { CheckpointCommitter, CheckpointPointer, CommitRequest } from '../../../../framework/index.ts';
+import {
+  type CheckpointCommitter,
+  type CheckpointPointer,
+  type CommitRequest,
+  StreamError,
+} from '../../../../framework/index.ts';
 import { encodePointer, readCommittedPointer } from '../../admin/pointer.ts';
+import { type AdminLease, leaseAdmin } from '../../admin/shared-admin.ts';
 import { kafkaError } from '../../errors.ts';
 import { kafkaEvents } from '../../events.ts';
 import type { Kafka, Message, Producer, Transaction } from '../../internal/kafkajs.ts';
 import { isKafkaPosition } from '../../source/partition-reader.ts';
+import {
+  type CoordinatorRetryOptions,
+  type RetryClock,
+  systemRetryClock,
+  withCoordinatorRetry,
+} from './coordinator-retry.ts';
+import { SendQueue, type TopicMessages } from './send-queue.ts';
+import { SlotMachine } from './slot-state.ts';
 import { TRANSACTION_SLOTS, transactionalId } from './transactional-id.ts';
 
 export interface TaskTransactionsOptions {
@@ -13,65 +27,110 @@ export interface TaskTransactionsOptions {
   readonly partition: number;
   readonly mode: 'exactly-once' | 'at-least-once';
   readonly transactionTimeoutMs: number;
-  /** Records per send call. */
+  /** Most records per send call. */
   readonly batchRecords: number;
+  /** Most bytes per send call (keys, values, headers). Default 512 KiB. */
+  readonly batchBytes?: number;
   /** Unsent or unacknowledged records before the task is held back. */
   readonly maxBufferedRecords: number;
+  /** Time for the coordinator retries; tests inject one that does not sleep. */
+  readonly retryClock?: RetryClock;
 }
 
-/** Records of one checkpoint interval, on one producer slot. */
+/** A checkpoint interval: the records between two barriers, and their transaction. */
 interface Interval {
+  /** 0, 1, 2 ... in the order of the barriers. */
+  readonly seq: number;
+  /** The producer slot its transaction uses: slots alternate, so the next interval never waits for a commit. */
   readonly slot: number;
-  /** exactly-once: the slot's open transaction (begun when needed). */
+  /** Its barrier passed (prepare): no record joins it any more. */
+  closed: boolean;
+  /** Its commit was asked for. */
+  committing: boolean;
+  /** Its transaction, begun by its first send (or its commit, if it has no record). */
   txn: Promise<Transaction> | undefined;
-  buffer: Map<string, Message[]>;
-  buffered: number;
-  sends: Promise<void>[];
-  failure: unknown;
 }
+
+/** One transactional producer and the transaction it has open, if any. */
+interface Slot {
+  readonly producer: Producer;
+  readonly machine: SlotMachine;
+  /** The interval whose transaction is open on the slot (from begin to committed/aborted). */
+  interval: Interval | undefined;
+  txn: Transaction | undefined;
+}
+
+const DEFAULT_BATCH_BYTES = 512 * 1024;
 
 /**
  * The Kafka side of one task's checkpoints: the task's producers, and the transaction that makes a
  * checkpoint. Shared by every KafkaSink writer of the task (one transaction per task).
  *
- * exactly-once: records between barriers n-1 and n go to one transaction on one of two producer
- * slots; at barrier n the writers switch to the other slot (processing does not wait for the commit);
+ * exactly-once: records between barriers n-1 and n go into one transaction on one of two producer
+ * slots, the next interval's into the other slot's, so that processing does not wait for a commit.
  * `commitCheckpoint(n)` adds the consumer offsets with the pointer to the snapshot as metadata
  * (sendOffsets) and commits: that commit is checkpoint n. Two slots suffice because the runtime
- * triggers n+1 only after n completed (max one concurrent checkpoint; runKafkaJob enforces it).
+ * triggers n+1 only after n completed (max one concurrent checkpoint; runKafkaJob enforces it); should
+ * an interval's slot still be busy with an older interval, its transaction waits for that one's end.
  *
- * at-least-once: records go out through an idempotent producer; `flush` waits for their acks before
- * the checkpoint commits its offsets and pointer (in a transaction of its own).
+ * Order (DESIGN.md): records reach each partition in the order they were written, within an interval
+ * and across intervals. One SendQueue per task sends them with at most one send call in flight; the
+ * records of interval n+1 are buffered until every record of interval n is acknowledged (not
+ * committed), and only then go out in the other slot's transaction. So a partition never has two
+ * sends of one task in flight, and never records of two slots interleaved.
+ *
+ * Each slot's lifecycle is the explicit state machine of ./slot-state.ts; a wrong transition fails
+ * the task with KAFKA_TRANSACTION_STATE_INVALID. Retriable coordinator errors in beginning,
+ * sendOffsets, commit and abort are retried with backoff within the transaction timeout
+ * (./coordinator-retry.ts); any other failure fails the checkpoint and the task, which restarts from
+ * its last committed checkpoint (its fencing aborts what this incarnation left open).
+ *
+ * at-least-once: records go out through an idempotent producer, in the same order and with the same
+ * queue; `flush` waits for their acks before the checkpoint commits its offsets and pointer (in a
+ * transaction of its own).
  */
 export class TaskTransactions implements CheckpointCommitter {
   readonly #o: TaskTransactionsOptions;
-  readonly #producers: Producer[] = [];
+  readonly #slots: Slot[] = [];
   #data: Producer | undefined;
+  readonly #queue: SendQueue;
+  readonly #clock: RetryClock;
   readonly #ready: Promise<void>;
+  #readyDone = false;
   #initFailure: unknown;
+  /** Open intervals by seq: the current one and the prepared ones not committed yet. */
+  readonly #intervals = new Map<number, Interval>();
   #current: Interval;
   readonly #prepared = new Map<number, Interval>();
-  readonly #slotFree: Promise<void>[] = [];
-  #inFlight = 0;
-  #drained: (() => void) | undefined;
+  readonly #commits = new Set<Promise<void>>();
+  #admin: Promise<AdminLease> | undefined;
   #closed = false;
-  #readyDone = false;
   refs = 0;
 
   constructor(o: TaskTransactionsOptions) {
     this.#o = o;
+    this.#clock = o.retryClock ?? systemRetryClock;
     for (let slot = 0; slot < TRANSACTION_SLOTS; slot++) {
-      this.#producers.push(
-        o.kafka.producer({
-          transactionalId: transactionalId(o.jobId, o.taskId, slot),
+      const id = transactionalId(o.jobId, o.taskId, slot);
+      this.#slots.push({
+        producer: o.kafka.producer({
+          transactionalId: id,
           transactionTimeout: o.transactionTimeoutMs,
           maxInFlightRequests: 1,
           idempotent: true,
         }),
-      );
-      this.#slotFree.push(Promise.resolve());
+        machine: new SlotMachine(`task ${o.taskId} transaction slot ${slot} (${id})`),
+        interval: undefined,
+        txn: undefined,
+      });
     }
-    this.#current = this.#interval(0);
+    this.#queue = new SendQueue({
+      maxBatchRecords: o.batchRecords,
+      maxBatchBytes: o.batchBytes ?? DEFAULT_BATCH_BYTES,
+      maxBufferedRecords: o.maxBufferedRecords,
+      send: (seq, records) => this.#sendChunk(seq, records),
+    });
+    this.#current = this.#open(0);
     this.#ready = this.#init();
     this.#ready.then(
       () => {
@@ -86,158 +145,218 @@ export class TaskTransactions implements CheckpointCommitter {
   /** Connect, and fence every slot: InitProducerId aborts what a previous owner left open. */
   async #init(): Promise<void> {
     try {
-      for (const p of this.#producers) {
-        await p.connect();
-        const t = await p.transaction();
-        await t.abort();
-      }
+      await Promise.all(
+        this.#slots.map(async (s) => {
+          await s.producer.connect();
+          const t = await withCoordinatorRetry(
+            `${s.machine.where}: fencing`,
+            () => s.producer.transaction(),
+            this.#retry(),
+          );
+          await t.abort();
+          s.machine.apply('fenced');
+        }),
+      );
       if (this.#o.mode === 'at-least-once') {
         this.#data = this.#o.kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
         await this.#data.connect();
       }
     } catch (e) {
-      throw kafkaError(`task ${this.#o.taskId}: starting its transactional producers`, e);
+      const err = kafkaError(`task ${this.#o.taskId}: starting its transactional producers`, e);
+      for (const s of this.#slots) if (s.machine.state === 'fencing') s.machine.apply('fail', err);
+      throw err;
     }
   }
 
-  #interval(slot: number): Interval {
-    return { slot, txn: undefined, buffer: new Map(), buffered: 0, sends: [], failure: undefined };
+  #open(seq: number): Interval {
+    const i: Interval = {
+      seq,
+      slot: seq % TRANSACTION_SLOTS,
+      closed: false,
+      committing: false,
+      txn: undefined,
+    };
+    this.#intervals.set(seq, i);
+    return i;
   }
 
-  /** Backpressure: a promise while starting, or while too much is unsent. */
+  /**
+   * Retry options for coordinator calls: until `deadline` (default: the transaction timeout from now),
+   * while `canRetry` holds and the task is not closing.
+   */
+  #retry(deadline?: number, canRetry?: () => boolean): CoordinatorRetryOptions {
+    return {
+      clock: this.#clock,
+      deadline: deadline ?? this.#clock.now() + this.#o.transactionTimeoutMs,
+      canRetry: () => !this.#closed && (canRetry?.() ?? true),
+    };
+  }
+
+  /** Backpressure: a promise while starting, or while too much is unsent or unacknowledged. */
   ready(): Promise<void> | undefined {
     if (this.#initFailure !== undefined) return Promise.reject(this.#initFailure);
     if (!this.#readyDone) return this.#ready.then(() => undefined);
-    if (this.#inFlight >= this.#o.maxBufferedRecords) {
-      return new Promise<void>((r) => {
-        this.#drained = r;
-      });
-    }
-    return undefined;
+    return this.#queue.ready();
   }
 
+  /** Queue a record of the current interval. Throws the failure of an earlier send or commit. */
   send(topic: string, message: Message): void {
-    const i = this.#current;
-    if (i.failure !== undefined) throw i.failure;
-    let list = i.buffer.get(topic);
-    if (!list) {
-      list = [];
-      i.buffer.set(topic, list);
+    if (this.#closed) {
+      throw new StreamError(
+        'KAFKA_TRANSACTION_STATE_INVALID',
+        `task ${this.#o.taskId}: a record was written to its Kafka sink after close`,
+      );
     }
-    list.push(message);
-    i.buffered++;
-    this.#inFlight++;
-    if (i.buffered >= this.#o.batchRecords) this.#flushBuffer(i);
+    this.#queue.push(this.#current.seq, topic, message);
   }
 
-  #flushBuffer(i: Interval): void {
-    if (i.buffered === 0) return;
-    const topicMessages = [...i.buffer.entries()].map(([topic, messages]) => ({ topic, messages }));
-    const count = i.buffered;
-    i.buffer = new Map();
-    i.buffered = 0;
-    const sent = (async () => {
-      await this.#ready;
-      if (this.#o.mode === 'exactly-once') {
-        const txn = await this.#transactionOf(i);
-        await txn.sendBatch({ topicMessages });
-      } else {
+  /** One send call of the queue: records of interval `seq`, into its transaction. */
+  async #sendChunk(seq: number, topicMessages: TopicMessages): Promise<void> {
+    await this.#ready;
+    if (this.#o.mode === 'at-least-once') {
+      try {
         await this.#data!.sendBatch({ topicMessages });
+      } catch (e) {
+        throw kafkaError(`task ${this.#o.taskId}: sending records`, e);
       }
-    })()
-      .catch((e) => {
-        i.failure ??= kafkaError(`task ${this.#o.taskId}: sending records`, e);
-      })
-      .finally(() => {
-        this.#inFlight -= count;
-        if (this.#inFlight < this.#o.maxBufferedRecords / 2 && this.#drained) {
-          const d = this.#drained;
-          this.#drained = undefined;
-          d();
-        }
-      });
-    i.sends.push(sent);
+      return;
+    }
+    const i = this.#intervals.get(seq)!;
+    const s = this.#slots[i.slot]!;
+    const txn = await this.#transactionOf(i);
+    s.machine.apply('send');
+    try {
+      await txn.sendBatch({ topicMessages });
+    } catch (e) {
+      const err = kafkaError(`task ${this.#o.taskId}: sending records of checkpoint interval ${seq}`, e);
+      s.machine.apply('fail', err);
+      throw err;
+    }
   }
 
   #transactionOf(i: Interval): Promise<Transaction> {
-    i.txn ??= (async () => {
-      await this.#slotFree[i.slot];
-      return this.#producers[i.slot]!.transaction();
-    })();
+    i.txn ??= this.#begin(i);
     return i.txn;
   }
 
-  /** Barrier n: close the interval; later records go to the other slot. Idempotent per checkpoint. */
-  prepare(checkpointId: number): void {
-    if (this.#prepared.has(checkpointId)) return;
-    const i = this.#current;
-    this.#flushBuffer(i);
-    this.#prepared.set(checkpointId, i);
-    this.#current = this.#interval((i.slot + 1) % TRANSACTION_SLOTS);
+  /** Begin interval i's transaction once its slot is idle (an older interval may still hold it). */
+  async #begin(i: Interval): Promise<Transaction> {
+    await this.#ready;
+    const s = this.#slots[i.slot]!;
+    while (s.machine.state !== 'idle') await s.machine.untilIdle();
+    s.machine.apply('begin');
+    s.interval = i;
+    if (i.closed) s.machine.apply('close');
+    try {
+      s.txn = await withCoordinatorRetry(
+        `${s.machine.where}: beginning a transaction`,
+        () => s.producer.transaction(),
+        this.#retry(),
+      );
+    } catch (e) {
+      s.machine.apply('fail', e);
+      throw e;
+    }
+    return s.txn;
   }
 
-  /** Everything of checkpoint n was sent (exactly-once) or acknowledged (at-least-once). */
+  /** Barrier n: close the interval; later records go to the next one. Idempotent per checkpoint. */
+  prepare(checkpointId: number): void {
+    if (this.#prepared.has(checkpointId)) return;
+    if (this.#closed) {
+      throw new StreamError(
+        'KAFKA_TRANSACTION_STATE_INVALID',
+        `task ${this.#o.taskId}: checkpoint ${checkpointId} was prepared after its Kafka sink closed`,
+      );
+    }
+    const i = this.#current;
+    i.closed = true;
+    this.#prepared.set(checkpointId, i);
+    const s = this.#slots[i.slot]!;
+    if (s.interval === i && s.machine.state === 'open') s.machine.apply('close');
+    this.#current = this.#open(i.seq + 1);
+  }
+
+  /** Every record of checkpoint n (and before) was acknowledged by the broker. */
   async flush(checkpointId: number): Promise<void> {
     const i = this.#prepared.get(checkpointId);
     if (!i) return;
-    await Promise.all(i.sends);
-    if (i.failure !== undefined) throw i.failure;
+    await this.#queue.acknowledged(i.seq);
   }
 
-  async commitCheckpoint(req: CommitRequest): Promise<void> {
+  commitCheckpoint(req: CommitRequest): Promise<void> {
+    const done = this.#commit(req);
+    this.#commits.add(done);
+    const forget = () => this.#commits.delete(done);
+    done.then(forget, forget);
+    return done;
+  }
+
+  async #commit(req: CommitRequest): Promise<void> {
+    const where = `task ${this.#o.taskId}: committing checkpoint ${req.checkpointId}`;
     const i = this.#prepared.get(req.checkpointId);
-    if (!i)
-      throw new Error(
-        `task ${this.#o.taskId}: checkpoint ${req.checkpointId} was not prepared by its Kafka sinks`,
+    if (!i || i.committing) {
+      throw new StreamError(
+        'KAFKA_TRANSACTION_STATE_INVALID',
+        `${where}: ${i ? 'its commit was already asked for' : 'it was not prepared by the task’s Kafka sinks'}`,
       );
-    // The transaction of this interval (begun now if nothing was written in it), taken before the
-    // slot is marked busy: beginning it waits for the slot's previous commit.
-    const txnPromise =
-      this.#o.mode === 'exactly-once'
-        ? this.#transactionOf(i)
-        : this.#slotFree[i.slot]!.then(() => this.#producers[i.slot]!.transaction());
-    let release!: () => void;
-    this.#slotFree[i.slot] = new Promise((r) => {
-      release = r;
-    });
+    }
+    i.committing = true;
+    // Bounded by the transaction timeout: past it the coordinator aborts the transaction anyway.
+    const deadline = this.#clock.now() + this.#o.transactionTimeoutMs;
+    const s = this.#slots[i.slot]!;
     try {
-      await this.flush(req.checkpointId);
-      const metadata = encodePointer(req.pointer);
-      const byTopic = new Map<string, { partition: number; offset: string; metadata: string }[]>();
-      for (const p of req.positions) {
-        if (!isKafkaPosition(p.position)) continue;
-        const list = byTopic.get(p.position.topic) ?? [];
-        list.push({ partition: p.partition, offset: p.position.offset, metadata });
-        byTopic.set(p.position.topic, list);
-      }
-      if (byTopic.size === 0) {
-        throw new Error(
-          `task ${this.#o.taskId}: checkpoint ${req.checkpointId} has no Kafka source position to commit`,
+      const topics = offsetsOf(req);
+      if (topics.length === 0) {
+        throw new StreamError(
+          'GRAPH_INVALID',
+          `${where}: it has no Kafka source position to commit (a transactional Kafka sink needs a Kafka source in its task)`,
         );
       }
-      const txn = await txnPromise;
-      try {
-        await txn.sendOffsets({
-          consumerGroupId: this.#o.jobId,
-          topics: [...byTopic].map(([topic, partitions]) => ({ topic, partitions })),
-        });
-        await txn.commit();
-        kafkaEvents.emit('transaction', {
-          jobId: this.#o.jobId,
-          taskId: this.#o.taskId,
-          outcome: 'committed',
-        });
-      } catch (e) {
-        await txn.abort().catch(() => {});
-        kafkaEvents.emit('transaction', { jobId: this.#o.jobId, taskId: this.#o.taskId, outcome: 'aborted' });
-        throw e;
-      }
+      await this.#queue.acknowledged(i.seq);
+      const txn = await this.#transactionOf(i);
+      s.machine.apply('commit');
+      const active = () => txn.isActive();
+      await withCoordinatorRetry(
+        `${where}: sending its offsets`,
+        () => txn.sendOffsets({ consumerGroupId: this.#o.jobId, topics }),
+        this.#retry(deadline, active),
+      );
+      await withCoordinatorRetry(where, () => txn.commit(), this.#retry(deadline, active));
+      s.machine.apply('committed');
+      s.interval = undefined;
+      s.txn = undefined;
       this.#prepared.delete(req.checkpointId);
+      this.#intervals.delete(i.seq);
+      kafkaEvents.emit('transaction', { jobId: this.#o.jobId, taskId: this.#o.taskId, outcome: 'committed' });
     } catch (e) {
-      throw kafkaError(`task ${this.#o.taskId}: committing checkpoint ${req.checkpointId}`, e);
-    } finally {
-      release();
+      const err = kafkaError(where, e);
+      // The checkpoint fails and the task with it: nothing after this interval may be committed.
+      this.#queue.fail(err);
+      await this.#abandon(s, i, err);
+      throw err;
     }
+  }
+
+  /** Interval i cannot commit: abort its transaction if the slot still can; the slot is failed. */
+  async #abandon(s: Slot, i: Interval, err: unknown): Promise<void> {
+    const state = s.machine.state;
+    if (s.interval === i && s.txn && (state === 'open' || state === 'prepared' || state === 'committing')) {
+      s.machine.apply('abort');
+      const txn = s.txn;
+      try {
+        await withCoordinatorRetry(
+          `${s.machine.where}: aborting`,
+          () => txn.abort(),
+          this.#retry(undefined, () => txn.isActive()),
+        );
+        s.machine.apply('aborted');
+        kafkaEvents.emit('transaction', { jobId: this.#o.jobId, taskId: this.#o.taskId, outcome: 'aborted' });
+      } catch {
+        // Left to the next owner's fencing (or the transaction timeout).
+      }
+    }
+    s.machine.apply('fail', err);
   }
 
   async latestCheckpoint(
@@ -247,13 +366,15 @@ export class TaskTransactions implements CheckpointCommitter {
       const t = (i.source as { topic?: unknown }).topic;
       return typeof t === 'string' ? [t] : [];
     });
-    const admin = this.#o.kafka.admin();
-    await admin.connect();
-    try {
-      return await readCommittedPointer(admin, this.#o.jobId, topics, this.#o.partition);
-    } finally {
-      await admin.disconnect();
-    }
+    if (topics.length === 0) return undefined;
+    // One admin client per Kafka object (instance), leased until this task closes.
+    this.#admin ??= leaseAdmin(this.#o.kafka);
+    const lease = this.#admin;
+    lease.catch(() => {
+      if (this.#admin === lease) this.#admin = undefined;
+    });
+    const { admin } = await lease;
+    return readCommittedPointer(admin, this.#o.jobId, topics, this.#o.partition);
   }
 
   /** Drop everything not committed and disconnect. Never throws. */
@@ -261,21 +382,55 @@ export class TaskTransactions implements CheckpointCommitter {
     if (this.#closed) return;
     this.#closed = true;
     await this.#ready.catch(() => {});
-    const open = [this.#current, ...this.#prepared.values()];
-    await Promise.allSettled(open.flatMap((i) => i.sends));
-    for (const i of open) {
-      if (!i.txn) continue;
-      const aborted = await i.txn
-        .then(
-          (t) => t.abort().then(() => true),
+    this.#queue.close(
+      new StreamError(
+        'JOB_CANCELLED',
+        `task ${this.#o.taskId}: its Kafka sink closed before the records were sent`,
+      ),
+    );
+    await this.#queue.idle();
+    // A commit under way finishes (its retries stop now): its outcome stands either way.
+    await Promise.allSettled([...this.#commits]);
+    for (const s of this.#slots) {
+      const txn = s.txn;
+      const state = s.machine.state;
+      if (txn && (state === 'open' || state === 'prepared' || state === 'failed')) {
+        // open/prepared -> aborting -> idle; failed stays failed (a best-effort abort).
+        s.machine.apply('abort');
+        const aborted = await txn.abort().then(
+          () => true,
           () => false,
-        )
-        .catch(() => false);
-      if (aborted)
-        kafkaEvents.emit('transaction', { jobId: this.#o.jobId, taskId: this.#o.taskId, outcome: 'aborted' });
+        );
+        if (state !== 'failed') s.machine.apply(aborted ? 'aborted' : 'fail');
+        if (aborted)
+          kafkaEvents.emit('transaction', {
+            jobId: this.#o.jobId,
+            taskId: this.#o.taskId,
+            outcome: 'aborted',
+          });
+      }
+      s.machine.apply('shutdown');
     }
+    const admin = this.#admin;
+    this.#admin = undefined;
+    await admin?.then((l) => l.release()).catch(() => {});
     await Promise.allSettled(
-      [...this.#producers, ...(this.#data ? [this.#data] : [])].map((p) => p.disconnect()),
+      [...this.#slots.map((s) => s.producer), ...(this.#data ? [this.#data] : [])].map((p) => p.disconnect()),
     );
   }
+}
+
+/** The positions of a commit request as sendOffsets topics, each carrying the checkpoint pointer. */
+function offsetsOf(
+  req: CommitRequest,
+): { topic: string; partitions: { partition: number; offset: string; metadata: string }[] }[] {
+  const metadata = encodePointer(req.pointer);
+  const byTopic = new Map<string, { partition: number; offset: string; metadata: string }[]>();
+  for (const p of req.positions) {
+    if (!isKafkaPosition(p.position)) continue;
+    const list = byTopic.get(p.position.topic) ?? [];
+    list.push({ partition: p.partition, offset: p.position.offset, metadata });
+    byTopic.set(p.position.topic, list);
+  }
+  return [...byTopic].map(([topic, partitions]) => ({ topic, partitions }));
 }
