@@ -25,7 +25,7 @@ export interface KafkaSinkOptions<T> {
   /**
    * Most records in one send call. A task has one send in flight at a time (that keeps each
    * partition in emission order); what is written meanwhile goes out together in the next one, up to
-   * this many records and 512 KiB. Default 500.
+   * this many records and 512 KiB. Default 2000.
    */
   readonly batchRecords?: number;
   /** Records written but not yet acknowledged (buffered or in flight) before the task is held back. Default 20000. */
@@ -81,7 +81,7 @@ export class KafkaSink<T> implements Sink<T> {
           partition: info.partition,
           mode: this.guarantee,
           transactionTimeoutMs: this.transactionTimeoutMs,
-          batchRecords: this.options.batchRecords ?? 500,
+          batchRecords: this.options.batchRecords ?? 2000,
           maxBufferedRecords: this.options.maxBufferedRecords ?? 20_000,
         }),
     );

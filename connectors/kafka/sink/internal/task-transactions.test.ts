@@ -200,6 +200,41 @@ describe('per-partition order', () => {
     await tx.close();
   });
 
+  test('a third interval waits for its slot until the first one commits (a savepoint barrier in between)', async () => {
+    const fake = new FakeKafka();
+    const tx = open(fake);
+    const e = new Emitter();
+    await writeInBursts(tx, e, 300, 100);
+    tx.prepare(1); // interval 0, slot 0: not committed yet
+    await writeInBursts(tx, e, 300, 100);
+    tx.prepare(2); // interval 1, slot 1
+    await writeInBursts(tx, e, 300, 100); // interval 2 needs slot 0, still held by interval 0
+    await tx.flush(2);
+    for (let i = 0; i < 5; i++) await tick();
+    assert.equal(new Set(sendsOf(fake).map((c) => c.txn)).size, 2, 'interval 2 waits for slot 0');
+    await tx.commitCheckpoint(request(1));
+    await tx.commitCheckpoint(request(2));
+    tx.prepare(3);
+    await tx.commitCheckpoint(request(3));
+    assertEmissionOrder(fake, 'committed', e);
+    assert.equal(fake.maxSendsInFlight, 1);
+    await tx.close();
+  });
+
+  test('close does not hang on records waiting for a slot that no commit will free', async () => {
+    const fake = new FakeKafka();
+    const tx = open(fake);
+    const e = new Emitter();
+    await writeInBursts(tx, e, 300, 100);
+    tx.prepare(1);
+    await writeInBursts(tx, e, 300, 100);
+    tx.prepare(2);
+    await writeInBursts(tx, e, 300, 100);
+    await tx.close();
+    assert.equal([...fake.outcomes.values()].filter((o) => o === 'committed').length, 0);
+    assert.equal([...fake.outcomes.values()].filter((o) => o === 'open').length, 0, 'nothing left open');
+  });
+
   test('a send carries what accumulated while the previous one was in flight (not one record at a time)', async () => {
     const fake = new FakeKafka();
     fake.completion = 'manual';

@@ -8,6 +8,8 @@ import { encodePointer, readCommittedPointer } from '../../admin/pointer.ts';
 import { type AdminLease, leaseAdmin } from '../../admin/shared-admin.ts';
 import { kafkaError } from '../../errors.ts';
 import { kafkaEvents } from '../../events.ts';
+// kafkajs 2.2.4 sends EndTxn once; this makes it retry the coordinator's retriable answers.
+import '../../internal/install-end-txn-retry.ts';
 import type { Kafka, Message, Producer, Transaction } from '../../internal/kafkajs.ts';
 import { isKafkaPosition } from '../../source/partition-reader.ts';
 import {
@@ -82,8 +84,10 @@ const DEFAULT_BATCH_BYTES = 512 * 1024;
  * Each slot's lifecycle is the explicit state machine of ./slot-state.ts; a wrong transition fails
  * the task with KAFKA_TRANSACTION_STATE_INVALID. Retriable coordinator errors in beginning,
  * sendOffsets, commit and abort are retried with backoff within the transaction timeout
- * (./coordinator-retry.ts); any other failure fails the checkpoint and the task, which restarts from
- * its last committed checkpoint (its fencing aborts what this incarnation left open).
+ * (./coordinator-retry.ts; kafkajs ends a transaction whose EndTxn failed, so for commit and abort
+ * the retry happens inside kafkajs: internal/end-txn-retry.ts); any other failure fails the
+ * checkpoint and the task, which restarts from its last committed checkpoint (its fencing aborts
+ * what this incarnation left open).
  *
  * at-least-once: records go out through an idempotent producer, in the same order and with the same
  * queue; `flush` waits for their acks before the checkpoint commits its offsets and pointer (in a
@@ -105,6 +109,9 @@ export class TaskTransactions implements CheckpointCommitter {
   readonly #commits = new Set<Promise<void>>();
   #admin: Promise<AdminLease> | undefined;
   #closed = false;
+  /** Rejects when close() starts: ends waits for a slot that no commit will free any more. */
+  readonly #closing: Promise<never>;
+  #cancel!: (reason: unknown) => void;
   refs = 0;
 
   constructor(o: TaskTransactionsOptions) {
@@ -131,6 +138,10 @@ export class TaskTransactions implements CheckpointCommitter {
       send: (seq, records) => this.#sendChunk(seq, records),
     });
     this.#current = this.#open(0);
+    this.#closing = new Promise<never>((_, reject) => {
+      this.#cancel = reject;
+    });
+    this.#closing.catch(() => {});
     this.#ready = this.#init();
     this.#ready.then(
       () => {
@@ -243,7 +254,7 @@ export class TaskTransactions implements CheckpointCommitter {
   async #begin(i: Interval): Promise<Transaction> {
     await this.#ready;
     const s = this.#slots[i.slot]!;
-    while (s.machine.state !== 'idle') await s.machine.untilIdle();
+    while (s.machine.state !== 'idle') await Promise.race([s.machine.untilIdle(), this.#closing]);
     s.machine.apply('begin');
     s.interval = i;
     if (i.closed) s.machine.apply('close');
@@ -381,13 +392,13 @@ export class TaskTransactions implements CheckpointCommitter {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await this.#ready.catch(() => {});
-    this.#queue.close(
-      new StreamError(
-        'JOB_CANCELLED',
-        `task ${this.#o.taskId}: its Kafka sink closed before the records were sent`,
-      ),
+    const cancelled = new StreamError(
+      'JOB_CANCELLED',
+      `task ${this.#o.taskId}: its Kafka sink closed before the records were sent`,
     );
+    this.#cancel(cancelled);
+    await this.#ready.catch(() => {});
+    this.#queue.close(cancelled);
     await this.#queue.idle();
     // A commit under way finishes (its retries stop now): its outcome stands either way.
     await Promise.allSettled([...this.#commits]);
