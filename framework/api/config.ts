@@ -28,6 +28,13 @@ export interface CheckpointConfig {
    * whose sink commits checkpoints (Kafka exactly-once), which refuse rather than repeat output.
    */
   readonly restoreFallback: 'refuse' | 'previous';
+  /**
+   * A periodic checkpoint when nothing happened since the last one completed (no record, timer or
+   * watermark step, no source position moved): `skip` (default: the last commit still stands, and an
+   * idle Kafka task costs no transaction) or `checkpoint` (every interval, as Flink does). The first
+   * checkpoint of every run is always taken.
+   */
+  readonly whenIdle: 'skip' | 'checkpoint';
 }
 
 export type RestartStrategy =

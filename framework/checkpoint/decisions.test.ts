@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { DEFAULT_CHECKPOINTS } from '../runtime/config.ts';
-import { decideOnCheckpointFailure, decideRestart, decideTrigger } from './decisions.ts';
+import { checkpointPhase, decideOnCheckpointFailure, decideRestart, decideTrigger } from './decisions.ts';
 
 const c = { ...DEFAULT_CHECKPOINTS, intervalMs: 100, minPauseMs: 50, maxConcurrent: 2 };
 const facts = { now: 1000, lastTriggerAt: 950, lastCompletedAt: undefined, inFlight: 0, aligning: false };
@@ -28,6 +28,26 @@ describe('checkpoint trigger decisions', () => {
       trigger: false,
       retryAt: undefined,
     });
+  });
+
+  test('nothing happened since the last completed checkpoint: no trigger, look again an interval later', () => {
+    assert.deepEqual(decideTrigger({ ...facts, now: 1050, unchanged: true }, c), {
+      trigger: false,
+      retryAt: 1150,
+    });
+    assert.deepEqual(decideTrigger({ ...facts, now: 1050, unchanged: false }, c), { trigger: true });
+    // Not yet due: the usual answer.
+    assert.deepEqual(decideTrigger({ ...facts, unchanged: true }, c), { trigger: false, retryAt: 1050 });
+  });
+
+  test('the phase spreads tasks over the interval', () => {
+    const phases = Array.from({ length: 256 }, (_, p) => checkpointPhase(`orders.0.${p}`));
+    for (const x of phases) assert.ok(x >= 0 && x < 1);
+    assert.equal(checkpointPhase('orders.0.7'), checkpointPhase('orders.0.7'));
+    // Every tenth of the interval gets some of the 256 tasks, none more than twice its share.
+    const tenths = new Array<number>(10).fill(0);
+    for (const x of phases) tenths[Math.floor(x * 10)]!++;
+    for (const n of tenths) assert.ok(n > 0 && n < 52, `tenths ${tenths.join(' ')}`);
   });
 
   test('tolerable consecutive failures', () => {

@@ -15,6 +15,12 @@ export interface TriggerFacts {
   readonly inFlight: number;
   /** A checkpoint is still aligning (its barriers have not all arrived). */
   readonly aligning: boolean;
+  /**
+   * Nothing happened since the last trigger, and that checkpoint completed in this run: no record,
+   * timer or watermark step, no source position moved. Its commit still stands for the state as it
+   * is, so a periodic checkpoint would commit the same thing again (Kafka Streams' "commit needed").
+   */
+  readonly unchanged?: boolean;
 }
 
 export type TriggerDecision =
@@ -29,7 +35,21 @@ export function decideTrigger(f: TriggerFacts, c: CheckpointConfig): TriggerDeci
     f.lastTriggerAt + c.intervalMs,
     f.lastCompletedAt === undefined ? 0 : f.lastCompletedAt + c.minPauseMs,
   );
-  return f.now >= due ? { trigger: true } : { trigger: false, retryAt: due };
+  if (f.now < due) return { trigger: false, retryAt: due };
+  // Idle: no checkpoint, no transaction. Look again an interval later (a moved position does not
+  // wake the task; a record does).
+  if (f.unchanged === true) return { trigger: false, retryAt: f.now + c.intervalMs };
+  return { trigger: true };
+}
+
+/**
+ * Where in the interval a task's periodic checkpoints fall, in [0, 1): spread by its id, so that the
+ * tasks of an instance, started together after a rebalance, do not all commit at the same moment.
+ */
+export function checkpointPhase(taskId: string): number {
+  let h = 2166136261;
+  for (let i = 0; i < taskId.length; i++) h = Math.imul(h ^ taskId.charCodeAt(i), 16777619);
+  return (h >>> 0) / 2 ** 32;
 }
 
 /** The outcome of a failed checkpoint: go on, or fail the task (too many in a row). */

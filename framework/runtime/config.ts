@@ -20,6 +20,7 @@ export const DEFAULT_CHECKPOINTS: CheckpointConfig = {
   snapshot: 'async',
   incremental: false,
   restoreFallback: 'refuse',
+  whenIdle: 'skip',
 };
 
 function bad(field: string, value: unknown, allowed: string): never {
@@ -55,6 +56,8 @@ export function resolveRuntimeConfig(input: RuntimeConfigInput = {}): RuntimeCon
     bad('checkpoints.snapshot', c.snapshot, "'async' | 'sync'");
   if (c.restoreFallback !== 'refuse' && c.restoreFallback !== 'previous')
     bad('checkpoints.restoreFallback', c.restoreFallback, "'refuse' | 'previous'");
+  if (c.whenIdle !== 'skip' && c.whenIdle !== 'checkpoint')
+    bad('checkpoints.whenIdle', c.whenIdle, "'skip' | 'checkpoint'");
   const restart = input.restart ?? { kind: 'fixed-delay', attempts: 3, delayMs: 1000 };
   switch (restart.kind) {
     case 'none':

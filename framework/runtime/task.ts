@@ -5,7 +5,7 @@ import type { RuntimeConfig } from '../api/config.ts';
 import { isStreamError, StreamError } from '../api/errors.ts';
 import type { CheckpointCommitter } from '../api/sink.ts';
 import type { WatermarkStrategy } from '../api/source.ts';
-import { decideOnCheckpointFailure, decideTrigger } from '../checkpoint/decisions.ts';
+import { checkpointPhase, decideOnCheckpointFailure, decideTrigger } from '../checkpoint/decisions.ts';
 import type { CheckpointMetadata, CheckpointStorage, FileRef, Scope } from '../checkpoint/storage/storage.ts';
 import type { JobPlan, StagePlan } from '../graph/plan.ts';
 import type { KeyedStateBackend, KeyedStateCapture, KeyedStateHandle } from '../state/backend.ts';
@@ -125,6 +125,12 @@ export class Task {
   #commitChain: Promise<void> = Promise.resolve();
   #lastTriggerAt = 0;
   #lastCompletedAt: number | undefined;
+  /** Records, timers and watermark steps so far; compared with its value at the last trigger. */
+  #activity = 0;
+  #activityAtTrigger = -1;
+  #positionsAtTrigger = '';
+  /** The id of the last checkpoint that completed in this run (not restored). */
+  #completedInRun: number | undefined;
   #consecutiveFailures = 0;
   #completedIds = new Set<number>();
   /** Handle of the checkpoint of the backend's previous capture, once known (undefined: none, or failed). */
@@ -175,7 +181,9 @@ export class Task {
   /** Restore, process, and return when the input has ended (after the final checkpoint) or on stop. */
   async run(): Promise<void> {
     await this.#restore();
-    this.#lastTriggerAt = this.#o.clock.now();
+    // The first periodic checkpoint comes at this task's phase of the interval (spread, not together).
+    const interval = this.#o.config.checkpoints.intervalMs;
+    this.#lastTriggerAt = this.#o.clock.now() - Math.floor(interval * checkpointPhase(this.scope.taskId));
     await this.#loop();
   }
 
@@ -461,7 +469,11 @@ export class Task {
       const now = this.#o.clock.now();
       this.#checkTimeouts(now);
       this.#maybeTrigger(now);
-      for (const op of this.#wiring.operators) op.fireProcessingTimers(now);
+      for (const op of this.#wiring.operators) {
+        const due = op.nextProcessingTimer();
+        if (due !== undefined && due <= now) this.#activity++;
+        op.fireProcessingTimers(now);
+      }
 
       let worked = 0;
       const n = this.#channels.length;
@@ -509,6 +521,7 @@ export class Task {
     switch (e.kind) {
       case 'record': {
         this.recordsIn++;
+        this.#activity++;
         const strategy = this.#strategies[c.index]!;
         let ts = e.timestamp;
         if (strategy.timestamp) {
@@ -535,6 +548,7 @@ export class Task {
         return;
       }
       case 'end': {
+        this.#activity++;
         c.finished = true;
         this.#onAlignment(this.#aligner.onChannelFinished(this.#activeChannels()));
         return;
@@ -574,6 +588,7 @@ export class Task {
       }
       if (active === 0) wm = idleMax;
       if (wm <= this.#opWatermarks[i]!) continue;
+      this.#activity++;
       this.#opWatermarks[i] = wm;
       ops[i]!.advanceWatermark(wm);
     }
@@ -583,7 +598,9 @@ export class Task {
     const deadlines: number[] = [];
     const c = this.#o.config.checkpoints;
     const d = decideTrigger(this.#triggerFacts(now), c);
-    if (!d.trigger && d.retryAt !== undefined) deadlines.push(d.retryAt);
+    // Due now (this round's work changed the facts since #maybeTrigger looked): go round again.
+    if (d.trigger) deadlines.push(now);
+    else if (d.retryAt !== undefined) deadlines.push(d.retryAt);
     for (const p of this.#pending) deadlines.push(p.triggeredAt + c.timeoutMs);
     if (this.#aligner.aligning && c.alignmentTimeoutMs !== undefined)
       deadlines.push(this.#aligner.startedAt + c.alignmentTimeoutMs);
@@ -627,7 +644,23 @@ export class Task {
       lastCompletedAt: this.#lastCompletedAt,
       inFlight: this.#pending.length,
       aligning: this.#aligner.aligning,
+      unchanged: this.#unchanged(),
     };
+  }
+
+  /** See TriggerFacts.unchanged. */
+  #unchanged(): boolean {
+    return (
+      this.#o.config.checkpoints.whenIdle === 'skip' &&
+      this.#completedInRun !== undefined &&
+      this.#completedInRun === this.#nextCheckpointId - 1 &&
+      this.#activity === this.#activityAtTrigger &&
+      this.#positionsKey() === this.#positionsAtTrigger
+    );
+  }
+
+  #positionsKey(): string {
+    return JSON.stringify(this.#channels.map((c) => c.position));
   }
 
   #maybeTrigger(now: number): void {
@@ -651,6 +684,8 @@ export class Task {
   #trigger(now: number, savepoint: string | undefined, final: boolean): number {
     const id = this.#nextCheckpointId++;
     this.#lastTriggerAt = now;
+    this.#activityAtTrigger = this.#activity;
+    this.#positionsAtTrigger = this.#positionsKey();
     this.#pending.push({ id, savepoint, final, triggeredAt: now, aborted: false, done: undefined });
     const active = this.#activeChannels();
     // Savepoints and final checkpoints are always aligned (a savepoint is self-contained).
@@ -831,6 +866,7 @@ export class Task {
       }
       this.#pending = this.#pending.filter((x) => x !== p);
       this.#completedIds.add(p.id);
+      this.#completedInRun = Math.max(this.#completedInRun ?? 0, p.id);
       this.#lastCompletedAt = this.#o.clock.now();
       this.#consecutiveFailures = 0;
       listener?.checkpointCompleted?.({

@@ -267,3 +267,72 @@ describe('watermarks and idle inputs', () => {
     }
   });
 });
+
+describe('idle tasks', () => {
+  /** A keyed count over an unbounded source; returns what the test drives. */
+  function idleJob(whenIdle: 'skip' | 'checkpoint') {
+    const clock = new ManualClock(0);
+    const job = new StreamJob(`idle-checkpoints-${whenIdle}`);
+    const src = new TestSource<number>('n', [[{ value: 1 }]], { bounded: false });
+    const out = new CollectingSink<string>('out');
+    job
+      .source(src)
+      .keyBy(() => 'one')
+      .process(
+        {
+          processElement(v: number, _ctx: unknown, o: { collect(s: string): void }) {
+            o.collect(`got ${v}`);
+          },
+        },
+        { uid: 'p' },
+      )
+      .sinkTo(out);
+    const completed: number[] = [];
+    const running = runJob(job.build(), {
+      storage: new MemoryCheckpointStorage(),
+      clock,
+      checkpoints: { intervalMs: 100, whenIdle },
+      listener: { checkpointCompleted: (s) => completed.push(s.checkpointId) },
+    });
+    return { clock, src, out, completed, running };
+  }
+
+  /** Advance the clock an interval at a time, letting the task run between steps. */
+  async function intervals(clock: ManualClock, n: number): Promise<void> {
+    for (let i = 0; i < n; i++) {
+      clock.advance(100);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  test('skip (default): after one checkpoint with nothing new, no more until a record arrives', async () => {
+    const { clock, src, out, completed, running } = idleJob('skip');
+    try {
+      await until(() => out.written === 1, 2000, 'the first record');
+      await intervals(clock, 3);
+      await until(() => completed.length >= 1, 2000, 'the first checkpoint');
+      await intervals(clock, 3);
+      const settled = completed.length;
+      await intervals(clock, 20);
+      assert.equal(completed.length, settled, 'checkpoints while nothing happened');
+      src.append(0, [{ value: 2 }]);
+      await until(() => out.written === 2, 2000, 'the second record');
+      for (let i = 0; i < 50 && completed.length === settled; i++) await intervals(clock, 1);
+      assert.equal(completed.length, settled + 1, 'one checkpoint for the new record');
+      await until(() => out.output.committed.includes('got 2'), 2000, 'the second record committed');
+    } finally {
+      await running.stop();
+    }
+  });
+
+  test('checkpoint: every interval, as Flink does', async () => {
+    const { clock, out, completed, running } = idleJob('checkpoint');
+    try {
+      await until(() => out.written === 1, 2000, 'the first record');
+      for (let i = 0; i < 100 && completed.length < 10; i++) await intervals(clock, 1);
+      assert.ok(completed.length >= 10, `${completed.length} checkpoints in 100 idle intervals`);
+    } finally {
+      await running.stop();
+    }
+  });
+});
