@@ -362,6 +362,8 @@ export class TaskTransactions implements CheckpointCommitter {
           this.#retry(undefined, () => txn.isActive()),
         );
         s.machine.apply('aborted');
+        s.interval = undefined;
+        s.txn = undefined;
         kafkaEvents.emit('transaction', { jobId: this.#o.jobId, taskId: this.#o.taskId, outcome: 'aborted' });
       } catch {
         // Left to the next owner's fencing (or the transaction timeout).
