@@ -84,8 +84,11 @@ export interface StopReport {
 
 interface Supervisor {
   readonly key: string;
+  /** The current incarnation; while `waking` is set, the failed one, torn down. */
   task: Task | undefined;
   revoked: boolean;
+  /** Set while the task waits out its restart delay: ends the wait at once (stop, revoke). */
+  waking: (() => void) | undefined;
   readonly done: Promise<void>;
 }
 
@@ -102,6 +105,8 @@ export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
   const createBackend = options.backend ?? (() => new HeapKeyedStateBackend());
   const supervisors = new Map<string, Supervisor>();
   let stopped = false;
+  /** From the first `stop()` on: a task that fails is not restarted (it resumes from its last checkpoint). */
+  let stopping = false;
   let restarts = 0;
   const held = new Set<string>();
   let fail!: (e: unknown) => void;
@@ -141,7 +146,7 @@ export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
         return;
       } catch (error) {
         await task.abort();
-        if (stopped || sup.revoked) {
+        if (stopped || stopping || sup.revoked) {
           options.listener?.taskStopped?.({ taskId: task.scope.taskId, partition });
           return;
         }
@@ -166,15 +171,33 @@ export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
         }
         windowRestarts = d.restarts;
         restarts++;
-        if (d.delayMs > 0) await new Promise<void>((r) => clock.schedule(clock.now() + d.delayMs, r));
-        if (stopped || sup.revoked) return;
+        if (d.delayMs > 0) {
+          await new Promise<void>((resolve) => {
+            const cancel = clock.schedule(clock.now() + d.delayMs, resolve);
+            sup.waking = () => {
+              cancel();
+              resolve();
+            };
+          });
+          sup.waking = undefined;
+        }
+        if (stopped || stopping || sup.revoked) {
+          options.listener?.taskStopped?.({ taskId: task.scope.taskId, partition });
+          return;
+        }
       }
     }
   };
 
   const startTask = (stageIndex: number, partition: number): Supervisor => {
     const key = `${stageIndex}/${partition}`;
-    const sup: Supervisor = { key, task: undefined, revoked: false, done: Promise.resolve() };
+    const sup: Supervisor = {
+      key,
+      task: undefined,
+      revoked: false,
+      waking: undefined,
+      done: Promise.resolve(),
+    };
     const done = supervise(sup, stageIndex, partition);
     done.catch((e) => fail(e));
     Object.assign(sup, { done });
@@ -185,6 +208,7 @@ export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
   const revoke = async (sup: Supervisor): Promise<void> => {
     sup.revoked = true;
     sup.task?.stop();
+    sup.waking?.();
     await sup.done.catch(() => {});
     supervisors.delete(sup.key);
   };
@@ -234,7 +258,10 @@ export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
     })();
     stopAll = async () => {
       stopped = true;
-      for (const s of supervisors.values()) s.task?.stop();
+      for (const s of supervisors.values()) {
+        s.task?.stop();
+        s.waking?.();
+      }
       await done.catch(() => {});
     };
   }
@@ -245,11 +272,26 @@ export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
     plan,
     done,
     async savepoint(name) {
+      // A task waiting to restart would never answer: refuse rather than hang.
+      const waiting = [...supervisors.values()].filter((s) => s.waking !== undefined);
+      if (waiting.length > 0) {
+        throw new StreamError(
+          'CHECKPOINT_DECLINED',
+          `savepoint '${name}': task(s) ${waiting.map((s) => s.task?.scope.taskId ?? s.key).join(', ')} wait to restart after a failure; take it once they run again`,
+        );
+      }
       return Promise.all(tasks().map((t) => t.savepoint(name)));
     },
     async stop(opts = {}) {
+      stopping = true;
       let checkpointed = 0;
-      const running = tasks();
+      // A task waiting out its restart delay has nothing to checkpoint: it stops at once and resumes
+      // from its last committed checkpoint (it counts as uncheckpointed).
+      const all = supervisors.size;
+      const running = [...supervisors.values()].flatMap((s) =>
+        s.task !== undefined && s.waking === undefined ? [s.task] : [],
+      );
+      for (const s of supervisors.values()) s.waking?.();
       if (opts.finalCheckpoint && running.length > 0) {
         const deadline = new Promise<'deadline'>((r) =>
           setTimeout(() => r('deadline'), opts.timeoutMs ?? 30_000).unref(),
@@ -268,7 +310,7 @@ export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
         checkpointed = results.filter((r) => r === 'ok').length;
       }
       await stopAll();
-      return { checkpointed, uncheckpointed: running.length - checkpointed };
+      return { checkpointed, uncheckpointed: all - checkpointed };
     },
     hold(uid, h) {
       if (h) held.add(uid);

@@ -1,5 +1,4 @@
 #!/usr/bin/env node
-import cluster from 'node:cluster';
 /**
  * `kstate`: run a job as a Kafka consumer-group service, and look at its checkpoints.
  *
@@ -12,23 +11,20 @@ import cluster from 'node:cluster';
  *   kstate savepoint import <jobId> --from dir --as name [--partitions n]
  *
  * Every command takes --help. Errors are one line on stderr and an exit code from exit-codes.ts.
+ *
+ * Only modules that load at once are imported statically: `run` installs its signal handlers
+ * (./signals.ts) before the framework, the Kafka client and the job module load, which takes a second
+ * or more; everything else is imported where a command needs it.
  */
+import cluster from 'node:cluster';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import {
-  FilesystemCheckpointStorage,
-  inspectCheckpoint,
-  isStreamError,
-  keyedStateValue,
-  keyId,
-  LevelKeyedStateBackend,
-} from '../../../framework/index.ts';
-import { loadConfig, type ServiceConfig } from './config.ts';
+import type { ServiceConfig } from './config.ts';
 import { EXIT } from './exit-codes.ts';
-import { loadJobModule } from './job-module.ts';
-import { exportCommand, importCommand, rescaleCommand } from './savepoint-commands.ts';
-import { serve, servePrimary } from './serve.ts';
+import { ShutdownSignals } from './signals.ts';
+
+const framework = () => import('../../../framework/index.ts');
 
 const HELP: Record<string, string> = {
   main: `kstate <command> [options]
@@ -84,6 +80,8 @@ function fail(code: number, message: string): never {
 
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
+  // First of all: a signal from here on stops the service as documented (exit 0, or 130 when forced).
+  const signals = command === 'run' ? new ShutdownSignals().install() : undefined;
   if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
     process.stdout.write(`${HELP.main}\n`);
     return;
@@ -127,6 +125,7 @@ async function main(argv: string[]): Promise<void> {
   }
   const arg = positionals[0];
   if (arg === undefined) throw new UsageError(`${command} needs an argument; see kstate ${command} --help`);
+  const { loadConfig } = await import('./config.ts');
   const config = loadConfig(values.config as string | undefined);
   switch (command) {
     case 'run':
@@ -136,6 +135,7 @@ async function main(argv: string[]): Promise<void> {
         values['savepoint-on-stop'] as string | undefined,
         workerCount(values.workers),
         values['from-savepoint'] as string | undefined,
+        signals!,
       );
     case 'checkpoints':
       return listCheckpoints(arg, config);
@@ -154,13 +154,21 @@ async function run(
   savepointOnStop: string | undefined,
   workers: number,
   fromSavepoint: string | undefined,
+  signals: ShutdownSignals,
 ): Promise<void> {
-  if (workers > 1 && cluster.isPrimary) return servePrimary(workers, config);
+  const { serve, servePrimary } = await import('./serve.ts');
+  if (workers > 1 && cluster.isPrimary) return servePrimary(workers, config, signals);
+  const { loadJobModule } = await import('./job-module.ts');
   const job = await loadJobModule(modulePath, config);
-  await serve(job, config, {
-    ...(savepointOnStop ? { savepointOnStop } : {}),
-    ...(fromSavepoint ? { fromSavepoint } : {}),
-  });
+  await serve(
+    job,
+    config,
+    {
+      ...(savepointOnStop ? { savepointOnStop } : {}),
+      ...(fromSavepoint ? { fromSavepoint } : {}),
+    },
+    signals,
+  );
 }
 
 /** `kstate savepoint rescale|export|import` (savepoint-commands.ts). */
@@ -179,6 +187,7 @@ async function savepointCommand(
   const out = (line: string) => process.stdout.write(`${line}\n`);
   const warn = (line: string) => process.stderr.write(`${line}\n`);
   const [jobId, savepoint] = args;
+  const { exportCommand, importCommand, rescaleCommand } = await import('./savepoint-commands.ts');
   if (jobId === undefined)
     throw new UsageError(`savepoint ${sub} needs a job id; see kstate savepoint --help`);
   if (sub === 'import')
@@ -220,6 +229,7 @@ async function taskIds(config: ServiceConfig, jobId: string): Promise<string[]> 
 }
 
 async function listCheckpoints(jobId: string, config: ServiceConfig): Promise<void> {
+  const { FilesystemCheckpointStorage } = await framework();
   const storage = new FilesystemCheckpointStorage({
     directory: config.checkpointDir,
     createDirectory: false,
@@ -244,6 +254,8 @@ async function inspect(
   config: ServiceConfig,
   o: Record<string, string | undefined>,
 ): Promise<void> {
+  const { FilesystemCheckpointStorage, inspectCheckpoint, keyedStateValue, keyId, LevelKeyedStateBackend } =
+    await framework();
   const storage = new FilesystemCheckpointStorage({
     directory: config.checkpointDir,
     createDirectory: false,
@@ -297,9 +309,10 @@ function workerCount(raw: unknown): number {
   return n;
 }
 
-main(process.argv.slice(2)).catch((e: unknown) => {
+main(process.argv.slice(2)).catch(async (e: unknown) => {
   if (e instanceof UsageError) fail(EXIT.USAGE, e.message);
   if (e instanceof NotFound) fail(EXIT.UNAVAILABLE, e.message);
+  const { isStreamError } = await framework();
   if (isStreamError(e, 'CONFIG_INVALID') && /already in use/.test(e.message)) fail(EXIT.OS_ERROR, e.message);
   if (isStreamError(e, 'CONFIG_INVALID') || isStreamError(e, 'GRAPH_INVALID')) fail(EXIT.CONFIG, e.message);
   if (isStreamError(e, 'CHECKPOINT_NOT_FOUND')) fail(EXIT.UNAVAILABLE, e.message);

@@ -24,6 +24,7 @@ import { type KafkaEventMap, kafkaEvents } from '../events.ts';
 import { type KafkaRunningJob, runKafkaJob } from '../service.ts';
 import type { ServiceConfig } from './config.ts';
 import { EXIT } from './exit-codes.ts';
+import { ShutdownSignals } from './signals.ts';
 import { STATUS_HTML, StatusBoard } from './status.ts';
 
 /**
@@ -32,16 +33,32 @@ import { STATUS_HTML, StatusBoard } from './status.ts';
  * logs with the task and checkpoint in every line about them, and graceful shutdown: the first
  * SIGTERM/SIGINT takes a final checkpoint, commits it, leaves the group and exits 0 within
  * shutdownTimeoutMs; a second signal, or the deadline, exits at once (130), losing nothing committed.
+ * A signal during the start (`signals` installed by the CLI first thing) exits 0 before the job joins
+ * its group, or stops it gracefully as soon as it has started.
  */
 export async function serve(
   job: StreamJob,
   config: ServiceConfig,
   o: { savepointOnStop?: string; fromSavepoint?: string } = {},
+  signals: ShutdownSignals = new ShutdownSignals().install(),
 ): Promise<void> {
   const log = pino({
     level: config.logLevel,
     base: { service: 'kstate', job: job.jobId, ...(cluster.isWorker ? { worker: cluster.worker?.id } : {}) },
   });
+  signals.deadline(config.shutdownTimeoutMs + 5_000, () => {
+    log.warn('shutdown deadline passed: exiting at once; tasks resume from their last committed checkpoint');
+    process.exit(EXIT.FORCED);
+  });
+  let http: ServiceHttp | undefined;
+  /** Before each slow step of the start: a signal so far stops the service here, nothing to commit. */
+  const stopIfRequested = async (): Promise<void> => {
+    if (signals.requested === undefined) return;
+    await http?.close();
+    log.info({ signal: signals.requested }, 'stopped before the job started');
+    process.exit(EXIT.OK);
+  };
+  await stopIfRequested();
   const metrics = createPrometheusMetrics();
   if (cluster.isWorker) shareWithPrimary(metrics);
   const instrumented = instrumentJob(metrics, job.jobId);
@@ -97,7 +114,6 @@ export async function serve(
       }
     },
   };
-  let http: ServiceHttp | undefined;
   if (config.httpPort !== 0 && !cluster.isWorker) {
     http = await startServiceHttp({
       port: config.httpPort,
@@ -113,6 +129,7 @@ export async function serve(
     endpoint = `${advertised.includes(':') ? `[${advertised}]` : advertised}:${http.port}`;
     log.info({ url: http.url }, 'http endpoints: /metrics /livez /readyz /status /query /query/keys');
   }
+  await stopIfRequested();
   running = await runKafkaJob(job, {
     connection: { brokers: config.brokers },
     storage: new FilesystemCheckpointStorage({
@@ -142,25 +159,11 @@ export async function serve(
   }
   log.info({ brokers: config.brokers, backend: config.backend }, 'service running');
 
-  let signals = 0;
-  const onSignal = (signal: string) => {
-    if (++signals > 1) {
-      log.warn(
-        { signal },
-        'second signal: exiting at once; tasks resume from their last committed checkpoint',
-      );
-      process.exit(EXIT.FORCED);
-    }
+  const stop = (signal: NodeJS.Signals) => {
     log.info(
       { signal, timeoutMs: config.shutdownTimeoutMs },
       'stopping: final checkpoint, then leaving the group',
     );
-    setTimeout(() => {
-      log.warn(
-        'shutdown deadline passed: exiting at once; tasks resume from their last committed checkpoint',
-      );
-      process.exit(EXIT.FORCED);
-    }, config.shutdownTimeoutMs + 5_000).unref();
     void (async () => {
       if (o.savepointOnStop) {
         await running.savepoint(o.savepointOnStop).then(
@@ -178,8 +181,9 @@ export async function serve(
       process.exit(EXIT.OK);
     })();
   };
-  process.on('SIGTERM', () => onSignal('SIGTERM'));
-  process.on('SIGINT', () => onSignal('SIGINT'));
+  signals.onStop(stop, (signal) =>
+    log.warn({ signal }, 'second signal: exiting at once; tasks resume from their last committed checkpoint'),
+  );
   running.done.catch((e: unknown) => {
     log.fatal({ err: e instanceof Error ? e.message : String(e) }, 'job failed');
     process.exit(EXIT.JOB_FAILED);
@@ -210,10 +214,19 @@ function logListener(log: Logger): JobListener {
 /**
  * Several workers in one process: the primary forks `workers` copies of this command (each a
  * member of the consumer group) and serves one /metrics merging theirs, /readyz (ready when every
- * worker is), /livez. Signals are passed on to the workers, which shut down gracefully.
+ * worker is), /livez. A signal is passed on to the workers as a message (they stop gracefully; a second
+ * one stops them at once), so that a signal sent to the whole process group counts once in a worker.
  */
-export async function servePrimary(workers: number, config: ServiceConfig): Promise<void> {
+export async function servePrimary(
+  workers: number,
+  config: ServiceConfig,
+  signals: ShutdownSignals = new ShutdownSignals().install(),
+): Promise<void> {
   const log = pino({ level: config.logLevel, base: { service: 'kstate', role: 'primary' } });
+  if (signals.requested !== undefined) {
+    log.info({ signal: signals.requested }, 'stopped before the workers started');
+    process.exit(EXIT.OK);
+  }
   const ready = new Map<number, { ready: boolean; reason?: string }>();
   for (let i = 0; i < workers; i++) cluster.fork();
   cluster.on('message', (worker, msg: { kstate?: string; ready?: boolean; reason?: string }) => {
@@ -231,6 +244,21 @@ export async function servePrimary(workers: number, config: ServiceConfig): Prom
       process.exit(EXIT.OK);
     }
   });
+  const tell = (kstate: 'stop' | 'force') => {
+    for (const w of Object.values(cluster.workers ?? {})) if (w?.isConnected()) w.send({ kstate });
+  };
+  // The workers' own deadline comes first; this one bounds a worker that hangs.
+  signals.deadline(config.shutdownTimeoutMs + 10_000, () => {
+    log.warn('shutdown deadline passed: exiting at once');
+    process.exit(EXIT.FORCED);
+  });
+  signals.onStop(
+    () => {
+      stopping = true;
+      tell('stop');
+    },
+    () => tell('force'),
+  );
   if (config.httpPort === 0)
     throw new StreamError(
       'CONFIG_INVALID',
@@ -251,16 +279,6 @@ export async function servePrimary(workers: number, config: ServiceConfig): Prom
     },
   });
   log.info({ url: http.url, workers }, 'primary serving /metrics for all workers');
-  let signals = 0;
-  const onSignal = (signal: NodeJS.Signals) => {
-    stopping = true;
-    signals++;
-    // A terminal's Ctrl-C reaches the workers itself (same process group); SIGTERM is passed on.
-    if (signal === 'SIGTERM') for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(signal);
-    if (signals > 1) process.exit(EXIT.FORCED);
-  };
-  process.on('SIGTERM', () => onSignal('SIGTERM'));
-  process.on('SIGINT', () => onSignal('SIGINT'));
 }
 
 /**

@@ -14,6 +14,7 @@ import { names } from './names.ts';
 
 const CLI = fileURLToPath(new URL('../service/cli.ts', import.meta.url));
 const ORDERS = fileURLToPath(new URL('../../../examples/orders/service.ts', import.meta.url));
+const PROBE = `--import=${new URL('./jobs/sigterm-probe.ts', import.meta.url).href}`;
 
 function cli(
   args: string[],
@@ -40,6 +41,8 @@ describe('kstate CLI', () => {
     await admin.connect();
   });
   after(async () => {
+    // A test that failed half way leaves no service behind.
+    for (const c of spawned) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
     await admin.disconnect();
     await rm(dir, { recursive: true, force: true });
   });
@@ -172,13 +175,101 @@ describe('kstate CLI', () => {
     const row = JSON.parse(inspected.stdout.trim().split('\n')[0]!) as { value: { orders: number } };
     assert.equal(row.value.orders, perCustomer.get('c5'));
   });
+
+  /** Topics of the orders job holding `messages`, and the service environment for them. */
+  async function ordersJob(label: string, messages: { key: string; value: string }[]) {
+    const n = names(label);
+    const input = n.topic('orders');
+    const output = n.topic('totals');
+    await admin.createTopics({
+      topics: [input, output].map((topic) => ({ topic, numPartitions: 2 })),
+      waitForLeaders: true,
+    });
+    const producer = kafkaClient('cli-orders').producer({ idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    await sendWhenReady(() => producer.send({ topic: input, messages }));
+    await producer.disconnect();
+    return {
+      ORDERS_INPUT: input,
+      ORDERS_OUTPUT: output,
+      ORDERS_JOB_ID: n.group('job'),
+      KSTATE_BROKERS: brokersFromEnv().join(','),
+      KSTATE_STATE_DIR: join(dir, n.stem, 'state'),
+      KSTATE_CHECKPOINT_DIR: join(dir, n.stem, 'checkpoints'),
+      KSTATE_HTTP_PORT: '0',
+    };
+  }
+
+  const order = (j: number, customer = `c${j % 7}`) => ({
+    key: customer,
+    value: JSON.stringify({ id: j, customer, amount: 1 + (j % 50), ts: j }),
+  });
+
+  test('SIGTERM from the first moment of the start exits 0, never by the signal (143)', async () => {
+    const env = await ordersJob(
+      'cli early signal',
+      Array.from({ length: 200 }, (_, j) => order(j)),
+    );
+    // The moment the process first listens for SIGTERM: before the framework and the job module load.
+    const earliest = startService(env, [PROBE]);
+    await earliest.line(/^sigterm-probe: listening after 0 framework modules$/);
+    earliest.child.kill('SIGTERM');
+    assert.equal(await earliest.exit, 0, earliest.out.join('\n'));
+    // Seen before the job started (no group joined, nothing to commit), or else stopped gracefully.
+    assert.ok(
+      earliest.out.some((l) => /"msg":"stopped( before the job started)?"/.test(l)),
+      earliest.out.join('\n'),
+    );
+
+    // Just after the job started (its group join still under way): a graceful stop.
+    const started = startService(env);
+    await started.line(/"msg":"service running"/);
+    started.child.kill('SIGTERM');
+    assert.equal(await started.exit, 0, started.out.join('\n'));
+    assert.ok(
+      started.out.some((l) => l.includes('"msg":"stopped"')),
+      started.out.join('\n'),
+    );
+    // No warning of any kind (kafkajs's TimeoutNegativeWarning was printed at every start).
+    assert.ok(
+      started.out.every((l) => !l.includes('Warning')),
+      started.out.join('\n'),
+    );
+  });
+
+  test('SIGTERM while a task waits in restart backoff stops it at once; the others commit a final checkpoint', async () => {
+    // Partition of c0 starts with a record that is not JSON: its task fails on it again and again,
+    // waiting 200, 400, 800 ... ms (the service's exponential backoff) between attempts.
+    const messages = [
+      { key: 'c0', value: 'not json' },
+      ...Array.from({ length: 400 }, (_, j) => order(j, `c${j % 7}`)),
+    ];
+    const env = { ...(await ordersJob('cli backoff', messages)), KSTATE_SHUTDOWN_TIMEOUT_MS: '60000' };
+    const service = startService(env);
+    await service.line(/"delayMs":3200.*"msg":"task failed"/);
+    const signalled = performance.now();
+    service.child.kill('SIGTERM');
+    const code = await service.exit;
+    const tookMs = performance.now() - signalled;
+    assert.equal(code, 0, service.out.join('\n'));
+    const stopped = JSON.parse(service.out.find((l) => l.includes('"msg":"stopped"'))!) as {
+      checkpointed: number;
+      uncheckpointed: number;
+    };
+    assert.deepEqual([stopped.checkpointed, stopped.uncheckpointed], [1, 1]);
+    // The waiting task is not given the 60 s shutdown deadline to take a checkpoint it cannot take.
+    assert.ok(tookMs < 30_000, `the stop took ${Math.round(tookMs)} ms`);
+  });
 });
 
-function startService(env: Record<string, string>) {
-  const child: ChildProcess = spawn(process.execPath, [CLI, 'run', ORDERS], {
+const spawned: ChildProcess[] = [];
+
+function startService(env: Record<string, string>, nodeOptions: string[] = []) {
+  const child: ChildProcess = spawn(process.execPath, [...nodeOptions, CLI, 'run', ORDERS], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  spawned.push(child);
   const out: string[] = [];
   const waiters: [RegExp, () => void][] = [];
   let buf = '';
