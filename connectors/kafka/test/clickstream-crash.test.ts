@@ -9,9 +9,16 @@ import type { Click, Session } from '../../../examples/clickstream/model.ts';
 import { sessions } from '../../../examples/clickstream/reference.ts';
 import type { Admin, Producer } from '../internal/kafkajs.ts';
 import { killRepeatedly, startJobProcess } from './crash-helpers.ts';
-import { kcatAll, sendWhenReady } from './eos-helpers.ts';
+import { sendWhenReady } from './eos-helpers.ts';
 import { KEEP_OLD_TIMESTAMPS, kafkaClient } from './kafka.ts';
 import { names } from './names.ts';
+import {
+  assertSequences,
+  type Committed,
+  checkSequences,
+  describeSequences,
+  kcatRecords,
+} from './sequence-check.ts';
 
 const USERS = 200;
 const PER_USER = Number(process.env.CLICKS_PER_USER ?? 60);
@@ -22,7 +29,8 @@ const PARTITIONS = 4;
 /**
  * Issue 7 (a) for session windows (merging windows: the trickiest window state): the sessionised
  * clickstream job, SIGKILLed 20 times while clicks arrive out of order, commits exactly the sessions
- * a batch sessionisation of the same clicks gives; read back with kcat.
+ * a batch sessionisation of the same clicks gives, each user's in the order they closed; read back
+ * with kcat.
  */
 describe('sessionised clickstream under SIGKILL', () => {
   let admin: Admin;
@@ -92,14 +100,27 @@ describe('sessionised clickstream under SIGKILL', () => {
     try {
       await last.waitFor(/^ready/, 60_000);
       const deadline = Date.now() + 120_000;
-      let out: Session[] = [];
+      let records: Committed<Session>[] = [];
       while (Date.now() < deadline) {
-        out = await kcatAll<Session>(topics.sessions);
-        if (out.length >= expected.length) break;
+        records = await kcatRecords<Session>(topics.sessions);
+        if (records.length >= expected.length) break;
         await new Promise((r) => setTimeout(r, 1000));
       }
+      const out = records.map((r) => r.value);
       const lines = (xs: readonly Session[]) => xs.map((x) => JSON.stringify(x)).sort();
       assert.deepEqual(lines(out), lines(expected));
+      // Per user, in offset order: the sessions in the order they closed (by start; they do not overlap).
+      const perUser = new Map<string, Session[]>();
+      for (const x of [...expected].sort((a, b) => a.start - b.start)) {
+        perUser.set(x.user, [...(perUser.get(x.user) ?? []), x]);
+      }
+      const order = checkSequences(records, {
+        what: 'sessions: per user, in the order they closed',
+        key: (x) => x.user,
+        expected: perUser,
+      });
+      console.log(`clickstream crash test: ${describeSequences(order)}`);
+      assertSequences(order);
       const merged = expected.filter((s) => s.clicks > 1).length;
       console.log(
         `clickstream crash test: ${all.length} clicks of ${USERS} users, ${kills.length} SIGKILLs at ${kills.join(',')} ms after restore; ${out.length} sessions committed (${merged} of several clicks), equal to the batch sessionisation`,

@@ -18,9 +18,16 @@ export interface JobProcess {
   waitFor(pattern: RegExp, ms: number): Promise<string>;
 }
 
-/** Start a job process: `runner` (default: the count job, jobs/run-count.ts) with `env` added. */
-export function startJobProcess(env: Record<string, string>, runner: string = RUNNER): JobProcess {
-  const child = spawn(process.execPath, [runner], {
+/**
+ * Start a job process: `runner` (default: the count job, jobs/run-count.ts) with `args` and `env`
+ * added (e.g. the service CLI: `startJobProcess(env, CLI, ['run', module])`).
+ */
+export function startJobProcess(
+  env: Record<string, string>,
+  runner: string = RUNNER,
+  args: readonly string[] = [],
+): JobProcess {
+  const child = spawn(process.execPath, [runner, ...args], {
     env: { ...process.env, KAFKA_BROKERS: brokersFromEnv().join(','), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -90,6 +97,15 @@ export async function transactionStates(prefix: string): Promise<Map<string, str
     if (id && state) states.set(id, state);
   }
   return states;
+}
+
+/** Transactions of ids starting with `prefix` that are still open (neither committed nor aborted), and how many ids there are. */
+export async function openTransactions(prefix: string): Promise<{ ids: number; open: [string, string][] }> {
+  const states = await transactionStates(prefix);
+  return {
+    ids: states.size,
+    open: [...states].filter(([, s]) => !/^(Empty|CompleteCommit|CompleteAbort)$/i.test(s)),
+  };
 }
 
 /**

@@ -1,9 +1,16 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
+import { spawn } from 'node:child_process';
+import type { Out } from './jobs/count-job.ts';
 import { brokersFromEnv, kafkaClient } from './kafka.ts';
-
-const run = promisify(execFile);
+import {
+  assertSequences,
+  type Committed,
+  checkRunningTotals,
+  describeSequences,
+  kcatRecords,
+  readCommittedRecords,
+  type SequenceReport,
+} from './sequence-check.ts';
 
 /** Produce `count` records `{k, n}` (n = 0..count-1) over `keys` keys; returns the count. */
 export async function produceInput(topic: string, count: number, keys: number, start = 0): Promise<number> {
@@ -25,56 +32,39 @@ export async function produceInput(topic: string, count: number, keys: number, s
 }
 
 /**
- * The committed records of `topic`, read with kcat (not kafkajs, so a client bug cannot hide itself)
- * in read_committed mode, polling until at least `expected` arrived or `ms` passed.
+ * The committed values of `topic`, read with kcat (not kafkajs, so a client bug cannot hide itself)
+ * in read_committed mode, polling until at least `expected` arrived or `ms` passed. With offsets:
+ * `readCommittedRecords` (sequence-check.ts).
  */
 export async function readCommitted<T>(topic: string, expected: number, ms: number): Promise<T[]> {
-  const deadline = Date.now() + ms;
-  let values: T[] = [];
-  for (;;) {
-    values = await kcatAll<T>(topic);
-    if (values.length >= expected || Date.now() > deadline) return values;
-    await new Promise((r) => setTimeout(r, 500));
-  }
+  return (await readCommittedRecords<T>(topic, expected, ms)).map((r) => r.value);
 }
 
+/** Every committed value of `topic` now (kcat, read_committed), in offset order per partition. */
 export async function kcatAll<T>(topic: string): Promise<T[]> {
-  const { stdout } = await run(
-    'kcat',
-    [
-      '-C',
-      '-b',
-      brokersFromEnv().join(','),
-      '-t',
-      topic,
-      '-X',
-      'isolation.level=read_committed',
-      '-e',
-      '-q',
-      '-f',
-      '%s\n',
-    ],
-    { maxBuffer: 512 * 1024 * 1024 },
-  );
-  return stdout
-    .split('\n')
-    .filter((l) => l.length > 0)
-    .map((l) => JSON.parse(l) as T);
+  return (await kcatRecords<T>(topic)).map((r) => r.value);
 }
 
 /**
  * Every input n in [0, total) has exactly one output, and per key the counts run 1..c and the sums
- * equal the sums of the inputs in order: the state was neither lost nor applied twice.
+ * equal the sums of the inputs in input order (n): the state was neither lost nor applied twice.
+ * That is a check of the set; the order a reader sees (offsets) is `countSequences`.
  */
 export function verifyCounts(
   out: readonly { k: string; n: number; count: number; sum: number }[],
   total: number,
 ): void {
   const byN = new Map<number, { k: string; count: number; sum: number }>();
+  const duplicated: number[] = [];
   for (const o of out) {
-    assert.ok(!byN.has(o.n), `input ${o.n} has more than one committed output`);
-    byN.set(o.n, o);
+    if (byN.has(o.n)) duplicated.push(o.n);
+    else byN.set(o.n, o);
   }
+  assert.deepEqual(
+    duplicated.slice(0, 20),
+    [],
+    `${duplicated.length} committed outputs duplicate another one (${new Set(duplicated).size} inputs)`,
+  );
   const missing = [];
   for (let n = 0; n < total; n++) if (!byN.has(n)) missing.push(n);
   assert.deepEqual(missing.slice(0, 20), [], `${missing.length} inputs have no committed output`);
@@ -92,6 +82,35 @@ export function verifyCounts(
 }
 
 /**
+ * The count job's per-key order: per key `k`, in offset order, counts run 1..c, each sum adds the
+ * record's `n`, and `n` rises (a key's inputs come from one input partition, in `n` order).
+ */
+export function countSequences(out: readonly Committed<Out>[]): SequenceReport {
+  return checkRunningTotals(out, {
+    what: 'per key, counts 1..c in offset order, running sums, inputs in order',
+    key: (v) => v.k,
+    count: (v) => v.count,
+    sum: (v) => v.sum,
+    addend: (v) => v.n,
+    order: (v) => v.n,
+  });
+}
+
+/** `verifyCounts` (every effect exactly once) and `countSequences` (in order, per key). */
+export function verifyCountsInOrder(out: readonly Committed<Out>[], total: number): void {
+  const order = countSequences(out);
+  try {
+    verifyCounts(
+      out.map((r) => r.value),
+      total,
+    );
+  } catch (e) {
+    throw new Error(`${(e as Error).message}; ${describeSequences(order)}`, { cause: e });
+  }
+  assertSequences(order);
+}
+
+/**
  * `send`, retried while a topic created a moment ago is not yet known to every part of the broker
  * (UNKNOWN_TOPIC_OR_PARTITION right after createTopics).
  */
@@ -105,4 +124,47 @@ export async function sendWhenReady(send: () => Promise<unknown>): Promise<void>
       await new Promise((r) => setTimeout(r, 250));
     }
   }
+}
+
+/**
+ * kcat (librdkafka) as a producer into `topic`: idempotent, each line `key<TAB>value`, partitioned by
+ * librdkafka's default partitioner (CRC32 of the key, not murmur2) unless `args` say otherwise (e.g.
+ * `-p 0`). `write` waits while kcat's input is full; `end` resolves once kcat delivered everything
+ * and exited 0.
+ */
+export function kcatProducer(
+  topic: string,
+  args: readonly string[] = [],
+): { write(lines: string): Promise<void>; end(): Promise<void> } {
+  const child = spawn(
+    'kcat',
+    [
+      '-P',
+      '-b',
+      brokersFromEnv().join(','),
+      '-t',
+      topic,
+      '-K',
+      '\t',
+      '-X',
+      'enable.idempotence=true',
+      ...args,
+    ],
+    { stdio: ['pipe', 'ignore', 'pipe'] },
+  );
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+  return {
+    async write(lines) {
+      if (!child.stdin.write(lines)) await new Promise((r) => child.stdin.once('drain', r));
+    },
+    async end() {
+      child.stdin.end();
+      const code = await exited;
+      if (code !== 0) throw new Error(`kcat -P into ${topic} exited with ${code}: ${stderr}`);
+    },
+  };
 }

@@ -5,10 +5,11 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Admin } from '../internal/kafkajs.ts';
 import { type JobProcess, startJobProcess, transactionStates } from './crash-helpers.ts';
-import { kcatAll, produceInput, readCommitted, verifyCounts } from './eos-helpers.ts';
+import { produceInput, verifyCountsInOrder } from './eos-helpers.ts';
 import type { Out } from './jobs/count-job.ts';
 import { kafkaClient } from './kafka.ts';
 import { names } from './names.ts';
+import { kcatRecords, readCommittedRecords } from './sequence-check.ts';
 
 /**
  * (b) deterministic crash points, (c) failover between two instances, (d) a zombie instance: each
@@ -58,7 +59,7 @@ describe('exactly-once at deterministic crash points, failover and zombies', () 
       await produceInput(s.input, 4000, 31, 6000);
       const again = startJobProcess(s.env);
       try {
-        verifyCounts(await readCommitted<Out>(s.output, 10_000, 90_000), 10_000);
+        verifyCountsInOrder(await readCommittedRecords<Out>(s.output, 10_000, 90_000), 10_000);
       } finally {
         await stopClean(again);
       }
@@ -74,7 +75,7 @@ describe('exactly-once at deterministic crash points, failover and zombies', () 
       await a.waitFor(/^restored /, 30_000);
       await b.waitFor(/^restored /, 30_000);
       await produceInput(s.input, 8000, 53);
-      await readCommitted<Out>(s.output, 4000, 60_000);
+      await readCommittedRecords<Out>(s.output, 4000, 60_000);
       // What A owns once the group settled (A may have held all four before B joined).
       const owned = (p: JobProcess) => {
         const set = new Set<string>();
@@ -100,7 +101,7 @@ describe('exactly-once at deterministic crash points, failover and zombies', () 
       a.child.kill('SIGKILL');
       await a.exited;
       await produceInput(s.input, 8000, 53, 8000);
-      verifyCounts(await readCommitted<Out>(s.output, 16_000, 90_000), 16_000);
+      verifyCountsInOrder(await readCommittedRecords<Out>(s.output, 16_000, 90_000), 16_000);
       // B restored A's tasks from their committed checkpoints.
       for (const task of ownedByA) {
         assert.ok(
@@ -119,7 +120,7 @@ describe('exactly-once at deterministic crash points, failover and zombies', () 
     const a = startJobProcess(s.env);
     await a.waitFor(/^checkpoint /, 30_000);
     await produceInput(s.input, 2000, 11);
-    await readCommitted<Out>(s.output, 2000, 60_000);
+    await readCommittedRecords<Out>(s.output, 2000, 60_000);
     // Freeze A in the middle of its work: records sent in an open transaction, not committed.
     await produceInput(s.input, 2000, 11, 2000);
     await new Promise((r) => setTimeout(r, 30));
@@ -128,12 +129,11 @@ describe('exactly-once at deterministic crash points, failover and zombies', () 
     try {
       // B gets every partition once A's session expired, restores, and finishes the input.
       await produceInput(s.input, 2000, 11, 4000);
-      verifyCounts(await readCommitted<Out>(s.output, 6000, 90_000), 6000);
+      verifyCountsInOrder(await readCommittedRecords<Out>(s.output, 6000, 90_000), 6000);
       // A wakes up believing it still owns its tasks: whatever it tries to commit is fenced.
       a.child.kill('SIGCONT');
       await new Promise((r) => setTimeout(r, 4000));
-      const out = await kcatAll<Out>(s.output);
-      verifyCounts(out, 6000);
+      verifyCountsInOrder(await kcatRecords<Out>(s.output), 6000);
       const states = await transactionStates(`${s.jobId}.`);
       assert.ok(states.size > 0);
       const afterWake = a.lines.filter((l) => l.startsWith('failed '));

@@ -13,10 +13,11 @@ import { produceRange, queryRecord, trainRecord } from '../../../examples/ml/gen
 import { exampleModels } from '../../../examples/ml/job.ts';
 import type { PublishedModel } from '../../../framework/index.ts';
 import type { Admin } from '../internal/kafkajs.ts';
-import { type JobProcess, startJobProcess, transactionStates } from './crash-helpers.ts';
+import { type JobProcess, openTransactions, startJobProcess } from './crash-helpers.ts';
 import { kcatAll } from './eos-helpers.ts';
 import { brokersFromEnv, kafkaClient } from './kafka.ts';
 import { names } from './names.ts';
+import { assertSequences, checkOrdered, describeSequences, kcatRecords } from './sequence-check.ts';
 
 const TOTAL = Number(process.env.ML_CRASH_RECORDS ?? 40_000);
 const KILLS = Number(process.env.ML_CRASH_KILLS ?? 20);
@@ -172,8 +173,10 @@ describe('online learning under SIGKILL', () => {
       );
     }
     // Every query of the crashed job answered exactly once.
-    const predictions = await kcatAll<{ id: number }>(crashed.predictions);
-    const ids = predictions.map((p) => p.id).sort((a, b) => a - b);
+    const predictionRecords = await kcatRecords<{ model: string; id: number; trained: number }>(
+      crashed.predictions,
+    );
+    const ids = predictionRecords.map((p) => p.value.id).sort((a, b) => a - b);
     const queries: number[] = [];
     for (let i = 0; i < TOTAL; i++) if (queryRecord(SEED, MODELS, i)) queries.push(i);
     assert.deepEqual(ids, queries, 'each query has exactly one committed prediction');
@@ -183,10 +186,26 @@ describe('online learning under SIGKILL', () => {
       includeSynonyms: false,
     });
     assert.equal(configs.resources[0]?.configEntries[0]?.configValue, 'compact');
-    const states = await transactionStates(`${crashJob}.`);
-    const open = [...states].filter(([, s]) => !/^(Empty|CompleteCommit|CompleteAbort)$/i.test(s));
+    const { open } = await openTransactions(`${crashJob}.`);
     assert.deepEqual(open, [], `transactions left open: ${JSON.stringify(open)}`);
-    const published = (await kcatAll<PublishedModel>(crashed.models)).length;
+    // Per model, in offset order (what a reader of the newest model sees): each publication has
+    // trained on more examples than the one before; each model's predictions answer its queries in
+    // the order asked, by a model that never trained on fewer examples than for the previous answer.
+    const publications = await kcatRecords<PublishedModel>(crashed.models);
+    const published = publications.length;
+    const modelOrder = checkOrdered(publications, {
+      what: 'published models: per model, trained examples rise',
+      key: (m) => m.model,
+      inOrder: (a, b) => b.trained > a.trained,
+    });
+    const predictionOrder = checkOrdered(predictionRecords, {
+      what: 'predictions: per model, queries in order, trained examples never fall',
+      key: (p) => p.model,
+      inOrder: (a, b) => b.id > a.id && b.trained >= a.trained,
+    });
+    console.log(`ml crash test: ${describeSequences(modelOrder)}; ${describeSequences(predictionOrder)}`);
+    assertSequences(modelOrder);
+    assertSequences(predictionOrder);
     console.log(
       `ml crash test: ${TOTAL} training records and ${queries.length} queries for ${expected.size} models; ${kills.length} SIGKILLs at ${kills.join(',')} ms after restore; ${checkpoints} checkpoints completed by the killed runs; ${published} model publications committed; final parameters bitwise equal to the run without failures and to a sequential fold; ${Math.round((Date.now() - started) / 1000)} s`,
     );

@@ -13,6 +13,14 @@ import { killRepeatedly, startJobProcess } from './crash-helpers.ts';
 import { kcatAll, sendWhenReady } from './eos-helpers.ts';
 import { KEEP_OLD_TIMESTAMPS, kafkaClient } from './kafka.ts';
 import { names } from './names.ts';
+import {
+  assertSequences,
+  type Committed,
+  checkOrdered,
+  checkSequences,
+  describeSequences,
+  kcatRecords,
+} from './sequence-check.ts';
 
 const EVENTS = Number(process.env.NEXMARK_EVENTS ?? 40_000);
 const KILLS = Number(process.env.CRASH_KILLS ?? 20);
@@ -23,6 +31,9 @@ const PARTITIONS = 4;
  * Issue 7 (a): window (q5 sliding counts, and the hot item per window through a repartition
  * topic), join (q8 windowed join) and dedup outputs of the Nexmark job, committed while the job
  * process is SIGKILLed 20 times, equal a batch recomputation from the same input; read back with kcat.
+ * The outputs with a per-key sequence are checked in offset order too: each auction's q5 counts in
+ * window order, each window's hot-item updates as improvements. Unique persons (one record per
+ * person) and q8 (the join rows of one window, in no defined order) have none.
  */
 describe('Nexmark windows, joins and dedup under SIGKILL', () => {
   let admin: Admin;
@@ -121,12 +132,17 @@ describe('Nexmark windows, joins and dedup under SIGKILL', () => {
         await last.waitFor(/^ready/, 60_000);
         const deadline = Date.now() + 180_000;
         let out: { unique: Person[]; q8: NewUser[]; counts: AuctionCount[]; hot: HotItem[] };
+        let records: { counts: Committed<AuctionCount>[]; hot: Committed<HotItem>[] };
         for (;;) {
+          records = {
+            counts: await kcatRecords<AuctionCount>(t.q5Counts),
+            hot: await kcatRecords<HotItem>(t.q5Hot),
+          };
           out = {
             unique: await kcatAll<Person>(t.uniquePersons),
             q8: await kcatAll<NewUser>(t.q8),
-            counts: await kcatAll<AuctionCount>(t.q5Counts),
-            hot: await kcatAll<HotItem>(t.q5Hot),
+            counts: records.counts.map((r) => r.value),
+            hot: records.hot.map((r) => r.value),
           };
           const finalHot = new Map(out.hot.map((h) => [h.end, h]));
           const done =
@@ -144,6 +160,31 @@ describe('Nexmark windows, joins and dedup under SIGKILL', () => {
         // The hot-item output is an upsert per window (keyed by window end: one partition, in order).
         const finalHot = new Map(out.hot.map((h) => [h.end, h]));
         assert.deepEqual(lines([...finalHot.values()]), lines(expected.hot), 'q5: hot item per window');
+        // Per key, in offset order (what a reader of the latest value per key sees). q5 counts: each
+        // auction's windows in the order they closed (by end), as the recomputation has them.
+        const countsPerAuction = new Map<string, AuctionCount[]>();
+        for (const c of [...expected.counts].sort((a, b) => a.end - b.end)) {
+          const list = countsPerAuction.get(String(c.auction)) ?? [];
+          list.push(c);
+          countsPerAuction.set(String(c.auction), list);
+        }
+        const countOrder = checkSequences(records.counts, {
+          what: 'q5 counts: per auction, windows in end order',
+          key: (c) => String(c.auction),
+          expected: countsPerAuction,
+        });
+        // q5 hot items: per window, each committed record improves on the one before (more bids, or
+        // as many on a lower auction id), so the last one is the window's hot item.
+        const hotOrder = checkOrdered(records.hot, {
+          what: 'q5 hot items: per window, each update an improvement',
+          key: (h) => String(h.end),
+          inOrder: (a, b) => b.count > a.count || (b.count === a.count && b.auction < a.auction),
+        });
+        console.log(
+          `nexmark crash test (${backend}): ${describeSequences(countOrder)}; ${describeSequences(hotOrder)}`,
+        );
+        assertSequences(countOrder);
+        assertSequences(hotOrder);
         console.log(
           `nexmark crash test (${backend}): ${EVENTS} events (${all.persons.length} persons incl. duplicates, ${all.auctions.length} auctions, ${all.bids.length} bids), ${kills.length} SIGKILLs at ${kills.join(',')} ms after restore; committed ${out.unique.length} unique persons, ${out.q8.length} q8 rows, ${out.counts.length} q5 counts, ${finalHot.size} hot-item windows: all equal the batch recomputation`,
         );
