@@ -353,6 +353,9 @@ export class Task {
     for (const c of this.#channels) {
       const src = this.#wiring.sources.find((s) => s.uid === c.sourceUid)!;
       const reader = await src.source.createReader(c.partition, c.position);
+      // Before its first poll returns, a fresh channel's position is where its reader starts (a checkpoint
+      // triggered at once, as at a task's phase of the interval, must carry it: the Kafka sink commits it).
+      c.position ??= (reader as { position?: () => unknown }).position?.();
       this.#readers.push(reader);
       this.#pumps.push(c.pump(reader, this.#o.config.pollBatch, 5));
     }
