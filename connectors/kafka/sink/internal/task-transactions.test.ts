@@ -532,6 +532,30 @@ describe('retriable coordinator errors are retried inside the commit, bounded by
   });
 });
 
+describe('restore after a handover', () => {
+  test('the committed pointer is read only after the previous owner is fenced', async () => {
+    const fake = new FakeKafka();
+    fake.completion = 'manual';
+    const tx = open(fake);
+    let read = false;
+    const pointer = tx
+      .latestCheckpoint([{ source: { uid: 'in', topic: 'in' } as never, partition: 0 }])
+      .then((p) => {
+        read = true;
+        return p;
+      });
+    for (let i = 0; i < 20; i++) await tick();
+    assert.ok(
+      fake.pending.some((c) => c.op === 'connect'),
+      'fencing (connect: InitProducerId) is under way',
+    );
+    assert.equal(read, false, 'the pointer was read while the previous owner could still commit');
+    await drive(fake, () => read);
+    assert.equal(await pointer, undefined);
+    await tx.close();
+  });
+});
+
 describe('admin client', () => {
   test('one shared admin client per Kafka object, however many tasks; disconnected after the last closes', async () => {
     const fake = new FakeKafka();

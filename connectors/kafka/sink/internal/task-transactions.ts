@@ -380,6 +380,12 @@ export class TaskTransactions implements CheckpointCommitter {
       return typeof t === 'string' ? [t] : [];
     });
     if (topics.length === 0) return undefined;
+    // Fence first. In a rebalance the new owner may start before the old one stopped; a commit of
+    // the old owner landing after the pointer was read would make this task restore the checkpoint
+    // before it and emit that interval's output again. Once InitProducerId has bumped the epochs of
+    // the task's transactional ids, the old owner's last transaction is complete (committed, with its
+    // offsets, or aborted) and nothing of it can commit any more: the pointer read then is final.
+    await this.#ready;
     // One admin client per Kafka object (instance), leased until this task closes.
     this.#admin ??= leaseAdmin(this.#o.kafka);
     const lease = this.#admin;
