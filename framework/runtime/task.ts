@@ -673,8 +673,14 @@ export class Task {
         this.#onAlignment(this.#aligner.timeout(this.#activeChannels()));
       return;
     }
-    const req = this.#requested.shift();
-    if (req) {
+    // A requested checkpoint (a savepoint, a stop's final checkpoint) waits like a periodic one while
+    // the maximum number are in flight (Flink's CheckpointRequestDecider queues it the same way). Two
+    // in flight reach the commit chain in the order their asynchronous parts end, which under load
+    // can be the newer first: with a Kafka sink the older commit's offsets and pointer then replace
+    // the newer ones, and the next start repeats the newer interval's committed output (issue 12).
+    if (this.#requested.length > 0) {
+      if (this.#pending.length >= this.#o.config.checkpoints.maxConcurrent) return;
+      const req = this.#requested.shift()!;
       const id = this.#trigger(now, req.savepoint, false);
       this.#savepointWaiters.set(id, req);
       return;
@@ -807,7 +813,8 @@ export class Task {
     }
     capture.release();
     const asyncMs = performance.now() - t1;
-    // Commit in checkpoint order; a cancelled incarnation never commits.
+    // Commit in the order checkpoints get here: checkpoint order while one is in flight at a time
+    // (maxConcurrent 1, as Kafka sinks require; see #maybeTrigger). A cancelled incarnation never commits.
     const previous = this.#commitChain;
     let release!: () => void;
     this.#commitChain = new Promise<void>((r) => {

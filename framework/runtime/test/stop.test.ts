@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { valueState } from '../../api/descriptors.ts';
 import { isStreamError } from '../../api/errors.ts';
 import type { Collector, KeyedContext, KeyedProcessFunction } from '../../api/functions.ts';
 import { MemoryCheckpointStorage } from '../../checkpoint/storage/memory.ts';
+import type { CheckpointMetadata, Scope } from '../../checkpoint/storage/storage.ts';
 import { StreamJob } from '../../graph/builder.ts';
 import { CollectingSink } from '../../testing/sinks.ts';
 import { TestSource } from '../../testing/sources.ts';
@@ -57,4 +59,70 @@ test('stop() does not wait for a task in its restart delay: it stops at once, th
   assert.ok(took < 10_000, `stop took ${Math.round(took)} ms`);
   await running.done;
   assert.equal(failures.length, 1, 'no restart after the stop');
+});
+
+/** Memory storage whose file writes of checkpoint 1 wait for `release()`; records the commit order. */
+class FirstCheckpointHeld extends MemoryCheckpointStorage {
+  readonly committed: number[] = [];
+  #release!: () => void;
+  readonly #gate = new Promise<void>((r) => {
+    this.#release = r;
+  });
+  #held!: () => void;
+  /** Resolves once a write of checkpoint 1 waits at the gate. */
+  readonly held = new Promise<void>((r) => {
+    this.#held = r;
+  });
+
+  release(): void {
+    this.#release();
+  }
+
+  override async writeFile(scope: Scope, checkpointId: number, name: string, bytes: Uint8Array) {
+    if (checkpointId === 1) {
+      this.#held();
+      await this.#gate;
+    }
+    return super.writeFile(scope, checkpointId, name, bytes);
+  }
+
+  override async commit(meta: CheckpointMetadata): Promise<void> {
+    await super.commit(meta);
+    if (meta.savepoint === undefined) this.committed.push(meta.checkpointId);
+  }
+}
+
+class Count implements KeyedProcessFunction<string, string, string> {
+  processElement(v: string, ctx: KeyedContext<string>, out: Collector<string>): void {
+    const n = ctx.getState(valueState<number>('n'));
+    n.update((n.value() ?? 0) + 1);
+    out.collect(`${v}:${n.value()}`);
+  }
+}
+
+test("a stop's final checkpoint waits for the checkpoint in flight: commits stay in checkpoint order", async () => {
+  // Checkpoint 1 (periodic) is slow to write; the stop asks for a checkpoint meanwhile. Triggered
+  // at once, that one would finish its asynchronous part first and commit before checkpoint 1 (with
+  // a Kafka sink, checkpoint 1's offsets would then replace its newer ones: issue 12).
+  const storage = new FirstCheckpointHeld();
+  const source = new TestSource<string>('in', [[{ value: 'a' }, { value: 'b' }, { value: 'a' }]], {
+    bounded: false,
+  });
+  const job = new StreamJob('stop-in-order');
+  job
+    .source(source)
+    .keyBy((v) => v)
+    .process(() => new Count(), { uid: 'count' })
+    .sinkTo(new CollectingSink<string>('out'));
+  const running = runJob(job.build(), { storage, checkpoints: { intervalMs: 10 } });
+  await storage.held;
+  const stopped = running.stop({ finalCheckpoint: true, timeoutMs: 30_000 });
+  // Let checkpoint 1 go once a later checkpoint committed (the defect) or after a while (no later
+  // checkpoint may start before checkpoint 1 is done).
+  const later = until(() => storage.committed.length > 0, 500, 'a later checkpoint').catch(() => {});
+  await later;
+  storage.release();
+  assert.deepEqual(await stopped, { checkpointed: 1, uncheckpointed: 0 });
+  await running.done;
+  assert.deepEqual(storage.committed, [1, 2], 'committed checkpoint ids, in commit order');
 });
