@@ -49,26 +49,36 @@ describe('the service: status page, savepoints, workers', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  async function ordersTopics(label: string, count: number) {
+  /** Topics of the orders job and its environment; `count` orders produced now, or by `produce()`. */
+  async function ordersTopics(label: string, count: number, o: { later?: boolean } = {}) {
     const n = names(label);
     const input = n.topic('orders');
     const output = n.topic('totals');
+    // Event times of 1970 as Kafka timestamps: no time-based retention, or committed output goes
+    // when a transaction marker rolls its segment (docs/kafka.md, "Record timestamps and retention").
     await admin.createTopics({
-      topics: [input, output].map((topic) => ({ topic, numPartitions: 4 })),
+      topics: [input, output].map((topic) => ({
+        topic,
+        numPartitions: 4,
+        configEntries: [{ name: 'retention.ms', value: '-1' }],
+      })),
       waitForLeaders: true,
     });
-    const producer = kafkaClient('service-orders').producer({ idempotent: true, maxInFlightRequests: 1 });
-    await producer.connect();
-    const messages: { key: string; value: string }[] = [];
-    for (let j = 0; j < count; j++) {
-      const customer = `c${j % 29}`;
-      messages.push({
-        key: customer,
-        value: JSON.stringify({ id: j, customer, amount: 1 + (j % 20), ts: j }),
-      });
-    }
-    await sendWhenReady(() => producer.send({ topic: input, messages }));
-    await producer.disconnect();
+    const produce = async () => {
+      const producer = kafkaClient('service-orders').producer({ idempotent: true, maxInFlightRequests: 1 });
+      await producer.connect();
+      const messages: { key: string; value: string }[] = [];
+      for (let j = 0; j < count; j++) {
+        const customer = `c${j % 29}`;
+        messages.push({
+          key: customer,
+          value: JSON.stringify({ id: j, customer, amount: 1 + (j % 20), ts: j }),
+        });
+      }
+      await sendWhenReady(() => producer.send({ topic: input, messages }));
+      await producer.disconnect();
+    };
+    if (!o.later) await produce();
     const port = await freePort();
     const env = {
       ORDERS_INPUT: input,
@@ -80,7 +90,7 @@ describe('the service: status page, savepoints, workers', () => {
       KSTATE_CHECKPOINT_INTERVAL_MS: '300',
       KSTATE_HTTP_PORT: String(port),
     };
-    return { input, output, env, port, jobId: env.ORDERS_JOB_ID };
+    return { input, output, env, port, jobId: env.ORDERS_JOB_ID, produce };
   }
 
   function start(
@@ -176,13 +186,16 @@ describe('the service: status page, savepoints, workers', () => {
   });
 
   test('two workers in one process share the partitions, and the primary serves one /metrics with both', async () => {
-    const t = await ordersTopics('workers', 6000);
+    // The input comes once both workers own their partitions: a worker that joined first would
+    // otherwise process records it then hands over, and /metrics would count them twice.
+    const t = await ordersTopics('workers', 6000, { later: true });
     const s = start(t.env, ['--workers', '2']);
     try {
       const base = `http://127.0.0.1:${t.port}`;
       await until('both workers ready', 45_000, async () =>
         (await fetch(`${base}/readyz`)).status === 200 ? true : undefined,
       );
+      await t.produce();
       await readCommitted<CustomerTotal>(t.output, 6000, 60_000);
       const metrics = await until('records of all four tasks in /metrics', 20_000, async () => {
         const text = await (await fetch(`${base}/metrics`)).text();
