@@ -16,7 +16,7 @@
  * `register`: that one also reads and rewrites the subject's compatibility setting, which a serializer
  * must not do.
  */
-import { SchemaRegistry } from '@kafkajs/confluent-schema-registry';
+import type { SchemaRegistry } from '@kafkajs/confluent-schema-registry';
 import { type Clock, systemClock } from '../../../framework/index.ts';
 import { RegistryRequestError, RegistryUnavailableError } from './errors.ts';
 import { type Classified, DEFAULT_RETRY_POLICY, type RetryPolicy, retrying } from './retry.ts';
@@ -126,7 +126,12 @@ export class SchemaRegistryClient {
   readonly url: string;
   /** Requests made (including retries), for tests and metrics. */
   readonly stats = { schemaFetches: 0, registrations: 0, subjectLookups: 0 };
-  readonly #api: SchemaRegistry;
+  /**
+   * The library client, loaded on first use: it brings ajv, avsc, protobufjs and mappersmith (about
+   * 160 modules, a third of a service's start-up CPU), which a job without a registry never needs.
+   */
+  #api: Promise<SchemaRegistry> | undefined;
+  readonly #apiOptions: ConstructorParameters<typeof SchemaRegistry>[0];
   readonly #policy: RetryPolicy;
   readonly #clock: Clock;
   readonly #random: () => number;
@@ -148,7 +153,7 @@ export class SchemaRegistryClient {
         ? undefined
         : `Basic ${Buffer.from(`${options.auth.username}:${options.auth.password}`).toString('base64')}`;
     const attemptTimeoutMs = this.#policy.attemptTimeoutMs;
-    this.#api = new SchemaRegistry({
+    this.#apiOptions = {
       host: this.url,
       clientId: 'kstate',
       ...(options.auth === undefined ? {} : { auth: { ...options.auth } }),
@@ -159,7 +164,14 @@ export class SchemaRegistryClient {
           request: (request) => request.enhance({ timeout: attemptTimeoutMs }),
         }),
       ],
-    });
+    };
+  }
+
+  #client(): Promise<SchemaRegistry> {
+    this.#api ??= import('@kafkajs/confluent-schema-registry').then(
+      (m) => new m.SchemaRegistry(this.#apiOptions),
+    );
+    return this.#api;
   }
 
   /** The schema with this id: the cached lookup itself when known, else a Promise of it. */
@@ -234,10 +246,11 @@ export class SchemaRegistryClient {
   async #fetchSchema(id: number): Promise<SchemaLookup> {
     const operation = `GET /schemas/ids/${id}`;
     let parsed: ParsedSchema;
+    const api = await this.#client();
     try {
       parsed = (await this.#retrying(operation, () => {
         this.stats.schemaFetches++;
-        return this.#api.getSchema(id);
+        return api.getSchema(id);
       })) as ParsedSchema;
     } catch (error) {
       if (error instanceof RegistryUnavailableError || error instanceof RegistryRequestError) throw error;
@@ -245,7 +258,7 @@ export class SchemaRegistryClient {
       return { status: 'unusable', detail: messageOf(error), cause: error };
     }
     if (parsed === undefined) return { status: 'not-found' };
-    const entry = this.#api.cache.getSchema(id);
+    const entry = api.cache.getSchema(id);
     const lookup: SchemaLookup = {
       status: 'found',
       schema: { id, kind: (entry?.type ?? 'AVRO') as SchemaKind, parsed },

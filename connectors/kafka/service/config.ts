@@ -25,6 +25,12 @@ export interface ServiceConfig {
    */
   readonly advertisedHost: string | undefined;
   readonly shutdownTimeoutMs: number;
+  /**
+   * The consumer-group session timeout: how long the group waits for a member that stopped
+   * heartbeating (a killed instance) before its partitions move, and so how long a replacement of a
+   * killed instance waits to join (docs/kafka.md, "Restart time").
+   */
+  readonly sessionTimeoutMs: number;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
 }
 
@@ -79,6 +85,11 @@ export const CONFIG_FIELDS: Readonly<Record<Field, FieldSpec>> = {
     parse: host,
   },
   shutdownTimeoutMs: { env: 'KSTATE_SHUTDOWN_TIMEOUT_MS', allowed: 'an integer >= 0', parse: int(0) },
+  sessionTimeoutMs: {
+    env: 'KSTATE_SESSION_TIMEOUT_MS',
+    allowed: "an integer >= 1000 (and within the brokers' group.min/max.session.timeout.ms)",
+    parse: int(1000),
+  },
   logLevel: {
     env: 'KSTATE_LOG_LEVEL',
     allowed: "'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'",
@@ -98,6 +109,7 @@ export const CONFIG_DEFAULTS: Omit<ServiceConfig, 'brokers'> = {
   httpHost: '127.0.0.1',
   advertisedHost: undefined,
   shutdownTimeoutMs: 30_000,
+  sessionTimeoutMs: 10_000,
   logLevel: 'info',
 };
 

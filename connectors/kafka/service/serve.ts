@@ -46,6 +46,8 @@ export async function serve(
     level: config.logLevel,
     base: { service: 'kstate', job: job.jobId, ...(cluster.isWorker ? { worker: cluster.worker?.id } : {}) },
   });
+  // Time since the process started: Node's start, module loading and building the job.
+  log.info({ loadedMs: Math.round(performance.now()) }, 'starting');
   signals.deadline(config.shutdownTimeoutMs + 5_000, () => {
     log.warn('shutdown deadline passed: exiting at once; tasks resume from their last committed checkpoint');
     process.exit(EXIT.FORCED);
@@ -146,6 +148,10 @@ export async function serve(
       incremental: config.incremental,
     },
     restart: { kind: 'exponential-backoff', initialDelayMs: 200, maxDelayMs: 30_000, multiplier: 2 },
+    consumer: {
+      sessionTimeoutMs: config.sessionTimeoutMs,
+      heartbeatIntervalMs: Math.min(1000, Math.floor(config.sessionTimeoutMs / 3)),
+    },
     listener: combineListeners(instrumented, board.listener(), logListener(log), registry.listener()),
   });
   const detach = instrumented.attach(running);
