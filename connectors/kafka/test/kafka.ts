@@ -4,7 +4,6 @@
  * KAFKAJS_LOG_LEVEL (ERROR, WARN, INFO, DEBUG) asks for them.
  */
 import {
-  type Admin,
   type Consumer,
   type ConsumerConfig,
   Kafka,
@@ -40,7 +39,7 @@ function logLevelFromEnv(): logLevel {
 }
 
 export function kafkaClient(clientId: string, overrides: Partial<KafkaConfig> = {}): Kafka {
-  const kafka = new Kafka({
+  return new Kafka({
     clientId,
     brokers: brokersFromEnv(),
     logLevel: logLevelFromEnv(),
@@ -48,41 +47,6 @@ export function kafkaClient(clientId: string, overrides: Partial<KafkaConfig> = 
     requestTimeout: 15_000,
     ...overrides,
   });
-  const admin = kafka.admin.bind(kafka);
-  kafka.admin = (config) => withLeaderWait(admin(config));
-  return kafka;
-}
-
-/**
- * kafkajs's `createTopics({ waitForLeaders: true })` polls metadata and retries only
- * LEADER_NOT_AVAILABLE; on a loaded machine the broker may first answer UNKNOWN_TOPIC_OR_PARTITION
- * for a topic it just created, and the call fails. Tests' admins wait for the leaders themselves,
- * polling until every partition of the new topics has one.
- */
-function withLeaderWait(admin: Admin): Admin {
-  const create = admin.createTopics.bind(admin);
-  admin.createTopics = async (o) => {
-    const created = await create({ ...o, waitForLeaders: false });
-    if (o.waitForLeaders === false) return created;
-    const topics = o.topics.map((t) => t.topic);
-    await eventually(
-      async () => {
-        try {
-          const md = await admin.fetchTopicMetadata({ topics });
-          const led = md.topics.every(
-            (t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0),
-          );
-          return led ? true : undefined;
-        } catch {
-          return undefined;
-        }
-      },
-      60_000,
-      () => `leaders for the partitions of ${topics.join(', ')}`,
-    );
-    return created;
-  };
-  return admin;
 }
 
 /** Consumer settings that keep tests quick: short fetch waits and heartbeats. */
