@@ -12,6 +12,7 @@ import './request-queue.ts';
 import { createRequire } from 'node:module';
 import { AssignerProtocol, Kafka, logLevel, Partitioners } from 'kafkajs';
 import { StreamError } from '../../../framework/index.ts';
+import { upstreamDefectCase } from './read-committed.ts';
 
 export type {
   Admin,
@@ -30,11 +31,7 @@ export type {
 } from 'kafkajs';
 export { AssignerProtocol, Kafka, logLevel, Partitioners };
 
-/**
- * The case of the upstream defect (issue 12): records at offsets 236 and 237 of producer 2 and 238 of
- * producer 3, aborted transactions of producer 1 from 200 and producer 2 from 230. kafkajs 2.2.4's
- * filter returns 236 and 238; the right answer is 238 alone.
- */
+/** Runs the case kafkajs 2.2.4 gets wrong through kafkajs's own `Batch` (see read-committed.ts). */
 function verifyReadCommittedFilter(): void {
   const require = createRequire(import.meta.url);
   const Batch = require('kafkajs/src/consumer/batch.js') as new (
@@ -42,33 +39,18 @@ function verifyReadCommittedFilter(): void {
     fetchedOffset: string,
     partitionData: unknown,
   ) => { messages: { offset: string }[] };
-  const ctx = (producerId: string, firstOffset: string, lastOffsetDelta: number) => ({
-    firstOffset,
-    lastOffsetDelta,
-    producerId,
-    inTransaction: true,
-    isControlBatch: false,
-  });
-  const p2 = ctx('2', '236', 1);
-  const p3 = ctx('3', '238', 0);
-  const batch = new Batch('t', '236', {
+  const { records, aborted, expected } = upstreamDefectCase();
+  const batch = new Batch('t', records[0]!.offset, {
     partition: 0,
     highWatermark: '239',
-    abortedTransactions: [
-      { producerId: '1', firstOffset: '200' },
-      { producerId: '2', firstOffset: '230' },
-    ],
-    messages: [
-      { offset: '236', key: null, value: null, batchContext: p2 },
-      { offset: '237', key: null, value: null, batchContext: p2 },
-      { offset: '238', key: null, value: null, batchContext: p3 },
-    ],
+    abortedTransactions: aborted,
+    messages: records,
   });
   const seen = batch.messages.map((m) => m.offset).join(',');
-  if (seen !== '238') {
+  if (seen !== expected.join(',')) {
     throw new StreamError(
       'KAFKA_CLIENT_UNVERIFIED',
-      `kafkajs's read_committed filter is not the project's (a fetch with aborted transactions gave offsets ${seen}, expected 238): kafkajs was loaded before connectors/kafka/internal/kafkajs.ts; import kafkajs only through that module`,
+      `kafkajs's read_committed filter is not the project's (a fetch with aborted transactions gave offsets ${seen}, expected ${expected.join(',')}): kafkajs was loaded before connectors/kafka/internal/kafkajs.ts; import kafkajs only through that module`,
     );
   }
 }

@@ -19,6 +19,7 @@ import {
   type FetchedRecord,
   filterAbortedTransactions,
   type RecordBatchContext,
+  upstreamDefectCase,
 } from './read-committed.ts';
 
 type Filter = (records: FetchedRecord[], aborted: AbortedTransaction[]) => FetchedRecord[];
@@ -203,28 +204,7 @@ test('read_committed: the property fails on kafkajs 2.2.4 own filter (the upstre
   );
 });
 
-/** The issue's case, one batch per record run. */
-function issueCase() {
-  const ctx = (producerId: string, firstOffset: string, lastOffsetDelta: number): RecordBatchContext => ({
-    firstOffset,
-    lastOffsetDelta,
-    producerId,
-    inTransaction: true,
-    isControlBatch: false,
-  });
-  const p2 = ctx('2', '236', 1);
-  const p3 = ctx('3', '238', 0);
-  const records: FetchedRecord[] = [
-    { offset: '236', key: null, batchContext: p2 },
-    { offset: '237', key: null, batchContext: p2 },
-    { offset: '238', key: null, batchContext: p3 },
-  ];
-  const aborted = [
-    { producerId: '1', firstOffset: '200' },
-    { producerId: '2', firstOffset: '230' },
-  ];
-  return { records, aborted };
-}
+const issueCase = upstreamDefectCase;
 
 test('read_committed: a fetch starting inside an aborted transaction, with an earlier one of another producer listed', () => {
   const { records, aborted } = issueCase();

@@ -92,3 +92,36 @@ export function filterAbortedTransactions<R extends FetchedRecord>(
   }
   return out;
 }
+
+/**
+ * The case of the upstream defect (issue 12): records at offsets 236 and 237 of producer 2 and 238 of
+ * producer 3, aborted transactions of producer 1 from 200 and producer 2 from 230. kafkajs 2.2.4's
+ * filter returns 236 and 238; the right answer is 238 alone. Used by the check on load and the tests.
+ */
+export function upstreamDefectCase(): {
+  records: FetchedRecord[];
+  aborted: AbortedTransaction[];
+  expected: string[];
+} {
+  const ctx = (producerId: string, firstOffset: string, lastOffsetDelta: number): RecordBatchContext => ({
+    firstOffset,
+    lastOffsetDelta,
+    producerId,
+    inTransaction: true,
+    isControlBatch: false,
+  });
+  const p2 = ctx('2', '236', 1);
+  const p3 = ctx('3', '238', 0);
+  return {
+    records: [
+      { offset: '236', key: null, batchContext: p2 },
+      { offset: '237', key: null, batchContext: p2 },
+      { offset: '238', key: null, batchContext: p3 },
+    ],
+    aborted: [
+      { producerId: '1', firstOffset: '200' },
+      { producerId: '2', firstOffset: '230' },
+    ],
+    expected: ['238'],
+  };
+}
