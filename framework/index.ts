@@ -2,6 +2,9 @@
  * The public entry point of the framework. Connectors and examples import from here (or from
  * `framework/testing/index.ts`), never from deep paths.
  */
+// First: on an unsupported Node, importing kstate fails here with one clear sentence (node/support.js).
+import './node/require.js';
+
 export type { Clock } from './api/clock.ts';
 export { systemClock } from './api/clock.ts';
 export type { CheckpointConfig, RestartStrategy, RuntimeConfig } from './api/config.ts';
@@ -39,7 +42,10 @@ export {
   ConnectedKeyedStreams,
   ConnectedStreams,
   DataStream,
+  isStreamJob,
+  JOB_GRAPH_VERSION,
   KeyedStream,
+  STREAM_JOB_BRAND,
   StreamJob,
   WindowedStream,
 } from './graph/builder.ts';

@@ -36,6 +36,21 @@ import type { GraphEdge, GraphNode, JobGraph, KeySelector, OperatorSpec } from '
 import { validateGraph } from './validate.ts';
 
 /**
+ * The brand of a StreamJob, shared by every copy of kstate in a process (`Symbol.for`): a job module
+ * may import `StreamJob` from another copy of the package than the one that runs it (a second
+ * install, a bundled copy), so runners recognise a job by this brand, never by `instanceof`. Its value
+ * is the version of the job-graph contract between the builder and the runtime (JOB_GRAPH_VERSION).
+ */
+export const STREAM_JOB_BRAND: unique symbol = Symbol.for('kstate.StreamJob') as never;
+/** Bumped when `JobGraph` changes incompatibly; a runner refuses a job of another version. */
+export const JOB_GRAPH_VERSION = 1;
+
+/** A StreamJob from any copy of kstate (see STREAM_JOB_BRAND). */
+export function isStreamJob(value: unknown): value is StreamJob {
+  return typeof value === 'object' && value !== null && STREAM_JOB_BRAND in value;
+}
+
+/**
  * The DataStream API. A `StreamJob` collects the dataflow; `build()` validates it and returns the
  * plain `JobGraph` the runtime executes. Streams are immutable handles: every transformation adds a
  * node and returns a new stream.
@@ -48,6 +63,8 @@ import { validateGraph } from './validate.ts';
  */
 export class StreamJob {
   readonly jobId: string;
+  /** See STREAM_JOB_BRAND. */
+  readonly [STREAM_JOB_BRAND] = JOB_GRAPH_VERSION;
   readonly #nodes: GraphNode[] = [];
 
   constructor(jobId: string) {

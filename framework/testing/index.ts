@@ -1,4 +1,6 @@
 /** The public testing kit: sources, sinks, clock, operator harness, conformance suites. */
+import '../node/require.js';
+
 export { ManualClock } from './clock.ts';
 export { keyedStateBackendConformance } from './conformance/keyed-state-backend.ts';
 export { type FaultPlan, plannedFaults } from './faults.ts';
