@@ -16,10 +16,10 @@ export {
   timeIndexedState,
   valueState,
 } from './api/descriptors.ts';
-export { type ErrorCode, ErrorCodes, isStreamError, StreamError } from './api/errors.ts';
+export { type ErrorCode, ErrorCodes, isStreamError, PERMANENT_CODES, StreamError } from './api/errors.ts';
 export type * from './api/functions.ts';
 export { outputTag } from './api/functions.ts';
-export type { Key, KeyId } from './api/keys.ts';
+export type { Key, KeyId, Partitioner, PartitionerFunction, PartitionerName } from './api/keys.ts';
 export type { Serializer } from './api/serializer.ts';
 export type {
   CheckpointCommitter,
@@ -29,7 +29,15 @@ export type {
   SinkInfo,
   SinkWriter,
 } from './api/sink.ts';
-export type { Source, SourceBatch, SourceReader, SourceRecord, WatermarkStrategy } from './api/source.ts';
+export type {
+  RecordRejection,
+  RecordVerdict,
+  Source,
+  SourceBatch,
+  SourceReader,
+  SourceRecord,
+  WatermarkStrategy,
+} from './api/source.ts';
 export type * from './api/state.ts';
 export * from './cep/index.ts';
 export { FilesystemCheckpointStorage } from './checkpoint/storage/filesystem.ts';
@@ -80,5 +88,15 @@ export type { KeyedStateBackend } from './state/backend.ts';
 export { HeapKeyedStateBackend } from './state/backends/heap/heap.ts';
 export { LevelKeyedStateBackend, levelBackend } from './state/backends/level/level.ts';
 export { keyBytes, keyGroupOf, keyId, murmur2 } from './state/keys.ts';
+export {
+  builtInPartitions,
+  checkPartitioner,
+  crc32,
+  fnv1a,
+  PARTITIONER_NAMES,
+  partitionerFromName,
+  partitionerFunction,
+  partitionerName,
+} from './state/partitioners.ts';
 export { jsonSerializer, msgpackSerializer, userSerializer } from './state/serializers.ts';
 export * from './windows/index.ts';

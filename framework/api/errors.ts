@@ -9,7 +9,7 @@ export const ErrorCodes = {
   GRAPH_INVALID: 'the job graph makes no sense (uid collision, keyed state without keyBy, cycle ...)',
   USER_FUNCTION_FAILED: 'a user function threw while processing a record, timer or barrier',
   KEY_GROUP_MISMATCH:
-    'a record reached a task that does not own its key group (input not partitioned by the key)',
+    "a record reached a task that does not own its key group (input not partitioned by the key, or by another partitioner than the source's)",
   STATE_DESCRIPTOR_CONFLICT: 'a state name was registered twice with a different kind or serializer',
   SERIALIZER_MISMATCH: 'a snapshot was written by another serializer, or a newer version of it',
   SNAPSHOT_FORMAT_UNSUPPORTED: 'a snapshot was written in a format version this build cannot read',
@@ -32,6 +32,10 @@ export const ErrorCodes = {
     'a savepoint cannot be rescaled as asked (raw state, in-flight records, a partition count unlike the topics)',
   SAVEPOINT_DATA_INVALID:
     'savepoint data to import does not fit its state (the error names the file and line)',
+  STATE_NOT_RESTORED:
+    'state of the last run or savepoint has no operator in the changed job (the error names each state and uid)',
+  JOB_CHANGE_BLOCKED:
+    "the job's stages changed, but instances of its previous version still run (the error names them)",
   KAFKA_CLIENT_UNVERIFIED: "the Kafka client failed the project's check of its read_committed filter at load",
   KAFKA_RETRIABLE:
     'Kafka asked for a retry (concurrent transactions, coordinator loading or moving, request timed out, leader changing)',
@@ -60,15 +64,27 @@ export const RETRIABLE_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'KAFKA_UNAVAILABLE',
 ]);
 
+/**
+ * The codes whose errors are permanent: the failure is in the input itself, so restarting the task
+ * from its last checkpoint replays the same record and fails the same way. The restart strategy is
+ * not consulted (`decideRestart`): the job fails at once, with the error itself, instead of
+ * restarting forever. A record error of this kind has a poison-record policy (skip, dead-letter)
+ * where the job should go on.
+ */
+export const PERMANENT_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['KEY_GROUP_MISMATCH']);
+
 export class StreamError extends Error {
   readonly code: ErrorCode;
   /** Whether trying the same operation again may succeed (fixed per code: RETRIABLE_CODES). */
   readonly retriable: boolean;
+  /** Whether a restart would fail the same way (fixed per code: PERMANENT_CODES). */
+  readonly permanent: boolean;
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'StreamError';
     this.code = code;
     this.retriable = RETRIABLE_CODES.has(code);
+    this.permanent = PERMANENT_CODES.has(code);
   }
 
   /** Whether errors of `code` are retriable (RETRIABLE_CODES). */

@@ -1,4 +1,4 @@
-import type { Key } from './keys.ts';
+import type { Key, Partitioner } from './keys.ts';
 import type { KeyedStateStore, MapState, OperatorStateStore } from './state.ts';
 
 /**
@@ -39,6 +39,8 @@ export interface RuntimeInfo {
   /** The task's partition (= key group) index and the partition count of its stage. */
   readonly partition: number;
   readonly partitions: number;
+  /** The stage's partitioner: its function key -> key group (absent: murmur2). */
+  readonly partitioner?: Partitioner;
 }
 
 /** Context of a non-keyed process function. */

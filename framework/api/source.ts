@@ -1,3 +1,6 @@
+import type { StreamError } from './errors.ts';
+import type { Partitioner } from './keys.ts';
+
 /**
  * The source contract. A source is divided into partitions (Kafka partitions, or a test source's
  * splits); task p of a stage reads partition p of each of its sources, and every partition of a
@@ -11,10 +14,45 @@
 export interface Source<T> {
   /** Stable identifier of the source; part of the snapshot. */
   readonly uid: string;
+  /**
+   * The function key -> partition the source's records were partitioned by (Kafka: the producers'
+   * partitioner). A keyed stage reading the source without repartitioning uses it as its key ->
+   * key group function. Default murmur2.
+   */
+  readonly partitioner?: Partitioner;
   partitions(): number;
   /** Open a reader of one partition, resuming from `position` (undefined: from the beginning). */
   createReader(partition: number, position: unknown): SourceReader<T> | Promise<SourceReader<T>>;
+  /**
+   * A record of this source that an operator of the stage cannot take (a record error: a keyed
+   * operator found its key outside the task's key group, KEY_GROUP_MISMATCH). The source's
+   * poison-record policy answers with a verdict. Without this method the task fails with
+   * `rejection.error`.
+   */
+  rejected?(rejection: RecordRejection): RecordVerdict;
 }
+
+/** A record an operator rejected, and why (see `Source.rejected`). */
+export interface RecordRejection {
+  /** The error that fails the task unless the source's policy takes the record. */
+  readonly error: StreamError;
+  /** The key the operator selected, as bytes (what the stage's partitioner hashed). */
+  readonly keyBytes: Uint8Array;
+  /** The reader's `SourceRecord.origin` of the record. */
+  readonly origin: unknown;
+  /** The source partition the record came from. */
+  readonly partition: number;
+}
+
+/**
+ * What to do with a rejected record: fail the task with `error` (permanent when its code is: the
+ * same record fails again after a restart), skip it (for the operator that rejected it), or emit
+ * `value` on the source's side output `tag` instead (a dead letter), in the same task and checkpoint.
+ */
+export type RecordVerdict =
+  | { readonly kind: 'fail'; readonly error: StreamError }
+  | { readonly kind: 'skip' }
+  | { readonly kind: 'emit'; readonly tag: string; readonly value: unknown };
 
 export interface SourceRecord<T> {
   readonly value: T;
@@ -22,6 +60,12 @@ export interface SourceRecord<T> {
   readonly timestamp?: number;
   /** Emit on this side output of the source instead of its main output (e.g. dead letters). */
   readonly tag?: string;
+  /**
+   * The record as the source sees it (a Kafka record: topic, partition, offset, key, value), handed
+   * back to `Source.rejected` should an operator reject the record. Kept with the record in the
+   * task's input channel (and in unaligned checkpoints' channel state).
+   */
+  readonly origin?: unknown;
 }
 
 export interface SourceBatch<T> {

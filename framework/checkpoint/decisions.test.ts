@@ -97,4 +97,20 @@ describe('restart decisions', () => {
       restarts: 1,
     });
   });
+
+  test('a permanent failure is never restarted, whatever the strategy (it would fail the same way forever)', () => {
+    const unlimited = {
+      kind: 'exponential-backoff',
+      initialDelayMs: 1,
+      maxDelayMs: 10,
+      multiplier: 2,
+    } as const;
+    for (const s of [unlimited, { kind: 'fixed-delay', attempts: 1000, delayMs: 0 } as const]) {
+      assert.deepEqual(decideRestart(s, { restarts: 0, ranForMs: 60_000, permanent: true }), {
+        restart: false,
+        permanent: true,
+      });
+      assert.equal(decideRestart(s, { restarts: 0, ranForMs: 60_000, permanent: false }).restart, true);
+    }
+  });
 });

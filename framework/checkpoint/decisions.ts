@@ -65,14 +65,24 @@ export interface RestartFacts {
   readonly restarts: number;
   /** How long the failed attempt ran. */
   readonly ranForMs: number;
+  /**
+   * The failure is permanent (its error's code is in PERMANENT_CODES): a restart from the last
+   * checkpoint would replay the same input and fail the same way.
+   */
+  readonly permanent?: boolean;
 }
 
 export type RestartDecision =
   | { readonly restart: true; readonly delayMs: number; readonly restarts: number }
-  | { readonly restart: false };
+  /** `permanent`: not restarted because no restart can help; the job fails with the error itself. */
+  | { readonly restart: false; readonly permanent?: boolean };
 
-/** Whether and when to restart a failed task. `restarts` in the answer is the new count. */
+/**
+ * Whether and when to restart a failed task. `restarts` in the answer is the new count. A permanent
+ * failure is never restarted, whatever the strategy: restarting it would loop forever.
+ */
 export function decideRestart(s: RestartStrategy, f: RestartFacts): RestartDecision {
+  if (f.permanent === true) return { restart: false, permanent: true };
   switch (s.kind) {
     case 'none':
       return { restart: false };

@@ -1,4 +1,6 @@
 import { StreamError } from '../api/errors.ts';
+import type { Partitioner } from '../api/keys.ts';
+import { stagePartitioner } from './partitioning.ts';
 import type { GraphNode, JobGraph } from './types.ts';
 import { validateGraph } from './validate.ts';
 
@@ -12,6 +14,8 @@ export interface StagePlan {
   /** Node ids of the stage in topological order. */
   readonly nodes: readonly number[];
   readonly partitions: number;
+  /** The function key -> key group of its keyed operators (`partitioning.ts`). */
+  readonly partitioner: Partitioner;
 }
 
 export interface JobPlan {
@@ -50,7 +54,12 @@ export function planJob(graph: JobGraph): JobPlan {
   }
   return {
     graph,
-    stages: stages.map((nodes, index) => ({ index, nodes, partitions: stagePartitions(graph, nodes) })),
+    stages: stages.map((nodes, index) => ({
+      index,
+      nodes,
+      partitions: stagePartitions(graph, nodes),
+      partitioner: stagePartitioner(graph, nodes),
+    })),
   };
 }
 

@@ -1,4 +1,5 @@
 import { StreamError } from '../api/errors.ts';
+import { checkStagePartitioners } from './partitioning.ts';
 import { type GraphNode, type JobGraph, KEYED_KINDS, STATEFUL_KINDS } from './types.ts';
 
 const SIDE_OUTPUT_KINDS = new Set([
@@ -60,7 +61,9 @@ export function validateGraph(graph: JobGraph): number[] {
   if (!nodes.some((n) => n.spec.kind === 'sink')) {
     invalid(`job '${graph.jobId}' has no sink: every pipeline must end in sinkTo(...)`);
   }
-  return topologicalOrder(graph);
+  const order = topologicalOrder(graph);
+  checkStagePartitioners(graph);
+  return order;
 }
 
 function checkInputs(node: GraphNode, nodes: readonly GraphNode[]): void {

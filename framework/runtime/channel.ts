@@ -7,6 +7,8 @@ export type ChannelElement =
       readonly value: unknown;
       readonly timestamp: number | undefined;
       readonly tag?: string | undefined;
+      /** The source's own form of the record (SourceRecord.origin), for record errors. */
+      readonly origin?: unknown;
     }
   | { readonly kind: 'barrier'; readonly checkpointId: number; readonly position: unknown }
   | { readonly kind: 'end' };
@@ -16,6 +18,7 @@ export interface InflightRecord {
   readonly value: unknown;
   readonly timestamp: number | undefined;
   readonly tag?: string | undefined;
+  readonly origin?: unknown;
 }
 
 /**
@@ -119,11 +122,12 @@ export class InputChannel {
       const e = this.#queue[i]!;
       if (e.kind === 'barrier' && e.checkpointId === checkpointId) break;
       if (e.kind === 'record')
-        out.push(
-          e.tag === undefined
-            ? { value: e.value, timestamp: e.timestamp }
-            : { value: e.value, timestamp: e.timestamp, tag: e.tag },
-        );
+        out.push({
+          value: e.value,
+          timestamp: e.timestamp,
+          ...(e.tag === undefined ? {} : { tag: e.tag }),
+          ...(e.origin === undefined ? {} : { origin: e.origin }),
+        });
     }
     return out;
   }
@@ -167,7 +171,13 @@ export class InputChannel {
           return;
         }
         for (const r of batch.records)
-          this.#queue.push({ kind: 'record', value: r.value, timestamp: r.timestamp, tag: r.tag });
+          this.#queue.push({
+            kind: 'record',
+            value: r.value,
+            timestamp: r.timestamp,
+            tag: r.tag,
+            origin: r.origin,
+          });
         this.position = batch.position;
         this.sourceIdle = batch.records.length === 0 && batch.idle === true;
         if (batch.records.length > 0) this.#wake();

@@ -153,6 +153,8 @@ export class Task {
   #fromSavepoint: string | undefined;
   /** Uids of the broadcast sources (every task reads all their partitions). */
   #broadcastUids = new Set<string>();
+  /** The record being emitted from a source, while its operators process it (for record errors). */
+  #current: { channel: InputChannel; origin: unknown; timestamp: number | undefined } | undefined;
   /** Records taken from channels so far (for tests and metrics). */
   recordsIn = 0;
 
@@ -259,6 +261,8 @@ export class Task {
       watermarkOf: (i) => this.#opWatermarks[i] ?? Number.NEGATIVE_INFINITY,
       taskId: this.scope.taskId,
       attempt: this.#attempt,
+      currentSource: () => this.#current?.channel.sourceUid,
+      recordError: (error, keyBytes) => this.#recordError(error, keyBytes),
     });
     this.#broadcastUids = new Set(this.#wiring.sources.filter((s) => s.broadcast).map((s) => s.uid));
     const committers = new Set(
@@ -542,7 +546,9 @@ export class Task {
         }
         if (ts !== undefined && ts > c.maxTimestamp) c.maxTimestamp = ts;
         c.lastRecordAt = this.#o.clock.now();
+        this.#current = { channel: c, origin: e.origin, timestamp: ts };
         this.#wiring.emitFromSource(c.sourceUid, e.value, ts, e.tag);
+        this.#current = undefined;
         return;
       }
       case 'barrier': {
@@ -556,6 +562,36 @@ export class Task {
         this.#onAlignment(this.#aligner.onChannelFinished(this.#activeChannels()));
         return;
       }
+    }
+  }
+
+  /**
+   * A record error raised by an operator while it processes the record being emitted: the source the
+   * record came from decides (`Source.rejected`): skip it, emit a dead letter on the source's side
+   * output instead (same task, same checkpoint), or fail the task. Returns true when the record was
+   * taken care of, otherwise the error to fail with.
+   */
+  #recordError(error: StreamError, keyBytes: Uint8Array): true | StreamError {
+    const cur = this.#current;
+    if (cur === undefined) return error;
+    const uid = cur.channel.sourceUid;
+    const source = this.#wiring.sources.find((s) => s.uid === uid)?.source;
+    const verdict = source?.rejected?.({
+      error,
+      keyBytes,
+      origin: cur.origin,
+      partition: cur.channel.partition,
+    });
+    switch (verdict?.kind) {
+      case undefined:
+        return error;
+      case 'fail':
+        return verdict.error;
+      case 'skip':
+        return true;
+      case 'emit':
+        this.#wiring.emitFromSource(uid, verdict.value, cur.timestamp, verdict.tag);
+        return true;
     }
   }
 

@@ -1,4 +1,5 @@
 import type { Clock } from '../api/clock.ts';
+import type { StreamError } from '../api/errors.ts';
 import { type Collector, instanceFor } from '../api/functions.ts';
 import type { Source, WatermarkStrategy } from '../api/source.ts';
 import type { JobPlan, StagePlan } from '../graph/plan.ts';
@@ -65,6 +66,9 @@ export interface WiringOptions {
   readonly watermarkOf: (operatorIndex: number) => number;
   readonly taskId: string;
   readonly attempt: string;
+  /** See OperatorEnv.currentSource and OperatorEnv.recordError (the task's). */
+  readonly currentSource?: () => string | undefined;
+  readonly recordError?: (error: StreamError, keyBytes: Uint8Array) => true | StreamError;
 }
 
 /** Instantiate the operators of a stage for one partition. */
@@ -87,6 +91,7 @@ export async function createOperators(o: WiringOptions): Promise<OperatorWiring>
     operatorUid: uid,
     partition: o.partition,
     partitions: o.stage.partitions,
+    partitioner: o.stage.partitioner,
   });
   for (const [i, n] of opNodes.entries()) {
     const env: OperatorEnv = {
@@ -95,6 +100,8 @@ export async function createOperators(o: WiringOptions): Promise<OperatorWiring>
       keyed: scopedBackend(o.backend, n.uid),
       out: fanouts.get(n.id)!,
       watermark: () => o.watermarkOf(i),
+      ...(o.currentSource ? { currentSource: o.currentSource } : {}),
+      ...(o.recordError ? { recordError: o.recordError } : {}),
     };
     operators.push(await createOperator(n, env, { taskId: o.taskId, attempt: o.attempt }));
   }

@@ -1,5 +1,8 @@
 import { StreamError } from '../api/errors.ts';
-import type { Key, KeyId } from '../api/keys.ts';
+import type { Key, KeyId, Partitioner } from '../api/keys.ts';
+import { partitionerFunction } from './partitioners.ts';
+
+export { murmur2, toPositive } from './partitioners.ts';
 
 /**
  * Key ids and key groups.
@@ -16,9 +19,11 @@ import type { Key, KeyId } from '../api/keys.ts';
  *
  * `-0` is the same key as `0` (JSON has no negative zero).
  *
- * The key group of a key is its Kafka partition: `toPositive(murmur2(bytes)) % numKeyGroups`, as in
- * Kafka's `BuiltInPartitioner.partitionForKey`; so a topic keyed by the same string key needs no
- * shuffle: partition p of the input holds exactly key group p.
+ * The key group of a key is its Kafka partition under the stage's partitioner (`partitioners.ts`;
+ * default murmur2: `toPositive(murmur2(bytes)) % numKeyGroups`, as in Kafka's
+ * `BuiltInPartitioner.partitionForKey`); so a topic keyed by the same string key needs no shuffle:
+ * partition p of the input holds exactly key group p. The bytes hashed are `keyBytes(id)`: a string
+ * key selected from the value hashes exactly like a record whose Kafka key is that string's UTF-8.
  */
 
 const NUL = 0;
@@ -51,46 +56,11 @@ export function keyBytes(id: KeyId): Uint8Array {
 }
 
 /**
- * Kafka's `Utils.murmur2`: 32-bit MurmurHash2, seed 0x9747b28c, as a signed 32-bit integer (Java `int`).
+ * The key group (= Kafka partition) of a key id among `numKeyGroups` under `partitioner` (the
+ * stage's; default murmur2, Kafka's default partitioner).
  */
-export function murmur2(data: Uint8Array): number {
-  const length = data.length;
-  const m = 0x5bd1e995;
-  const r = 24;
-  let h = (0x9747b28c ^ length) | 0;
-  const length4 = length >>> 2;
-  for (let i = 0; i < length4; i++) {
-    const i4 = i * 4;
-    let k = data[i4]! | (data[i4 + 1]! << 8) | (data[i4 + 2]! << 16) | (data[i4 + 3]! << 24);
-    k = Math.imul(k, m);
-    k ^= k >>> r;
-    k = Math.imul(k, m);
-    h = Math.imul(h, m);
-    h ^= k;
-  }
-  const tail = length & ~3;
-  const rest = length & 3;
-  if (rest > 0) {
-    // Kafka's switch falls through: case 3, then case 2, then case 1.
-    if (rest === 3) h ^= data[tail + 2]! << 16;
-    if (rest >= 2) h ^= data[tail + 1]! << 8;
-    h ^= data[tail]!;
-    h = Math.imul(h, m);
-  }
-  h ^= h >>> 13;
-  h = Math.imul(h, m);
-  h ^= h >>> 15;
-  return h | 0;
-}
-
-/** Kafka's `Utils.toPositive`: clears the sign bit (not `Math.abs`, which fails on MIN_VALUE). */
-export function toPositive(n: number): number {
-  return n & 0x7fffffff;
-}
-
-/** The key group (= Kafka partition) of a key id among `numKeyGroups`. */
-export function keyGroupOf(id: KeyId, numKeyGroups: number): number {
-  return toPositive(murmur2(keyBytes(id))) % numKeyGroups;
+export function keyGroupOf(id: KeyId, numKeyGroups: number, partitioner: Partitioner = 'murmur2'): number {
+  return partitionerFunction(partitioner)(keyBytes(id), numKeyGroups);
 }
 
 function canonicalJson(value: unknown, path: string): string {

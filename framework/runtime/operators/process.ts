@@ -25,8 +25,9 @@ import type {
 } from '../../api/state.ts';
 import type { KeySelector } from '../../graph/types.ts';
 import { createKeyedStateStore, type ManagedKeyedStateStore } from '../../state/handles.ts';
-import { keyFromId, keyGroupOf, keyId } from '../../state/keys.ts';
+import { keyBytes, keyFromId, keyId } from '../../state/keys.ts';
 import { OperatorStateStoreImpl } from '../../state/operator-state.ts';
+import { partitionerFunction, wrongPartitionError } from '../../state/partitioners.ts';
 import { TimerQueue } from '../timers.ts';
 import type { OperatorEnv, OperatorSnapshot, RuntimeOperator } from './types.ts';
 import { failUser } from './types.ts';
@@ -53,7 +54,9 @@ export interface FunctionOperatorSpec {
 /**
  * One operator for every process-function kind (process, co-process, keyed, keyed co-process,
  * keyed broadcast). Keyed inputs set the current key and check that it belongs to the task's key
- * group; timers are per key and checkpointed with the operator.
+ * group under the stage's partitioner (`info.partitioner`); a record whose key does not is a record
+ * error (`env.recordError`: the source's policy skips, dead-letters or fails it, with a diagnosis
+ * of which partitioner would have put it there). Timers are per key and checkpointed with the operator.
  */
 export class FunctionOperator implements RuntimeOperator {
   readonly uid: string;
@@ -67,6 +70,8 @@ export class FunctionOperator implements RuntimeOperator {
   readonly #ctx: FunctionContext;
   readonly #out: Collector<unknown>;
   readonly #keyed: boolean;
+  /** The stage's partitioner, resolved once: key bytes -> key group. */
+  readonly #keyGroup: (keyBytes: Uint8Array, partitions: number) => number;
   currentKey: KeyId | undefined;
   currentTimestamp: number | undefined;
 
@@ -75,6 +80,7 @@ export class FunctionOperator implements RuntimeOperator {
     this.#env = env;
     this.#spec = spec;
     this.#keyed = spec.inputs.some((i) => i.key !== undefined);
+    this.#keyGroup = partitionerFunction(env.info.partitioner ?? 'murmur2');
     this.#keyedStore = createKeyedStateStore(env.keyed, {
       currentKey: () => {
         if (this.currentKey === undefined) {
@@ -158,12 +164,27 @@ export class FunctionOperator implements RuntimeOperator {
         failUser(this.uid, 'its key selector', e);
       }
       const { partition, partitions } = this.#env.info;
-      const group = keyGroupOf(id, partitions);
+      const bytes = keyBytes(id);
+      const group = this.#keyGroup(bytes, partitions);
       if (group !== partition) {
-        throw new StreamError(
-          'KEY_GROUP_MISMATCH',
-          `operator '${this.uid}': key ${JSON.stringify(keyFromId(id))} belongs to key group ${group} of ${partitions}, but this task owns key group ${partition}; the input is not partitioned by this key (produce it keyed by the same key, or repartition it)`,
-        );
+        // A record error: the source's poison-record policy skips or dead-letters it, or the task
+        // fails (permanently: the same record would fail again after a restart).
+        const error = wrongPartitionError({
+          operator: this.uid,
+          source: this.#env.currentSource?.(),
+          key: keyFromId(id),
+          keyBytes: bytes,
+          partition,
+          partitions,
+          partitioner: this.#env.info.partitioner ?? 'murmur2',
+          keyGroup: group,
+        });
+        const verdict = this.#env.recordError?.(error, bytes) ?? error;
+        if (verdict === true) {
+          this.currentKey = undefined;
+          return;
+        }
+        throw verdict;
       }
       this.currentKey = id;
     } else {

@@ -60,6 +60,15 @@ export interface OperatorEnv {
   readonly out: Emitter;
   /** The operator's current combined input watermark. */
   watermark(): number;
+  /** The uid of the source whose record is being processed (undefined in timers, and in tests). */
+  readonly currentSource?: () => string | undefined;
+  /**
+   * A record error: this operator cannot take the record being processed (a key outside the task's
+   * key group). The policy of the source it came from decides: true when the record was skipped or
+   * dead-lettered (the operator drops it), otherwise the error to fail the task with (the source may
+   * say more than `error` does, e.g. the record's offset). Absent: the operator throws `error`.
+   */
+  readonly recordError?: (error: StreamError, keyBytes: Uint8Array) => true | StreamError;
 }
 
 /**

@@ -272,12 +272,23 @@ describe('bad input', () => {
     assert.equal(again.sink.written, 0);
   });
 
-  test('a key outside the task key group is reported with KEY_GROUP_MISMATCH', async () => {
+  test('a key outside the task key group fails the job once with KEY_GROUP_MISMATCH (permanent: never restarted)', async () => {
     const j = buildJob('mispart', { orders: [], payments: [] }, 2);
     const wrong = new TestSource<Order>('orders', [[], input.orders.slice(0, 50)]);
     const g = buildJobWith('mispart', wrong, new TestSource<Payment>('payments', [[], []]), j.sink);
-    const job = runJob(g.graph, { storage: new MemoryCheckpointStorage(), restart: { kind: 'none' } });
-    await assert.rejects(job.done, (e: unknown) => isStreamError((e as Error).cause, 'KEY_GROUP_MISMATCH'));
+    const job = runJob(g.graph, {
+      storage: new MemoryCheckpointStorage(),
+      restart: { kind: 'fixed-delay', attempts: 50, delayMs: 0 },
+    });
+    await assert.rejects(job.done, (e: unknown) => {
+      assert.ok(isStreamError(e, 'KEY_GROUP_MISMATCH'), String(e));
+      assert.match(
+        e.message,
+        /came in partition 1 of 2 of source 'orders', but the stage's partitioner \(murmur2\)/,
+      );
+      return true;
+    });
+    assert.equal(job.restarts(), 0);
   });
 });
 
