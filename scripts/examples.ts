@@ -19,8 +19,8 @@ import { nexmarkJob, nexmarkTopics } from '../examples/nexmark/job.ts';
 import type { HotItem } from '../examples/nexmark/model.ts';
 import { auctionCounts, hotItems, newUsers, uniquePersons } from '../examples/nexmark/reference.ts';
 import { FilesystemCheckpointStorage, levelBackend, type StreamJob } from '../framework/index.ts';
-import { formatHarnessError } from './kafka/errors.ts';
-import { localKafka } from './kafka/local.ts';
+import { formatHarnessError } from '../connectors/kafka/local/errors.ts';
+import { localKafka } from '../connectors/kafka/local/local.ts';
 
 const which = process.argv[2];
 const say = (line: string) => process.stdout.write(`${which}: ${line}\n`);

@@ -27,8 +27,8 @@ import {
   type PatternRejection,
   type PatternUpdate,
 } from '../framework/index.ts';
-import { formatHarnessError } from './kafka/errors.ts';
-import { localKafka } from './kafka/local.ts';
+import { formatHarnessError } from '../connectors/kafka/local/errors.ts';
+import { localKafka } from '../connectors/kafka/local/local.ts';
 
 const say = (line: string) => process.stdout.write(`fraud: ${line}\n`);
 const PARTITIONS = 4;

@@ -20,7 +20,7 @@ import {
   type PublishedModel,
   startServiceHttp,
 } from '../../framework/index.ts';
-import { startBroker } from '../../scripts/kafka/broker.ts';
+import { startBroker } from '../../connectors/kafka/local/broker.ts';
 import { distanceToTruth, produceRange } from './generator.ts';
 import { mlJob } from './job.ts';
 

@@ -56,7 +56,7 @@ import {
   StreamJob,
   valueState,
 } from '../../framework/index.ts';
-import { startBroker } from '../kafka/broker.ts';
+import { startBroker } from '../../connectors/kafka/local/broker.ts';
 
 type Kafka = ReturnType<typeof createKafka>;
 type Producer = ReturnType<Kafka['producer']>;

@@ -40,7 +40,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { createKafka } from '../../connectors/kafka/index.ts';
-import { startBroker } from '../kafka/broker.ts';
+import { startBroker } from '../../connectors/kafka/local/broker.ts';
 
 type Kafka = ReturnType<typeof createKafka>;
 type Admin = ReturnType<Kafka['admin']>;

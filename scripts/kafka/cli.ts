@@ -4,9 +4,9 @@
  *
  * The version defaults to $KAFKA_VERSION, else the pinned 4.x; "3.9" selects the pinned 3.9.x.
  */
-import { startBroker } from './broker.ts';
-import { formatHarnessError } from './errors.ts';
-import { ensureKafkaInstalled } from './install.ts';
+import { startBroker } from '../../connectors/kafka/local/broker.ts';
+import { formatHarnessError } from '../../connectors/kafka/local/errors.ts';
+import { ensureKafkaInstalled } from '../../connectors/kafka/local/install.ts';
 
 const log = (line: string) => process.stderr.write(`kafka harness: ${line}\n`);
 

@@ -7,10 +7,10 @@
  */
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
-import { startBroker } from './broker.ts';
-import { formatHarnessError } from './errors.ts';
-import { requireAnswer } from './probe.ts';
-import { stopAll } from './processes.ts';
+import { startBroker } from '../../connectors/kafka/local/broker.ts';
+import { formatHarnessError } from '../../connectors/kafka/local/errors.ts';
+import { requireAnswer } from '../../connectors/kafka/local/probe.ts';
+import { stopAll } from '../../connectors/kafka/local/processes.ts';
 
 const log = (line: string) => process.stderr.write(`kafka harness: ${line}\n`);
 

@@ -18,7 +18,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { lastLines } from '../kafka/errors.ts';
+import { lastLines } from '../../connectors/kafka/local/errors.ts';
 import { RegistryHarnessError } from './errors.ts';
 
 export const REPO_ROOT = resolve(fileURLToPath(new URL('../../', import.meta.url)));

@@ -15,8 +15,15 @@ import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { lastLines } from '../kafka/errors.ts';
-import { removeDir, spawnWatchdog, stopAll, type Tracked, terminate, track } from '../kafka/processes.ts';
+import { lastLines } from '../../connectors/kafka/local/errors.ts';
+import {
+  removeDir,
+  spawnWatchdog,
+  stopAll,
+  type Tracked,
+  terminate,
+  track,
+} from '../../connectors/kafka/local/processes.ts';
 import { RegistryHarnessError } from './errors.ts';
 import { checkJava, ensureRegistryInstalled, javaBinary, REGISTRY } from './install.ts';
 

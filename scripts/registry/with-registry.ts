@@ -8,7 +8,7 @@
  */
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
-import { stopAll } from '../kafka/processes.ts';
+import { stopAll } from '../../connectors/kafka/local/processes.ts';
 import { formatRegistryHarnessError } from './errors.ts';
 import { requireRegistry, startRegistry } from './registry.ts';
 

@@ -6,9 +6,9 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { BROKER_SETTINGS, dockerEnvName } from '../../../scripts/kafka/config.ts';
-import { REPO_ROOT } from '../../../scripts/kafka/install.ts';
-import { DEFAULT_KAFKA_VERSION } from '../../../scripts/kafka/versions.ts';
+import { BROKER_SETTINGS, dockerEnvName } from '../local/config.ts';
+import { REPO_ROOT } from '../local/install.ts';
+import { DEFAULT_KAFKA_VERSION } from '../local/versions.ts';
 
 const compose = readFileSync(join(REPO_ROOT, 'docker-compose.kafka.yml'), 'utf8');
 const lines = compose.split('\n');

@@ -2,7 +2,7 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { appendFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { ensureKafkaInstalled } from '../../../scripts/kafka/install.ts';
+import { ensureKafkaInstalled } from '../local/install.ts';
 import { brokersFromEnv } from './kafka.ts';
 
 const run = promisify(execFile);

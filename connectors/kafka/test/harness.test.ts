@@ -9,10 +9,10 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { isAlive, startBroker } from '../../../scripts/kafka/broker.ts';
-import { formatHarnessError, HarnessError } from '../../../scripts/kafka/errors.ts';
-import { ensureKafkaInstalled, javaBinary, REPO_ROOT } from '../../../scripts/kafka/install.ts';
-import { probeBrokers } from '../../../scripts/kafka/probe.ts';
+import { isAlive, startBroker } from '../local/broker.ts';
+import { formatHarnessError, HarnessError } from '../local/errors.ts';
+import { ensureKafkaInstalled, javaBinary, REPO_ROOT } from '../local/install.ts';
+import { probeBrokers } from '../local/probe.ts';
 import { eventually } from './kafka.ts';
 
 const CLI = join(REPO_ROOT, 'scripts/kafka/cli.ts');

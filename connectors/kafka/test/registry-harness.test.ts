@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { isAlive } from '../../../scripts/kafka/processes.ts';
+import { isAlive } from '../local/processes.ts';
 import { RegistryHarnessError } from '../../../scripts/registry/errors.ts';
 import { REPO_ROOT } from '../../../scripts/registry/install.ts';
 import { DEFAULT_START_TIMEOUT_MS, httpGet, startRegistry } from '../../../scripts/registry/registry.ts';

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { isStreamError } from '../../../framework/index.ts';
-import { startBroker } from '../../../scripts/kafka/broker.ts';
+import { startBroker } from '../local/broker.ts';
 import { runKafkaJob } from '../index.ts';
 import type { Admin } from '../internal/kafkajs.ts';
 import { produceInput, readCommitted, verifyCounts } from './eos-helpers.ts';

@@ -2,7 +2,7 @@
  * Does a Kafka cluster really answer? A kafkajs admin that fetches cluster metadata (which lists only
  * brokers that have registered and been unfenced) is the check, so "answers" means a client can use it.
  */
-import { Kafka, logLevel } from '../../connectors/kafka/internal/kafkajs.ts';
+import { Kafka, logLevel } from '../internal/kafkajs.ts';
 import { HarnessError } from './errors.ts';
 
 export type ProbeResult =
