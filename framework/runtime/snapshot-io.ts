@@ -29,6 +29,12 @@ export interface TaskPayload {
   readonly stage: string;
   readonly partition: number;
   readonly partitions: number;
+  /**
+   * The stage's partitioner (`partitionerName`: 'murmur2', 'crc32', 'fnv1a', or 'custom[:name]'),
+   * with which its keys were placed in key groups; a rescale re-hashes with it. Absent in snapshots
+   * from before it was recorded: murmur2.
+   */
+  readonly partitioner?: string;
   readonly backend: string;
   readonly unaligned: boolean;
   readonly channels: readonly ChannelPosition[];

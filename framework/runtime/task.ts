@@ -9,6 +9,7 @@ import { checkpointPhase, decideOnCheckpointFailure, decideTrigger } from '../ch
 import type { CheckpointMetadata, CheckpointStorage, FileRef, Scope } from '../checkpoint/storage/storage.ts';
 import type { JobPlan, StagePlan } from '../graph/plan.ts';
 import type { KeyedStateBackend, KeyedStateCapture, KeyedStateHandle } from '../state/backend.ts';
+import { partitionerName } from '../state/partitioners.ts';
 import { type AlignmentResult, BarrierAligner } from './alignment.ts';
 import { type InflightRecord, InputChannel } from './channel.ts';
 import type { FaultInjector } from './faults.ts';
@@ -824,6 +825,7 @@ export class Task {
         stage: this.scope.taskId.replace(/-p\d+$/, ''),
         partition: this.#o.partition,
         partitions: this.#o.stage.partitions,
+        partitioner: partitionerName(this.#o.stage.partitioner),
         backend: this.#backend.kind,
         unaligned: a.unaligned,
         channels,

@@ -2,7 +2,7 @@ import { mkdir, open, readdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { StreamError } from '../api/errors.ts';
 import type { KeyedStateSnapshotEntry } from '../state/backend.ts';
-import { keyFromId, keyGroupOf } from '../state/keys.ts';
+import { keyFromId } from '../state/keys.ts';
 import type { OperatorStateSnapshotEntry } from '../state/operator-state.ts';
 import { builtinSerializer } from '../state/serializers.ts';
 import { storedValueCodec, type TtlValue, userKeyOf } from '../state/value-codec.ts';
@@ -31,7 +31,8 @@ import type { JobSavepoint, StageSavepoint } from './savepoint-io.ts';
  * | broadcast | entry (task 0's copy) | `{"key", "value"}` |
  *
  * With TTL, keyed rows carry `"ttl"`: the timestamp the entry's age counts from (for lists, one per
- * element). `keyGroup` is the key's group at the savepoint's partition count. States written by a user
+ * element). `keyGroup` is the key's group at the savepoint's partition count (the partition of the task
+ * that holds it); the manifest names each stage's partitioner. States written by a user
  * serializer cannot be decoded here: each key's (or element's) bytes are written as `"bytes"`
  * (base64) instead of a value, and import takes them back unchanged. Timers, source positions and
  * sink committables are not exported.
@@ -52,7 +53,7 @@ export async function exportSavepoint(savepoint: JobSavepoint, dir: string): Pro
       const { operator, state } = splitName(meta.meta.name, uids);
       const file = `${fileSegment(operator)}/${fileSegment(state)}.ndjson`;
       const shape = new ShapeInference();
-      const rows = await writeRows(join(dir, file), keyedRows(meta, parts, stage.partitions, shape));
+      const rows = await writeRows(join(dir, file), keyedRows(meta, parts, shape));
       states.push({
         file,
         stage: stage.stage,
@@ -96,7 +97,11 @@ export async function exportSavepoint(savepoint: JobSavepoint, dir: string): Pro
     version: NDJSON_VERSION,
     jobId: savepoint.jobId,
     savepoint: savepoint.name,
-    stages: savepoint.stages.map((s) => ({ stage: s.stage, partitions: s.partitions })),
+    stages: savepoint.stages.map((s) => ({
+      stage: s.stage,
+      partitions: s.partitions,
+      partitioner: s.partitioner ?? 'murmur2',
+    })),
     states,
   };
   const fh = await open(join(dir, 'savepoint.json'), 'wx');
@@ -116,12 +121,15 @@ function splitName(full: string, uids: readonly string[]): { operator: string; s
   return i > 0 ? { operator: full.slice(0, i), state: full.slice(i + 1) } : { operator: '_', state: full };
 }
 
+/** Each keyed state's parts, with the partition (= key group) of the task each part is from. */
 function keyedStates(
   stage: StageSavepoint,
-): { meta: KeyedStateSnapshotEntry; parts: KeyedStateSnapshotEntry[] }[] {
-  const byName = new Map<string, KeyedStateSnapshotEntry[]>();
-  for (const t of stage.tasks)
-    for (const s of t.keyed.states) byName.set(s.meta.name, [...(byName.get(s.meta.name) ?? []), s]);
+): { meta: KeyedStateSnapshotEntry; parts: (KeyedStateSnapshotEntry & { keyGroup: number })[] }[] {
+  const byName = new Map<string, (KeyedStateSnapshotEntry & { keyGroup: number })[]>();
+  stage.tasks.forEach((t, p) => {
+    for (const s of t.keyed.states)
+      byName.set(s.meta.name, [...(byName.get(s.meta.name) ?? []), { ...s, keyGroup: p }]);
+  });
   return [...byName.values()].map((parts) => ({
     meta: parts.reduce((a, b) => (b.meta.serializerVersion > a.meta.serializerVersion ? b : a)),
     parts,
@@ -130,8 +138,7 @@ function keyedStates(
 
 function* keyedRows(
   state: KeyedStateSnapshotEntry,
-  parts: readonly KeyedStateSnapshotEntry[],
-  partitions: number,
+  parts: readonly (KeyedStateSnapshotEntry & { keyGroup: number })[],
   shape: ShapeInference,
 ): Generator<unknown> {
   const meta = state.meta;
@@ -141,7 +148,9 @@ function* keyedRows(
     const codec = serializer ? storedValueCodec(part.meta, serializer) : undefined;
     for (const [id, bytes] of part.entries) {
       const head = { key: toJsonValue(keyFromId(id)) };
-      const keyGroup = keyGroupOf(id, partitions);
+      // The task's partition: every key of a task's state is in its key group (under the stage's
+      // partitioner, whichever it is).
+      const keyGroup = part.keyGroup;
       if (!codec) {
         yield { ...head, bytes: Buffer.from(bytes).toString('base64'), keyGroup };
         continue;

@@ -3,7 +3,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import { createInterface } from 'node:readline';
 import { StreamError } from '../api/errors.ts';
-import type { KeyId } from '../api/keys.ts';
+import type { KeyId, Partitioner } from '../api/keys.ts';
 import type { Serializer } from '../api/serializer.ts';
 import type { OperatorSnapshot } from '../runtime/operators/types.ts';
 import { TASK_SNAPSHOT_FORMAT } from '../runtime/snapshot-io.ts';
@@ -14,6 +14,7 @@ import {
   type OperatorStateSnapshot,
   redistributeOperatorState,
 } from '../state/operator-state.ts';
+import { partitionerFromName, partitionerName } from '../state/partitioners.ts';
 import { builtinSerializer } from '../state/serializers.ts';
 import { KEYED_SNAPSHOT_FORMAT_VERSION } from '../state/state-meta.ts';
 import { mapKeyOf, storedValueCodec } from '../state/value-codec.ts';
@@ -51,6 +52,11 @@ export async function importNdjson(
     partitions: (stage: string, exported: number) => number;
     /** Operators (uid -> state names, keyed as `<name>`) the job is known to have; others are refused. */
     known?: ReadonlyMap<string, ReadonlySet<string> | undefined>;
+    /**
+     * A stage's partitioner. Default: the manifest's `partitioner` of the stage (absent: murmur2); a
+     * stage whose manifest names a function (`custom...`) needs it given here.
+     */
+    partitioner?: (stage: string) => Partitioner | undefined;
   },
 ): Promise<{ manifest: NdjsonManifest; stages: StageSavepointContent[] }> {
   const manifest = await readManifest(dir);
@@ -87,6 +93,12 @@ export async function importNdjson(
         'CONFIG_INVALID',
         `partitions of stage ${st.stage} must be a positive integer, got ${n}`,
       );
+    const partitioner = o.partitioner?.(st.stage) ?? partitionerFromName(st.partitioner);
+    if (partitioner === undefined) {
+      throw invalid(
+        `${join(dir, 'savepoint.json')}: stage ${st.stage} is keyed by a partitioner function (${st.partitioner}): import it from code with importSavepointFromDirectory(..., { partitioner }), or name a built-in partitioner (murmur2, crc32, fnv1a) in "stages"`,
+      );
+    }
     const keyed: { meta: StateMeta; entries: [KeyId, Uint8Array][] }[][] = Array.from(
       { length: n },
       () => [],
@@ -101,7 +113,7 @@ export async function importNdjson(
           serializerVersion: s.serializerVersion,
           ...(s.ttl ? { ttl: s.ttl } : {}),
         };
-        const groups = await readKeyedFile(join(dir, s.file), s, meta, n);
+        const groups = await readKeyedFile(join(dir, s.file), s, meta, n, partitioner);
         groups.forEach((entries, p) => {
           keyed[p]!.push({ meta, entries });
         });
@@ -131,6 +143,7 @@ export async function importNdjson(
     }
     stages.push({
       stage: st.stage,
+      partitioner: partitionerName(partitioner),
       tasks: keyed.map((states, p) => ({
         keyed: { formatVersion: KEYED_SNAPSHOT_FORMAT_VERSION, states } satisfies KeyedStateSnapshot,
         operators: { format: TASK_SNAPSHOT_FORMAT, operators: operators[p]!, inflight: [] },
@@ -176,6 +189,10 @@ async function readManifest(dir: string): Promise<NdjsonManifest> {
   }
   if (!Array.isArray(m.stages) || !Array.isArray(m.states))
     throw invalid(`${path}: "stages" and "states" must be arrays`);
+  m.stages.forEach((s, i) => {
+    if (s?.partitioner !== undefined && typeof s.partitioner !== 'string')
+      throw invalid(`${path}: stages[${i}].partitioner must be a partitioner name (murmur2, crc32, fnv1a)`);
+  });
   const stages = new Set(m.stages.map((s) => s?.stage));
   m.states.forEach((s: ManifestState, i) => {
     const where = `${path}: states[${i}]`;
@@ -278,6 +295,7 @@ async function readKeyedFile(
   s: KeyedManifestState,
   meta: StateMeta,
   partitions: number,
+  partitioner: Partitioner,
 ): Promise<[KeyId, Uint8Array][][]> {
   const serializer = builtinSerializer(s.serializer);
   const ttl = s.ttl !== undefined;
@@ -376,7 +394,7 @@ async function readKeyedFile(
   }
   const groups: [KeyId, Uint8Array][][] = Array.from({ length: partitions }, () => []);
   if (!serializer) {
-    for (const [id, bytes] of raw) groups[keyGroupOf(id, partitions)]!.push([id, bytes]);
+    for (const [id, bytes] of raw) groups[keyGroupOf(id, partitions, partitioner)]!.push([id, bytes]);
     return groups;
   }
   const codec = storedValueCodec(meta, serializer);
@@ -395,7 +413,7 @@ async function readKeyedFile(
         e,
       );
     }
-    groups[keyGroupOf(id, partitions)]!.push([id, bytes]);
+    groups[keyGroupOf(id, partitions, partitioner)]!.push([id, bytes]);
   }
   return groups;
 }

@@ -14,7 +14,12 @@ export interface NdjsonManifest {
   readonly version: number;
   readonly jobId: string;
   readonly savepoint?: string;
-  readonly stages: readonly { readonly stage: string; readonly partitions: number }[];
+  /** `partitioner`: the stage's partitioner name (absent: murmur2), by which keys are in key groups. */
+  readonly stages: readonly {
+    readonly stage: string;
+    readonly partitions: number;
+    readonly partitioner?: string;
+  }[];
   readonly states: readonly ManifestState[];
 }
 

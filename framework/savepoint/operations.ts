@@ -1,3 +1,4 @@
+import type { Partitioner } from '../api/keys.ts';
 import type { CheckpointMetadata, CheckpointStorage, Scope } from '../checkpoint/storage/storage.ts';
 import type { KeyedStateBackend } from '../state/backend.ts';
 import { exportSavepoint } from './export.ts';
@@ -24,6 +25,8 @@ export interface RescaleSavepointOptions {
   readonly partitions: (stage: string, old: number) => number;
   /** Rewrite source positions (see `RescaleOptions.position`). */
   readonly position?: (q: PositionQuery & { readonly stage: string }) => unknown;
+  /** A stage's partitioner, when it is a function (see `RescaleOptions.partitioner`). */
+  readonly partitioner?: (stage: string) => Partitioner | undefined;
   readonly openBackend?: (scope: Scope) => Promise<KeyedStateBackend>;
   /** The savepoint, when the caller has read it already (`readJobSavepoint`). */
   readonly savepoint?: JobSavepoint;
@@ -48,6 +51,7 @@ export async function rescaleSavepoint(
     rescaleStage(s, {
       partitions: o.partitions(s.stage, s.partitions),
       ...(o.position ? { position: (q: PositionQuery) => o.position!({ ...q, stage: s.stage }) } : {}),
+      ...(o.partitioner?.(s.stage) === undefined ? {} : { partitioner: o.partitioner(s.stage)! }),
     }),
   );
   const scopes = [
@@ -103,11 +107,14 @@ export async function importSavepointFromDirectory(
     partitions: (stage: string, exported: number) => number;
     known?: ReadonlyMap<string, ReadonlySet<string> | undefined>;
     existingTaskIds?: readonly string[];
+    /** A stage's partitioner, when the manifest names a function (see `importNdjson`). */
+    partitioner?: (stage: string) => Partitioner | undefined;
   },
 ): Promise<{ manifest: NdjsonManifest; checkpointId: number; written: readonly CheckpointMetadata[] }> {
   const { manifest, stages } = await importNdjson(dir, {
     partitions: o.partitions,
     ...(o.known ? { known: o.known } : {}),
+    ...(o.partitioner ? { partitioner: o.partitioner } : {}),
   });
   const scopes = [
     ...new Set([

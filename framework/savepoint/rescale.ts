@@ -1,9 +1,10 @@
 import { StreamError } from '../api/errors.ts';
-import type { KeyId } from '../api/keys.ts';
+import type { KeyId, Partitioner } from '../api/keys.ts';
 import type { OperatorSnapshot } from '../runtime/operators/types.ts';
 import type { ChannelPosition } from '../runtime/snapshot-io.ts';
 import { TASK_SNAPSHOT_FORMAT } from '../runtime/snapshot-io.ts';
 import { type OperatorStateSnapshot, redistributeOperatorState } from '../state/operator-state.ts';
+import { partitionerFromName, partitionerName } from '../state/partitioners.ts';
 import { rehashKeyedSnapshots, splitByKeyGroup } from '../state/rescale.ts';
 import type { StageSavepoint, StageSavepointContent, TaskSavepointContent } from './savepoint-io.ts';
 
@@ -11,7 +12,10 @@ import type { StageSavepoint, StageSavepointContent, TaskSavepointContent } from
  * Offline rescaling of one stage of a savepoint from N to M partitions (key group = partition).
  * Pure: bytes in, bytes out, no serializer needed.
  *
- * - keyed state: every entry goes to key group `keyGroupOf(keyId, M)` (`rehashKeyedSnapshots`);
+ * - keyed state: every entry goes to key group `keyGroupOf(keyId, M, partitioner)`
+ *   (`rehashKeyedSnapshots`), under the stage's recorded partitioner (murmur2 when none was
+ *   recorded); a stage keyed by a partitioner function is rescaled only when the caller passes the
+ *   function (`RescaleOptions.partitioner`), and kept in place when M = N;
  * - timers (per key): likewise, to the key group of their key;
  * - operator list state: `split` cut into contiguous ranges over the M tasks, `union` given whole to
  *   every task, broadcast state copied from task 0 (`redistributeOperatorState`);
@@ -38,6 +42,11 @@ export interface RescaleOptions {
   readonly partitions: number;
   /** The position the new savepoint records; `undefined` leaves the partition to the source's start. Default: `q.old`. */
   readonly position?: (q: PositionQuery) => unknown;
+  /**
+   * The stage's partitioner. Default: the one the savepoint recorded (murmur2 when none was); needed
+   * for a stage keyed by a partitioner function, which the savepoint records by name only.
+   */
+  readonly partitioner?: Partitioner;
 }
 
 export function rescaleStage(stage: StageSavepoint, o: RescaleOptions): StageSavepointContent {
@@ -55,11 +64,23 @@ export function rescaleStage(stage: StageSavepoint, o: RescaleOptions): StageSav
       );
     }
   }
-  const keyed = rehashKeyedSnapshots(
-    tasks.map((t) => t.keyed),
-    m,
-  );
-  const operators = rescaleOperators(stage, m);
+  const partitioner = o.partitioner ?? partitionerFromName(stage.partitioner);
+  if (partitioner === undefined && m !== stage.partitions) {
+    throw new StreamError(
+      'RESCALE_UNSUPPORTED',
+      `stage ${stage.stage} is keyed by a partitioner function (${stage.partitioner}), which the savepoint names but cannot hold: rescale it from code with rescaleSavepoint(..., { partitioner }) giving the same function`,
+    );
+  }
+  // Without the function (M = N): every key stays in the key group it is in.
+  const keyed =
+    partitioner === undefined
+      ? tasks.map((t) => t.keyed)
+      : rehashKeyedSnapshots(
+          tasks.map((t) => t.keyed),
+          m,
+          partitioner,
+        );
+  const operators = rescaleOperators(stage, m, partitioner);
   const channels = rescaleChannels(stage, m, o.position ?? ((q) => q.old));
   const out: TaskSavepointContent[] = [];
   for (let p = 0; p < m; p++) {
@@ -73,10 +94,19 @@ export function rescaleStage(stage: StageSavepoint, o: RescaleOptions): StageSav
       channels: channels[p]!,
     });
   }
-  return { stage: stage.stage, tasks: out };
+  return {
+    stage: stage.stage,
+    partitioner:
+      o.partitioner === undefined ? (stage.partitioner ?? 'murmur2') : partitionerName(o.partitioner),
+    tasks: out,
+  };
 }
 
-function rescaleOperators(stage: StageSavepoint, m: number): Record<string, OperatorSnapshot>[] {
+function rescaleOperators(
+  stage: StageSavepoint,
+  m: number,
+  partitioner: Partitioner | undefined,
+): Record<string, OperatorSnapshot>[] {
   const n = stage.partitions;
   const out: Record<string, OperatorSnapshot>[] = Array.from({ length: m }, () => ({}));
   const uids = [...new Set(stage.tasks.flatMap((t) => Object.keys(t.operators.operators)))].sort();
@@ -88,8 +118,13 @@ function rescaleOperators(stage: StageSavepoint, m: number): Record<string, Oper
     const processing = old.flatMap((s) => s.timers?.processing ?? []);
     if (old.some((s) => s.timers !== undefined)) {
       const byKey = (t: [number, KeyId]) => t[1];
-      const ev = splitByKeyGroup(event, byKey, m);
-      const pr = splitByKeyGroup(processing, byKey, m);
+      // Without the partitioner function (M = N), timers stay with their task, like their keys.
+      const ev = partitioner
+        ? splitByKeyGroup(event, byKey, m, partitioner)
+        : old.map((s) => s.timers?.event ?? []);
+      const pr = partitioner
+        ? splitByKeyGroup(processing, byKey, m, partitioner)
+        : old.map((s) => s.timers?.processing ?? []);
       news.forEach((s, p) => {
         s.timers = { event: ev[p]!, processing: pr[p]! };
       });

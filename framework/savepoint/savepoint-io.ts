@@ -37,6 +37,8 @@ export interface StageSavepoint {
   /** The stage name: the task id without `-p<n>` (its non-broadcast source uids). */
   readonly stage: string;
   readonly partitions: number;
+  /** The stage's recorded partitioner name (TaskPayload.partitioner; undefined: murmur2). */
+  readonly partitioner?: string;
   /** `tasks[p]` is partition p's part. */
   readonly tasks: readonly TaskSavepoint[];
 }
@@ -56,6 +58,8 @@ export interface TaskSavepointContent {
 
 export interface StageSavepointContent {
   readonly stage: string;
+  /** The partitioner name its keys are placed by (recorded in every task's payload; absent: murmur2). */
+  readonly partitioner?: string;
   /** `tasks[p]` for partition p; the stage has `tasks.length` partitions. */
   readonly tasks: readonly TaskSavepointContent[];
 }
@@ -125,7 +129,8 @@ export async function readJobSavepoint(
       }
       tasks.push(part);
     }
-    stages.push({ stage, partitions, tasks });
+    const partitioner = tasks[0]!.payload.partitioner;
+    stages.push({ stage, partitions, ...(partitioner === undefined ? {} : { partitioner }), tasks });
   }
   return { jobId, name, stages };
 }
@@ -207,6 +212,7 @@ export async function writeJobSavepoint(
           stage: s.stage,
           partition: p,
           partitions: s.tasks.length,
+          ...(s.partitioner === undefined ? {} : { partitioner: s.partitioner }),
           backend: o.backend,
           unaligned: false,
           channels: t.channels,

@@ -1,4 +1,4 @@
-import type { KeyId } from '../api/keys.ts';
+import type { KeyId, Partitioner } from '../api/keys.ts';
 import type { Scope } from '../checkpoint/storage/storage.ts';
 import type { JobPlan } from '../graph/plan.ts';
 import type { JobListener } from '../runtime/job.ts';
@@ -16,7 +16,8 @@ import type { TtlValue } from '../state/value-codec.ts';
  * - `StateQueryRegistry` tracks the keyed backend of every task here (by wrapping the job's backend
  *   factory) and whether the task is live: restored and not stopped (from job listener events).
  * - `StateQueries.query(request)` answers one request: it computes the key's partition (its key
- *   group: `keyGroupOf(keyId(key), partitions)`, the Kafka partition), answers from the local task
+ *   group under its stage's partitioner: `keyGroupOf(keyId(key), partitions, partitioner)`, the
+ *   Kafka partition its producers put the key in), answers from the local task
  *   when this instance owns it and the task is live, and otherwise forwards it once to the owner that
  *   `QueryRouting` names (the forwarded request carries the owner it was meant for; an instance that
  *   is not that owner, or whose task is not live, refuses it with 503 instead of answering from stale
@@ -268,9 +269,9 @@ export class StateQueries {
     }
     if (at !== undefined && from !== undefined)
       throw new Refusal(400, 'give at, or from and to, not both', false);
-    const { stage, partitions } = this.#stage(q.operator);
+    const { stage, partitions, partitioner } = this.#stage(q.operator);
     const limit = parseLimit(q.limit, 1000);
-    return { q, id, at, from, to, limit, stage, partition: keyGroupOf(id, partitions) };
+    return { q, id, at, from, to, limit, stage, partition: keyGroupOf(id, partitions, partitioner) };
   }
 
   #local(p: Parsed): QueryAnswer {
@@ -381,7 +382,7 @@ export class StateQueries {
     return unavailable(`partition ${partition}: ${last}; retry`);
   }
 
-  #stage(operator: string): { stage: number; partitions: number } {
+  #stage(operator: string): { stage: number; partitions: number; partitioner: Partitioner } {
     const plan = this.#o.plan();
     if (plan === undefined) throw new Refusal(503, 'the job is still starting', true);
     const node = plan.graph.nodes.find((n) => n.uid === operator);
@@ -393,7 +394,7 @@ export class StateQueries {
       );
     }
     const stage = plan.stages.find((s) => s.nodes.includes(node.id))!;
-    return { stage: stage.index, partitions: stage.partitions };
+    return { stage: stage.index, partitions: stage.partitions, partitioner: stage.partitioner };
   }
 
   #backend(stage: number, partition: number): KeyedStateBackend {

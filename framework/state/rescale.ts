@@ -1,5 +1,5 @@
 import { StreamError } from '../api/errors.ts';
-import type { KeyId } from '../api/keys.ts';
+import type { KeyId, Partitioner } from '../api/keys.ts';
 import type { KeyedStateSnapshot, KeyedStateSnapshotEntry, StateMeta } from './backend.ts';
 import { keyGroupOf } from './keys.ts';
 import { checkKeyedSnapshotFormat, KEYED_SNAPSHOT_FORMAT_VERSION } from './state-meta.ts';
@@ -8,7 +8,8 @@ import { checkKeyedSnapshotFormat, KEYED_SNAPSHOT_FORMAT_VERSION } from './state
  * Re-shards keyed snapshots for a new number of key groups (= partitions of the input), the offline
  * step of rescaling a job from a savepoint. Pure, and works on bytes (no serializer needed).
  *
- * Every entry of every input snapshot goes to output snapshot `keyGroupOf(keyId, newKeyGroups)`.
+ * Every entry of every input snapshot goes to output snapshot `keyGroupOf(keyId, newKeyGroups, partitioner)`
+ * (the stage's partitioner: the one its input topics are produced with; default murmur2).
  * Each output snapshot lists every state (with the newest serializer version found), possibly with no
  * entries. Inputs disagreeing about a state's kind, serializer or TTL are refused, as is a key that
  * appears in two inputs (it cannot belong to two key groups).
@@ -16,6 +17,7 @@ import { checkKeyedSnapshotFormat, KEYED_SNAPSHOT_FORMAT_VERSION } from './state
 export function rehashKeyedSnapshots(
   snapshots: readonly KeyedStateSnapshot[],
   newKeyGroups: number,
+  partitioner: Partitioner = 'murmur2',
 ): KeyedStateSnapshot[] {
   if (!Number.isSafeInteger(newKeyGroups) || newKeyGroups < 1) {
     throw new StreamError(
@@ -66,7 +68,7 @@ export function rehashKeyedSnapshots(
           );
         }
         keys.add(key);
-        groups[keyGroupOf(key, newKeyGroups)]!.get(meta.name)!.push([key, bytes]);
+        groups[keyGroupOf(key, newKeyGroups, partitioner)]!.get(meta.name)!.push([key, bytes]);
       }
     }
   }
@@ -81,13 +83,15 @@ export function rehashKeyedSnapshots(
 }
 
 /**
- * Sends every item to the key group of its key id among `newKeyGroups` (for per-key things kept
- * outside keyed state, like timers `[timestamp, keyId]`). Pure; keeps the input order within a group.
+ * Sends every item to the key group of its key id among `newKeyGroups` under `partitioner` (for
+ * per-key things kept outside keyed state, like timers `[timestamp, keyId]`). Pure; keeps the input
+ * order within a group.
  */
 export function splitByKeyGroup<T>(
   items: readonly T[],
   keyOf: (item: T) => KeyId,
   newKeyGroups: number,
+  partitioner: Partitioner = 'murmur2',
 ): T[][] {
   if (!Number.isSafeInteger(newKeyGroups) || newKeyGroups < 1) {
     throw new StreamError(
@@ -96,6 +100,6 @@ export function splitByKeyGroup<T>(
     );
   }
   const out: T[][] = Array.from({ length: newKeyGroups }, () => []);
-  for (const item of items) out[keyGroupOf(keyOf(item), newKeyGroups)]!.push(item);
+  for (const item of items) out[keyGroupOf(keyOf(item), newKeyGroups, partitioner)]!.push(item);
   return out;
 }
