@@ -51,6 +51,13 @@ export interface ProcessContext {
   currentProcessingTime(): number;
   currentWatermark(): number;
   output<T>(tag: OutputTag<T>, value: T, timestamp?: number): void;
+  /**
+   * Count one record this function drops because it came too late for event time (behind the
+   * watermark, or past a window's allowed lateness) and no late side output was given for it: the
+   * operator's `kstate_late_records_dropped_total` (Flink's numLateRecordsDropped). Windows, joins,
+   * dedup and CEP call it; a record sent to a late side output is not dropped and not counted.
+   */
+  lateRecordDropped(): void;
 }
 
 /** Context of a keyed process function: the current key, its state and its timers. */

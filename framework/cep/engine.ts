@@ -31,7 +31,10 @@ export interface EngineOptions<E> {
   readonly timeDomain?: 'event' | 'processing';
   /** Timed-out partial matches go here; without it they are dropped. */
   readonly timedOut?: OutputTag<CepTimeout<E>>;
-  /** Late events (time <= watermark on arrival) and, in event time, events without a timestamp. */
+  /**
+   * Late events (time <= watermark on arrival) and, in event time, events without a timestamp;
+   * without it they are dropped and counted (`kstate_late_records_dropped_total`).
+   */
   readonly late?: OutputTag<E>;
 }
 
@@ -84,6 +87,7 @@ export class CepEngine<E> {
     const ts = ctx.timestamp;
     if (ts === undefined || ts <= ctx.timerService.currentWatermark()) {
       if (this.#options.late) ctx.output(this.#options.late, value);
+      else ctx.lateRecordDropped();
       return;
     }
     const pending = ctx.getMapState(this.#pending);

@@ -57,10 +57,30 @@ describe('dedup', () => {
             expected.late,
           );
           assert.equal(r.finalEntries['dedup.kept'], 0, 'the final watermark cleared every key');
+          assert.equal(r.lateRecordsDropped, 0, 'late records sent to a side output are not dropped');
         },
       ),
       { numRuns: 200 },
     );
+  });
+
+  test('event time without a late output: each late record is counted as dropped; duplicates are not late', async () => {
+    const h = await KeyedOperatorHarness.create(
+      new Deduplicate<string, Ev>({ horizonMs: 10 }),
+      (e: Ev) => e.key,
+    );
+    h.processElement({ side: 0, key: 'a', t: 100, id: 1 }, 100);
+    h.advanceWatermark(100);
+    h.processElement({ side: 0, key: 'a', t: 105, id: 2 }, 105); // a duplicate, not late
+    h.processElement({ side: 0, key: 'b', t: 100, id: 3 }, 100); // at the watermark: on time
+    assert.equal(h.lateRecordsDropped, 0);
+    h.processElement({ side: 0, key: 'c', t: 99, id: 4 }, 99);
+    assert.equal(h.lateRecordsDropped, 1);
+    assert.deepEqual(
+      h.output.map((o) => o.value.id),
+      [1, 3],
+    );
+    await h.close();
   });
 
   test('event time: state stays bounded over 100 000 distinct keys (timers clear it as the watermark moves)', async () => {

@@ -16,7 +16,7 @@ export interface DedupOptions<T> {
   readonly time?: 'event' | 'processing';
   /** Duplicates dropped, emitted here when given (e.g. to count or audit them). */
   readonly duplicates?: OutputTag<T>;
-  /** Event time: records behind the watermark when they arrive (undecidable: the key's state may be gone). Default: dropped. */
+  /** Event time: records behind the watermark when they arrive (undecidable: the key's state may be gone). Default: dropped and counted. */
   readonly late?: OutputTag<T>;
 }
 
@@ -28,8 +28,9 @@ export interface DedupOptions<T> {
  *   `kept` with |t - kept| < horizon. The key's state (one number) is removed by an event-time timer
  *   when the watermark passes kept + horizon, so state is bounded by the keys seen in the last
  *   horizon plus out-of-orderness. A record behind the watermark is late (its key may already be
- *   forgotten) and goes to `late` or is dropped. The result depends only on each key's records in
- *   arrival order, which Kafka keeps per partition: reprocessing after a failure gives the same output.
+ *   forgotten) and goes to `late`, or is dropped and counted (`kstate_late_records_dropped_total`).
+ *   The result depends only on each key's records in arrival order, which Kafka keeps per partition:
+ *   reprocessing after a failure gives the same output.
  * - **Processing time**: a record is a duplicate while the key's entry lives; the entry has a state
  *   TTL of `horizonMs` (processing time), so expired keys are dropped at the next checkpoint.
  */
@@ -71,6 +72,7 @@ export class Deduplicate<K extends Key, T> implements KeyedProcessFunction<K, T,
     }
     if (t < ctx.currentWatermark()) {
       if (this.#o.late) ctx.output(this.#o.late, value, t);
+      else ctx.lateRecordDropped();
       return;
     }
     const last = kept.value();

@@ -16,7 +16,7 @@ export interface IntervalJoinOptions<L, R, OUT, K extends Key = Key> {
   readonly upperMs: number;
   /** Builds one output per matching pair; the output's timestamp is the later of the two. */
   readonly join: (left: L, right: R, key: K) => OUT;
-  /** Left or right records behind the watermark when they arrive (they can no longer be matched completely). Default: dropped. */
+  /** Left or right records behind the watermark when they arrive (they can no longer be matched completely). Default: dropped and counted (`kstate_late_records_dropped_total`). */
   readonly lateLeft?: OutputTag<L>;
   readonly lateRight?: OutputTag<R>;
 }
@@ -33,7 +33,7 @@ type Buffer<T> = MapState<number, T[]>;
  * (upper - lower) plus out-of-orderness of event time.
  *
  * A record that arrives behind the watermark is late: it is not joined (a partner might already
- * have been dropped) and goes to `lateLeft` / `lateRight` when given. Both sides must carry event
+ * have been dropped) and goes to `lateLeft` / `lateRight` when given, else it is counted as dropped. Both sides must carry event
  * time (RECORD_TIMESTAMP_MISSING otherwise).
  */
 export class IntervalJoin<K extends Key, L, R, OUT> implements KeyedCoProcessFunction<K, L, R, OUT> {
@@ -49,6 +49,7 @@ export class IntervalJoin<K extends Key, L, R, OUT> implements KeyedCoProcessFun
     const t = eventTimeOf(ctx, 'interval join, left input');
     if (t < ctx.currentWatermark()) {
       if (this.#o.lateLeft) ctx.output(this.#o.lateLeft, left, t);
+      else ctx.lateRecordDropped();
       return;
     }
     const { lowerMs, upperMs, join } = this.#o;
@@ -64,6 +65,7 @@ export class IntervalJoin<K extends Key, L, R, OUT> implements KeyedCoProcessFun
     const t = eventTimeOf(ctx, 'interval join, right input');
     if (t < ctx.currentWatermark()) {
       if (this.#o.lateRight) ctx.output(this.#o.lateRight, right, t);
+      else ctx.lateRecordDropped();
       return;
     }
     const { lowerMs, upperMs, join } = this.#o;

@@ -76,11 +76,45 @@ describe('interval join', () => {
             sideIds.sort((a, b) => a - b),
             lateIds.sort((a, b) => a - b),
           );
+          assert.equal(r.lateRecordsDropped, 0, 'late records sent to a side output are not dropped');
           // The final watermark passed everything: no buffered record is left.
           assert.deepEqual(r.finalEntries, { 'interval-join.left': 0, 'interval-join.right': 0 });
         },
       ),
       { numRuns: 150 },
+    );
+  });
+
+  test('without late outputs, each late record (either side) is counted as dropped and no on-time one is', async () => {
+    const h = await KeyedOperatorHarness.createTwoInput(
+      new IntervalJoin<string, Ev, Ev, string>({ lowerMs: 0, upperMs: 10, join: pair }),
+      (e: Ev) => e.key,
+      (e: Ev) => e.key,
+    );
+    h.processElement({ side: 0, key: 'a', t: 100, id: 0 }, 100);
+    h.advanceWatermark(100);
+    h.processElement2({ side: 1, key: 'a', t: 100, id: 1 }, 100); // at the watermark: on time
+    assert.equal(h.lateRecordsDropped, 0);
+    h.processElement({ side: 0, key: 'a', t: 99, id: 2 }, 99);
+    h.processElement2({ side: 1, key: 'a', t: 95, id: 3 }, 95);
+    assert.equal(h.lateRecordsDropped, 2);
+    assert.deepEqual(
+      h.output.map((o) => o.value),
+      ['0-1'],
+    );
+    await h.close();
+    await fc.assert(
+      fc.asyncProperty(runs({ maxLen: 40, disorder: 30, lateness: true }), async (steps) => {
+        const r = await drive(
+          () => new IntervalJoin<string, Ev, Ev, string>({ lowerMs: -10, upperMs: 10, join: pair }),
+          steps,
+          { restoreAt: new Set([Math.floor(steps.length / 2)]) },
+        );
+        const wm = watermarkBefore(steps);
+        const late = records(steps).filter(({ ev, index }) => ev.t < wm[index]!).length;
+        assert.equal(r.lateRecordsDropped, late);
+      }),
+      { numRuns: 50 },
     );
   });
 
@@ -172,9 +206,37 @@ describe('window join', () => {
             assert.equal(o.timestamp, start + size! - 1);
           }
           assert.deepEqual(r.finalEntries, { 'window-join.left': 0, 'window-join.right': 0 });
+          assert.equal(r.lateRecordsDropped, 0, 'late records sent to a side output are not dropped');
         },
       ),
       { numRuns: 150 },
+    );
+  });
+
+  test('without late outputs, each record whose windows all fired is counted as dropped and no other', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        runs({ maxLen: 40, disorder: 30, lateness: true }),
+        fc.constantFrom([50, 50], [60, 20]),
+        async (steps, [size, slide]) => {
+          const r = await drive(
+            () =>
+              new WindowJoin<string, Ev, Ev, string>({
+                sizeMs: size!,
+                slideMs: slide!,
+                join: (l, rr) => `${l.id}-${rr.id}`,
+              }),
+            steps,
+            { restoreAt: new Set([Math.floor(steps.length / 2)]) },
+          );
+          const wm = watermarkBefore(steps);
+          const late = records(steps).filter(
+            ({ ev, index }) => Math.floor(ev.t / slide!) * slide! + size! - 1 <= wm[index]!,
+          ).length;
+          assert.equal(r.lateRecordsDropped, late);
+        },
+      ),
+      { numRuns: 50 },
     );
   });
 

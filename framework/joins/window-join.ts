@@ -24,7 +24,7 @@ export interface WindowJoinOptions<L, R, OUT, K extends Key = Key> {
   readonly offsetMs?: number;
   /** One output per pair of a left and a right record of one key in one window. */
   readonly join: (left: L, right: R, key: K, window: JoinWindow) => OUT;
-  /** Records whose every window has already fired when they arrive. Default: dropped. */
+  /** Records whose every window has already fired when they arrive. Default: dropped and counted (`kstate_late_records_dropped_total`). */
   readonly lateLeft?: OutputTag<L>;
   readonly lateRight?: OutputTag<R>;
 }
@@ -100,6 +100,7 @@ export class WindowJoin<K extends Key, L, R, OUT> implements KeyedCoProcessFunct
     const slice = floorTo(t - this.#offset, this.#slice) + this.#offset;
     if (this.#lastEnd(slice) - 1 <= ctx.currentWatermark()) {
       if (late) ctx.output(late, value, t);
+      else ctx.lateRecordDropped();
       return;
     }
     const slices = ctx.getMapState(d) as Slices<T>;

@@ -36,6 +36,14 @@ export interface InstrumentedJob extends JobListener {
 
 type TaskState = 'restoring' | 'running' | 'restarting' | 'failed';
 
+/** A task incarnation being sampled: what of its counters was already added to the metrics. */
+interface Tracked {
+  readonly task: Task;
+  counted: number;
+  /** Late records dropped already counted, per operator uid. */
+  readonly late: Map<string, number>;
+}
+
 const ms = (v: number) => v / 1000;
 
 /** One listener that calls each given listener in turn (undefined entries are skipped). */
@@ -68,6 +76,11 @@ export function instrumentJob(metrics: Metrics, jobId: string): InstrumentedJob 
     name: 'records_in_total',
     help: 'Records taken from the input channels by a task (after deserialization, before processing).',
     labels: ['job_id', 'task', 'partition'],
+  });
+  const lateDropped = metrics.counter({
+    name: 'late_records_dropped_total',
+    help: 'Records an operator dropped because they came too late for event time (behind the watermark or past the allowed lateness) and no late side output took them; as Flink numLateRecordsDropped.',
+    labels: ['job_id', 'task', 'operator'],
   });
   const cpCompleted = metrics.counter({
     name: 'checkpoints_completed_total',
@@ -174,8 +187,8 @@ export function instrumentJob(metrics: Metrics, jobId: string): InstrumentedJob 
 
   const states = new Map<string, TaskState>();
   const partitions = new Map<string, number>();
-  /** The Task objects sampled, per task id, and the recordsIn already counted from each. */
-  const tracked = new Map<string, { task: Task; counted: number }>();
+  /** The Task objects sampled, per task id, and what was already counted from each. */
+  const tracked = new Map<string, Tracked>();
   let attached: RunningJob | undefined;
   let jobFailed: string | undefined;
 
@@ -186,11 +199,19 @@ export function instrumentJob(metrics: Metrics, jobId: string): InstrumentedJob 
     up.set({ job_id: jobId }, readiness().ready ? 1 : 0);
   };
 
-  const countRecords = (taskId: string, entry: { task: Task; counted: number }) => {
+  const countRecords = (taskId: string, entry: Tracked) => {
     const delta = entry.task.recordsIn - entry.counted;
     if (delta > 0) {
       recordsIn.inc({ job_id: jobId, task: taskId, partition: partitions.get(taskId) ?? '' }, delta);
       entry.counted = entry.task.recordsIn;
+    }
+    for (const { uid, records } of entry.task.lateRecordsDropped()) {
+      const before = entry.late.get(uid);
+      // The first sample shows the series at 0, so that rate() and increase() see the first drop.
+      if (before === undefined || records > before) {
+        lateDropped.inc({ job_id: jobId, task: taskId, operator: uid }, records - (before ?? 0));
+        entry.late.set(uid, records);
+      }
     }
   };
 
@@ -202,7 +223,7 @@ export function instrumentJob(metrics: Metrics, jobId: string): InstrumentedJob 
         if (entry === undefined || entry.task !== task) {
           // A new incarnation: count what is left of the old one first.
           if (entry) countRecords(id, entry);
-          tracked.set(id, { task, counted: 0 });
+          tracked.set(id, { task, counted: 0, late: new Map() });
         }
       }
     }

@@ -164,6 +164,16 @@ export class Task {
     return this.#wiring?.emitted() ?? [];
   }
 
+  /** Late records each process-function operator dropped since this task started (for metrics). */
+  lateRecordsDropped(): { uid: string; records: number }[] {
+    return this.#wiring?.lateDropped() ?? [];
+  }
+
+  /** Records this task's sinks took since it started: its output (for metrics). */
+  recordsWritten(): number {
+    return this.#wiring?.written() ?? 0;
+  }
+
   /** Current event-time watermark of each operator (-Infinity before the first). */
   watermarks(): { uid: string; watermark: number }[] {
     return (this.#wiring?.operators ?? []).map((op, i) => ({

@@ -17,6 +17,8 @@ type Target = readonly [operator: number, input: number];
 class Fanout implements Emitter {
   /** Records this operator emitted (main and side outputs). */
   emitted = 0;
+  /** Late records this operator dropped. */
+  late = 0;
   readonly main: Target[] = [];
   readonly sides = new Map<string, Target[]>();
   readonly #ops: RuntimeOperator[];
@@ -31,6 +33,9 @@ class Fanout implements Emitter {
     this.emitted++;
     const targets = this.sides.get(tag);
     if (targets) for (const [op, input] of targets) this.#ops[op]!.process(input, value, timestamp);
+  }
+  dropLate(): void {
+    this.late++;
   }
 }
 
@@ -54,6 +59,10 @@ export interface OperatorWiring {
   computeUpstreamChannels(channelCount: number): void;
   /** Records emitted so far per operator uid (sources included). */
   emitted(): { uid: string; records: number }[];
+  /** Late records dropped so far per operator uid (operators that can drop none are left out). */
+  lateDropped(): { uid: string; records: number }[];
+  /** Records the stage's sink operators took so far: the task's output. */
+  written(): number;
 }
 
 export interface WiringOptions {
@@ -129,6 +138,16 @@ export async function createOperators(o: WiringOptions): Promise<OperatorWiring>
     emitted() {
       return nodes.map((n) => ({ uid: n.uid, records: fanouts.get(n.id)!.emitted }));
     },
+    lateDropped() {
+      return opNodes
+        .filter((n) => FUNCTION_KINDS.has(n.spec.kind))
+        .map((n) => ({ uid: n.uid, records: fanouts.get(n.id)!.late }));
+    },
+    written() {
+      let n = 0;
+      for (const op of operators) if (op instanceof SinkOperator) n += op.written;
+      return n;
+    },
     emitFromSource(uid, value, timestamp, tag) {
       const f = sourceFanout.get(uid)!;
       if (tag === undefined) f.emit(value, timestamp);
@@ -174,6 +193,15 @@ async function createOperator(
 }
 
 type Call = (value: unknown, ctx: FunctionContext, out: Collector<unknown>) => void;
+
+/** Node kinds run by a FunctionOperator: the only ones whose functions see a context to count late drops. */
+const FUNCTION_KINDS: ReadonlySet<string> = new Set([
+  'process',
+  'keyedProcess',
+  'coProcess',
+  'keyedCoProcess',
+  'broadcastProcess',
+]);
 
 function functionSpec(n: GraphNode): FunctionOperatorSpec {
   const s = n.spec;

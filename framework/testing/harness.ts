@@ -34,6 +34,8 @@ export interface HarnessRecord<T> {
 export class KeyedOperatorHarness<K extends Key, IN, OUT, IN2 = never> {
   readonly output: HarnessRecord<OUT>[] = [];
   readonly sideOutputs = new Map<string, HarnessRecord<unknown>[]>();
+  /** Records the function dropped for being late (`ctx.lateRecordDropped()`), as the job's metric counts them. */
+  lateRecordsDropped = 0;
   readonly clock: ManualClock;
   readonly #op: FunctionOperator;
   readonly #backend: KeyedStateBackend;
@@ -105,6 +107,9 @@ export class KeyedOperatorHarness<K extends Key, IN, OUT, IN2 = never> {
             const list = self.sideOutputs.get(tag) ?? [];
             list.push({ value, timestamp });
             self.sideOutputs.set(tag, list);
+          },
+          dropLate: () => {
+            self.lateRecordsDropped++;
           },
         },
         watermark: () => self.#watermark,

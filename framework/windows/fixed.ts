@@ -45,7 +45,7 @@ export interface WindowSettings<IN> {
  *   window with content fires once, when the watermark (or clock) reaches `end - 1`.
  *
  * Event time: a record whose every window is past `end - 1 + allowedLateness` is late: it goes to
- * `lateTag` (or is dropped). A record within the lateness re-fires, at once, each window containing
+ * `lateTag`, or is dropped and counted (`ctx.lateRecordDropped()`). A record within the lateness re-fires, at once, each window containing
  * it that has already fired. Counts of `countTrigger` are kept per window (state `counts`).
  */
 export class FixedWindowOperator<K extends Key, IN, ACC, R> implements KeyedProcessFunction<K, IN, R> {
@@ -90,6 +90,7 @@ export class FixedWindowOperator<K extends Key, IN, ACC, R> implements KeyedProc
     const alive = (start: number) => start + sizeMs - 1 + lateness > now;
     if (!alive(lastWindowStart(this.#w, t))) {
       if (this.#s.lateTag) ctx.output(this.#s.lateTag, value);
+      else ctx.lateRecordDropped();
       return;
     }
     const panes = ctx.getMapState(this.#panes);

@@ -22,7 +22,10 @@ export interface WindowOptions<T> {
    * its state is dropped when the watermark passes `end - 1 + allowedLatenessMs`. Default 0.
    */
   readonly allowedLatenessMs?: number;
-  /** Event time only: records too late for every window they belong to; default: dropped. */
+  /**
+   * Event time only: records too late for every window they belong to; default: dropped and counted
+   * in `kstate_late_records_dropped_total`.
+   */
   readonly lateTag?: OutputTag<T>;
   /** Default: `eventTimeTrigger()` or `processingTimeTrigger()`, after the windows' time domain. */
   readonly trigger?: WindowTrigger;

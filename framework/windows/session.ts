@@ -18,7 +18,7 @@ type Session<ACC> = readonly [end: number, count: number, acc: ACC];
  * Timers: `end - 1` (time triggers) and the cleanup time `end - 1 + allowedLateness`, registered
  * for the merged session; the timers of the sessions it swallowed are deleted unless a remaining
  * session of the key needs the same timestamp. Event time: a record that merges with no session and
- * whose own session is past its cleanup time is late (`lateTag`); a record that lands in a session
+ * whose own session is past its cleanup time is late (`lateTag`, else dropped and counted); a record that lands in a session
  * that has already fired, within the lateness, re-fires it at once.
  */
 export class SessionWindowOperator<K extends Key, IN, ACC, R> implements KeyedProcessFunction<K, IN, R> {
@@ -54,6 +54,7 @@ export class SessionWindowOperator<K extends Key, IN, ACC, R> implements KeyedPr
     const merging = all.filter(([s, [e]]) => s <= t + this.#gap && e >= t).sort((a, b) => a[0] - b[0]);
     if (merging.length === 0 && t + this.#gap - 1 + lateness <= now) {
       if (this.#s.lateTag) ctx.output(this.#s.lateTag, value);
+      else ctx.lateRecordDropped();
       return;
     }
     let start = t;

@@ -242,6 +242,88 @@ describe('windows: semantics Flink users expect', () => {
   });
 });
 
+describe('windows: late records dropped are counted (kstate_late_records_dropped_total)', () => {
+  const assigners: [string, WindowAssigner, WindowOptions<Ev>][] = [
+    ['tumbling', tumblingEventTime({ sizeMs: 10 }), { allowedLatenessMs: 5 }],
+    ['sliding, sliced', slidingEventTime({ sizeMs: 10, slideMs: 5 }), { allowedLatenessMs: 5 }],
+    [
+      'sliding, naive',
+      slidingEventTime({ sizeMs: 10, slideMs: 5 }),
+      { allowedLatenessMs: 5, assignment: 'naive' },
+    ],
+  ];
+  for (const [name, assigner, options] of assigners) {
+    test(`${name}: on time and within the allowed lateness are not counted; past it, each dropped record is`, async () => {
+      const h = await KeyedOperatorHarness.create(sumOperator(assigner, options), (e: Ev) => e.k);
+      h.processElement({ k: 'a', v: 1 }, 1);
+      h.advanceWatermark(12);
+      h.processElement({ k: 'a', v: 2 }, 13); // on time
+      h.processElement({ k: 'a', v: 4 }, 8); // late, within the lateness of [0, 10): re-fires it
+      assert.equal(h.lateRecordsDropped, 0);
+      h.advanceWatermark(30); // every window holding 1 and 8 is past its cleanup time
+      const fired = h.output.length;
+      h.processElement({ k: 'a', v: 100 }, 8);
+      h.processElement({ k: 'b', v: 100 }, 2);
+      assert.equal(h.lateRecordsDropped, 2);
+      assert.equal(h.output.length, fired, 'nothing fired for them');
+      h.processElement({ k: 'a', v: 1 }, 31); // on time again
+      assert.equal(h.lateRecordsDropped, 2);
+      h.advanceWatermark(Number.POSITIVE_INFINITY);
+      assert.ok(
+        h.output.every((r) => r.value.sum < 100),
+        'no result holds a dropped record',
+      );
+      await h.close();
+    });
+  }
+
+  test('with a late side output, late records go there and are not counted as dropped', async () => {
+    const late = outputTag<Ev>('late');
+    const h = await KeyedOperatorHarness.create(
+      sumOperator(tumblingEventTime({ sizeMs: 10 }), { lateTag: late }),
+      (e: Ev) => e.k,
+    );
+    h.advanceWatermark(20);
+    h.processElement({ k: 'a', v: 1 }, 3);
+    assert.equal(h.sideOutputs.get('late')?.length, 1);
+    assert.equal(h.lateRecordsDropped, 0);
+    await h.close();
+  });
+
+  test('session windows: a record that merges with a live session is not late; one past its cleanup time is dropped and counted', async () => {
+    const h = await KeyedOperatorHarness.create(
+      sumOperator(sessionEventTime({ gapMs: 5 }), { allowedLatenessMs: 3 }),
+      (e: Ev) => e.k,
+    );
+    h.processElement({ k: 'a', v: 1 }, 10); // session [10, 15), cleanup at 14 + 3
+    h.advanceWatermark(16);
+    h.processElement({ k: 'a', v: 2 }, 6); // [6, 11) merges with [10, 15): not late
+    h.processElement({ k: 'a', v: 4 }, 12); // inside it: not late
+    assert.equal(h.lateRecordsDropped, 0);
+    h.processElement({ k: 'a', v: 8 }, 0); // [0, 5): merges with nothing, cleanup 4 + 3 <= 16
+    assert.equal(h.lateRecordsDropped, 1);
+    h.advanceWatermark(Number.POSITIVE_INFINITY);
+    assert.deepEqual(
+      rows(h),
+      ['a [10,15) 1', 'a [6,15) 3', 'a [6,17) 7'],
+      'the dropped record is in no result',
+    );
+    await h.close();
+  });
+
+  test('processing-time windows never count late records', async () => {
+    const h = await KeyedOperatorHarness.create(
+      sumOperator(tumblingProcessingTime({ sizeMs: 10 })),
+      (e: Ev) => e.k,
+    );
+    h.setProcessingTime(100);
+    h.advanceWatermark(1000);
+    h.processElement({ k: 'a', v: 1 }, 1);
+    assert.equal(h.lateRecordsDropped, 0);
+    await h.close();
+  });
+});
+
 describe('windows: processing time', () => {
   const opArb = fc.oneof(
     { weight: 3, arbitrary: fc.record({ k: fc.constantFrom('a', 'b'), v: fc.integer({ min: 1, max: 9 }) }) },

@@ -123,6 +123,37 @@ describe('bad input', () => {
     await h.close();
   });
 
+  test('without a late output, late events and events without a timestamp are dropped and counted; on-time ones are not', async () => {
+    const h = await KeyedOperatorHarness.create(
+      cep<string, Ev>(Pattern.begin<Ev>('a').where(is('a')).next('b').where(is('b'))),
+      (e: Ev) => e.key,
+    );
+    h.advanceWatermark(10);
+    h.processElement(ev('a', 11), 11);
+    assert.equal(h.lateRecordsDropped, 0);
+    h.processElement(ev('a', 5), 5);
+    h.processElement(ev('a', 10), 10); // at the watermark: late for CEP (time <= watermark)
+    h.processElement(ev('a', 99));
+    assert.equal(h.lateRecordsDropped, 3);
+    h.processElement(ev('b', 12), 12);
+    h.advanceWatermark(20);
+    assert.equal(h.lateRecordsDropped, 3);
+    assert.deepEqual(
+      h.output.map((r) => short(r.value)),
+      ['a:a11 b:b12'],
+    );
+    await h.close();
+  });
+
+  test('with a late output, late events are not counted as dropped', async () => {
+    const h = await harness(Pattern.begin<Ev>('a').where(is('a')));
+    h.advanceWatermark(10);
+    h.processElement(ev('a', 5), 5);
+    assert.equal(h.sideOutputs.get('late')?.length, 1);
+    assert.equal(h.lateRecordsDropped, 0);
+    await h.close();
+  });
+
   test('out-of-order and duplicate events are matched in event-time order, duplicates as distinct events', async () => {
     const h = await harness(Pattern.begin<Ev>('a').where(is('a')).next('b').where(is('b')));
     h.processElement(ev('b', 3), 3);

@@ -74,6 +74,8 @@ export interface DriveResult<OUT> {
   readonly side: Map<string, { value: unknown; timestamp: number | undefined }[]>;
   /** Per state name, the keys holding it after the final watermark. */
   readonly finalEntries: Record<string, number>;
+  /** Records the function counted as dropped for being late (`ctx.lateRecordDropped()`), over all instances. */
+  readonly lateRecordsDropped: number;
 }
 
 /**
@@ -105,7 +107,10 @@ export async function drive<OUT>(
   const twoInput = 'processElement1' in make();
   let h = await open();
   let wm = Number.NEGATIVE_INFINITY;
+  let lateRecordsDropped = 0;
   const drain = () => {
+    lateRecordsDropped += h.lateRecordsDropped;
+    h.lateRecordsDropped = 0;
     output.push(...h.output.splice(0));
     for (const [tag, list] of h.sideOutputs) {
       side.set(tag, [...(side.get(tag) ?? []), ...list.splice(0)]);
@@ -129,7 +134,7 @@ export async function drive<OUT>(
   const finalEntries: Record<string, number> = {};
   for (const name of o.states ?? []) finalEntries[name] = h.stateEntries(name);
   await h.close();
-  return { output, side, finalEntries };
+  return { output, side, finalEntries, lateRecordsDropped };
 }
 
 /** Multiset comparison helper: sorted JSON lines. */

@@ -312,6 +312,9 @@ export class FunctionContext implements KeyedBroadcastContext<Key>, TimerService
   output<T>(tag: { id: string }, value: T, timestamp?: number): void {
     this.#op.env.out.side(tag.id, value, timestamp ?? this.#op.currentTimestamp);
   }
+  lateRecordDropped(): void {
+    this.#op.env.out.dropLate();
+  }
   getState<T>(d: ValueStateDescriptor<T>): ValueState<T> {
     return this.#handle(d.name, () => this.#op.keyedStore.getState(d));
   }

@@ -12,6 +12,8 @@ export class SinkOperator extends StatelessOperator {
   readonly #writer: SinkWriter<unknown>;
   /** Committables prepared but not yet committed, oldest first. */
   #pending: [number, unknown][] = [];
+  /** Records given to the writer by this operator instance (for metrics). */
+  written = 0;
 
   constructor(uid: string, env: OperatorEnv, writer: SinkWriter<unknown>) {
     super(uid, env);
@@ -26,6 +28,7 @@ export class SinkOperator extends StatelessOperator {
   }
 
   process(_input: number, value: unknown, timestamp: number | undefined): void {
+    this.written++;
     try {
       this.#writer.write(value, timestamp);
     } catch (e) {

@@ -49,6 +49,8 @@ export interface OperatorSnapshot {
 export interface Emitter {
   emit(value: unknown, timestamp: number | undefined): void;
   side(tag: string, value: unknown, timestamp: number | undefined): void;
+  /** Count a record the operator dropped for being late (ProcessContext.lateRecordDropped); sends nothing. */
+  dropLate(): void;
 }
 
 /** What a task gives each operator it creates. */
