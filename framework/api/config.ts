@@ -58,4 +58,10 @@ export interface RuntimeConfig {
   readonly channelCapacity: number;
   /** Records a reader is asked for per poll. Default 256. */
   readonly pollBatch: number;
+  /**
+   * When the job changed and state of its last run (or of the savepoint it starts from) has no
+   * operator in it any more: `false` (default) refuses the start with STATE_NOT_RESTORED naming each
+   * state and uid; `true` drops that state with one warning (Flink's --allowNonRestoredState).
+   */
+  readonly allowNonRestoredState: boolean;
 }

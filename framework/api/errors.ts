@@ -32,6 +32,10 @@ export const ErrorCodes = {
     'a savepoint cannot be rescaled as asked (raw state, in-flight records, a partition count unlike the topics)',
   SAVEPOINT_DATA_INVALID:
     'savepoint data to import does not fit its state (the error names the file and line)',
+  STATE_NOT_RESTORED:
+    'state of the last run or savepoint has no operator in the changed job (the error names each state and uid)',
+  JOB_CHANGE_BLOCKED:
+    "the job's stages changed, but instances of its previous version still run (the error names them)",
   KAFKA_CLIENT_UNVERIFIED: "the Kafka client failed the project's check of its read_committed filter at load",
   KAFKA_RETRIABLE:
     'Kafka asked for a retry (concurrent transactions, coordinator loading or moving, request timed out, leader changing)',

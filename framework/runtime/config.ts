@@ -6,6 +6,8 @@ export interface RuntimeConfigInput {
   readonly restart?: RestartStrategy;
   readonly channelCapacity?: number;
   readonly pollBatch?: number;
+  /** See RuntimeConfig.allowNonRestoredState. Default false. */
+  readonly allowNonRestoredState?: boolean;
 }
 
 export const DEFAULT_CHECKPOINTS: CheckpointConfig = {
@@ -81,7 +83,10 @@ export function resolveRuntimeConfig(input: RuntimeConfigInput = {}): RuntimeCon
         "'none' | 'fixed-delay' | 'exponential-backoff'",
       );
   }
+  const allow = input.allowNonRestoredState ?? false;
+  if (typeof allow !== 'boolean') bad('allowNonRestoredState', allow, 'true | false');
   return {
+    allowNonRestoredState: allow,
     checkpoints: c,
     restart,
     channelCapacity: int('channelCapacity', input.channelCapacity ?? 1024, 1),

@@ -5,6 +5,8 @@ import { decideRestart } from '../checkpoint/decisions.ts';
 import type { CheckpointMetadata, CheckpointStorage, Scope } from '../checkpoint/storage/storage.ts';
 import { type JobPlan, planJob } from '../graph/plan.ts';
 import type { JobGraph } from '../graph/types.ts';
+import { type JobChangeHooks, type JobStart, prepareJobStart } from '../savepoint/job-change.ts';
+import { commitSavepointTopology, jobTopology } from '../savepoint/topology.ts';
 import type { KeyedStateBackend } from '../state/backend.ts';
 import { HeapKeyedStateBackend } from '../state/backends/heap/heap.ts';
 import { type RuntimeConfigInput, resolveRuntimeConfig } from './config.ts';
@@ -16,8 +18,18 @@ export interface JobOptions extends RuntimeConfigInput {
   /** Keyed state backend per task; default heap. */
   readonly backend?: (scope: Scope) => KeyedStateBackend | Promise<KeyedStateBackend>;
   readonly clock?: Clock;
-  /** Start from a named savepoint instead of the latest checkpoint. */
+  /**
+   * Start from a named savepoint instead of the latest checkpoint. A savepoint of other stages than
+   * the job's is re-cut by operator uid first (docs/savepoints.md, "Job changes").
+   */
   readonly savepoint?: string;
+  /** What the environment knows and does when the job's stages changed (Kafka: runKafkaJob sets it). */
+  readonly jobChange?: JobChangeHooks;
+  /**
+   * A scratch backend to read keyed state that old checkpoints keep in a backend's own format when the
+   * job's stages changed. Default: `backend` with the task id suffixed `.restructure`.
+   */
+  readonly scratchBackend?: (scope: Scope) => KeyedStateBackend | Promise<KeyedStateBackend>;
   readonly faults?: FaultInjector;
   readonly listener?: JobListener;
   /**
@@ -41,6 +53,10 @@ export interface AssignmentSource {
 }
 
 export interface JobListener extends TaskListener {
+  /** How the job starts, decided before any task starts (`prepareJobStart`); `changed` when its stages changed. */
+  jobStart?(info: JobStart): void;
+  /** A line worth a log entry about the start (a job change, dropped state). */
+  jobNotice?(info: { level: 'info' | 'warn'; message: string }): void;
   taskFailed?(info: { taskId: string; error: unknown; restarting: boolean; delayMs: number }): void;
   taskStarted?(info: { taskId: string; partition: number }): void;
   taskStopped?(info: { taskId: string; partition: number }): void;
@@ -49,6 +65,12 @@ export interface JobListener extends TaskListener {
 /** A running job: its tasks, each restarted on failure per the restart strategy. */
 export interface RunningJob {
   readonly plan: JobPlan;
+  /**
+   * Resolves once the start is decided (where every task restores from; state re-cut first when the
+   * job's stages changed) and tasks or the assignment have started; rejects with the reason the job
+   * cannot start (STATE_NOT_RESTORED, JOB_CHANGE_BLOCKED, ...), as `done` then does.
+   */
+  readonly started: Promise<JobStart>;
   /**
    * Static jobs: resolves when every task has ended its input (after final checkpoints). Jobs with an
    * assignment source: resolves after `stop()`. Rejects when a task's restart strategy gives up.
@@ -105,6 +127,28 @@ export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
   const config = resolveRuntimeConfig(options);
   const clock = options.clock ?? systemClock;
   const createBackend = options.backend ?? (() => new HeapKeyedStateBackend());
+  const notice = (level: 'info' | 'warn', message: string) => {
+    if (options.listener?.jobNotice) options.listener.jobNotice({ level, message });
+    else if (level === 'warn') process.emitWarning(message, 'JobChangeWarning');
+  };
+  const started: Promise<JobStart> = prepareJobStart({
+    storage: options.storage,
+    jobId: graph.jobId,
+    plan,
+    savepoint: options.savepoint,
+    allowNonRestoredState: config.allowNonRestoredState,
+    ...(options.jobChange ? { hooks: options.jobChange } : {}),
+    openBackend: async (scope) =>
+      options.scratchBackend
+        ? options.scratchBackend(scope)
+        : createBackend({ jobId: scope.jobId, taskId: `${scope.taskId}.restructure` }),
+    warn: (m) => notice('warn', m),
+    info: (m) => notice('info', m),
+  }).then((s) => {
+    options.listener?.jobStart?.(s);
+    return s;
+  });
+  started.catch(() => {});
   const supervisors = new Map<string, Supervisor>();
   let stopped = false;
   /** From the first `stop()` on: a task that fails is not restarted (it resumes from its last checkpoint). */
@@ -119,9 +163,9 @@ export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
 
   const supervise = async (sup: Supervisor, stageIndex: number, partition: number): Promise<void> => {
     const stage = plan.stages[stageIndex]!;
-    let restoreFrom: RestoreFrom = options.savepoint
-      ? { kind: 'savepoint', name: options.savepoint }
-      : { kind: 'latest' };
+    const start = await started;
+    let restoreFrom: RestoreFrom =
+      start.savepoint !== undefined ? { kind: 'savepoint', name: start.savepoint } : { kind: 'latest' };
     let windowRestarts = 0;
     for (;;) {
       const task = new Task({
@@ -235,6 +279,7 @@ export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
         for (const p of parts) if (!supervisors.has(`${stage}/${p}`)) startTask(stage, p);
     };
     done = (async () => {
+      await started;
       await source.start(plan, onChange);
       try {
         await Promise.race([stopSignal, failed]);
@@ -275,6 +320,7 @@ export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
 
   return {
     plan,
+    started,
     done,
     async savepoint(name) {
       // A task waiting to restart would never answer: refuse rather than hang.
@@ -285,7 +331,10 @@ export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
           `savepoint '${name}': task(s) ${waiting.map((s) => s.task?.scope.taskId ?? s.key).join(', ')} wait to restart after a failure; take it once they run again`,
         );
       }
-      return Promise.all(tasks().map((t) => t.savepoint(name)));
+      const metas = await Promise.all(tasks().map((t) => t.savepoint(name)));
+      // The layout it was taken with: a start from it of another layout re-cuts it by uid.
+      await commitSavepointTopology(options.storage, graph.jobId, name, jobTopology(graph.jobId, plan));
+      return metas;
     },
     async stop(opts = {}) {
       stopping = true;

@@ -88,7 +88,7 @@ class FirstCheckpointHeld extends MemoryCheckpointStorage {
 
   override async commit(meta: CheckpointMetadata): Promise<void> {
     await super.commit(meta);
-    if (meta.savepoint === undefined) this.committed.push(meta.checkpointId);
+    if (meta.savepoint === undefined && meta.taskId !== '_topology') this.committed.push(meta.checkpointId);
   }
 }
 
