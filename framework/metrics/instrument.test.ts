@@ -201,3 +201,17 @@ async function until(condition: () => boolean): Promise<void> {
     await new Promise((r) => setImmediate(r));
   }
 }
+
+test('combineListeners forwards every listener method, and has none that no listener has', () => {
+  const calls: string[] = [];
+  const l = combineListeners({ jobNotice: (n) => calls.push(`a ${n.message}`) }, undefined, {
+    jobNotice: (n) => calls.push(`b ${n.message}`),
+    jobStart: () => calls.push('b start'),
+    taskStarted: (t) => calls.push(`b ${t.taskId}`),
+  });
+  l.jobNotice?.({ level: 'warn', message: 'x' });
+  l.jobStart?.({} as Parameters<NonNullable<typeof l.jobStart>>[0]);
+  l.taskStarted?.({ taskId: 't', partition: 0 });
+  assert.deepEqual(calls, ['a x', 'b x', 'b start', 'b t']);
+  assert.equal(l.checkpointFailed, undefined);
+});

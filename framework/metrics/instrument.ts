@@ -46,23 +46,36 @@ interface Tracked {
 
 const ms = (v: number) => v / 1000;
 
-/** One listener that calls each given listener in turn (undefined entries are skipped). */
+/**
+ * Every method of JobListener: a key added to the interface and missing here fails the type check,
+ * so `combineListeners` never drops a notification.
+ */
+const LISTENER_METHODS: Record<keyof JobListener, true> = {
+  checkpointCompleted: true,
+  checkpointFailed: true,
+  restored: true,
+  indexFailed: true,
+  jobStart: true,
+  jobNotice: true,
+  taskFailed: true,
+  taskStarted: true,
+  taskStopped: true,
+};
+
+/**
+ * One listener that calls each given listener in turn (undefined entries are skipped). It has a
+ * method only where one of them has it, so "no listener for this" stays visible to the caller.
+ */
 export function combineListeners(...listeners: (JobListener | undefined)[]): JobListener {
   const all = listeners.filter((l): l is JobListener => l !== undefined);
-  const each =
-    <K extends keyof JobListener>(k: K) =>
-    (info: Parameters<NonNullable<JobListener[K]>>[0]) => {
-      for (const l of all) (l[k] as ((i: typeof info) => void) | undefined)?.call(l, info);
+  const combined: Record<string, (info: unknown) => void> = {};
+  for (const k of Object.keys(LISTENER_METHODS) as (keyof JobListener)[]) {
+    if (!all.some((l) => typeof l[k] === 'function')) continue;
+    combined[k] = (info) => {
+      for (const l of all) (l[k] as ((i: unknown) => void) | undefined)?.call(l, info);
     };
-  return {
-    checkpointCompleted: each('checkpointCompleted'),
-    checkpointFailed: each('checkpointFailed'),
-    restored: each('restored'),
-    indexFailed: each('indexFailed'),
-    taskFailed: each('taskFailed'),
-    taskStarted: each('taskStarted'),
-    taskStopped: each('taskStopped'),
-  };
+  }
+  return combined as JobListener;
 }
 
 /**
