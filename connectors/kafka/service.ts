@@ -11,6 +11,7 @@ import {
 import { createKafka, type KafkaConnection } from './client.ts';
 import { kafkaError } from './errors.ts';
 import type { Admin } from './internal/kafkajs.ts';
+import { kafkaJobChangeHooks } from './job-change.ts';
 import { GroupQueryRouting } from './query-routing.ts';
 import { cutRepartitions } from './repartition.ts';
 import { KafkaSink } from './sink/kafka-sink.ts';
@@ -39,6 +40,13 @@ export interface KafkaJobOptions extends Omit<JobOptions, 'assignment'> {
  * Checks at start, each failing with one clear error: every topic exists and co-partitioned topics
  * agree; the broker answers; exactly-once sinks have a transaction timeout longer than a checkpoint
  * can take (interval + checkpoint timeout), and the job allows one concurrent checkpoint.
+ *
+ * Before it joins the group, the start is decided (`RunningJob.started`, docs/savepoints.md "Job
+ * changes"): when the job's stages changed since its last run, the committed checkpoints of the old
+ * tasks are re-cut by operator uid into the new stages (./job-change.ts says what Kafka contributes:
+ * no member left in the group, old transactions fenced, the committed pointers, repartition topics
+ * read from their end); the promise returned rejects with STATE_NOT_RESTORED or JOB_CHANGE_BLOCKED
+ * when the job cannot start.
  */
 /** A Kafka job: a running job plus what only Kafka knows, like consumer lag. */
 export interface KafkaRunningJob extends RunningJob {
@@ -155,7 +163,17 @@ export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions)
       await broadcastHub?.stop();
     },
   };
-  const running = runJob(graph, { ...o, assignment });
+  const jobChange = kafkaJobChangeHooks({
+    kafka,
+    jobId: graph.jobId,
+    repartitionTopics: new Set(repartitions.map((r) => r.topic)),
+    // A killed instance leaves the group after its session timeout.
+    leaveTimeoutMs: (o.consumer?.sessionTimeoutMs ?? 10_000) + 15_000,
+  });
+  const running = runJob(graph, { ...o, assignment, jobChange: { ...jobChange, ...o.jobChange } });
+  // The start is decided before the group is joined: a job that cannot start (its state has no
+  // operator any more, instances of its previous version still run) is refused here.
+  await running.started;
   return Object.assign(running, { lag: () => hub.lag(), queryRouting: new GroupQueryRouting(hub) });
 }
 

@@ -31,6 +31,12 @@ export interface ServiceConfig {
    * killed instance waits to join (docs/kafka.md, "Restart time").
    */
   readonly sessionTimeoutMs: number;
+  /**
+   * When the job changed and state of its last run (or of its --from-savepoint) has no operator in
+   * it any more: false (default) refuses the start with STATE_NOT_RESTORED; true drops that state with
+   * one warning (docs/savepoints.md, "Job changes"). `kstate run --allow-non-restored-state` sets it.
+   */
+  readonly allowNonRestoredState: boolean;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
 }
 
@@ -90,6 +96,11 @@ export const CONFIG_FIELDS: Readonly<Record<Field, FieldSpec>> = {
     allowed: "an integer >= 1000 (and within the brokers' group.min/max.session.timeout.ms)",
     parse: int(1000),
   },
+  allowNonRestoredState: {
+    env: 'KSTATE_ALLOW_NON_RESTORED_STATE',
+    allowed: 'true | false',
+    parse: bool,
+  },
   logLevel: {
     env: 'KSTATE_LOG_LEVEL',
     allowed: "'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'",
@@ -110,6 +121,7 @@ export const CONFIG_DEFAULTS: Omit<ServiceConfig, 'brokers'> = {
   advertisedHost: undefined,
   shutdownTimeoutMs: 30_000,
   sessionTimeoutMs: 10_000,
+  allowNonRestoredState: false,
   logLevel: 'info',
 };
 

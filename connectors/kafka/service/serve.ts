@@ -1,5 +1,7 @@
 import cluster from 'node:cluster';
+import { rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
 import {
   clusterMetrics,
@@ -8,6 +10,7 @@ import {
   FilesystemCheckpointStorage,
   instrumentJob,
   type JobListener,
+  LevelKeyedStateBackend,
   levelBackend,
   type Metrics,
   queryRoutes,
@@ -132,6 +135,8 @@ export async function serve(
     log.info({ url: http.url }, 'http endpoints: /metrics /livez /readyz /status /query /query/keys');
   }
   await stopIfRequested();
+  // Where a job change reads old level checkpoints (docs/savepoints.md "Job changes"); removed after the start.
+  const scratch = join(config.stateDir, '.restructure', String(process.pid));
   running = await runKafkaJob(job, {
     connection: { brokers: config.brokers },
     storage: new FilesystemCheckpointStorage({
@@ -142,6 +147,8 @@ export async function serve(
     ...(endpoint === undefined ? {} : { queryEndpoint: endpoint }),
     // kstate run --from-savepoint: every task starts from that savepoint (docs/savepoints.md).
     ...(o.fromSavepoint ? { savepoint: o.fromSavepoint } : {}),
+    allowNonRestoredState: config.allowNonRestoredState,
+    scratchBackend: (scope) => LevelKeyedStateBackend.open({ directory: join(scratch, scope.taskId) }),
     checkpoints: {
       intervalMs: config.checkpointIntervalMs,
       timeoutMs: config.checkpointTimeoutMs,
@@ -153,7 +160,7 @@ export async function serve(
       heartbeatIntervalMs: Math.min(1000, Math.floor(config.sessionTimeoutMs / 3)),
     },
     listener: combineListeners(instrumented, board.listener(), logListener(log), registry.listener()),
-  });
+  }).finally(() => rm(scratch, { recursive: true, force: true }).catch(() => {}));
   const detach = instrumented.attach(running);
   board.watch(running);
   const lagTimer = setInterval(() => kafkaMetrics.sample(running), 2000);
@@ -198,6 +205,21 @@ export async function serve(
 
 function logListener(log: Logger): JobListener {
   return {
+    jobStart: (s) =>
+      log.info(
+        {
+          savepoint: s.savepoint ?? null,
+          ...(s.changed
+            ? {
+                changes: s.changed.changes,
+                derived: s.changed.derived ?? null,
+                dropped: s.changed.dropped.length,
+              }
+            : {}),
+        },
+        s.changed ? 'job changed: state re-cut by operator uid' : 'start decided',
+      ),
+    jobNotice: (n) => (n.level === 'warn' ? log.warn(n.message) : log.info(n.message)),
     taskStarted: (t) => log.info({ task: t.taskId }, 'task started'),
     taskStopped: (t) => log.info({ task: t.taskId }, 'task stopped'),
     restored: (r) =>
