@@ -61,7 +61,12 @@ export type { GraphEdge, GraphNode, JobGraph } from './graph/types.ts';
 export * from './joins/index.ts';
 export * from './ml/index.ts';
 export type { FaultInjector, FaultPoint } from './runtime/faults.ts';
-export { type CheckpointReport, inspectCheckpoint, keyedStateValue } from './runtime/inspect.ts';
+export {
+  type CheckpointReport,
+  inspectCheckpoint,
+  keyedStateJson,
+  keyedStateValue,
+} from './runtime/inspect.ts';
 export {
   type AssignmentSource,
   type JobListener,

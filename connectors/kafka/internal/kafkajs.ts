@@ -10,7 +10,7 @@
 import './install-read-committed.ts';
 import './request-queue.ts';
 import { createRequire } from 'node:module';
-import { AssignerProtocol, Kafka, logLevel, Partitioners } from 'kafkajs';
+import kafkajs, { AssignerProtocol, Kafka, logLevel, Partitioners } from 'kafkajs';
 import { StreamError } from '../../../framework/index.ts';
 import { upstreamDefectCase } from './read-committed.ts';
 
@@ -30,6 +30,8 @@ export type {
   Transaction,
 } from 'kafkajs';
 export { AssignerProtocol, Kafka, logLevel, Partitioners };
+/** kafkajs's enums for describeConfigs (Node's named-export detection misses them in its CommonJS index). */
+export const { ConfigResourceTypes, ConfigSource } = kafkajs;
 
 /** Runs the case kafkajs 2.2.4 gets wrong through kafkajs's own `Batch` (see read-committed.ts). */
 function verifyReadCommittedFilter(): void {

@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 /**
- * `kstate`: run a job as a Kafka consumer-group service, and look at its checkpoints.
+ * `kstate`: create a job's topics, run the job as a Kafka consumer-group service, and look at its
+ * checkpoints.
  *
+ *   kstate topics create <topic> --partitions n [--replication-factor r] [--config name=value ...] [--if-not-exists] [--json]
+ *   kstate topics describe <topic...> [--json]
  *   kstate run <job module> [--config file] [--savepoint-on-stop name] [--workers n]
  *   kstate checkpoints <jobId> [--config file]
  *   kstate inspect <jobId> [--task id] [--checkpoint n | --savepoint name] [--state uid/name --key k] [--config file]
@@ -9,18 +12,26 @@
  *   kstate savepoint rescale <jobId> <savepoint> --to M --as name [--topic old=new] [--offline]
  *   kstate savepoint export <jobId> <savepoint> --out dir
  *   kstate savepoint import <jobId> --from dir --as name [--partitions n]
+ *   kstate --version | -V
  *
- * Every command takes --help. Errors are one line on stderr and an exit code from exit-codes.ts.
+ * Every command takes --help (usage on stdout, exit 0); `kstate` alone prints the usage on stderr and
+ * exits 64. Errors are one line on stderr and an exit code from exit-codes.ts (docs/service.md).
+ * Every command that talks to Kafka or reads checkpoints takes the service's configuration: --config
+ * file and KSTATE_* variables (config.ts). In `topics`, a --config value of the form name=value is a
+ * topic config; any other is that file.
  *
  * Only modules that load at once are imported statically: `run` installs its signal handlers
  * (./signals.ts) before the framework, the Kafka client and the job module load, which takes a second
  * or more; everything else is imported where a command needs it.
  */
 import cluster from 'node:cluster';
-import { readdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readdir, rm } from 'node:fs/promises';
 import { enableCompileCache } from 'node:module';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import type { Key } from '../../../framework/index.ts';
+import { CommandError } from './command-error.ts';
 import type { ServiceConfig } from './config.ts';
 import { EXIT } from './exit-codes.ts';
 import { ShutdownSignals } from './signals.ts';
@@ -37,6 +48,7 @@ const HELP: Record<string, string> = {
   main: `kstate <command> [options]
 
 commands:
+  topics create|describe   create a job's topics (partitions, configs), describe topics
   run <job module>      run a job as a consumer-group service until SIGTERM
   checkpoints <jobId>   list the committed checkpoints and savepoints of a job
   inspect <jobId>       print a checkpoint's operators, key groups and sizes, or one key's value
@@ -44,8 +56,26 @@ commands:
   savepoint rescale|export|import   offline: re-shard a savepoint, export it as NDJSON, build one from NDJSON
 
 configuration: --config <file.json> and KSTATE_* environment variables (docs/service.md)
-'kstate <command> --help' shows a command's options.`,
-  run: `kstate run <job module> [--config file] [--savepoint-on-stop name] [--from-savepoint name] [--allow-non-restored-state] [--workers n]
+'kstate <command> --help' shows a command's options; 'kstate --version' the version.`,
+  topics: `kstate topics create <topic> --partitions n [--replication-factor r] [--config name=value ...] [--if-not-exists] [--json]
+kstate topics describe <topic...> [--json]
+
+A job never creates its topics: create its input and output topics first. The partition count of a
+job's input is the number of its tasks (and key groups); Kafka can add partitions later but never
+remove them, and state must be rescaled when they change (docs/savepoints.md).
+  create    --partitions n (required); --replication-factor r (default: the brokers'
+            default.replication.factor); --config name=value, repeatable, a topic config such as
+            retention.ms=-1 or cleanup.policy=compact; --if-not-exists: an existing topic is
+            accepted as it is (exit 0; a difference from what was asked is a warning on stderr).
+            Prints the topic as created (read back from the brokers).
+  describe  partitions (leader, replicas, in-sync replicas) and the configs set on the topic.
+  --json    one JSON line per topic: {"topic", "partitions": [{"partition", "leader", "replicas",
+            "isr", "offline"}], "replicationFactor", "configs"} (create adds "created").
+The brokers are those of 'kstate run': --config file (a --config value that is not name=value),
+KSTATE_BROKERS or KAFKA_BROKERS. Exit codes: 64 bad arguments; 65 the topic exists, or the brokers
+refuse the partition count, replication factor, a config or the name; 69 no broker answers (the
+addresses tried are named) or, for describe, a topic does not exist; 77 not authorized.`,
+  run: `kstate run <job module> [--config file] [--savepoint-on-stop name] [--from-savepoint name] [--workers n]
 
 Runs the job the module exports (default export: a StreamJob, or a function of the configuration
 returning one) as a member of the consumer group <jobId>. SIGTERM or SIGINT takes a final checkpoint,
@@ -53,17 +83,19 @@ commits it, leaves the group and exits 0 within shutdownTimeoutMs; a second sign
 HTTP (httpPort): /metrics /livez /readyz /status, POST /savepoint?name=. With --workers n, n workers
 (node:cluster) join the group and the primary serves one /metrics for all of them. --from-savepoint
 starts every task from that savepoint instead of its latest checkpoint (start one instance with it,
-and without it once that instance has committed a checkpoint: docs/savepoints.md). When the job's
-stages changed since its last run (or since the savepoint), state is found by operator uid; state no
-operator claims refuses the start (exit 78) unless --allow-non-restored-state drops it
-(KSTATE_ALLOW_NON_RESTORED_STATE; docs/savepoints.md "Job changes").`,
+and without it once that instance has committed a checkpoint: docs/savepoints.md).`,
   checkpoints: `kstate checkpoints <jobId> [--config file]
 
 Lists, per task, the committed checkpoints (id, time, size, full or incremental) and the savepoints.`,
   inspect: `kstate inspect <jobId> [--task id] [--checkpoint n | --savepoint name] [--state uid/name --key k] [--config file]
 
 Prints the latest checkpoint of each task (or the one asked for): positions, operators, keyed states
-with entry counts and sizes. With --state and --key, the value of that key.`,
+with entry counts and sizes. With --state <operator uid>/<state name> and --key, the value of that key
+as one JSON line {"task", "state", "key", "value"} ("ttl" with TTL), in the JSON of 'savepoint export':
+a map state is {"$map": [[key, value], ...]}, and Set, Date, bigint, bytes have "$set", "$date",
+"$bigint", "$bytes" (docs/service.md). --key is a string key; when no string key matches, the same
+text read as JSON (--key 42 finds the number 42). A key without a value exits 69 with a line on
+stderr; an unknown state exits 69 naming the states there are.`,
   savepoint: `kstate savepoint <name> [--port n] [--config file]
 kstate savepoint rescale <jobId> <savepoint> --to M --as <name> [--topic old=new ...] [--offline]
 kstate savepoint export <jobId> <savepoint> --out <dir>
@@ -92,8 +124,14 @@ async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   // First of all: a signal from here on stops the service as documented (exit 0, or 130 when forced).
   const signals = command === 'run' ? new ShutdownSignals().install() : undefined;
-  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+  if (command === undefined) throw new UsageError(`no command given\n${HELP.main}`);
+  if (command === '--help' || command === '-h' || command === 'help') {
     process.stdout.write(`${HELP.main}\n`);
+    return;
+  }
+  if (command === '--version' || command === '-V') {
+    const { packageVersion } = await import('./version.ts');
+    process.stdout.write(`${packageVersion() ?? 'unknown (no package.json named kstate above the CLI)'}\n`);
     return;
   }
   if (!(command in HELP) || command === 'main')
@@ -106,7 +144,7 @@ async function main(argv: string[]): Promise<void> {
       strict: true,
       options: {
         help: { type: 'boolean', short: 'h' },
-        config: { type: 'string' },
+        config: { type: 'string', multiple: true },
         'savepoint-on-stop': { type: 'string' },
         task: { type: 'string' },
         checkpoint: { type: 'string' },
@@ -116,7 +154,6 @@ async function main(argv: string[]): Promise<void> {
         port: { type: 'string' },
         workers: { type: 'string' },
         'from-savepoint': { type: 'string' },
-        'allow-non-restored-state': { type: 'boolean' },
         to: { type: 'string' },
         as: { type: 'string' },
         topic: { type: 'string', multiple: true },
@@ -124,6 +161,9 @@ async function main(argv: string[]): Promise<void> {
         out: { type: 'string' },
         from: { type: 'string' },
         partitions: { type: 'string' },
+        'replication-factor': { type: 'string' },
+        'if-not-exists': { type: 'boolean' },
+        json: { type: 'boolean' },
       },
     });
   } catch (e) {
@@ -136,13 +176,24 @@ async function main(argv: string[]): Promise<void> {
   }
   const arg = positionals[0];
   if (arg === undefined) throw new UsageError(`${command} needs an argument; see kstate ${command} --help`);
+  // In `topics`, --config name=value is a topic config; any other --config value is the file.
+  const configArgs = (values.config as string[] | undefined) ?? [];
+  const topicConfig = (v: string) => command === 'topics' && /^[^=/\\]+=/.test(v);
+  const files = configArgs.filter((v) => !topicConfig(v));
+  if (files.length > 1) throw new UsageError(`--config names ${files.length} files; give one`);
+  if (command === 'topics' && files[0] !== undefined && !existsSync(files[0]))
+    throw new UsageError(
+      `--config ${files[0]}: no such configuration file; a topic config is name=value (e.g. --config retention.ms=-1)`,
+    );
   const { loadConfig } = await import('./config.ts');
-  const config = loadConfig(values.config as string | undefined);
+  const config = loadConfig(files[0]);
   switch (command) {
+    case 'topics':
+      return topicsCommand(arg, positionals.slice(1), values, configArgs.filter(topicConfig), config);
     case 'run':
       return run(
         arg,
-        values['allow-non-restored-state'] === true ? { ...config, allowNonRestoredState: true } : config,
+        config,
         values['savepoint-on-stop'] as string | undefined,
         workerCount(values.workers),
         values['from-savepoint'] as string | undefined,
@@ -179,6 +230,46 @@ async function run(
       ...(fromSavepoint ? { fromSavepoint } : {}),
     },
     signals,
+  );
+}
+
+/** `kstate topics create|describe` (topics.ts). */
+async function topicsCommand(
+  sub: string,
+  args: string[],
+  v: Record<string, unknown>,
+  topicConfigs: string[],
+  config: ServiceConfig,
+): Promise<void> {
+  const io = {
+    out: (line: string) => process.stdout.write(`${line}\n`),
+    warn: (line: string) => process.stderr.write(`${line}\n`),
+  };
+  const json = v.json === true;
+  const { createTopic, describeTopics } = await import('./topics.ts');
+  if (sub === 'describe') {
+    if (args.length === 0) throw new UsageError('topics describe needs a topic; see kstate topics --help');
+    return describeTopics(config, args, json, io);
+  }
+  if (sub !== 'create')
+    throw new UsageError(`unknown topics command '${sub}': create or describe; see kstate topics --help`);
+  const [topic, ...extra] = args;
+  if (topic === undefined) throw new UsageError('topics create needs a topic; see kstate topics --help');
+  if (extra.length > 0)
+    throw new UsageError(
+      `topics create takes one topic, not also ${extra.join(' ')}; see kstate topics --help`,
+    );
+  return createTopic(
+    config,
+    {
+      topic,
+      partitions: v.partitions as string | undefined,
+      replicationFactor: v['replication-factor'] as string | undefined,
+      configs: topicConfigs,
+      ifNotExists: v['if-not-exists'] === true,
+    },
+    json,
+    io,
   );
 }
 
@@ -265,32 +356,80 @@ async function inspect(
   config: ServiceConfig,
   o: Record<string, string | undefined>,
 ): Promise<void> {
-  const { FilesystemCheckpointStorage, inspectCheckpoint, keyedStateValue, keyId, LevelKeyedStateBackend } =
+  const { FilesystemCheckpointStorage, inspectCheckpoint, keyedStateJson, keyId, LevelKeyedStateBackend } =
     await framework();
+  if ((o.state === undefined) !== (o.key === undefined))
+    throw new UsageError('inspect takes --state and --key together; see kstate inspect --help');
+  if (o.checkpoint !== undefined && !/^\d+$/.test(o.checkpoint))
+    throw new UsageError(
+      `--checkpoint is ${JSON.stringify(o.checkpoint)}; allowed: a checkpoint id (an integer)`,
+    );
   const storage = new FilesystemCheckpointStorage({
     directory: config.checkpointDir,
     createDirectory: false,
   });
   const tasks = o.task ? [o.task] : await taskIds(config, jobId);
   if (tasks.length === 0) throw new NotFound(`job ${jobId} has no checkpoints under ${config.checkpointDir}`);
+  // --key is a string key; the same text read as JSON is the fallback (--key 42: the number 42).
+  const keys: { key: unknown; id: string }[] = [];
+  if (o.key !== undefined) {
+    keys.push({ key: o.key, id: keyId(o.key) });
+    const asJson = jsonKey(o.key);
+    if (asJson !== undefined) keys.push({ key: asJson, id: keyId(asJson) });
+  }
+  const found: { rank: number; row: string }[] = [];
+  const states = new Set<string>();
   const scratch = join(config.stateDir, '.inspect', String(process.pid));
-  for (const taskId of tasks) {
-    const { report, keyed } = await inspectCheckpoint(
-      storage,
-      { jobId, taskId },
-      {
-        ...(o.checkpoint ? { checkpointId: Number(o.checkpoint) } : {}),
-        ...(o.savepoint ? { savepoint: o.savepoint } : {}),
-      },
-      (scope) => LevelKeyedStateBackend.open({ directory: join(scratch, scope.taskId) }),
-    );
-    if (o.state !== undefined && o.key !== undefined) {
-      const value = keyedStateValue(keyed, o.state, keyId(o.key));
-      if (value !== undefined)
-        process.stdout.write(`${JSON.stringify({ task: taskId, state: o.state, key: o.key, value })}\n`);
-    } else {
-      process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  try {
+    for (const taskId of tasks) {
+      const { report, keyed } = await inspectCheckpoint(
+        storage,
+        { jobId, taskId },
+        {
+          ...(o.checkpoint ? { checkpointId: Number(o.checkpoint) } : {}),
+          ...(o.savepoint ? { savepoint: o.savepoint } : {}),
+        },
+        (scope) => LevelKeyedStateBackend.open({ directory: join(scratch, scope.taskId) }),
+      );
+      if (o.state === undefined) {
+        process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+        continue;
+      }
+      for (const s of keyed.states) states.add(s.meta.name);
+      for (const [rank, { key, id }] of keys.entries()) {
+        const entry = keyedStateJson(keyed, o.state, id);
+        if (entry !== undefined)
+          found.push({ rank, row: JSON.stringify({ task: taskId, state: o.state, key, ...entry }) });
+      }
     }
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+  if (o.state === undefined) return;
+  const read = o.savepoint
+    ? `savepoint '${o.savepoint}'`
+    : o.checkpoint
+      ? `checkpoint ${o.checkpoint}`
+      : 'latest checkpoint';
+  const where = `the ${read} of ${o.task ? `task ${o.task}` : `job ${jobId} (tasks ${tasks.join(', ')})`}`;
+  if (!states.has(o.state))
+    throw new NotFound(
+      `no keyed state '${o.state}' in ${where}; its keyed states (<operator uid>/<state name>): ${[...states].sort().join(', ') || 'none'}`,
+    );
+  const best = Math.min(...found.map((f) => f.rank));
+  const rows = found.filter((f) => f.rank === best);
+  if (rows.length === 0)
+    throw new NotFound(`key ${JSON.stringify(o.key)} has no value in state '${o.state}' in ${where}`);
+  for (const { row } of rows) process.stdout.write(`${row}\n`);
+}
+
+/** `raw` read as a JSON key that is not a string (a number, boolean, null, array or object). */
+function jsonKey(raw: string): Key | undefined {
+  try {
+    const v = JSON.parse(raw) as Key;
+    return typeof v === 'string' ? undefined : v;
+  } catch {
+    return undefined;
   }
 }
 
@@ -323,11 +462,10 @@ function workerCount(raw: unknown): number {
 main(process.argv.slice(2)).catch(async (e: unknown) => {
   if (e instanceof UsageError) fail(EXIT.USAGE, e.message);
   if (e instanceof NotFound) fail(EXIT.UNAVAILABLE, e.message);
+  if (e instanceof CommandError) fail(e.exit, e.message);
   const { isStreamError } = await framework();
   if (isStreamError(e, 'CONFIG_INVALID') && /already in use/.test(e.message)) fail(EXIT.OS_ERROR, e.message);
   if (isStreamError(e, 'CONFIG_INVALID') || isStreamError(e, 'GRAPH_INVALID')) fail(EXIT.CONFIG, e.message);
-  if (isStreamError(e, 'STATE_NOT_RESTORED') || isStreamError(e, 'JOB_CHANGE_BLOCKED'))
-    fail(EXIT.CONFIG, e.message);
   if (isStreamError(e, 'CHECKPOINT_NOT_FOUND')) fail(EXIT.UNAVAILABLE, e.message);
   if (
     isStreamError(e, 'RESCALE_UNSUPPORTED') ||
