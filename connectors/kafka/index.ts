@@ -16,5 +16,6 @@ export {
   type DecodeErrorPolicy,
   type KafkaPosition,
   type KafkaRecordIn,
+  type RecordErrorPolicy,
 } from './source/partition-reader.ts';
 export { tableSource } from './source/table-source.ts';

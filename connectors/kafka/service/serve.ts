@@ -198,7 +198,8 @@ export async function serve(
     log.warn({ signal }, 'second signal: exiting at once; tasks resume from their last committed checkpoint'),
   );
   running.done.catch((e: unknown) => {
-    log.fatal({ err: e instanceof Error ? e.message : String(e) }, 'job failed');
+    const code = e instanceof StreamError ? { code: e.code } : {};
+    log.fatal({ ...code, err: e instanceof Error ? e.message : String(e) }, 'job failed');
     process.exit(EXIT.JOB_FAILED);
   });
 }

@@ -1,4 +1,12 @@
-import { type Source, type SourceReader, StreamError } from '../../../framework/index.ts';
+import {
+  checkPartitioner,
+  type Partitioner,
+  type RecordRejection,
+  type RecordVerdict,
+  type Source,
+  type SourceReader,
+  StreamError,
+} from '../../../framework/index.ts';
 import { kafkaError } from '../errors.ts';
 import { kafkaEvents } from '../events.ts';
 import type { Admin } from '../internal/kafkajs.ts';
@@ -6,10 +14,13 @@ import type { Serde } from '../serde/serde.ts';
 import type { BroadcastHub } from './broadcast-hub.ts';
 import type { ConsumerHub } from './hub.ts';
 import {
+  DEAD_LETTER_TAG,
+  type DeadLetter,
   type DecodeErrorPolicy,
   isKafkaPosition,
   type KafkaRecordIn,
   type PartitionReader,
+  type RecordErrorPolicy,
 } from './partition-reader.ts';
 
 export interface KafkaSourceOptions<T> {
@@ -24,10 +35,30 @@ export interface KafkaSourceOptions<T> {
   readonly startFrom?: 'earliest' | 'latest';
   /**
    * Records that fail to decode: `fail` (default) stops the task naming topic, partition and offset;
-   * `skip` counts and logs them; `dead-letter` emits them on the side output `deadLetters()` (sink it
-   * into a KafkaSink: same task, same transaction, so each lands there exactly once).
+   * `skip` counts and logs them; `dead-letter` emits them as DeadLetters on the side output
+   * DEAD_LETTER_TAG (`stream.getSideOutput(outputTag(DEAD_LETTER_TAG))`; sink it into a KafkaSink:
+   * same task, same transaction, so each lands there exactly once).
    */
   readonly onDecodeError?: DecodeErrorPolicy;
+  /**
+   * The partitioner the topic's producers used (docs/kafka.md "Partitioners"): a keyed stream read
+   * from this source without repartitioning finds each key in the partition this function gives it.
+   * `'murmur2'` (default: the Java client, kafkajs, librdkafka's murmur2_random), `'crc32'`
+   * (librdkafka's default consistent_random: kcat, confluent-kafka-python/-go/-dotnet, node-rdkafka),
+   * `'fnv1a'` (librdkafka's fnv1a_random, Sarama's and kafka-go's hash partitioner), or a function
+   * `(keyBytes, partitions) => partition` for any other.
+   */
+  readonly partitioner?: Partitioner;
+  /**
+   * Records a keyed operator finds in the wrong partition (their key's partition under `partitioner`
+   * is not the one they are in: produced into an explicit partition, or by another partitioner):
+   * `fail` (default: the job fails once with KEY_GROUP_MISMATCH naming topic, partition, offset, key,
+   * and which partitioner would have put the record there; a restart would fail the same way, so
+   * there is none), `skip` (counted in `wrongPartition` and warned about), `dead-letter` (emitted
+   * as a DeadLetter with `code: 'KEY_GROUP_MISMATCH'` on the side output DEAD_LETTER_TAG, with the
+   * records that fail to decode: same task, same transaction, so each lands there once).
+   */
+  readonly onWrongPartition?: RecordErrorPolicy;
   /** Records buffered per partition before the partition is paused (plus at most one fetch). Default 5000. */
   readonly bufferRecords?: number;
 }
@@ -40,16 +71,54 @@ export interface KafkaSourceOptions<T> {
 export class KafkaSource<T> implements Source<T> {
   readonly uid: string;
   readonly topic: string;
+  readonly partitioner: Partitioner;
   readonly #o: KafkaSourceOptions<T>;
+  readonly #onWrongPartition: RecordErrorPolicy;
   #hub: ConsumerHub | BroadcastHub | undefined;
   #partitions: number | undefined;
   /** Decode failures skipped or dead-lettered, over all readers of this process. */
   skipped = 0;
+  /** Records in the wrong partition skipped or dead-lettered, over all readers of this process. */
+  wrongPartition = 0;
 
   constructor(o: KafkaSourceOptions<T>) {
     this.#o = o;
     this.topic = o.topic;
     this.uid = o.uid ?? `kafka-${o.topic}`;
+    this.partitioner = checkPartitioner(o.partitioner ?? 'murmur2', `KafkaSource '${this.uid}'`);
+    this.#onWrongPartition = policy(o.onWrongPartition, `KafkaSource '${this.uid}': onWrongPartition`);
+    policy(o.onDecodeError, `KafkaSource '${this.uid}': onDecodeError`);
+  }
+
+  /**
+   * A record a keyed operator found in the wrong partition (see `onWrongPartition`). The error names
+   * the record (topic, partition, offset) and, when the record's own Kafka key is not the key the
+   * operator selected, says so: then the topic is not keyed by that key, and no partitioner setting
+   * can help.
+   */
+  rejected(r: RecordRejection): RecordVerdict {
+    const origin = isRecordIn(r.origin) ? r.origin : undefined;
+    const where = origin
+      ? `record ${origin.topic}/${origin.partition}@${origin.offset}`
+      : `a record of ${this.topic}/${r.partition} (replayed from an unaligned checkpoint: offset unknown)`;
+    const message = `${where}: ${r.error.message}${keyNote(origin, r.keyBytes)}`;
+    const policy = this.#onWrongPartition;
+    if (policy === 'fail') return { kind: 'fail', error: new StreamError('KEY_GROUP_MISMATCH', message) };
+    this.wrongPartition++;
+    kafkaEvents.emit('wrong-partition', {
+      source: this.uid,
+      topic: this.topic,
+      partition: r.partition,
+      policy,
+    });
+    process.emitWarning(`Kafka source '${this.uid}' (${policy}): ${message}`, 'RecordPartitionWarning');
+    if (policy === 'skip') return { kind: 'skip' };
+    const dl: DeadLetter = {
+      ...(origin ?? { topic: this.topic, partition: r.partition, offset: '-1', key: null, value: null }),
+      error: message,
+      code: 'KEY_GROUP_MISMATCH',
+    };
+    return { kind: 'emit', tag: DEAD_LETTER_TAG, value: dl };
   }
 
   /**
@@ -133,4 +202,30 @@ export class KafkaSource<T> implements Source<T> {
       throw kafkaError(`reading the offsets of ${this.topic}`, e);
     }
   }
+}
+
+const POLICIES: readonly RecordErrorPolicy[] = ['fail', 'skip', 'dead-letter'];
+
+function policy(p: RecordErrorPolicy | undefined, where: string): RecordErrorPolicy {
+  if (p === undefined) return 'fail';
+  if (POLICIES.includes(p)) return p;
+  throw new StreamError(
+    'CONFIG_INVALID',
+    `${where} is ${JSON.stringify(p)}; allowed: ${POLICIES.map((x) => `'${x}'`).join(', ')}`,
+  );
+}
+
+function isRecordIn(o: unknown): o is KafkaRecordIn {
+  return typeof o === 'object' && o !== null && typeof (o as KafkaRecordIn).offset === 'string';
+}
+
+/** What the record's own Kafka key says about a wrong partition, when it is not the selected key. */
+function keyNote(origin: KafkaRecordIn | undefined, selected: Uint8Array): string {
+  if (origin === undefined) return '';
+  if (origin.key === null) {
+    return ' The record has no Kafka key: producers spread keyless records over the partitions, so no partitioner setting can place them; repartition the input (keyBy(selector, { repartition: true })).';
+  }
+  if (Buffer.compare(origin.key, selected) === 0) return '';
+  const shown = JSON.stringify(origin.key.toString('utf8'));
+  return ` Its Kafka key is ${shown.length > 100 ? `${shown.slice(0, 100)}..."` : shown}, not the selected key: the topic is not keyed by this key, so no partitioner setting can help; repartition it (keyBy(selector, { repartition: true })).`;
 }

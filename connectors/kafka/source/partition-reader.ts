@@ -32,8 +32,16 @@ export function isKafkaPosition(p: unknown): p is KafkaPosition {
   );
 }
 
-export type DecodeErrorPolicy = 'fail' | 'skip' | 'dead-letter';
+/**
+ * What a source does with a bad record (one that fails to decode, or one in the wrong partition):
+ * `fail` the task, `skip` it (counted and logged), or emit it as a `DeadLetter` on the source's side
+ * output DEAD_LETTER_TAG (same task, same transaction).
+ */
+export type RecordErrorPolicy = 'fail' | 'skip' | 'dead-letter';
+/** The policy for records that fail to decode (`KafkaSourceOptions.onDecodeError`). */
+export type DecodeErrorPolicy = RecordErrorPolicy;
 
+/** A bad record as the source's side output DEAD_LETTER_TAG carries it: the record as it was read, and why. */
 export interface DeadLetter {
   readonly topic: string;
   readonly partition: number;
@@ -41,6 +49,8 @@ export interface DeadLetter {
   readonly key: Buffer | null;
   readonly value: Buffer | null;
   readonly error: string;
+  /** Why: RECORD_DESERIALIZATION_FAILED (could not be decoded) or KEY_GROUP_MISMATCH (wrong partition). */
+  readonly code?: 'RECORD_DESERIALIZATION_FAILED' | 'KEY_GROUP_MISMATCH';
 }
 
 export interface ReaderOptions<T> {
@@ -166,7 +176,9 @@ export class PartitionReader<T> implements SourceReader<T> {
         timestamp: Number(m.timestamp),
       };
       try {
-        records.push({ value: await this.#o.decode(r), timestamp: r.timestamp });
+        // The record as read goes along (origin): should a keyed operator find it in the wrong
+        // partition, the source's policy dead-letters it as it was.
+        records.push({ value: await this.#o.decode(r), timestamp: r.timestamp, origin: r });
       } catch (e) {
         // An unreachable schema registry is not a bad record: never skipped, the task retries.
         if ((e as { retryable?: unknown }).retryable === true) throw e;
@@ -180,7 +192,11 @@ export class PartitionReader<T> implements SourceReader<T> {
         this.skipped++;
         this.#o.onSkip?.(r, e);
         if (this.#o.onDecodeError === 'dead-letter') {
-          const dl: DeadLetter = { ...r, error: e instanceof Error ? e.message : String(e) };
+          const dl: DeadLetter = {
+            ...r,
+            error: e instanceof Error ? e.message : String(e),
+            code: 'RECORD_DESERIALIZATION_FAILED',
+          };
           records.push({ value: dl as unknown as T, timestamp: r.timestamp, tag: DEAD_LETTER_TAG });
         }
       }
