@@ -81,7 +81,8 @@ const FATAL: Record<string, string> = {
   SASL_AUTHENTICATION_FAILED: 'wrong credentials: check sasl username and password',
   INVALID_TRANSACTION_TIMEOUT:
     "the sink's transactionTimeoutMs exceeds the broker's transaction.max.timeout.ms: lower it or raise the broker setting",
-  UNKNOWN_TOPIC_OR_PARTITION: 'the topic does not exist: create it (topics are never created implicitly)',
+  UNKNOWN_TOPIC_OR_PARTITION:
+    'the topic does not exist: create it, e.g. kstate topics create <topic> --partitions n (topics are never created implicitly)',
 };
 
 const KIND: Partial<Record<ErrorCode, KafkaFailure>> = {

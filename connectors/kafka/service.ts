@@ -208,7 +208,7 @@ async function topicPartitions(admin: Admin, topics: readonly string[]): Promise
   if (missing.length > 0) {
     throw new StreamError(
       'CONFIG_INVALID',
-      `topic(s) ${missing.join(', ')} do not exist: create them first (topics are never created implicitly)`,
+      `topic(s) ${missing.join(', ')} do not exist: create them first, e.g. kstate topics create <topic> --partitions n (topics are never created implicitly)`,
     );
   }
   const meta = await admin.fetchTopicMetadata({ topics: [...topics] });

@@ -349,7 +349,7 @@ export function failure(
   if (denied !== undefined || types.includes('KafkaJSSASLAuthenticationError'))
     return new CommandError(
       EXIT.NO_PERMISSION,
-      `${what}: ${message} [${denied ?? 'SASL_AUTHENTICATION_FAILED'}]: ${DENIED[denied ?? 'SASL_AUTHENTICATION_FAILED']}`,
+      `${what}: ${messageOf((denied && find(e, denied)) ?? e)} [${denied ?? 'SASL_AUTHENTICATION_FAILED'}]: ${DENIED[denied ?? 'SASL_AUTHENTICATION_FAILED']}`,
       { cause: e },
     );
   if (types.includes('TOPIC_ALREADY_EXISTS'))

@@ -1,0 +1,56 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { packageVersion } from './version.ts';
+
+const CLI = fileURLToPath(new URL('./cli.ts', import.meta.url));
+
+async function writeJson(path: string, value: unknown): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  await writeFile(path, JSON.stringify(value));
+}
+
+test('kstate --version and -V print the version of package.json', async () => {
+  const { version } = JSON.parse(
+    await readFile(new URL('../../../package.json', import.meta.url), 'utf8'),
+  ) as { version: string };
+  assert.equal(packageVersion(), version);
+  for (const flag of ['--version', '-V']) {
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, [CLI, flag], (err, stdout) => (err ? reject(err) : resolve(stdout))),
+    );
+    assert.equal(out, `${version}\n`);
+  }
+});
+
+test('the version is found by walking up to the package.json named kstate, as from dist/ and node_modules/', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'version-'));
+  try {
+    // A built package: dist/ may hold a package.json of its own (no name) between the module and the root.
+    await writeJson(join(dir, 'pkg/package.json'), { name: 'kstate', version: '9.8.7' });
+    await writeJson(join(dir, 'pkg/dist/package.json'), { type: 'module' });
+    const built = join(dir, 'pkg/dist/connectors/kafka/service/cli.js');
+    assert.equal(packageVersion(pathToFileURL(built)), '9.8.7');
+    assert.equal(packageVersion(built), '9.8.7');
+    // Installed in an application: its own package.json above is not kstate's.
+    await writeJson(join(dir, 'app/package.json'), { name: 'app', version: '1.0.0' });
+    await writeJson(join(dir, 'app/node_modules/kstate/package.json'), { name: 'kstate', version: '2.0.0' });
+    // A package.json that does not parse on the way is passed over.
+    await mkdir(join(dir, 'app/node_modules/kstate/dist'), { recursive: true });
+    await writeFile(join(dir, 'app/node_modules/kstate/dist/package.json'), '{');
+    assert.equal(
+      packageVersion(
+        pathToFileURL(join(dir, 'app/node_modules/kstate/dist/connectors/kafka/service/cli.js')),
+      ),
+      '2.0.0',
+    );
+    // No kstate package above: undefined, not another package's version.
+    assert.equal(packageVersion(pathToFileURL(join(dir, 'app/src/x.js'))), undefined);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
