@@ -7,7 +7,16 @@ import { test } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { packageVersion } from './version.ts';
 
+/** What `kstate` does before any command: the version, the usage. */
 const CLI = fileURLToPath(new URL('./cli.ts', import.meta.url));
+
+function kstate(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) =>
+    execFile(process.execPath, [CLI, ...args], (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    ),
+  );
+}
 
 async function writeJson(path: string, value: unknown): Promise<void> {
   await mkdir(dirname(path), { recursive: true });
@@ -19,12 +28,20 @@ test('kstate --version and -V print the version of package.json', async () => {
     await readFile(new URL('../../../package.json', import.meta.url), 'utf8'),
   ) as { version: string };
   assert.equal(packageVersion(), version);
-  for (const flag of ['--version', '-V']) {
-    const out = await new Promise<string>((resolve, reject) =>
-      execFile(process.execPath, [CLI, flag], (err, stdout) => (err ? reject(err) : resolve(stdout))),
-    );
-    assert.equal(out, `${version}\n`);
-  }
+  for (const flag of ['--version', '-V'])
+    assert.deepEqual(await kstate([flag]), { code: 0, stdout: `${version}\n`, stderr: '' });
+});
+
+test('kstate alone prints the usage on stderr and exits 64; --help prints it on stdout and exits 0', async () => {
+  const bare = await kstate([]);
+  assert.equal(bare.code, 64);
+  assert.equal(bare.stdout, '');
+  assert.match(bare.stderr, /^kstate: no command given\nkstate <command> \[options\]\n\ncommands:\n/);
+  assert.match(bare.stderr, /\n {2}topics create\|describe /);
+  const help = await kstate(['--help']);
+  assert.equal(help.code, 0);
+  assert.equal(help.stderr, '');
+  assert.equal(`kstate: no command given\n${help.stdout}`, bare.stderr);
 });
 
 test('the version is found by walking up to the package.json named kstate, as from dist/ and node_modules/', async () => {
