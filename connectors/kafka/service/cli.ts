@@ -75,7 +75,7 @@ The brokers are those of 'kstate run': --config file (a --config value that is n
 KSTATE_BROKERS or KAFKA_BROKERS. Exit codes: 64 bad arguments; 65 the topic exists, or the brokers
 refuse the partition count, replication factor, a config or the name; 69 no broker answers (the
 addresses tried are named) or, for describe, a topic does not exist; 77 not authorized.`,
-  run: `kstate run <job module> [--config file] [--savepoint-on-stop name] [--from-savepoint name] [--workers n]
+  run: `kstate run <job module> [--config file] [--savepoint-on-stop name] [--from-savepoint name] [--allow-non-restored-state] [--workers n]
 
 Runs the job the module exports (default export: a StreamJob, or a function of the configuration
 returning one) as a member of the consumer group <jobId>. SIGTERM or SIGINT takes a final checkpoint,
@@ -83,7 +83,10 @@ commits it, leaves the group and exits 0 within shutdownTimeoutMs; a second sign
 HTTP (httpPort): /metrics /livez /readyz /status, POST /savepoint?name=. With --workers n, n workers
 (node:cluster) join the group and the primary serves one /metrics for all of them. --from-savepoint
 starts every task from that savepoint instead of its latest checkpoint (start one instance with it,
-and without it once that instance has committed a checkpoint: docs/savepoints.md).`,
+and without it once that instance has committed a checkpoint: docs/savepoints.md). When the job's
+stages changed since its last run (or since the savepoint), state is found by operator uid; state no
+operator claims refuses the start (exit 78) unless --allow-non-restored-state drops it
+(KSTATE_ALLOW_NON_RESTORED_STATE; docs/savepoints.md "Job changes").`,
   checkpoints: `kstate checkpoints <jobId> [--config file]
 
 Lists, per task, the committed checkpoints (id, time, size, full or incremental) and the savepoints.`,
@@ -154,6 +157,7 @@ async function main(argv: string[]): Promise<void> {
         port: { type: 'string' },
         workers: { type: 'string' },
         'from-savepoint': { type: 'string' },
+        'allow-non-restored-state': { type: 'boolean' },
         to: { type: 'string' },
         as: { type: 'string' },
         topic: { type: 'string', multiple: true },
@@ -193,7 +197,7 @@ async function main(argv: string[]): Promise<void> {
     case 'run':
       return run(
         arg,
-        config,
+        values['allow-non-restored-state'] === true ? { ...config, allowNonRestoredState: true } : config,
         values['savepoint-on-stop'] as string | undefined,
         workerCount(values.workers),
         values['from-savepoint'] as string | undefined,
@@ -466,6 +470,8 @@ main(process.argv.slice(2)).catch(async (e: unknown) => {
   const { isStreamError } = await framework();
   if (isStreamError(e, 'CONFIG_INVALID') && /already in use/.test(e.message)) fail(EXIT.OS_ERROR, e.message);
   if (isStreamError(e, 'CONFIG_INVALID') || isStreamError(e, 'GRAPH_INVALID')) fail(EXIT.CONFIG, e.message);
+  if (isStreamError(e, 'STATE_NOT_RESTORED') || isStreamError(e, 'JOB_CHANGE_BLOCKED'))
+    fail(EXIT.CONFIG, e.message);
   if (isStreamError(e, 'CHECKPOINT_NOT_FOUND')) fail(EXIT.UNAVAILABLE, e.message);
   if (
     isStreamError(e, 'RESCALE_UNSUPPORTED') ||
