@@ -12,6 +12,7 @@
  *   kstate savepoint rescale <jobId> <savepoint> --to M --as name [--topic old=new] [--offline]
  *   kstate savepoint export <jobId> <savepoint> --out dir
  *   kstate savepoint import <jobId> --from dir --as name [--partitions n]
+ *   kstate demo
  *   kstate --version | -V
  *
  * Every command takes --help (usage on stdout, exit 0); `kstate` alone prints the usage on stderr and
@@ -48,6 +49,7 @@ const HELP: Record<string, string> = {
   main: `kstate <command> [options]
 
 commands:
+  demo                  the demo job: a local broker (unless KAFKA_BROKERS), generated orders, exactly-once totals
   topics create|describe   create a job's topics (partitions, configs), describe topics
   run <job module>      run a job as a consumer-group service until SIGTERM
   checkpoints <jobId>   list the committed checkpoints and savepoints of a job
@@ -75,6 +77,13 @@ The brokers are those of 'kstate run': --config file (a --config value that is n
 KSTATE_BROKERS or KAFKA_BROKERS. Exit codes: 64 bad arguments; 65 the topic exists, or the brokers
 refuse the partition count, replication factor, a config or the name; 69 no broker answers (the
 addresses tried are named) or, for describe, a topic does not exist; 77 not authorized.`,
+  demo: `kstate demo
+
+Runs the main demo job (examples/orders: per-customer running totals in LevelDB state, exactly once
+into Kafka) as a service, fed by a data generator. Uses the cluster KAFKA_BROKERS names, or starts a
+local Kafka broker (fetched once from Maven Central with mvn, run with java 17). State and checkpoints
+go under ./.demo/. Ctrl-C (or DEMO_SECONDS=n) stops it; it then drains and checks every committed total
+against the generator's tally, and exits 1 if one is off. DEMO_RATE sets the orders per second.`,
   run: `kstate run <job module> [--config file] [--savepoint-on-stop name] [--from-savepoint name] [--allow-non-restored-state] [--workers n]
 
 Runs the job the module exports (default export: a StreamJob, or a function of the configuration
@@ -176,6 +185,12 @@ async function main(argv: string[]): Promise<void> {
   const { values, positionals } = parsed;
   if (values.help) {
     process.stdout.write(`${HELP[command]}\n`);
+    return;
+  }
+  if (command === 'demo') {
+    if (positionals.length > 0) throw new UsageError('demo takes no argument; see kstate demo --help');
+    const { demoFailure, runDemo } = await import('../../../examples/orders/demo.ts');
+    process.exitCode = await runDemo().catch((e: unknown) => fail(EXIT.JOB_FAILED, demoFailure(e)));
     return;
   }
   const arg = positionals[0];

@@ -31,11 +31,12 @@ async function sh(
   args: readonly string[],
   cwd: string,
   timeoutMs = 600_000,
+  env: Record<string, string> = {},
 ): Promise<{ stdout: string; stderr: string }> {
   try {
     return await execFileP(command, args, {
       cwd,
-      env: { ...process.env, PATH },
+      env: { ...process.env, PATH, ...env },
       timeout: timeoutMs,
       maxBuffer: 64 * 1024 * 1024,
     });
@@ -298,5 +299,14 @@ describe('the npm package, installed into a fresh project', () => {
       }),
     );
     assert.equal(records.length, users * perUser);
+  });
+
+  test("the README's first command, npx kstate demo, runs the demo job from the installed package", async () => {
+    const { stdout } = await sh('npx', ['--no-install', 'kstate', 'demo'], project, 300_000, {
+      KAFKA_BROKERS: brokersFromEnv().join(','),
+      DEMO_SECONDS: '6',
+      DEMO_RATE: '500',
+    });
+    assert.match(stdout, /demo: verified: \d+ customers, \d+ orders; each order counted exactly once/);
   });
 });
