@@ -70,7 +70,10 @@ module.exports = {
         'examples and connectors import framework/index.ts (or framework/testing/index.ts), never deep paths',
       severity: 'error',
       from: { path: '^(examples|connectors)/' },
-      to: { path: '^framework/', pathNot: '^framework/((index|testing/index)\\.ts|node/require(-cli)?\\.js)$' },
+      to: {
+        path: '^framework/',
+        pathNot: '^framework/((index|testing/index)\\.ts|node/require(-cli)?\\.js)$',
+      },
     },
   ],
   options: {

@@ -10,6 +10,8 @@
  */
 import { join, resolve } from 'node:path';
 import { createKafka, runKafkaJob } from '../connectors/kafka/index.ts';
+import { formatHarnessError } from '../connectors/kafka/local/errors.ts';
+import { localKafka } from '../connectors/kafka/local/local.ts';
 import { clicks } from '../examples/clickstream/generator.ts';
 import { clickstreamJob } from '../examples/clickstream/job.ts';
 import type { Session } from '../examples/clickstream/model.ts';
@@ -19,8 +21,6 @@ import { nexmarkJob, nexmarkTopics } from '../examples/nexmark/job.ts';
 import type { HotItem } from '../examples/nexmark/model.ts';
 import { auctionCounts, hotItems, newUsers, uniquePersons } from '../examples/nexmark/reference.ts';
 import { FilesystemCheckpointStorage, levelBackend, type StreamJob } from '../framework/index.ts';
-import { formatHarnessError } from '../connectors/kafka/local/errors.ts';
-import { localKafka } from '../connectors/kafka/local/local.ts';
 
 const which = process.argv[2];
 const say = (line: string) => process.stdout.write(`${which}: ${line}\n`);

@@ -11,6 +11,8 @@
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createKafka, runKafkaJob } from '../connectors/kafka/index.ts';
+import { formatHarnessError } from '../connectors/kafka/local/errors.ts';
+import { localKafka } from '../connectors/kafka/local/local.ts';
 import { fraudJob, fraudTopics } from '../examples/fraud/job.ts';
 import { type Alert, alertKey, type TimedOutAlert } from '../examples/fraud/model.ts';
 import {
@@ -27,8 +29,6 @@ import {
   type PatternRejection,
   type PatternUpdate,
 } from '../framework/index.ts';
-import { formatHarnessError } from '../connectors/kafka/local/errors.ts';
-import { localKafka } from '../connectors/kafka/local/local.ts';
 
 const say = (line: string) => process.stdout.write(`fraud: ${line}\n`);
 const PARTITIONS = 4;

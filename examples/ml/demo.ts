@@ -13,6 +13,7 @@
  */
 import { join, resolve } from 'node:path';
 import { createKafka, runKafkaJob } from '../../connectors/kafka/index.ts';
+import { startBroker } from '../../connectors/kafka/local/broker.ts';
 import {
   createPrometheusMetrics,
   FilesystemCheckpointStorage,
@@ -20,7 +21,6 @@ import {
   type PublishedModel,
   startServiceHttp,
 } from '../../framework/index.ts';
-import { startBroker } from '../../connectors/kafka/local/broker.ts';
 import { distanceToTruth, produceRange } from './generator.ts';
 import { mlJob } from './job.ts';
 

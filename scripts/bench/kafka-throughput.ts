@@ -47,6 +47,7 @@ import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createKafka, KafkaSink, KafkaSource, runKafkaJob } from '../../connectors/kafka/index.ts';
+import { startBroker } from '../../connectors/kafka/local/broker.ts';
 import {
   type CheckpointStats,
   FilesystemCheckpointStorage,
@@ -56,7 +57,6 @@ import {
   StreamJob,
   valueState,
 } from '../../framework/index.ts';
-import { startBroker } from '../../connectors/kafka/local/broker.ts';
 
 type Kafka = ReturnType<typeof createKafka>;
 type Producer = ReturnType<Kafka['producer']>;

@@ -9,10 +9,10 @@ import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { isAlive } from '../local/processes.ts';
 import { RegistryHarnessError } from '../../../scripts/registry/errors.ts';
 import { REPO_ROOT } from '../../../scripts/registry/install.ts';
 import { DEFAULT_START_TIMEOUT_MS, httpGet, startRegistry } from '../../../scripts/registry/registry.ts';
+import { isAlive } from '../local/processes.ts';
 
 /**
  * Each test starts the registry (a Java application) at most once: the harness's own start deadline,
