@@ -200,6 +200,11 @@ export async function serve(
   running.done.catch((e: unknown) => {
     const code = e instanceof StreamError ? { code: e.code } : {};
     log.fatal({ ...code, err: e instanceof Error ? e.message : String(e) }, 'job failed');
+    // A permanent failure (errors.md) would fail a new worker the same way: the primary must not start one.
+    if (cluster.isWorker && e instanceof StreamError && e.permanent && process.send) {
+      process.send({ kstate: 'failed', code: e.code }, () => process.exit(EXIT.JOB_FAILED));
+      return;
+    }
     process.exit(EXIT.JOB_FAILED);
   });
 }
@@ -258,10 +263,24 @@ export async function servePrimary(
   }
   const ready = new Map<number, { ready: boolean; reason?: string }>();
   for (let i = 0; i < workers; i++) cluster.fork();
-  cluster.on('message', (worker, msg: { kstate?: string; ready?: boolean; reason?: string }) => {
-    if (msg?.kstate === 'readiness')
-      ready.set(worker.id, { ready: msg.ready === true, ...(msg.reason ? { reason: msg.reason } : {}) });
-  });
+  /** A worker's job failed permanently (errors.md, permanent codes): no new worker, the service exits 1. */
+  let failed: string | undefined;
+  cluster.on(
+    'message',
+    (worker, msg: { kstate?: string; ready?: boolean; reason?: string; code?: string }) => {
+      if (msg?.kstate === 'readiness')
+        ready.set(worker.id, { ready: msg.ready === true, ...(msg.reason ? { reason: msg.reason } : {}) });
+      if (msg?.kstate === 'failed' && failed === undefined) {
+        failed = msg.code ?? 'unknown';
+        stopping = true;
+        log.fatal(
+          { worker: worker.id, code: failed },
+          'job failed permanently in a worker: stopping the others',
+        );
+        tell('stop');
+      }
+    },
+  );
   let stopping = false;
   cluster.on('exit', (worker, code, signal) => {
     ready.delete(worker.id);
@@ -270,7 +289,7 @@ export async function servePrimary(
       cluster.fork();
     } else if (Object.keys(cluster.workers ?? {}).length === 0) {
       log.info('all workers stopped');
-      process.exit(EXIT.OK);
+      process.exit(failed === undefined ? EXIT.OK : EXIT.JOB_FAILED);
     }
   });
   const tell = (kstate: 'stop' | 'force') => {

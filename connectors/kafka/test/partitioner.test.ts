@@ -16,6 +16,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -159,6 +160,26 @@ describe('partitioners', () => {
         `^record ${esc(input!)}/\\d@\\d+: operator 'count-and-sum': key "user-\\d+" came in partition \\d of ${PARTITIONS} of source 'clicks', but the stage's partitioner \\(murmur2\\) puts it in partition \\d\\. Partition \\d is where crc32 .*set partitioner: 'crc32' on source 'clicks'\\.`,
       ),
     );
+  });
+
+  test('with --workers 2, the primary starts no new worker after the permanent failure and exits 1', async () => {
+    const [input, output] = await topics('partitioner workers', 'in', 'out');
+    await kcatInput(input!, 6000);
+    const port = await freePort();
+    const svc = startService(
+      serviceEnv('workers', { input: input!, output: output! }, { KSTATE_HTTP_PORT: String(port) }),
+      ['--workers', '2'],
+    );
+    const code = await svc.exitWithin(120_000);
+    assert.equal(code, 1, svc.out.join('\n'));
+    const lines = svc.json();
+    assert.equal(
+      lines.filter((l) => l.msg === 'worker exited; starting a new one').length,
+      0,
+      svc.out.join('\n'),
+    );
+    assert.ok(lines.some((l) => l.msg === 'job failed permanently in a worker: stopping the others'));
+    assert.ok(lines.some((l) => l.msg === 'job failed' && l.code === 'KEY_GROUP_MISMATCH'));
   });
 
   describe('a record produced into a wrong partition (kcat -p)', () => {
@@ -315,11 +336,23 @@ async function deadLetters(topic: string): Promise<{ key: string; value: string;
     });
 }
 
+/** A TCP port nothing listens on now (for the primary's HTTP server). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
 const spawned: ChildProcess[] = [];
 
 /** `kstate run` of the partitioner job, its output lines (stdout and stderr), and its exit. */
-function startService(env: Record<string, string>) {
-  const child: ChildProcess = spawn(process.execPath, [CLI, 'run', JOB], {
+function startService(env: Record<string, string>, args: string[] = []) {
+  const child: ChildProcess = spawn(process.execPath, [CLI, 'run', JOB, ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
