@@ -71,3 +71,28 @@ test('the version is found by walking up to the package.json named kstate, as fr
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('the offline commands need no broker: kstate checkpoints with no KSTATE_BROKERS or KAFKA_BROKERS', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'kstate-offline-'));
+  try {
+    const env = { ...process.env, KSTATE_CHECKPOINT_DIR: dir };
+    delete env.KSTATE_BROKERS;
+    delete env.KAFKA_BROKERS;
+    const r = await new Promise<{ code: number; stderr: string }>((resolve) =>
+      execFile(process.execPath, [CLI, 'checkpoints', 'no-such-job'], { env }, (err, _out, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }),
+      ),
+    );
+    assert.doesNotMatch(r.stderr, /no Kafka brokers configured/);
+    assert.equal(r.code, 69, r.stderr); // nothing there for that job: UNAVAILABLE, not a configuration error
+    const run = await new Promise<{ code: number; stderr: string }>((resolve) =>
+      execFile(process.execPath, [CLI, 'run', 'job.ts'], { env }, (err, _out, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }),
+      ),
+    );
+    assert.equal(run.code, 78);
+    assert.match(run.stderr, /no Kafka brokers configured/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -205,7 +205,12 @@ async function main(argv: string[]): Promise<void> {
       `--config ${files[0]}: no such configuration file; a topic config is name=value (e.g. --config retention.ms=-1)`,
     );
   const { loadConfig } = await import('./config.ts');
-  const config = loadConfig(files[0]);
+  // The offline commands read only checkpoint storage: they need no broker.
+  const offline =
+    command === 'checkpoints' ||
+    command === 'inspect' ||
+    (command === 'savepoint' && (arg === 'export' || arg === 'import' || values.offline === true));
+  const config = loadConfig(files[0], process.env, { brokers: offline ? 'optional' : 'required' });
   switch (command) {
     case 'topics':
       return topicsCommand(arg, positionals.slice(1), values, configArgs.filter(topicConfig), config);

@@ -125,8 +125,16 @@ export const CONFIG_DEFAULTS: Omit<ServiceConfig, 'brokers'> = {
   logLevel: 'info',
 };
 
-/** Load and validate; throws CONFIG_INVALID naming the field (and its file or variable). */
-export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = process.env): ServiceConfig {
+/**
+ * Load and validate; throws CONFIG_INVALID naming the field (and its file or variable). Brokers are
+ * required unless `o.brokers` is 'optional' (the offline commands, which read only checkpoint storage:
+ * then `brokers` is empty when none is configured).
+ */
+export function loadConfig(
+  file: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+  o: { readonly brokers?: 'required' | 'optional' } = {},
+): ServiceConfig {
   let fromFile: Record<string, unknown> = {};
   if (file !== undefined) {
     let raw: string;
@@ -173,6 +181,7 @@ export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = pr
     }
     out[field] = value;
   }
+  if (out.brokers === undefined && o.brokers === 'optional') out.brokers = [];
   if (out.brokers === undefined) {
     throw new StreamError(
       'CONFIG_INVALID',
