@@ -1,7 +1,7 @@
 import type { PartitionOwner, QueryRouting } from '../../framework/index.ts';
 import { AssignerProtocol } from './internal/kafkajs.ts';
 import { parseMemberInfo } from './source/assigner.ts';
-import type { ConsumerHub } from './source/hub.ts';
+import type { ConsumerHub, MembershipView } from './source/hub.ts';
 
 /**
  * Who owns which partition, from the consumer group itself: `describeGroups` gives every member's
@@ -60,6 +60,11 @@ export class GroupQueryRouting implements QueryRouting {
       return { kind: 'moving', reason: `member ${owner.memberId} advertises no query endpoint` };
     }
     return { kind: 'remote', endpoint: owner.endpoint, owner: owner.memberId };
+  }
+
+  /** This instance in the group: its member id once joined, its partitions, a rebalance under way (the status page). */
+  membership(): MembershipView {
+    return this.#hub.membership();
   }
 
   isSelf(owner: string, partition: number): boolean {

@@ -29,6 +29,7 @@ import type { ServiceConfig } from './config.ts';
 import { EXIT } from './exit-codes.ts';
 import { ShutdownSignals } from './signals.ts';
 import { STATUS_HTML, StatusBoard } from './status.ts';
+import { answerStatusRequests, workerStatusRoutes } from './status-workers.ts';
 
 /**
  * The service around one job: the job as a consumer-group member, /metrics, /livez, /readyz, the
@@ -68,6 +69,8 @@ export async function serve(
   if (cluster.isWorker) shareWithPrimary(metrics);
   const instrumented = instrumentJob(metrics, job.jobId);
   const board = new StatusBoard(job.jobId);
+  // Under --workers, the primary's status page asks each worker for its board.
+  answerStatusRequests(board);
   const kafkaMetrics = kafkaMetricsOf(metrics, job.jobId);
   // HTTP first: a port in use is refused before the job joins its group.
   let running: KafkaRunningJob | undefined;
@@ -314,7 +317,10 @@ export async function servePrimary(
     );
   const http = await startServiceHttp({
     port: config.httpPort,
+    host: config.httpHost,
     metrics: clusterMetrics(),
+    // /status and /status.json over every worker's tasks (status-workers.ts).
+    routes: workerStatusRoutes(workers),
     ready: () => {
       const states = [...ready.values()];
       const all = states.length === workers && states.every((s) => s.ready);
@@ -326,7 +332,7 @@ export async function servePrimary(
       };
     },
   });
-  log.info({ url: http.url, workers }, 'primary serving /metrics for all workers');
+  log.info({ url: http.url, workers }, 'primary serving /metrics and /status for all workers');
 }
 
 /**

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -34,6 +34,51 @@ async function until<T>(what: string, ms: number, f: () => Promise<T | undefined
     if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 250));
   }
+}
+
+/** What the test reads of /status.json (connectors/kafka/service/status.ts, StatusJson). */
+interface StatusView {
+  tasks: { taskId: string; owner: { pid: number; worker?: number; memberId?: string } }[];
+  checkpoints: Record<string, unknown[]>;
+  lag: unknown[];
+  totals: { inPerSec: number; outPerSec: number };
+  scope: string;
+  instance: { workers?: number };
+}
+
+/** The inner markup of the element with this tag and id in a DOM dump. */
+const element = (dom: string, tag: string, id: string) =>
+  new RegExp(`<${tag} id="${id}"[^>]*>([\\s\\S]*?)</${tag}>`).exec(dom)?.[1] ?? '';
+
+/** The data-value numbers of the cells with this class, in order. */
+const numberIn = (html: string, cls: string) =>
+  [...html.matchAll(new RegExp(`class="n? ?${cls}" data-value="([^"]+)"`, 'g'))].map((m) => Number(m[1]));
+
+/** Orders produced every 100 ms from id `from` on, until `stop()` (which resolves with the count). */
+function keepProducing(topic: string, from: number): { stop(): Promise<number> } {
+  const producer = kafkaClient('service-flow').producer({ idempotent: true, maxInFlightRequests: 1 });
+  let next = from;
+  let stopped = false;
+  const loop = (async () => {
+    await producer.connect();
+    while (!stopped) {
+      const messages = Array.from({ length: 50 }, () => {
+        const j = next++;
+        const customer = `c${j % 29}`;
+        return { key: customer, value: JSON.stringify({ id: j, customer, amount: 1 + (j % 20), ts: j }) };
+      });
+      await sendWhenReady(() => producer.send({ topic, messages }));
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await producer.disconnect();
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      await loop;
+      return next - from;
+    },
+  };
 }
 
 describe('the service: status page, savepoints, workers', () => {
@@ -107,25 +152,44 @@ describe('the service: status page, savepoints, workers', () => {
     return { child, out, exit: new Promise((r) => child.on('exit', (c) => r(c))) };
   }
 
-  test('the status page renders live tasks, checkpoints and lag in headless Chromium; a savepoint is taken on request', async () => {
+  test('the status page renders live tasks (throughput, watermark, owner, late records, failures), checkpoints per task and lag in headless Chromium; a savepoint is taken on request', async () => {
     const t = await ordersTopics('status page', 4000);
     const s = start(t.env);
+    let flowing: { stop(): Promise<number> } | undefined;
     try {
       const base = `http://127.0.0.1:${t.port}`;
       await until('readiness', 30_000, async () =>
         (await fetch(`${base}/readyz`)).status === 200 ? true : undefined,
       );
       await readCommitted<CustomerTotal>(t.output, 4000, 60_000);
-      const status = await until('lag rows in /status.json', 20_000, async () => {
-        const j = (await (await fetch(`${base}/status.json`)).json()) as {
-          tasks: unknown[];
-          checkpoints: unknown[];
-          lag: unknown[];
-        };
-        return j.lag.length === 4 ? j : undefined;
+      // The service's metrics, with plausible values (before more input flows).
+      const text = await until('records out of all orders in /metrics', 20_000, async () => {
+        const m = await (await fetch(`${base}/metrics`)).text();
+        const out = [
+          ...m.matchAll(/^kstate_records_out_total\{[^}]*operator="customer-totals"[^}]*\} (\d+)/gm),
+        ];
+        return out.reduce((a, x) => a + Number(x[1]), 0) === 4000 ? m : undefined;
+      });
+      assert.match(text, /^kstate_transactions_total\{[^}]*outcome="committed"[^}]*\} [1-9]\d*$/m);
+      assert.equal((text.match(/^kstate_consumer_lag\{/gm) ?? []).length, 4);
+      assert.match(text, /^kstate_watermark_lag_seconds\{[^}]*operator="customer-totals"[^}]*\} \d/m);
+      assert.match(text, /^kstate_state_size_bytes\{[^}]*backend="level"[^}]*\} [1-9]/m);
+      assert.match(text, /^kstate_end_to_end_latency_seconds_count\{[^}]*\} [1-9]/m);
+      // No order is late (they arrive in time order per customer): one series per task at 0.
+      assert.equal(
+        (text.match(/^kstate_late_records_dropped_total\{[^}]*operator="customer-totals"[^}]*\} 0$/gm) ?? [])
+          .length,
+        4,
+      );
+
+      // Orders keep flowing while the page is looked at.
+      flowing = keepProducing(t.input, 4000);
+      const status = await until('records flowing in /status.json', 30_000, async () => {
+        const j = (await (await fetch(`${base}/status.json`)).json()) as StatusView;
+        return j.lag.length === 4 && j.totals.inPerSec > 0 && j.totals.outPerSec > 0 ? j : undefined;
       });
       assert.equal(status.tasks.length, 4);
-      assert.ok(status.checkpoints.length > 0);
+      assert.equal(Object.keys(status.checkpoints).length, 4, 'one checkpoint series per task');
       const chromium = [
         '--headless',
         '--no-sandbox',
@@ -143,33 +207,46 @@ describe('the service: status page, savepoints, workers', () => {
         maxBuffer: 16 * 1024 * 1024,
       });
       assert.match(dom, /data-loaded="true"/, 'the page did not load its data');
+      const tasks = element(dom, 'table', 'tasks');
       assert.equal(
-        (dom.match(/<td><span class="running">running<\/span><\/td>/g) ?? []).length,
+        (tasks.match(/<td><span class="running">running<\/span><\/td>/g) ?? []).length,
         4,
         'four running tasks in the table',
       );
-      assert.ok((dom.match(/<rect class="cp"/g) ?? []).length > 0, 'no checkpoint bars in the chart');
+      // Throughput while records flow: the totals and every task's records in per second.
+      const totals = element(dom, 'table', 'totals');
+      assert.ok(numberIn(totals, 'in-rate')[0]! > 0, `records in/s: ${totals}`);
+      assert.ok(numberIn(totals, 'out-rate')[0]! > 0, `records out/s: ${totals}`);
+      assert.equal(numberIn(totals, 'late')[0], 0);
+      assert.equal(numberIn(totals, 'cp-failed')[0], 0);
+      // Each task: a watermark (the orders' event times are 1970 ms, so no lag behind the wall clock
+      // is shown), its owner (this service's host and pid), no late record, no failed checkpoint.
+      const marks = numberIn(tasks, 'watermark');
+      assert.equal(marks.length, 4);
+      for (const m of marks) assert.ok(m > 0 && m < 1_000_000, `watermark ${m}`);
+      assert.equal((tasks.match(/class="n wm-lag" data-value=""/g) ?? []).length, 4);
+      assert.equal(tasks.split(`${hostname()}:${s.child.pid}`).length - 1, 4, 'the owner of each task');
+      assert.deepEqual(numberIn(tasks, 'late'), [0, 0, 0, 0]);
+      assert.deepEqual(numberIn(tasks, 'cp-failed'), [0, 0, 0, 0]);
+      const member = /<b class="member-id">([^<]+)<\/b>/.exec(dom)?.[1] ?? '';
+      assert.match(member, /^kstate-.+-[0-9a-f-]{36}$|^[^ (]+-[0-9a-f-]{36}$/, `member id ${member}`);
+      assert.match(dom, /This page shows this instance's tasks: all 4 tasks of the job run here\./);
+      // Checkpoint durations: one line per task, not one line through all tasks' checkpoints.
+      const series = [
+        ...element(dom, 'svg', 'durations').matchAll(/<polyline class="series" data-task="([^"]+)"/g),
+      ].map((m) => m[1]);
+      assert.equal(series.length, 4);
+      assert.deepEqual(new Set(series), new Set(status.tasks.map((x) => x.taskId)));
       assert.match(dom, new RegExp(`<td>${t.input}</td>`), 'no lag rows');
       const png = join(dir, 'status.png');
       await run(
         'chromium',
-        [...chromium, '--window-size=1000,900', `--screenshot=${png}`, `${base}/status`],
+        [...chromium, '--window-size=1400,1100', `--screenshot=${png}`, `${base}/status`],
         { timeout: 60_000 },
       );
       assert.ok((await stat(png)).size > 10_000, 'the screenshot is empty');
-      // The service's metrics, with plausible values.
-      const text = await until('records out of all orders in /metrics', 20_000, async () => {
-        const m = await (await fetch(`${base}/metrics`)).text();
-        const out = [
-          ...m.matchAll(/^kstate_records_out_total\{[^}]*operator="customer-totals"[^}]*\} (\d+)/gm),
-        ];
-        return out.reduce((a, x) => a + Number(x[1]), 0) === 4000 ? m : undefined;
-      });
-      assert.match(text, /^kstate_transactions_total\{[^}]*outcome="committed"[^}]*\} [1-9]\d*$/m);
-      assert.equal((text.match(/^kstate_consumer_lag\{/gm) ?? []).length, 4);
-      assert.match(text, /^kstate_watermark_lag_seconds\{[^}]*operator="customer-totals"[^}]*\} \d/m);
-      assert.match(text, /^kstate_state_size_bytes\{[^}]*backend="level"[^}]*\} [1-9]/m);
-      assert.match(text, /^kstate_end_to_end_latency_seconds_count\{[^}]*\} [1-9]/m);
+      await flowing.stop();
+      flowing = undefined;
       // A savepoint asked of the running service, then listed.
       const sp = await run(process.execPath, [CLI, 'savepoint', 'before-upgrade', '--port', String(t.port)], {
         env: { ...process.env, ...t.env },
@@ -180,6 +257,7 @@ describe('the service: status page, savepoints, workers', () => {
       });
       assert.equal(listed.stdout.split('\n').filter((l) => l.endsWith('\tbefore-upgrade')).length, 4);
     } finally {
+      await flowing?.stop();
       s.child.kill('SIGTERM');
       assert.equal(await s.exit, 0, s.out.slice(-10).join('\n'));
     }
@@ -216,6 +294,43 @@ describe('the service: status page, savepoints, workers', () => {
           .map((l) => (JSON.parse(l) as { worker: number }).worker),
       );
       assert.equal(workersOfTasks.size, 2, `tasks ran in workers ${[...workersOfTasks]}`);
+      // The primary's status page shows the workers' tasks, each with its worker as owner.
+      const status = await until('the four tasks in the primary /status.json', 20_000, async () => {
+        const j = (await (await fetch(`${base}/status.json`)).json()) as StatusView;
+        return j.tasks.length === 4 && j.tasks.every((x) => x.owner.memberId) ? j : undefined;
+      });
+      assert.equal(status.scope, 'workers');
+      assert.equal(status.instance.workers, 2);
+      assert.equal(new Set(status.tasks.map((x) => x.owner.worker)).size, 2, 'owned by two workers');
+      const pids = new Set(status.tasks.map((x) => x.owner.pid));
+      assert.equal(pids.size, 2);
+      assert.ok(!pids.has(s.child.pid!), 'the workers own the tasks, not the primary');
+      assert.equal(new Set(status.tasks.map((x) => x.owner.memberId)).size, 2, 'two group members');
+      const { stdout: dom } = await run(
+        'chromium',
+        [
+          '--headless',
+          '--no-sandbox',
+          '--disable-gpu',
+          '--no-first-run',
+          '--disable-background-networking',
+          '--disable-component-update',
+          '--disable-sync',
+          `--user-data-dir=${join(dir, 'chromium-workers')}`,
+          '--virtual-time-budget=5000',
+          '--dump-dom',
+          `${base}/status`,
+        ],
+        { timeout: 60_000, maxBuffer: 16 * 1024 * 1024 },
+      );
+      assert.match(dom, /This page shows the tasks of all workers of this process: 4 of the job's 4 tasks\./);
+      assert.equal(
+        (element(dom, 'table', 'tasks').match(/<td><span class="running">running<\/span><\/td>/g) ?? [])
+          .length,
+        4,
+      );
+      for (const pid of pids)
+        assert.ok(element(dom, 'table', 'tasks').includes(`:${pid} worker `), `owner pid ${pid}`);
     } finally {
       s.child.kill('SIGTERM');
       assert.equal(await s.exit, 0, s.out.slice(-10).join('\n'));
