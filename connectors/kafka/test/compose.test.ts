@@ -1,14 +1,19 @@
 /**
  * docker-compose.kafka.yml cannot run here (no Docker engine), so these line-based checks keep it
- * consistent with the harness: the same broker version and the same settings, from one source of truth.
+ * consistent with the harness: the same broker version and settings, the same schema registry
+ * (Apicurio, REGISTRY.version) and the same Prometheus as the tests, read from the harness's own code
+ * and binary, and a scrape target where kstate binds by default.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { REGISTRY } from '../../../scripts/registry/install.ts';
 import { BROKER_SETTINGS, dockerEnvName } from '../local/config.ts';
 import { REPO_ROOT } from '../local/install.ts';
 import { DEFAULT_KAFKA_VERSION } from '../local/versions.ts';
+import { CONFIG_DEFAULTS } from '../service/config.ts';
 
 const compose = readFileSync(join(REPO_ROOT, 'docker-compose.kafka.yml'), 'utf8');
 const lines = compose.split('\n');
@@ -67,11 +72,40 @@ describe('docker-compose.kafka.yml', () => {
     }
   });
 
-  test('has a schema registry on the broker and Prometheus scraping the service on the host', () => {
-    const registry = environment(service('schema-registry'));
-    assert.equal(registry.get('SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS'), 'PLAINTEXT://kafka:29092');
-    assert.equal(registry.get('SCHEMA_REGISTRY_KAFKASTORE_TOPIC_REPLICATION_FACTOR'), '1');
+  test('runs the registry the harness builds: Apicurio Registry of its pinned version, in memory, ccompat on 8081', () => {
+    // The pin of scripts/registry/install.ts (the harness builds that release from Maven Central).
+    const registry = service('schema-registry');
+    assert.ok(
+      registry.includes(`    image: apicurio/apicurio-registry-mem:${REGISTRY.version}`),
+      `the schema registry is apicurio/apicurio-registry-mem:${REGISTRY.version}: ${registry.find((l) => l.includes('image:'))}`,
+    );
+    assert.ok(registry.includes('      - "8081:8080"'), 'its API (port 8080 in the image) on localhost:8081');
+    assert.match(compose, /SCHEMA_REGISTRY_URL=http:\/\/localhost:8081\/apis\/ccompat\/v7/);
+  });
+
+  test('runs the Prometheus the tests scrape with (its version from `prometheus --version`)', () => {
+    const probe = spawnSync('prometheus', ['--version'], { encoding: 'utf8' });
+    assert.equal(
+      probe.error,
+      undefined,
+      'prometheus is not installed (or not on PATH): `apt-get install prometheus` (Debian package; .ci/run installs it when missing); the metrics test scrapes with it',
+    );
+    const version = /prometheus, version (\d+\.\d+\.\d+)/.exec(`${probe.stdout}${probe.stderr}`)?.[1];
+    assert.ok(version !== undefined, `a version in: ${probe.stdout}`);
+    const image = service('prometheus').find((l) => l.includes('image:'));
+    assert.equal(
+      image,
+      `    image: prom/prometheus:v${version}`,
+      `the tests scrape with Prometheus ${version}: run prom/prometheus:v${version}`,
+    );
+  });
+
+  test("Prometheus reaches the service where kstate binds by default: the host's loopback", () => {
     const prometheus = service('prometheus');
+    // kstate's HTTP default (connectors/kafka/service/config.ts): a container on Docker's bridge network
+    // could not reach 127.0.0.1 of the host, so Prometheus shares the host's network.
+    assert.equal(CONFIG_DEFAULTS.httpHost, '127.0.0.1', 'the default bind address the compose file assumes');
+    assert.ok(prometheus.includes('    network_mode: host'), 'Prometheus in the host network');
     const volume = prometheus.find((l) => l.includes(':/etc/prometheus/prometheus.yml'));
     const hostPath = /- \.\/(\S+?):/.exec(volume ?? '')?.[1];
     assert.ok(
@@ -79,12 +113,11 @@ describe('docker-compose.kafka.yml', () => {
       'the Prometheus config exists',
     );
     const config = readFileSync(join(REPO_ROOT, hostPath), 'utf8');
-    assert.match(config, /targets: \["host\.docker\.internal:9464"\]/);
-    assert.match(config, /metrics_path: \/metrics/);
     assert.ok(
-      prometheus.some((l) => l.includes('host.docker.internal:host-gateway')),
-      'the host is reachable on Linux',
+      config.includes(`targets: ["${CONFIG_DEFAULTS.httpHost}:${CONFIG_DEFAULTS.httpPort}"]`),
+      `the scrape target is ${CONFIG_DEFAULTS.httpHost}:${CONFIG_DEFAULTS.httpPort}`,
     );
+    assert.match(config, /metrics_path: \/metrics/);
   });
 });
 
