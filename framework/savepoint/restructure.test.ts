@@ -198,16 +198,28 @@ describe('restructureJob: state by operator uid across stage boundaries', () => 
         opState: { uid: 'window', name: 'buffer', mode: 'union', perTask: 2 },
       }),
     ];
-    // An empty registered state of a removed operator is nothing lost.
+    // An empty registered state of a removed operator is nothing lost, and neither are the
+    // committables of a sink that commits with the checkpoint itself (Kafka: undefined).
     (old[0]!.tasks[0]!.keyed.states as KeyedStateSnapshotEntry[]).push({
       meta: meta('gone/empty'),
       entries: [],
     });
+    for (const t of old[0]!.tasks) {
+      const ops = t.operators.operators as Record<string, OperatorSnapshot>;
+      ops['kafka-out'] = { committables: [[7, undefined]] };
+      ops['files-out'] = { committables: [[7, { txn: t.taskId }]] };
+    }
     const targets: TargetStage[] = [
       { stage: 'in', partitions: 2, operators: ['in', 'count'], sources: [{ uid: 'in', broadcast: false }] },
     ];
     const r = restructureJob(old, targets, { knownUids: ['in', 'window', 'count'] });
     assert.deepEqual(r.unclaimed, [
+      {
+        uid: 'files-out',
+        stage: 'in',
+        kind: 'operator',
+        parts: ['2 sink committables not known to be committed'],
+      },
       {
         uid: 'window',
         stage: 'in',
