@@ -74,10 +74,10 @@ export function parseTaskId(taskId: string): { stage: string; partition: number 
 
 /**
  * Read savepoint `name` of job `jobId` from the tasks `taskIds` (the task directories of the job;
- * those without this savepoint are skipped). Refuses: no task has it (CHECKPOINT_NOT_FOUND); a stage
- * missing a partition's part (CHECKPOINT_NOT_FOUND, naming it); parts of one stage taken with
- * different partition counts (CHECKPOINT_CORRUPT); an unknown format (SNAPSHOT_FORMAT_UNSUPPORTED);
- * keyed state in a backend's own format when `openBackend` is not given.
+ * those without this savepoint, and names that are no task id, are skipped). Refuses: no task has it
+ * (CHECKPOINT_NOT_FOUND); a stage missing a partition's part (CHECKPOINT_NOT_FOUND, naming it); parts
+ * of one stage taken with different partition counts (CHECKPOINT_CORRUPT); an unknown format
+ * (SNAPSHOT_FORMAT_UNSUPPORTED); keyed state in a backend's own format when `openBackend` is not given.
  */
 export async function readJobSavepoint(
   storage: CheckpointStorage,
@@ -88,6 +88,8 @@ export async function readJobSavepoint(
 ): Promise<JobSavepoint> {
   const byStage = new Map<string, TaskSavepoint[]>();
   for (const taskId of taskIds) {
+    // Not a task (`<stage>-p<n>`): e.g. the job's topology records (`_topology`, topology.ts).
+    if (parseTaskId(taskId) === undefined) continue;
     const scope = { jobId, taskId };
     let meta: CheckpointMetadata;
     try {
