@@ -75,7 +75,7 @@ test('the version is found by walking up to the package.json named kstate, as fr
 test('the offline commands need no broker: kstate checkpoints with no KSTATE_BROKERS or KAFKA_BROKERS', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'kstate-offline-'));
   try {
-    const env = { ...process.env, KSTATE_CHECKPOINT_DIR: dir };
+    const env: NodeJS.ProcessEnv = { ...process.env, KSTATE_CHECKPOINT_DIR: dir };
     delete env.KSTATE_BROKERS;
     delete env.KAFKA_BROKERS;
     const r = await new Promise<{ code: number; stderr: string }>((resolve) =>
