@@ -1,5 +1,6 @@
 import { pack, unpack } from 'msgpackr';
 import { StreamError } from '../api/errors.ts';
+import type { CheckpointPointer } from '../api/sink.ts';
 import type { CheckpointMetadata, CheckpointStorage, FileRef, Scope } from '../checkpoint/storage/storage.ts';
 import type {
   CheckpointFiles,
@@ -111,6 +112,38 @@ export function writeKeyedFile(files: CheckpointFiles, keyed: KeyedStateSnapshot
 
 export function writeOperatorsFile(files: CheckpointFiles, operators: OperatorsFile): Promise<FileRef> {
   return files.write('operators', pack(operators));
+}
+
+/**
+ * The metadata a committed checkpoint pointer names (a sink committed it with the task's output and
+ * offsets: `CheckpointCommitter.latestCheckpoint`), checked to be that checkpoint of `taskId`.
+ */
+export async function readPointedMetadata(
+  storage: CheckpointStorage,
+  pointer: CheckpointPointer,
+  taskId: string,
+): Promise<CheckpointMetadata> {
+  const { checkpointId, ...ref } = pointer;
+  const bytes = await storage.readFile(ref);
+  let meta: CheckpointMetadata;
+  try {
+    meta = JSON.parse(new TextDecoder().decode(bytes)) as CheckpointMetadata;
+  } catch (e) {
+    throw new StreamError(
+      'CHECKPOINT_CORRUPT',
+      `metadata file ${ref.path} of checkpoint ${checkpointId} is not JSON`,
+      {
+        cause: e,
+      },
+    );
+  }
+  if (meta.checkpointId !== checkpointId || meta.taskId !== taskId) {
+    throw new StreamError(
+      'CHECKPOINT_CORRUPT',
+      `metadata file ${ref.path} holds checkpoint ${meta.checkpointId} of task ${meta.taskId}, but the committed pointer names checkpoint ${checkpointId} of task ${taskId}`,
+    );
+  }
+  return meta;
 }
 
 /** Load and check everything a task needs to restore from `meta`. Never returns partial state. */

@@ -17,6 +17,7 @@ import type { OperatorSnapshot } from './operators/types.ts';
 import {
   type ChannelPosition,
   checkpointFiles,
+  readPointedMetadata,
   readTaskSnapshot,
   TASK_SNAPSHOT_FORMAT,
   type TaskPayload,
@@ -451,26 +452,7 @@ export class Task {
       s.broadcast ? [] : [{ source: s.source, partition: this.#o.partition }],
     );
     const pointer = await committer.latestCheckpoint(inputs);
-    if (!pointer) return undefined;
-    const { checkpointId, ...ref } = pointer;
-    const bytes = await this.#o.storage.readFile(ref);
-    let meta: CheckpointMetadata;
-    try {
-      meta = JSON.parse(new TextDecoder().decode(bytes)) as CheckpointMetadata;
-    } catch (e) {
-      throw new StreamError(
-        'CHECKPOINT_CORRUPT',
-        `metadata file ${ref.path} of checkpoint ${checkpointId} is not JSON`,
-        { cause: e },
-      );
-    }
-    if (meta.checkpointId !== checkpointId || meta.taskId !== this.scope.taskId) {
-      throw new StreamError(
-        'CHECKPOINT_CORRUPT',
-        `metadata file ${ref.path} holds checkpoint ${meta.checkpointId} of task ${meta.taskId}, but the committed pointer names checkpoint ${checkpointId} of task ${this.scope.taskId}`,
-      );
-    }
-    return meta;
+    return pointer ? readPointedMetadata(this.#o.storage, pointer, this.scope.taskId) : undefined;
   }
 
   // ---------------------------------------------------------------- the loop

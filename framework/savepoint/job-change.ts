@@ -8,6 +8,7 @@ import type { JobPlan, StagePlan } from '../graph/plan.ts';
 import {
   checkpointFiles,
   materializeKeyedHandle,
+  readPointedMetadata,
   readTaskSnapshot,
   TASK_SNAPSHOT_FORMAT,
   type TaskPayload,
@@ -339,38 +340,12 @@ async function committedOf(
   savepoint: string | undefined,
 ): Promise<CheckpointMetadata | undefined> {
   const pointer = await o.hooks?.committedPointer?.(stage, partition);
-  const newest = pointer ? await pointedMetadata(o.storage, pointer, scope) : await o.storage.latest(scope);
+  const newest = pointer
+    ? await readPointedMetadata(o.storage, pointer, scope.taskId)
+    : await o.storage.latest(scope);
   if (savepoint === undefined) return newest;
   if ((newest?.payload as TaskPayload | undefined)?.fromSavepoint === savepoint) return newest;
   return o.storage.loadSavepoint(savepoint, scope);
-}
-
-async function pointedMetadata(
-  storage: CheckpointStorage,
-  pointer: CheckpointPointer,
-  scope: Scope,
-): Promise<CheckpointMetadata> {
-  const { checkpointId, ...ref } = pointer;
-  let meta: CheckpointMetadata;
-  try {
-    meta = JSON.parse(new TextDecoder().decode(await storage.readFile(ref))) as CheckpointMetadata;
-  } catch (e) {
-    if (isStreamError(e)) throw e;
-    throw new StreamError(
-      'CHECKPOINT_CORRUPT',
-      `metadata file ${ref.path} of checkpoint ${checkpointId} is not JSON`,
-      {
-        cause: e,
-      },
-    );
-  }
-  if (meta.checkpointId !== checkpointId || meta.taskId !== scope.taskId) {
-    throw new StreamError(
-      'CHECKPOINT_CORRUPT',
-      `metadata file ${ref.path} holds checkpoint ${meta.checkpointId} of task ${meta.taskId}, but the committed pointer names checkpoint ${checkpointId} of task ${scope.taskId}`,
-    );
-  }
-  return meta;
 }
 
 async function readPart(o: JobStartOptions, scope: Scope, meta: CheckpointMetadata): Promise<TaskSavepoint> {
