@@ -5,13 +5,21 @@
  * filter gets wrong is run through kafkajs's own `Batch` to prove the replacement is in use. If
  * something loaded kafkajs before this module, that check fails and the process refuses to go on
  * rather than hand records of aborted transactions to a job. ./request-queue.ts stops the 1 ms timer
- * loop every idle kafkajs connection runs.
+ * loop every idle kafkajs connection runs; ./create-topics-wait.ts keeps `createTopics` waiting for
+ * leaders when the broker does not know the new topics yet.
  */
 import './install-read-committed.ts';
 import './request-queue.ts';
 import { createRequire } from 'node:module';
-import kafkajs, { AssignerProtocol, Kafka, logLevel, Partitioners } from 'kafkajs';
+import kafkajs, {
+  type AdminConfig,
+  AssignerProtocol,
+  Kafka as KafkaJs,
+  logLevel,
+  Partitioners,
+} from 'kafkajs';
 import { StreamError } from '../../../framework/index.ts';
+import { withTopicCreationWait } from './create-topics-wait.ts';
 import { upstreamDefectCase } from './read-committed.ts';
 
 export type {
@@ -29,7 +37,14 @@ export type {
   SASLOptions,
   Transaction,
 } from 'kafkajs';
-export { AssignerProtocol, Kafka, logLevel, Partitioners };
+export { AssignerProtocol, logLevel, Partitioners };
+
+/** kafkajs's client, whose admins wait for created topics' leaders as they should (./create-topics-wait.ts). */
+export class Kafka extends KafkaJs {
+  override admin(config?: AdminConfig): ReturnType<KafkaJs['admin']> {
+    return withTopicCreationWait(super.admin(config));
+  }
+}
 /** kafkajs's enums for describeConfigs (Node's named-export detection misses them in its CommonJS index). */
 export const { ConfigResourceTypes, ConfigSource } = kafkajs;
 
