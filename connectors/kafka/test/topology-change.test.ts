@@ -288,6 +288,41 @@ describe('job changes: state follows its operator uid across stage boundaries (r
     }
   });
 
+  test('a changed version is refused while the old one runs (JOB_CHANGE_BLOCKED); --from-savepoint of the old layout is re-cut', async (t) => {
+    const c = await setup('savepoint');
+    try {
+      await c.produce(0, 1100);
+      const v1 = c.start(1, ['--savepoint-on-stop', 'before-change']);
+      await expectWindows(c.output, firedOf(c.events), v1);
+      // v2 while v1 is a member of the group: its committed checkpoints are no consistent cut.
+      const blocked = c.start(2);
+      assert.equal(await blocked.exited, 78, blocked.lines.join('\n'));
+      const line = blocked.lines.find((l) => /still has 1 member/.test(l));
+      assert.ok(line, blocked.lines.join('\n'));
+      t.diagnostic(`v2 blocked: ${line}`);
+      await c.committedToEnd([c.input], v1);
+      v1.child.kill('SIGTERM');
+      assert.equal(await v1.exited, 0);
+
+      await c.produce(1100, 2200);
+      await c.produceEnd();
+      const v2 = c.start(2, ['--from-savepoint', 'before-change']);
+      await expectWindows(c.output, windowsOf(c.events), v2);
+      assert.ok(
+        v2.lines.some((l) =>
+          /savepoint 'before-change' re-cut by operator uid into savepoint 'before-change\.[0-9a-f]{12}'/.test(
+            l,
+          ),
+        ),
+        v2.lines.join('\n'),
+      );
+      v2.child.kill('SIGTERM');
+      assert.equal(await v2.exited, 0);
+    } finally {
+      await c.close();
+    }
+  });
+
   test('SIGTERM with windows pending, then a repartition added: every window once with its count', async () => {
     const c = await setup('term');
     try {
