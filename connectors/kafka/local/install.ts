@@ -8,15 +8,18 @@ import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join, resolve, sep } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HarnessError, lastLines } from './errors.ts';
 import { type KafkaVersionSpec, knownVersionNames, resolveKafkaVersion } from './versions.ts';
 
-/** The repository (or, in the installed package, its dist/ directory's parent). */
+/** The repository when this module runs from a clone (in a built package it is dist/: see INSTALLED). */
 export const REPO_ROOT = resolve(fileURLToPath(new URL('../../../', import.meta.url)));
-/** True when this module runs from an installed package rather than a clone. */
-const INSTALLED = fileURLToPath(import.meta.url).includes(`${sep}node_modules${sep}`);
+/**
+ * True when this module runs built (install.js: from an installed package, or dist/ of a clone) rather
+ * than from the sources (install.ts): its cache is then the user's, never inside the package.
+ */
+const INSTALLED = import.meta.url.endsWith('.js');
 
 /** Pinned so that the fetch does not depend on whatever plugin version Maven would pick. */
 const DEPENDENCY_PLUGIN = 'org.apache.maven.plugins:maven-dependency-plugin:3.8.1';

@@ -113,7 +113,7 @@ test('topic configs are name=value, once each (64); counts are integers in range
       () => parseCount('--partitions', raw, 100),
       (e: unknown) =>
         e instanceof CommandError &&
-        e.exit === EXIT.DATA_ERROR &&
+        e.exit === EXIT.USAGE &&
         e.message === `--partitions is ${JSON.stringify(raw)}; allowed: an integer 1..100`,
     );
 });

@@ -18,7 +18,7 @@ import { EXIT } from './exit-codes.ts';
  *
  * | exit | when |
  * | --- | --- |
- * | 64 | a missing or malformed argument: no --partitions, a --config that is not name=value, a name given twice |
+ * | 64 | a missing or malformed argument: no --partitions, a count that is not an integer in range (--partitions 0), a --config that is not name=value, a name given twice |
  * | 65 | the topic exists (without --if-not-exists); a partition count, replication factor, topic config or topic name the brokers refuse |
  * | 69 | no broker answers (the message names the addresses tried); `describe`: a topic that does not exist |
  * | 77 | authentication failed, or the credentials lack the ACL the request needs |
@@ -90,7 +90,7 @@ export function parseCount(option: string, raw: string, max: number): number {
   const n = /^\s*\d+\s*$/.test(raw) ? Number(raw) : Number.NaN;
   if (!Number.isSafeInteger(n) || n < 1 || n > max)
     throw new CommandError(
-      EXIT.DATA_ERROR,
+      EXIT.USAGE,
       `${option} is ${JSON.stringify(raw)}; allowed: an integer 1..${max}`,
     );
   return n;

@@ -187,6 +187,7 @@ describe('the npm package, installed into a fresh project', () => {
     for (const need of [
       'package.json',
       'README.md',
+      'LICENSE',
       'dist/framework/index.js',
       'dist/framework/index.d.ts',
       'dist/connectors/kafka/index.js',

@@ -208,7 +208,7 @@ describe('kstate topics', () => {
     const zero = await kstate(['topics', 'create', topic, '--partitions', '0'], env());
     assert.deepEqual(
       [zero.code, zero.stderr],
-      [65, 'kstate: --partitions is "0"; allowed: an integer 1..2147483647\n'],
+      [64, 'kstate: --partitions is "0"; allowed: an integer 1..2147483647\n'],
     );
     const name = await kstate(['topics', 'create', 'no spaces!', '--partitions', '1'], env());
     assert.equal(name.code, 65, name.stderr);
