@@ -74,17 +74,31 @@ export async function withTimeout<T>(promise: Promise<T>, ms: number, what: () =
   }
 }
 
-/** Polls `check` until it returns a value other than undefined, or fails after `ms` with `what()`. */
+/**
+ * Polls `check` until it returns a value other than undefined, or fails after `ms` with `what()`. A
+ * retriable Kafka error thrown by `check` (kafkajs marks them `retriable`: e.g. NOT_COORDINATOR while a
+ * fresh broker loads the group's offsets partition) counts as "not yet"; any other error fails at once.
+ */
 export async function eventually<T>(
   check: () => Promise<T | undefined>,
   ms: number,
   what: () => string,
 ): Promise<T> {
   const deadline = performance.now() + ms;
+  let lastError: unknown;
   for (;;) {
-    const value = await check();
+    let value: T | undefined;
+    try {
+      value = await check();
+    } catch (e) {
+      if ((e as { retriable?: unknown } | undefined)?.retriable !== true) throw e;
+      lastError = e;
+    }
     if (value !== undefined) return value;
-    if (performance.now() > deadline) throw new Error(`timed out after ${ms} ms: ${what()}`);
+    if (performance.now() > deadline)
+      throw new Error(
+        `timed out after ${ms} ms: ${what()}${lastError === undefined ? '' : ` (last error: ${String(lastError)})`}`,
+      );
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
