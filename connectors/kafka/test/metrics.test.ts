@@ -121,7 +121,7 @@ async function query(prometheusUrl: string, promql: string): Promise<Sample[] | 
   }
 }
 
-/** A storage whose `latest` (called first by every task restore) waits until `open()`. */
+/** A storage whose `latest` for a task (called first by every task restore) waits until `open()`. */
 function gatedStorage(inner: CheckpointStorage): {
   storage: CheckpointStorage;
   open(): void;
@@ -136,6 +136,9 @@ function gatedStorage(inner: CheckpointStorage): {
     get(target, prop) {
       if (prop === 'latest') {
         return async (scope: Parameters<CheckpointStorage['latest']>[0]) => {
+          // The job's layout record (scope '_topology') is read before the job joins its group
+          // (docs/savepoints.md, "Job changes"): only the tasks' restores wait.
+          if (scope.taskId === '_topology') return target.latest(scope);
           waiting++;
           await gate;
           return target.latest(scope);
