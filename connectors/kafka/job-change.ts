@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { type JobOptions, StreamError } from '../../framework/index.ts';
 import { readCommittedPointer } from './admin/pointer.ts';
 import { leaseAdmin } from './admin/shared-admin.ts';
@@ -29,7 +30,8 @@ export interface KafkaJobChangeOptions {
  *   back read_committed readers of its topics until the transaction timeout) and makes the committed
  *   pointers final: nothing of an old task can commit after its epoch was bumped.
  * - `committedPointer`: the pointer in the group's committed offset metadata of the stage's inputs.
- * - `backlog`: records between a removed source's position and its topic's end (read_committed).
+ * - `backlog`: committed records between a removed source's position and its topic's end, read with
+ *   read_committed (records of aborted transactions and transaction markers are no backlog).
  * - `startPosition`: a repartition topic the old job did not read is read from its end: whatever it
  *   holds was written by an earlier version of the job, not by the upstream stage of this one.
  */
@@ -57,14 +59,16 @@ export function kafkaJobChangeHooks(o: KafkaJobChangeOptions): Hooks {
     return m.then((x) => x.get(partition));
   };
   return {
-    async exclusive() {
+    async exclusive(superseded) {
       const deadline = Date.now() + o.leaveTimeoutMs;
       for (;;) {
+        // Another new instance recorded the layout and joined: its members are no old job.
+        if (await superseded()) return 'superseded';
         const members = await withAdmin(`describing group ${o.jobId}`, async (admin) => {
           const { groups } = await admin.describeGroups([o.jobId]);
           return groups.flatMap((g) => g.members.map((m) => `${m.clientId} (${m.clientHost})`));
         });
-        if (members.length === 0) return;
+        if (members.length === 0) return 'exclusive';
         if (Date.now() >= deadline) {
           throw new StreamError(
             'JOB_CHANGE_BLOCKED',
@@ -104,8 +108,13 @@ export function kafkaJobChangeHooks(o: KafkaJobChangeOptions): Hooks {
       if (!isKafkaPosition(position)) return undefined;
       const end = await endOf(position.topic, partition).catch(() => undefined);
       if (end === undefined) return undefined;
-      const left = end - BigInt(position.offset);
-      return left > 0n ? Number(left) : 0;
+      const from = BigInt(position.offset);
+      if (end <= from) return 0;
+      // Offsets overcount: a transaction `fence` aborted (a killed upstream's) and the markers are
+      // offsets too. Count the committed records; if that read cannot finish, the offsets (an upper bound).
+      return (
+        (await committedRecords(o.kafka, o.jobId, position.topic, partition, from, end)) ?? Number(end - from)
+      );
     },
     async startPosition(source, partition) {
       if (source.topic === undefined || !o.repartitionTopics.has(source.topic)) return undefined;
@@ -113,4 +122,61 @@ export function kafkaJobChangeHooks(o: KafkaJobChangeOptions): Hooks {
       return end === undefined ? undefined : { topic: source.topic, offset: end.toString() };
     },
   };
+}
+
+/**
+ * The committed data records in [from, end) of one partition, read with read_committed (the project's
+ * filter, ./internal/kafkajs.ts) by a consumer of a private group; undefined when the read does not
+ * reach `end` within `timeoutMs` (the caller falls back to counting offsets).
+ */
+async function committedRecords(
+  kafka: Kafka,
+  jobId: string,
+  topic: string,
+  partition: number,
+  from: bigint,
+  end: bigint,
+  timeoutMs = 60_000,
+): Promise<number | undefined> {
+  const groupId = `${jobId}.job-change.${randomUUID()}`;
+  const consumer = kafka.consumer({ groupId, readUncommitted: false, maxWaitTimeInMs: 100 });
+  const inRange = (offset: string | null | undefined) =>
+    offset != null && BigInt(offset) >= from && BigInt(offset) < end;
+  let count = 0;
+  let finish!: (n: number | undefined) => void;
+  const done = new Promise<number | undefined>((r) => {
+    finish = r;
+  });
+  const timer = setTimeout(() => finish(undefined), timeoutMs);
+  // Progress from kafkajs's batch events: eachBatch is not called for a batch that read_committed
+  // emptied (aborted records and markers only), END_BATCH_PROCESS is. Its first offset tells the
+  // range's batches (after the seek) from others.
+  consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
+    if (payload.partition !== partition || !inRange(payload.firstOffset)) return;
+    if (BigInt(payload.lastOffset) + 1n >= end) finish(count);
+  });
+  try {
+    await consumer.connect();
+    await consumer.subscribe({ topics: [topic] });
+    await consumer.run({
+      autoCommit: false,
+      eachBatch: async ({ batch }) => {
+        if (batch.partition !== partition) return;
+        for (const m of batch.messages) if (inRange(m.offset)) count++;
+      },
+    });
+    consumer.seek({ topic, partition, offset: from.toString() });
+    return await done;
+  } catch {
+    return undefined;
+  } finally {
+    clearTimeout(timer);
+    await consumer.disconnect().catch(() => {});
+    const admin = kafka.admin();
+    await admin
+      .connect()
+      .then(() => admin.deleteGroups([groupId]))
+      .catch(() => {})
+      .finally(() => admin.disconnect().catch(() => {}));
+  }
 }

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { valueState } from '../api/descriptors.ts';
-import { isStreamError } from '../api/errors.ts';
+import { isStreamError, StreamError } from '../api/errors.ts';
 import type { Collector, KeyedContext, KeyedProcessFunction } from '../api/functions.ts';
 import type { SourceRecord } from '../api/source.ts';
 import { FilesystemCheckpointStorage } from '../checkpoint/storage/filesystem.ts';
@@ -16,7 +16,7 @@ import { type JobListener, runJob } from '../runtime/job.ts';
 import { HeapKeyedStateBackend } from '../state/backends/heap/heap.ts';
 import { CollectedOutput, CollectingSink } from '../testing/sinks.ts';
 import { TestSource } from '../testing/sources.ts';
-import { prepareJobStart } from './job-change.ts';
+import { type JobChangeHooks, prepareJobStart } from './job-change.ts';
 import { readTopologyRecord, TOPOLOGY_SCOPE } from './topology.ts';
 
 /**
@@ -250,5 +250,101 @@ describe('job changes: state found by operator uid wherever the stages now are',
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+
+  /** `prepareJobStart` of v2 over `storage`, as a process would call it. */
+  const decideV2 = (storage: CheckpointStorage, hooks: JobChangeHooks = {}, savepoint?: string) =>
+    prepareJobStart({
+      storage,
+      jobId: 'jc',
+      plan: planJob(graph(2, [], new CollectedOutput<string>()).graph),
+      allowNonRestoredState: false,
+      openBackend: async () => new HeapKeyedStateBackend(),
+      hooks,
+      ...(savepoint === undefined ? {} : { savepoint }),
+    });
+
+  test("new instances started together: one waiting for the group to empty, one past that wait, both follow the first one's record; none fences", async () => {
+    const storage = new MemoryCheckpointStorage();
+    const output = new CollectedOutput<string>();
+    await run(storage, 1, records(0, 100), output, 100);
+    const fenced: string[][] = [];
+    const fence = async (ids: readonly string[]) => {
+      fenced.push([...ids]);
+    };
+    let firstJoined = false;
+    // B polls the group like the Kafka hook: once the first instance joined, it is a member.
+    const b = decideV2(storage, {
+      async exclusive(superseded?: () => Promise<boolean>) {
+        for (;;) {
+          if (await superseded?.()) return 'superseded';
+          if (firstJoined) throw new StreamError('JOB_CHANGE_BLOCKED', 'the group still has 1 member: A');
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      },
+      fence,
+    });
+    // C saw the group empty before the first instance joined; the first one decides before C fences.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    const c = decideV2(storage, {
+      async exclusive() {
+        await gate;
+        return 'exclusive';
+      },
+      fence,
+    });
+    const a = await decideV2(storage);
+    firstJoined = true;
+    release();
+    const [fromB, fromC] = await Promise.all([b, c]);
+    assert.match(a.savepoint ?? '', /^job-change-/);
+    assert.equal(fromB.savepoint, a.savepoint);
+    assert.equal(fromC.savepoint, a.savepoint);
+    assert.deepEqual(fenced, [], "no instance fenced the transactional ids the first one's tasks use");
+    assert.equal((await readTopologyRecord(storage, 'jc'))?.version, 2, 'one record of the new layout');
+    await run(storage, 2, records(100, 60), output, 60);
+    assertContinuous(output, 160);
+  });
+
+  test("--from-savepoint of another layout waits for the group to empty and fences the last run's tasks first", async () => {
+    const storage = new MemoryCheckpointStorage();
+    const output = new CollectedOutput<string>();
+    await run(storage, 1, records(0, 100), output, 100, { takeSavepoint: 's1' });
+    const calls: string[] = [];
+    const start = await decideV2(
+      storage,
+      {
+        async exclusive() {
+          calls.push('exclusive');
+          return 'exclusive';
+        },
+        async fence(ids) {
+          calls.push(`fence ${ids.join(',')}`);
+        },
+      },
+      's1',
+    );
+    assert.match(start.savepoint ?? '', /^s1\.[0-9a-f]{12}$/);
+    assert.deepEqual(calls, ['exclusive', 'fence a-p0,a-p1']);
+  });
+
+  test("--from-savepoint X kept in the arguments: a later layout change re-cuts the last run's checkpoints, not X", async () => {
+    const storage = new MemoryCheckpointStorage();
+    const output = new CollectedOutput<string>();
+    // v1 counts 200 inputs, s1 is taken; v1 runs on from s1 (the flag in its arguments) for 100 more.
+    await run(storage, 1, records(0, 200), output, 200, { takeSavepoint: 's1' });
+    await run(storage, 1, records(0, 300), output, 100, { savepoint: 's1' });
+    assertContinuous(output, 300);
+    // v2 (the counter moves stage) with the same arguments: counts continue from the last run, not s1.
+    const start = await run(storage, 2, records(300, 100), output, 100, { savepoint: 's1' });
+    assertContinuous(output, 400);
+    assert.match(start.savepoint ?? '', /^job-change-[0-9a-f]{16}$/);
+    // And a restart of v2 with the flag still there: its own checkpoints again.
+    const again = await run(storage, 2, records(300, 150), output, 50, { savepoint: 's1' });
+    assert.equal(again.savepoint, start.savepoint);
+    assertContinuous(output, 450);
   });
 });

@@ -67,10 +67,13 @@ import {
 /** What the environment (Kafka, the service) tells and does for a job change. */
 export interface JobChangeHooks {
   /**
-   * Resolves once no instance of the job runs any more (it may wait for killed instances to leave);
-   * throws when others run. Called before the committed checkpoints of the old job are read.
+   * Resolves 'exclusive' once no instance of the job runs any more (it may wait for killed instances
+   * to leave); throws when others run. Called before the state of the old job is read (a re-cut of
+   * the last run or of a `--from-savepoint` of another layout). While it waits it asks `superseded`
+   * (each poll): true means another instance recorded a layout meanwhile (new instances started
+   * together: the first one's members are no old job), and it resolves 'superseded' at once.
    */
-  exclusive?(): Promise<void>;
+  exclusive?(superseded: () => Promise<boolean>): Promise<'exclusive' | 'superseded'>;
   /**
    * Fences what the old tasks (of stages with a sink) may have left open (Kafka: their transactions),
    * before their committed state is read.
@@ -123,22 +126,42 @@ export async function prepareJobStart(o: JobStartOptions): Promise<JobStart> {
   const topology = jobTopology(o.jobId, o.plan);
   for (let attempt = 0; attempt < 5; attempt++) {
     const rec = await readTopologyRecord(o.storage, o.jobId);
+    // The record changed since `rec` was read: another instance decided (and may run tasks already).
+    const superseded = async () =>
+      ((await readTopologyRecord(o.storage, o.jobId))?.version ?? 0) !== (rec?.version ?? 0);
+    // `--from-savepoint X` kept in the arguments of a job that has run from X since: X is history,
+    // its tasks' committed checkpoints are the state (a re-cut of X would rewind the job).
+    const user =
+      o.savepoint !== undefined && !(rec && descendsFrom(rec.record, o.savepoint)) ? o.savepoint : undefined;
+    const origin = user ?? rec?.record.origin;
     let start: JobStart;
-    if (o.savepoint !== undefined) {
-      start = await fromSavepoint(o, topology, o.savepoint, rec?.record);
-    } else if (!rec) {
-      await warnUnrecorded(o, topology);
-      start = { savepoint: undefined };
-    } else if (sameLayout(rec.record.topology, topology)) {
-      return { savepoint: rec.record.savepoint };
-    } else {
-      start = await fromCommitted(o, topology, rec.record);
+    try {
+      if (user !== undefined) {
+        start = await fromSavepoint(o, topology, user, rec?.record, superseded);
+      } else if (!rec) {
+        await warnUnrecorded(o, topology);
+        start = { savepoint: undefined };
+      } else if (sameLayout(rec.record.topology, topology)) {
+        return { savepoint: rec.record.savepoint };
+      } else {
+        start = await fromCommitted(o, topology, rec.record, superseded);
+      }
+    } catch (e) {
+      if (!(e instanceof Superseded)) throw e;
+      o.info?.('another instance recorded the job topology while this one waited: following it');
+      continue;
     }
     const record: TopologyRecord = {
       topology,
       ...(start.savepoint !== undefined ? { savepoint: start.savepoint } : {}),
+      ...(origin !== undefined ? { origin } : {}),
     };
-    if (rec && sameLayout(rec.record.topology, topology) && rec.record.savepoint === start.savepoint)
+    if (
+      rec &&
+      sameLayout(rec.record.topology, topology) &&
+      rec.record.savepoint === start.savepoint &&
+      rec.record.origin === origin
+    )
       return start;
     if (await commitTopologyRecord(o.storage, o.jobId, (rec?.version ?? 0) + 1, record)) return start;
     o.info?.('another instance recorded the job topology meanwhile: deciding again');
@@ -147,6 +170,41 @@ export async function prepareJobStart(o: JobStartOptions): Promise<JobStart> {
     'CHECKPOINT_STORAGE_FAILED',
     `job ${o.jobId}: the topology record keeps changing under this start (other instances starting with other versions of the job?)`,
   );
+}
+
+/** Thrown inside a start decision when another instance recorded the topology meanwhile: decide again. */
+class Superseded extends Error {}
+
+/**
+ * Does the recorded layout's run descend from the user's savepoint `name`: its tasks started from it,
+ * from a savepoint derived from it (`name.<layout hash>`), or from a job change of such a run (`origin`)?
+ */
+function descendsFrom(rec: TopologyRecord, name: string): boolean {
+  if (rec.origin === name || rec.savepoint === name) return true;
+  const prefix = `${name.slice(0, 150)}.`;
+  return (
+    rec.savepoint?.startsWith(prefix) === true && /^[0-9a-f]{12}$/.test(rec.savepoint.slice(prefix.length))
+  );
+}
+
+/**
+ * Before the old job's state is read: wait until no old instance runs, then (unless another instance
+ * decided meanwhile: `Superseded`) fence what old tasks of stages with a sink left open.
+ */
+async function quiesce(
+  o: JobStartOptions,
+  old: readonly JobTopology[],
+  superseded: () => Promise<boolean>,
+): Promise<void> {
+  if ((await o.hooks?.exclusive?.(superseded)) === 'superseded') throw new Superseded();
+  // Right before fencing: new tasks of unchanged stages use the same transactional ids.
+  if (await superseded()) throw new Superseded();
+  const ids = new Set(
+    old.flatMap((t) =>
+      tasksOf({ ...t, stages: t.stages.filter((s) => s.operators.some((x) => x.kind === 'sink')) }),
+    ),
+  );
+  if (ids.size > 0) await o.hooks?.fence?.([...ids].sort());
 }
 
 /** The new job's stages as `restructureJob` sees them (`plan` gives each stage's partitioner). */
@@ -213,7 +271,11 @@ async function fromSavepoint(
   topology: JobTopology,
   name: string,
   rec: TopologyRecord | undefined,
+  superseded: () => Promise<boolean>,
 ): Promise<JobStart> {
+  // Another layout than the last run's: as for a change of the last run, no instance of it may still
+  // run, and what its killed tasks left open (of stages this layout may not have) is aborted first.
+  if (!rec || !sameLayout(rec.topology, topology)) await quiesce(o, rec ? [rec.topology] : [], superseded);
   const recorded = await readSavepointTopology(o.storage, o.jobId, name);
   if (recorded && sameLayout(recorded, topology)) return { savepoint: name };
   const derived = `${name.slice(0, 150)}.${layoutHash(topology)}`;
@@ -254,15 +316,12 @@ async function fromCommitted(
   o: JobStartOptions,
   topology: JobTopology,
   rec: TopologyRecord,
+  superseded: () => Promise<boolean>,
 ): Promise<JobStart> {
   const old = rec.topology;
   const changes = describeChange(old, topology);
   o.info?.(`job ${o.jobId}: its stages changed since the last run (${changes.join('; ')})`);
-  await o.hooks?.exclusive?.();
-  // Only stages with a sink may have a transaction to fence.
-  await o.hooks?.fence?.(
-    tasksOf({ ...old, stages: old.stages.filter((s) => s.operators.some((x) => x.kind === 'sink')) }),
-  );
+  await quiesce(o, [old], superseded);
   const stages: StageSavepoint[] = [];
   const read: string[] = [];
   for (const s of old.stages) {

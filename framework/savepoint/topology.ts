@@ -59,6 +59,11 @@ export interface TopologyRecord {
    * job change derived): a task whose newest checkpoint does not descend from it restores it.
    */
   readonly savepoint?: string;
+  /**
+   * The user's `--from-savepoint` this run descends from (through job changes since): the same flag
+   * kept in a later start's arguments restores the run's checkpoints, not that savepoint again.
+   */
+  readonly origin?: string;
 }
 
 /** The layout of a planned job. */

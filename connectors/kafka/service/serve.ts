@@ -1,4 +1,4 @@
-import cluster from 'node:cluster';
+import cluster, { type Worker } from 'node:cluster';
 import { rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -163,7 +163,9 @@ export async function serve(
       heartbeatIntervalMs: Math.min(1000, Math.floor(config.sessionTimeoutMs / 3)),
     },
     listener: combineListeners(instrumented, board.listener(), logListener(log), registry.listener()),
-  }).finally(() => rm(scratch, { recursive: true, force: true }).catch(() => {}));
+  })
+    .catch(tellPrimaryStartFailed)
+    .finally(() => rm(scratch, { recursive: true, force: true }).catch(() => {}));
   const detach = instrumented.attach(running);
   board.watch(running);
   const lagTimer = setInterval(() => kafkaMetrics.sample(running), 2000);
@@ -210,6 +212,21 @@ export async function serve(
     }
     process.exit(EXIT.JOB_FAILED);
   });
+}
+
+/**
+ * A worker whose start was refused (a StreamError not retriable: STATE_NOT_RESTORED, JOB_CHANGE_BLOCKED,
+ * a missing topic) tells the primary before it exits (cli.ts: 78 for these): a new worker would be
+ * refused the same way, so the primary starts none, stops the others and exits with this worker's code.
+ */
+async function tellPrimaryStartFailed(e: unknown): Promise<never> {
+  if (cluster.isWorker && e instanceof StreamError && !e.retriable && process.send) {
+    const sent = process.send.bind(process);
+    await new Promise<void>((r) => {
+      sent({ kstate: 'failed', code: e.code }, () => r());
+    });
+  }
+  throw e;
 }
 
 function logListener(log: Logger): JobListener {
@@ -266,18 +283,21 @@ export async function servePrimary(
   }
   const ready = new Map<number, { ready: boolean; reason?: string }>();
   for (let i = 0; i < workers; i++) cluster.fork();
-  /** A worker's job failed permanently (errors.md, permanent codes): no new worker, the service exits 1. */
-  let failed: string | undefined;
+  /**
+   * A worker's job failed permanently, or its start was refused (errors.md, permanent codes): no new
+   * worker; the service exits with that worker's exit code (1 for a job failure, 78 for a refused start).
+   */
+  let failed: { code: string; worker: number; exit?: number } | undefined;
   cluster.on(
     'message',
     (worker, msg: { kstate?: string; ready?: boolean; reason?: string; code?: string }) => {
       if (msg?.kstate === 'readiness')
         ready.set(worker.id, { ready: msg.ready === true, ...(msg.reason ? { reason: msg.reason } : {}) });
       if (msg?.kstate === 'failed' && failed === undefined) {
-        failed = msg.code ?? 'unknown';
+        failed = { code: msg.code ?? 'unknown', worker: worker.id };
         stopping = true;
         log.fatal(
-          { worker: worker.id, code: failed },
+          { worker: worker.id, code: failed.code },
           'job failed permanently in a worker: stopping the others',
         );
         tell('stop');
@@ -286,15 +306,21 @@ export async function servePrimary(
   );
   let stopping = false;
   cluster.on('exit', (worker, code, signal) => {
+    // A message sent before the exit ('failed') is read before the worker's channel closes.
+    if (worker.isConnected()) worker.once('disconnect', () => exited(worker, code, signal));
+    else exited(worker, code, signal);
+  });
+  const exited = (worker: Worker, code: number | null, signal: string | null) => {
     ready.delete(worker.id);
+    if (failed?.worker === worker.id) failed.exit = code ?? EXIT.JOB_FAILED;
     if (!stopping) {
       log.error({ worker: worker.id, code, signal }, 'worker exited; starting a new one');
       cluster.fork();
     } else if (Object.keys(cluster.workers ?? {}).length === 0) {
       log.info('all workers stopped');
-      process.exit(failed === undefined ? EXIT.OK : EXIT.JOB_FAILED);
+      process.exit(failed === undefined ? EXIT.OK : failed.exit || EXIT.JOB_FAILED);
     }
-  });
+  };
   const tell = (kstate: 'stop' | 'force') => {
     for (const w of Object.values(cluster.workers ?? {})) if (w?.isConnected()) w.send({ kstate });
   };

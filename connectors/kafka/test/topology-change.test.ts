@@ -8,12 +8,14 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { keyGroupOf, keyId } from '../../../framework/index.ts';
 import type { Admin } from '../internal/kafkajs.ts';
+import { kafkaJobChangeHooks } from '../job-change.ts';
 import { type JobProcess, openTransactions, startJobProcess } from './crash-helpers.ts';
 import { sendWhenReady } from './eos-helpers.ts';
 import { type View, WINDOW_MS, type WindowCount } from './jobs/topology-job.ts';
@@ -167,8 +169,8 @@ describe('job changes: state follows its operator uid across stage boundaries (r
           messages: ends.map((v) => ({ key: v.k, value: JSON.stringify(v) })),
         });
       },
-      start(version: number, flags: string[] = []): JobProcess {
-        const p = startJobProcess(env(version), CLI, ['run', JOB, ...flags]);
+      start(version: number, flags: string[] = [], extraEnv: Record<string, string> = {}): JobProcess {
+        const p = startJobProcess({ ...env(version), ...extraEnv }, CLI, ['run', JOB, ...flags]);
         processes.push(p);
         return p;
       },
@@ -346,4 +348,94 @@ describe('job changes: state follows its operator uid across stage boundaries (r
       await c.close();
     }
   });
+
+  test('--workers 2: a refused start (STATE_NOT_RESTORED) exits 78 once, no worker started again', async (t) => {
+    const c = await setup('workers');
+    try {
+      await c.produce(0, 1100);
+      const v1 = c.start(1);
+      await expectWindows(c.output, firedOf(c.events), v1);
+      await c.committedToEnd([c.input], v1);
+      v1.child.kill('SIGTERM');
+      assert.equal(await v1.exited, 0);
+      // v4 has no window: the pending windows' state has no operator, in every worker.
+      const refused = c.start(4, ['--workers', '2'], { KSTATE_HTTP_PORT: String(await freePort()) });
+      const code = await Promise.race([
+        refused.exited,
+        new Promise((r) => setTimeout(() => r('no exit in 90 s'), 90_000).unref()),
+      ]);
+      const restarts = refused.lines.filter((l) => /worker exited; starting a new one/.test(l)).length;
+      const refusals = refused.lines.filter((l) =>
+        /has no operator in this version of the job/.test(l),
+      ).length;
+      t.diagnostic(`exit ${code}, ${refusals} refusal lines, ${restarts} workers started again`);
+      assert.equal(
+        code,
+        78,
+        `${restarts} workers started again; output:\n${refused.lines.slice(-12).join('\n')}`,
+      );
+      assert.equal(restarts, 0);
+      assert.ok(refused.lines.some((l) => /job failed permanently in a worker: stopping the others/.test(l)));
+    } finally {
+      await c.close();
+    }
+  });
+
+  test("a removed source's backlog counts committed records only: an aborted transaction and the markers are none", async (t) => {
+    const n = names('topology-backlog');
+    const topic = n.topic('repartition');
+    await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
+    const kafka = kafkaClient('topology-backlog');
+    const producer = kafka.producer({ transactionalId: n.stem, idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    try {
+      const write = async (count: number, commit: boolean) => {
+        const tx = await producer.transaction();
+        await tx.send({
+          topic,
+          messages: Array.from({ length: count }, (_, i) => ({ key: `k${i}`, value: 'v' })),
+        });
+        await (commit ? tx.commit() : tx.abort());
+      };
+      // What `fence` leaves of a killed upstream's transaction: its records and an abort marker.
+      await write(5, false);
+      const hooks = kafkaJobChangeHooks({
+        kafka,
+        jobId: n.group('job'),
+        repartitionTopics: new Set(),
+        leaveTimeoutMs: 0,
+      });
+      const source = { uid: 'r', topic, broadcast: false };
+      const aborted = await hooks.backlog!(source, 0, { topic, offset: '0' });
+      // Then a committed transaction of 3 after it: 3 records not consumed.
+      await write(3, true);
+      const hooks2 = kafkaJobChangeHooks({
+        kafka,
+        jobId: n.group('job'),
+        repartitionTopics: new Set(),
+        leaveTimeoutMs: 0,
+      });
+      const committed = await hooks2.backlog!(source, 0, { topic, offset: '0' });
+      const ends = await admin.fetchTopicOffsets(topic);
+      t.diagnostic(
+        `end offset ${ends[0]!.high}; backlog of the aborted range ${aborted}, with 3 committed after it ${committed}`,
+      );
+      assert.equal(aborted, 0);
+      assert.equal(committed, 3);
+    } finally {
+      await producer.disconnect();
+    }
+  });
 });
+
+/** A TCP port nothing listens on now (for the primary's HTTP server under --workers). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
