@@ -47,7 +47,11 @@ import {
  * - Same layout as recorded (the hot path: one read of the topology record): every task restores its
  *   newest committed checkpoint, or the savepoint its layout started from (the descent rule of
  *   `Task`: a task whose newest checkpoint descends from it takes that checkpoint).
- * - `--from-savepoint X` of another layout: X is re-cut into this layout (`restructureJob`) as the
+ * - `--from-savepoint X` whose recorded run descends from X (`descendsFrom`: the flag kept in a
+ *   deployment's arguments): as without the flag, so a later layout change re-cuts the committed
+ *   checkpoints, never X again.
+ * - `--from-savepoint X` of another layout: once no instance of the recorded layout runs and its
+ *   sink tasks are fenced (`quiesce`), X is re-cut into this layout (`restructureJob`) as the
  *   savepoint `X.<layout hash>`, written before any task starts, and every task starts from that.
  * - A restart whose recorded layout differs: once no instance of the old job runs (`exclusive`), the
  *   committed checkpoints of all old tasks are one consistent cut of the job (each task committed its
@@ -61,7 +65,9 @@ import {
  * Concurrency: the derived savepoint's name and content are functions of what was read, so two
  * instances deciding at once write the same files; the topology record is the commit point
  * (`commitTopologyRecord` never overwrites a version): the instance that loses reads the record again
- * and follows it.
+ * and follows it. An instance still waiting in `exclusive` (or about to fence) when another records the
+ * layout stops there and follows the record too (`Superseded`): new instances started together do not
+ * block or fence each other.
  */
 
 /** What the environment (Kafka, the service) tells and does for a job change. */

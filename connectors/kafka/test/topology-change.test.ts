@@ -349,6 +349,42 @@ describe('job changes: state follows its operator uid across stage boundaries (r
     }
   });
 
+  test('two instances of a changed version started together: both run (neither blocked by the other), every window once', async (t) => {
+    const c = await setup('together');
+    try {
+      await c.produce(0, 1100);
+      const v1 = c.start(1);
+      await expectWindows(c.output, firedOf(c.events), v1);
+      await c.committedToEnd([c.input], v1);
+      v1.child.kill('SIGTERM');
+      assert.equal(await v1.exited, 0);
+
+      await c.produce(1100, 2200);
+      await c.produceEnd();
+      const both = [c.start(2), c.start(2)];
+      // Running, or why not: the first one joins the group while the other still decides.
+      const running = await Promise.all(
+        both.map((p) =>
+          Promise.race([
+            p.waitFor(/"msg":"service running"/, 90_000).then(() => 'running'),
+            p.exited.then((code) => `exited ${code}: ${p.lines.slice(-3).join(' | ')}`),
+          ]),
+        ),
+      );
+      t.diagnostic(`started together: ${running.join('; ')}`);
+      // Which way the second one followed: after losing the record commit, or while waiting (Superseded).
+      t.diagnostic(
+        `followed the other's record: ${both.flatMap((p) => p.lines.filter((l) => /another instance recorded the job topology/.test(l)).map((l) => JSON.parse(l).msg)).join('; ')}`,
+      );
+      assert.deepEqual(running, ['running', 'running']);
+      await expectWindows(c.output, windowsOf(c.events), both[0]!);
+      for (const p of both) p.child.kill('SIGTERM');
+      assert.deepEqual(await Promise.all(both.map((p) => p.exited)), [0, 0]);
+    } finally {
+      await c.close();
+    }
+  });
+
   test('--workers 2: a refused start (STATE_NOT_RESTORED) exits 78 once, no worker started again', async (t) => {
     const c = await setup('workers');
     try {
