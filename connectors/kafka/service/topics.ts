@@ -89,10 +89,7 @@ export function parseTopicConfigs(args: readonly string[]): { name: string; valu
 export function parseCount(option: string, raw: string, max: number): number {
   const n = /^\s*\d+\s*$/.test(raw) ? Number(raw) : Number.NaN;
   if (!Number.isSafeInteger(n) || n < 1 || n > max)
-    throw new CommandError(
-      EXIT.USAGE,
-      `${option} is ${JSON.stringify(raw)}; allowed: an integer 1..${max}`,
-    );
+    throw new CommandError(EXIT.USAGE, `${option} is ${JSON.stringify(raw)}; allowed: an integer 1..${max}`);
   return n;
 }
 
