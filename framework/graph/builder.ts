@@ -41,7 +41,7 @@ import { validateGraph } from './validate.ts';
  * install, a bundled copy), so runners recognise a job by this brand, never by `instanceof`. Its value
  * is the version of the job-graph contract between the builder and the runtime (JOB_GRAPH_VERSION).
  */
-export const STREAM_JOB_BRAND: unique symbol = Symbol.for('kstate.StreamJob') as never;
+export const STREAM_JOB_BRAND: unique symbol = Symbol.for('kstate.StreamJob');
 /** Bumped when `JobGraph` changes incompatibly; a runner refuses a job of another version. */
 export const JOB_GRAPH_VERSION = 1;
 
