@@ -171,6 +171,20 @@ function running(p: JobProcess): Set<string> {
 
 const alive = (p: JobProcess) => p.child.exitCode === null && p.child.signalCode === null;
 
+/**
+ * Runs the test body and, when it fails, prints the error at once: the spec reporter prints failure
+ * details only when every test file has finished, so a later test that hangs (CI's overall timeout)
+ * would otherwise lose them, as one CI run did.
+ */
+async function reportedInline(body: () => Promise<void>): Promise<void> {
+  try {
+    await body();
+  } catch (e) {
+    console.log(`chaos test FAILED: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    throw e;
+  }
+}
+
 describe('exactly-once under chaos: two service processes, aborted input transactions, SIGKILLs and a zombie', () => {
   let admin: Admin;
   let dir: string;
@@ -184,240 +198,251 @@ describe('exactly-once under chaos: two service processes, aborted input transac
     await rm(dir, { recursive: true, force: true });
   });
 
-  test(`${RECORDS} committed inputs plus aborted transactions, ${ROUNDS} rounds of SIGKILL and a zombie: per user, counts 1..n in offset order, every effect once`, {
-    timeout: 20 * 60_000,
-  }, async () => {
-    const started = performance.now();
-    const random = seeded(SEED);
-    const n = names('chaos');
-    const topics = { input: n.topic('in'), output: n.topic('out') };
-    const jobId = n.group('job');
-    await admin.createTopics({
-      topics: Object.values(topics).map((topic) => ({ topic, numPartitions: PARTITIONS })),
-      waitForLeaders: true,
-    });
-    const transactional = [0, 1, 2].map((i) =>
-      kafkaClient(`chaos-tx-${i}`).producer({
-        transactionalId: n.transactionalId(`p${i}`),
-        idempotent: true,
-        maxInFlightRequests: 1,
-      }),
-    );
-    const plain = kafkaClient('chaos-plain').producer({ idempotent: true, maxInFlightRequests: 1 });
-    await Promise.all([...transactional, plain].map((p) => p.connect()));
-    const input = new Input(topics.input, transactional, plain, random);
+  test(
+    `${RECORDS} committed inputs plus aborted transactions, ${ROUNDS} rounds of SIGKILL and a zombie: per user, counts 1..n in offset order, every effect once`,
+    {
+      timeout: 20 * 60_000,
+    },
+    () =>
+      reportedInline(async () => {
+        const started = performance.now();
+        const random = seeded(SEED);
+        const n = names('chaos');
+        const topics = { input: n.topic('in'), output: n.topic('out') };
+        const jobId = n.group('job');
+        await admin.createTopics({
+          topics: Object.values(topics).map((topic) => ({ topic, numPartitions: PARTITIONS })),
+          waitForLeaders: true,
+        });
+        const transactional = [0, 1, 2].map((i) =>
+          kafkaClient(`chaos-tx-${i}`).producer({
+            transactionalId: n.transactionalId(`p${i}`),
+            idempotent: true,
+            maxInFlightRequests: 1,
+          }),
+        );
+        const plain = kafkaClient('chaos-plain').producer({ idempotent: true, maxInFlightRequests: 1 });
+        await Promise.all([...transactional, plain].map((p) => p.connect()));
+        const input = new Input(topics.input, transactional, plain, random);
 
-    const env = (name: string) => ({
-      KSTATE_BACKEND: 'level',
-      KSTATE_STATE_DIR: join(dir, name),
-      KSTATE_CHECKPOINT_DIR: join(dir, 'checkpoints'),
-      KSTATE_CHECKPOINT_INTERVAL_MS: '700',
-      KSTATE_HTTP_PORT: '0',
-      KSTATE_LOG_LEVEL: 'debug',
-      CHAOS_JOB_ID: jobId,
-      CHAOS_INPUT: topics.input,
-      CHAOS_OUTPUT: topics.output,
-    });
-    const start = (name: string) => startJobProcess(env(name), CLI, ['run', JOB]);
-    const a: Instance = { name: 'a', p: start('a'), starts: 1 };
-    const b: Instance = { name: 'b', p: start('b'), starts: 1 };
-    const instances = [a, b];
-    let checkpoints = 0;
-    let failures = 0;
-    const retire = (i: Instance) => {
-      checkpoints += i.p.lines.filter((l) => l.includes('"msg":"checkpoint committed"')).length;
-      failures += i.p.lines.filter((l) => l.includes('"msg":"task failed"')).length;
-      if (process.env.CRASH_LOG) {
-        appendFileSync(process.env.CRASH_LOG, `--- ${i.name} run ${i.starts}\n${i.p.lines.join('\n')}\n`);
-      }
-    };
-    const settled = () => {
-      const ra = running(a.p);
-      const rb = running(b.p);
-      // Every task runs in exactly one process, and each process runs some.
-      return ra.size > 0 &&
-        rb.size > 0 &&
-        ra.size + rb.size === TASKS &&
-        new Set([...ra, ...rb]).size === TASKS
-        ? true
-        : undefined;
-    };
-    const waitSettled = () =>
-      eventually(
-        async () => settled(),
-        120_000,
-        () =>
-          `the group did not settle: a runs ${[...running(a.p)].join(',')}; b runs ${[...running(b.p)].join(',')}\n` +
-          `a: ${a.p.lines.slice(-8).join('\n')}\nb: ${b.p.lines.slice(-8).join('\n')}`,
-      );
-
-    const chunk = Math.ceil(RECORDS / ROUNDS);
-    let producing: Promise<void> = Promise.resolve();
-    const kills = { a: 0, b: 0, both: 0, signals: 0, settled: 0, rebalancing: 0 };
-    const zombieRound = Math.floor(ROUNDS / 2);
-    let zombie = { name: '', stoppedMs: 0, failuresAfterWake: 0 };
-    const graceful: string[] = [];
-    try {
-      await waitSettled();
-      for (let round = 0; round < ROUNDS; round++) {
-        // The next chunk of input arrives during this round (while processes are being killed).
-        await producing;
-        producing = input.produce(Math.min(chunk, RECORDS - input.committed.size));
-        // Awaited at the next round; until then a failure must not go unhandled (and end the process).
-        producing.catch(() => {});
-        if (round % 10 === 5) {
-          // A graceful restart (SIGTERM: final checkpoint, leave the group): the other process takes
-          // every task, then hands half of them back while it still runs them, when this one rejoins.
-          await waitSettled();
-          const leaver = random() < 0.5 ? a : b;
-          leaver.p.child.kill('SIGTERM');
-          const stop = setTimeout(() => leaver.p.child.kill('SIGKILL'), 60_000);
-          await leaver.p.exited;
-          clearTimeout(stop);
-          graceful.push(`${leaver.name} ${leaver.p.child.exitCode ?? leaver.p.child.signalCode}`);
-          retire(leaver);
-          leaver.p = start(leaver.name);
-          leaver.starts++;
-        }
-        const r = random();
-        const victims = r < 0.4 ? [a] : r < 0.8 ? [b] : [a, b];
-        if (random() < 0.55) {
-          // Once every task runs again: the kill lands in processing, a checkpoint or its commit.
-          await waitSettled();
-          kills.settled++;
-        } else {
-          // While the group may still rebalance: the kill lands in start-up, joining or restore.
-          await Promise.all(victims.map((v) => v.p.waitFor(/"msg":"service running"/, 120_000)));
-          kills.rebalancing++;
-        }
-        await new Promise((res) => setTimeout(res, Math.floor(random() * 1500)));
-        for (const v of victims) v.p.child.kill('SIGKILL');
-        for (const v of victims) {
-          await v.p.exited;
-          retire(v);
-          v.p = start(v.name);
-          v.starts++;
-        }
-        kills.signals += victims.length;
-        if (victims.length === 2) kills.both++;
-        else kills[victims[0]!.name as 'a' | 'b']++;
-
-        if (round === zombieRound) {
-          // A zombie: frozen while it runs tasks, past its session timeout, until the other
-          // process runs every task; then it wakes up and must be fenced.
-          await waitSettled();
-          const [frozen, other] = random() < 0.5 ? [a, b] : [b, a];
-          const before = frozen.p.lines.length;
-          const t0 = performance.now();
-          frozen.p.child.kill('SIGSTOP');
-          await eventually(
-            async () => (running(other.p).size === TASKS ? true : undefined),
+        const env = (name: string) => ({
+          KSTATE_BACKEND: 'level',
+          KSTATE_STATE_DIR: join(dir, name),
+          KSTATE_CHECKPOINT_DIR: join(dir, 'checkpoints'),
+          KSTATE_CHECKPOINT_INTERVAL_MS: '700',
+          KSTATE_HTTP_PORT: '0',
+          KSTATE_LOG_LEVEL: 'debug',
+          CHAOS_JOB_ID: jobId,
+          CHAOS_INPUT: topics.input,
+          CHAOS_OUTPUT: topics.output,
+        });
+        const start = (name: string) => startJobProcess(env(name), CLI, ['run', JOB]);
+        const a: Instance = { name: 'a', p: start('a'), starts: 1 };
+        const b: Instance = { name: 'b', p: start('b'), starts: 1 };
+        const instances = [a, b];
+        let checkpoints = 0;
+        let failures = 0;
+        const retire = (i: Instance) => {
+          checkpoints += i.p.lines.filter((l) => l.includes('"msg":"checkpoint committed"')).length;
+          failures += i.p.lines.filter((l) => l.includes('"msg":"task failed"')).length;
+          if (process.env.CRASH_LOG) {
+            appendFileSync(process.env.CRASH_LOG, `--- ${i.name} run ${i.starts}\n${i.p.lines.join('\n')}\n`);
+          }
+        };
+        const settled = () => {
+          const ra = running(a.p);
+          const rb = running(b.p);
+          // Every task runs in exactly one process, and each process runs some.
+          return ra.size > 0 &&
+            rb.size > 0 &&
+            ra.size + rb.size === TASKS &&
+            new Set([...ra, ...rb]).size === TASKS
+            ? true
+            : undefined;
+        };
+        const waitSettled = () =>
+          eventually(
+            async () => settled(),
             120_000,
-            () => `${other.name} never took over every task while ${frozen.name} was stopped`,
+            () =>
+              `the group did not settle: a runs ${[...running(a.p)].join(',')}; b runs ${[...running(b.p)].join(',')}\n` +
+              `a: ${a.p.lines.slice(-8).join('\n')}\nb: ${b.p.lines.slice(-8).join('\n')}`,
           );
-          zombie = { name: frozen.name, stoppedMs: Math.round(performance.now() - t0), failuresAfterWake: 0 };
-          frozen.p.child.kill('SIGCONT');
+
+        const chunk = Math.ceil(RECORDS / ROUNDS);
+        let producing: Promise<void> = Promise.resolve();
+        const kills = { a: 0, b: 0, both: 0, signals: 0, settled: 0, rebalancing: 0 };
+        const zombieRound = Math.floor(ROUNDS / 2);
+        let zombie = { name: '', stoppedMs: 0, failuresAfterWake: 0 };
+        const graceful: string[] = [];
+        try {
           await waitSettled();
-          zombie.failuresAfterWake = frozen.p.lines
-            .slice(before)
-            .filter(
-              (l) => l.includes('"msg":"task failed"') || l.includes('"msg":"checkpoint failed"'),
-            ).length;
+          for (let round = 0; round < ROUNDS; round++) {
+            // The next chunk of input arrives during this round (while processes are being killed).
+            await producing;
+            producing = input.produce(Math.min(chunk, RECORDS - input.committed.size));
+            // Awaited at the next round; until then a failure must not go unhandled (and end the process).
+            producing.catch(() => {});
+            if (round % 10 === 5) {
+              // A graceful restart (SIGTERM: final checkpoint, leave the group): the other process takes
+              // every task, then hands half of them back while it still runs them, when this one rejoins.
+              await waitSettled();
+              const leaver = random() < 0.5 ? a : b;
+              leaver.p.child.kill('SIGTERM');
+              const stop = setTimeout(() => leaver.p.child.kill('SIGKILL'), 60_000);
+              await leaver.p.exited;
+              clearTimeout(stop);
+              graceful.push(`${leaver.name} ${leaver.p.child.exitCode ?? leaver.p.child.signalCode}`);
+              retire(leaver);
+              leaver.p = start(leaver.name);
+              leaver.starts++;
+            }
+            const r = random();
+            const victims = r < 0.4 ? [a] : r < 0.8 ? [b] : [a, b];
+            if (random() < 0.55) {
+              // Once every task runs again: the kill lands in processing, a checkpoint or its commit.
+              await waitSettled();
+              kills.settled++;
+            } else {
+              // While the group may still rebalance: the kill lands in start-up, joining or restore.
+              await Promise.all(victims.map((v) => v.p.waitFor(/"msg":"service running"/, 120_000)));
+              kills.rebalancing++;
+            }
+            await new Promise((res) => setTimeout(res, Math.floor(random() * 1500)));
+            for (const v of victims) v.p.child.kill('SIGKILL');
+            for (const v of victims) {
+              await v.p.exited;
+              retire(v);
+              v.p = start(v.name);
+              v.starts++;
+            }
+            kills.signals += victims.length;
+            if (victims.length === 2) kills.both++;
+            else kills[victims[0]!.name as 'a' | 'b']++;
+
+            if (round === zombieRound) {
+              // A zombie: frozen while it runs tasks, past its session timeout, until the other
+              // process runs every task; then it wakes up and must be fenced.
+              await waitSettled();
+              const [frozen, other] = random() < 0.5 ? [a, b] : [b, a];
+              const before = frozen.p.lines.length;
+              const t0 = performance.now();
+              frozen.p.child.kill('SIGSTOP');
+              await eventually(
+                async () => (running(other.p).size === TASKS ? true : undefined),
+                120_000,
+                () => `${other.name} never took over every task while ${frozen.name} was stopped`,
+              );
+              zombie = {
+                name: frozen.name,
+                stoppedMs: Math.round(performance.now() - t0),
+                failuresAfterWake: 0,
+              };
+              frozen.p.child.kill('SIGCONT');
+              await waitSettled();
+              zombie.failuresAfterWake = frozen.p.lines
+                .slice(before)
+                .filter(
+                  (l) => l.includes('"msg":"task failed"') || l.includes('"msg":"checkpoint failed"'),
+                ).length;
+            }
+          }
+          await producing;
+          assert.equal(input.committed.size, RECORDS, 'the input ledger');
+
+          // Every committed input has its effect in the output (or the wait gives up; the checks say what is missing).
+          await waitSettled();
+          const deadline = Date.now() + 240_000;
+          for (;;) {
+            const out = await kcatRecords<UserTotal>(topics.output);
+            const seen = new Set(out.map((o) => o.value.id));
+            let covered = 0;
+            for (const id of input.committed) if (seen.has(id)) covered++;
+            if (covered === input.committed.size || Date.now() > deadline) break;
+            await new Promise((res) => setTimeout(res, 1000));
+          }
+        } finally {
+          // A graceful stop commits whatever the processes still hold (more output to check).
+          for (const i of instances) {
+            if (!alive(i.p)) continue;
+            i.p.child.kill('SIGCONT');
+            i.p.child.kill('SIGTERM');
+          }
+          for (const i of instances) {
+            const stop = setTimeout(() => i.p.child.kill('SIGKILL'), 60_000);
+            await i.p.exited;
+            clearTimeout(stop);
+            retire(i);
+          }
+          await Promise.allSettled([...transactional, plain].map((p) => p.disconnect()));
         }
-      }
-      await producing;
-      assert.equal(input.committed.size, RECORDS, 'the input ledger');
+        const exits = instances
+          .map((i) => `${i.name} ${i.p.child.exitCode ?? i.p.child.signalCode}`)
+          .join(', ');
 
-      // Every committed input has its effect in the output (or the wait gives up; the checks say what is missing).
-      await waitSettled();
-      const deadline = Date.now() + 240_000;
-      for (;;) {
-        const out = await kcatRecords<UserTotal>(topics.output);
-        const seen = new Set(out.map((o) => o.value.id));
-        let covered = 0;
-        for (const id of input.committed) if (seen.has(id)) covered++;
-        if (covered === input.committed.size || Date.now() > deadline) break;
-        await new Promise((res) => setTimeout(res, 1000));
-      }
-    } finally {
-      // A graceful stop commits whatever the processes still hold (more output to check).
-      for (const i of instances) {
-        if (!alive(i.p)) continue;
-        i.p.child.kill('SIGCONT');
-        i.p.child.kill('SIGTERM');
-      }
-      for (const i of instances) {
-        const stop = setTimeout(() => i.p.child.kill('SIGKILL'), 60_000);
-        await i.p.exited;
-        clearTimeout(stop);
-        retire(i);
-      }
-      await Promise.allSettled([...transactional, plain].map((p) => p.disconnect()));
-    }
-    const exits = instances.map((i) => `${i.name} ${i.p.child.exitCode ?? i.p.child.signalCode}`).join(', ');
+        // The input as kcat reads it: exactly the ledger's committed records, none of the aborted ones.
+        const inputIds = (await kcatRecords<Order>(topics.input)).map((r) => r.value.id);
+        assert.equal(inputIds.length, input.committed.size, 'committed input records (kcat)');
+        assert.ok(
+          inputIds.every((id) => input.committed.has(id)),
+          'kcat reads input records outside the committed ledger',
+        );
 
-    // The input as kcat reads it: exactly the ledger's committed records, none of the aborted ones.
-    const inputIds = (await kcatRecords<Order>(topics.input)).map((r) => r.value.id);
-    assert.equal(inputIds.length, input.committed.size, 'committed input records (kcat)');
-    assert.ok(
-      inputIds.every((id) => input.committed.has(id)),
-      'kcat reads input records outside the committed ledger',
-    );
-
-    const out: Committed<UserTotal>[] = await kcatRecords<UserTotal>(topics.output);
-    const effects = new Map<number, number>();
-    for (const o of out) effects.set(o.value.id, (effects.get(o.value.id) ?? 0) + 1);
-    let duplicates = 0;
-    let abortedEffects = 0;
-    let unknown = 0;
-    let wrongUser = 0;
-    for (const o of out) if (o.value.user !== userOf(o.value.id)) wrongUser++;
-    for (const [id, times] of effects) {
-      if (input.aborted.has(id)) abortedEffects += times;
-      else if (!input.committed.has(id)) unknown += times;
-      else duplicates += times - 1;
-    }
-    let missing = 0;
-    for (const id of input.committed) if (!effects.has(id)) missing++;
-    const sequences = checkRunningTotals(out, {
-      what: 'per user, counts 1..n in offset order, sums recomputed along them',
-      key: (v) => v.user,
-      count: (v) => v.count,
-      sum: (v) => v.sum,
-      addend: (v) => amountOf(v.id),
-    });
-    // Final sums: the last committed record of each user against the recomputation from the input.
-    const expected = new Map<string, { count: number; sum: number }>();
-    for (const id of input.committed) {
-      const e = expected.get(userOf(id)) ?? { count: 0, sum: 0 };
-      e.count++;
-      e.sum += amountOf(id);
-      expected.set(userOf(id), e);
-    }
-    const last = new Map<string, UserTotal>();
-    for (const o of [...out].sort((x, y) => x.offset - y.offset)) last.set(o.value.user, o.value);
-    const wrongFinal = [...expected].filter(
-      ([user, e]) => last.get(user)?.count !== e.count || last.get(user)?.sum !== e.sum,
-    );
-    const txns = await openTransactions(`${jobId}.`);
-    const s = input.stats;
-    console.log(
-      `chaos test: ${RECORDS} committed input records (${s.transactional} in ${s.transactions} committed transactions of 3 kafkajs transactional producers, ${s.plain} by a kafkajs idempotent producer, ${s.kcat} by kcat) and ${input.aborted.size} records in ${s.abortedTransactions} aborted transactions, keyed by id over ${PARTITIONS} partitions, ${USERS} users; ` +
-        `${kills.signals} SIGKILLs in ${ROUNDS} rounds (a ${kills.a}, b ${kills.b}, both ${kills.both}; ${kills.settled} once settled, ${kills.rebalancing} while rebalancing); ` +
-        `zombie ${zombie.name} stopped ${zombie.stoppedMs} ms, ${zombie.failuresAfterWake} task/checkpoint failures after SIGCONT; ` +
-        `${graceful.length} graceful restarts (exits: ${graceful.join(', ')}); ` +
-        `${checkpoints} checkpoints committed, ${failures} task failures; last exits ${exits}; ` +
-        `output ${out.length} records: ${duplicates} duplicated effects, ${abortedEffects} effects of aborted inputs, ${missing} committed inputs without effect, ${unknown} unknown ids, ${wrongUser} wrong users, ${wrongFinal.length} users with a wrong final count or sum; ` +
-        `${describeSequences(sequences)}; ${txns.ids} transactional ids, ${txns.open.length} open; ` +
-        `${Math.round((performance.now() - started) / 1000)} s`,
-    );
-    assert.equal(duplicates, 0, 'committed inputs with more than one effect');
-    assert.equal(abortedEffects, 0, 'effects of aborted inputs');
-    assert.equal(missing, 0, 'committed inputs without effect');
-    assert.equal(unknown + wrongUser, 0, 'output records that match no input');
-    assert.equal(sequences.broken.length, 0, describeSequences(sequences));
-    assert.deepEqual(wrongFinal.slice(0, 5), [], `${wrongFinal.length} users' final count or sum`);
-    assert.deepEqual(txns.open, [], `transactions left open: ${JSON.stringify(txns.open)}`);
-    assert.ok(txns.ids > 0, 'the broker lists no transaction of the job');
-  });
+        const out: Committed<UserTotal>[] = await kcatRecords<UserTotal>(topics.output);
+        const effects = new Map<number, number>();
+        for (const o of out) effects.set(o.value.id, (effects.get(o.value.id) ?? 0) + 1);
+        let duplicates = 0;
+        let abortedEffects = 0;
+        let unknown = 0;
+        let wrongUser = 0;
+        for (const o of out) if (o.value.user !== userOf(o.value.id)) wrongUser++;
+        for (const [id, times] of effects) {
+          if (input.aborted.has(id)) abortedEffects += times;
+          else if (!input.committed.has(id)) unknown += times;
+          else duplicates += times - 1;
+        }
+        let missing = 0;
+        for (const id of input.committed) if (!effects.has(id)) missing++;
+        const sequences = checkRunningTotals(out, {
+          what: 'per user, counts 1..n in offset order, sums recomputed along them',
+          key: (v) => v.user,
+          count: (v) => v.count,
+          sum: (v) => v.sum,
+          addend: (v) => amountOf(v.id),
+        });
+        // Final sums: the last committed record of each user against the recomputation from the input.
+        const expected = new Map<string, { count: number; sum: number }>();
+        for (const id of input.committed) {
+          const e = expected.get(userOf(id)) ?? { count: 0, sum: 0 };
+          e.count++;
+          e.sum += amountOf(id);
+          expected.set(userOf(id), e);
+        }
+        const last = new Map<string, UserTotal>();
+        for (const o of [...out].sort((x, y) => x.offset - y.offset)) last.set(o.value.user, o.value);
+        const wrongFinal = [...expected].filter(
+          ([user, e]) => last.get(user)?.count !== e.count || last.get(user)?.sum !== e.sum,
+        );
+        const txns = await openTransactions(`${jobId}.`);
+        const s = input.stats;
+        console.log(
+          `chaos test: ${RECORDS} committed input records (${s.transactional} in ${s.transactions} committed transactions of 3 kafkajs transactional producers, ${s.plain} by a kafkajs idempotent producer, ${s.kcat} by kcat) and ${input.aborted.size} records in ${s.abortedTransactions} aborted transactions, keyed by id over ${PARTITIONS} partitions, ${USERS} users; ` +
+            `${kills.signals} SIGKILLs in ${ROUNDS} rounds (a ${kills.a}, b ${kills.b}, both ${kills.both}; ${kills.settled} once settled, ${kills.rebalancing} while rebalancing); ` +
+            `zombie ${zombie.name} stopped ${zombie.stoppedMs} ms, ${zombie.failuresAfterWake} task/checkpoint failures after SIGCONT; ` +
+            `${graceful.length} graceful restarts (exits: ${graceful.join(', ')}); ` +
+            `${checkpoints} checkpoints committed, ${failures} task failures; last exits ${exits}; ` +
+            `output ${out.length} records: ${duplicates} duplicated effects, ${abortedEffects} effects of aborted inputs, ${missing} committed inputs without effect, ${unknown} unknown ids, ${wrongUser} wrong users, ${wrongFinal.length} users with a wrong final count or sum; ` +
+            `${describeSequences(sequences)}; ${txns.ids} transactional ids, ${txns.open.length} open; ` +
+            `${Math.round((performance.now() - started) / 1000)} s`,
+        );
+        assert.equal(duplicates, 0, 'committed inputs with more than one effect');
+        assert.equal(abortedEffects, 0, 'effects of aborted inputs');
+        assert.equal(missing, 0, 'committed inputs without effect');
+        assert.equal(unknown + wrongUser, 0, 'output records that match no input');
+        assert.equal(sequences.broken.length, 0, describeSequences(sequences));
+        assert.deepEqual(wrongFinal.slice(0, 5), [], `${wrongFinal.length} users' final count or sum`);
+        assert.deepEqual(txns.open, [], `transactions left open: ${JSON.stringify(txns.open)}`);
+        assert.ok(txns.ids > 0, 'the broker lists no transaction of the job');
+      }),
+  );
 });
