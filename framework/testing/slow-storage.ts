@@ -71,4 +71,7 @@ export class SlowStorage implements CheckpointStorage {
   discard(scope: Scope, id: number): Promise<void> {
     return this.#inner.discard(scope, id);
   }
+  tasks(jobId: string): Promise<string[]> {
+    return this.#inner.tasks(jobId);
+  }
 }

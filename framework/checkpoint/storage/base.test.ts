@@ -28,3 +28,33 @@ test('listSavepoints and deleteSavepoint: deleting the last holder of a file del
   await rejectsWith(storage.deleteSavepoint('b', SCOPE), 'CHECKPOINT_NOT_FOUND', /"b"/);
   assert.deepEqual(await storage.listSavepoints(SCOPE), []);
 });
+
+test('the hot path lists nothing: after the first commit, commits plan retention from what was written', async () => {
+  let listings = 0;
+  class Counting extends MemoryCheckpointStorage {
+    protected override async _list(dir: string): Promise<string[]> {
+      listings++;
+      return super._list(dir);
+    }
+  }
+  const storage = new Counting({ retain: 2 });
+  assert.equal(await storage.latest(SCOPE), undefined); // a task's restore: listings allowed
+  const refs = [];
+  for (let id = 1; id <= 20; id++) {
+    const ref = await storage.writeFile(SCOPE, id, 'state', bytesOf(`s${id}`));
+    refs.push(ref);
+    if (id === 2) listings = 0; // the first commit scanned the scope once
+    // Incremental: each checkpoint lists the first file and its own.
+    await storage.commit(checkpointMeta(SCOPE, id, id === 1 ? [ref] : [refs[0]!, ref]));
+  }
+  assert.equal(listings, 0, 'commits after the first listed storage');
+  // Retention still happened: only 19 and 20 are kept, the shared first file lives.
+  assert.deepEqual(
+    (await storage.list(SCOPE)).map((m) => m.checkpointId),
+    [19, 20],
+  );
+  assert.deepEqual(
+    storage.paths().filter((p) => p.includes('/files/')),
+    [refs[0]!.path, refs[18]!.path, refs[19]!.path].sort(),
+  );
+});

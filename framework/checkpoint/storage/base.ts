@@ -52,13 +52,22 @@ export type CreateOutcome = 'created' | 'replaced' | 'exists';
 export type RootPurpose = 'probe' | 'read' | 'write';
 
 export abstract class BaseCheckpointStorage implements CheckpointStorage {
-  abstract readonly kind: 'memory' | 'filesystem';
+  abstract readonly kind: CheckpointStorage['kind'];
   readonly retain: number;
   readonly #onCleanupError: (error: StreamError) => void;
   /** scope dir -> checkpoint id -> paths written by the current attempt (in flight: not garbage). */
   readonly #inFlight = new Map<string, Map<number, Set<string>>>();
   /** scope dir -> tail of the queue of commits and discards of that scope. */
   readonly #locks = new Map<string, Promise<void>>();
+  /**
+   * scope dir -> what the scope holds, from one full scan plus this process's own writes and deletes
+   * since. Retention after a commit plans from it, so the hot path lists nothing (an object store
+   * charges for, and throttles, listings). `latest` and `list`, which a task calls when it (re)starts
+   * on a scope another process may have written, drop it; the next commit scans again.
+   */
+  readonly #index = new Map<string, ScopeIndex>();
+  /** path -> size of files this process wrote or checked: `commit` need not ask storage again. */
+  readonly #known = new Map<string, number>();
 
   constructor(options: StorageOptions = {}) {
     const retain = options.retain ?? 3;
@@ -92,6 +101,8 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
   protected abstract _delete(path: string): Promise<void>;
   /** Names of the files in `dir` (temporary files excluded); [] when `dir` does not exist. */
   protected abstract _list(dir: string): Promise<string[]>;
+  /** Names of the directories in `dir` (with an object store: the common prefixes); [] when none. */
+  protected abstract _listDirs(dir: string): Promise<string[]>;
   /** Makes the directory entries of files created in `dir` durable. */
   protected abstract _flush(dir: string): Promise<void>;
   /**
@@ -144,6 +155,8 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
       attempt.delete(path);
       throw e;
     }
+    this.#known.set(path, bytes.byteLength);
+    this.#index.get(scopeDir(scope))?.files.set(path, { path, checkpointId });
     return { path, bytes: bytes.byteLength, sha256: sha256Hex(bytes) };
   }
 
@@ -222,6 +235,7 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
     await this.#exclusive(scope, async () => {
       await this._root('write');
       for (const f of meta.files) {
+        if (this.#known.get(f.path) === f.bytes) continue; // written or checked by this process
         const size = await this._size(f.path);
         if (size === undefined) {
           throw new StreamError(
@@ -237,6 +251,7 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
               `${f.bytes}. The checkpoint is not committed; take a new one.`,
           );
         }
+        this.#known.set(f.path, size);
       }
       if (meta.files.length > 0) await this._flush(filesDir(scope));
       const bytes = encodeMetadata(meta);
@@ -255,12 +270,24 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
         }
       }
       this.#inFlight.get(scopeDir(scope))?.delete(meta.checkpointId);
+      const index = this.#index.get(scopeDir(scope));
+      if (index !== undefined) {
+        const location = this._describe(path);
+        index.metas = index.metas.filter((m) => m.location !== location);
+        index.metas.push({
+          checkpointId: meta.savepoint === undefined ? meta.checkpointId : -1,
+          savepoint: meta.savepoint,
+          files: meta.files.map((f) => f.path),
+          location,
+        });
+      }
       await this.#collect(scope);
     });
   }
 
   async latest(scope: Scope): Promise<CheckpointMetadata | undefined> {
     checkScope(scope);
+    this.#index.delete(scopeDir(scope));
     // Retries only when the newest file vanished between listing and reading (pruned meanwhile).
     for (let attempt = 0; ; attempt++) {
       if (!(await this._root('probe'))) return undefined;
@@ -281,6 +308,7 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
 
   async list(scope: Scope): Promise<CheckpointMetadata[]> {
     checkScope(scope);
+    this.#index.delete(scopeDir(scope));
     if (!(await this._root('probe'))) return [];
     const out: CheckpointMetadata[] = [];
     for (const id of await this.#checkpointIds(scope)) {
@@ -330,7 +358,8 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
     this.#inFlight.get(scopeDir(scope))?.delete(checkpointId);
     await this.#exclusive(scope, async () => {
       if (!(await this._root('probe'))) return;
-      const metas = await this.#storedMetas(scope);
+      const index = await this.#indexOf(scope);
+      const metas = index.metas;
       const unreadable = metas.find((m) => m.files === undefined);
       if (unreadable !== undefined) {
         this.#onCleanupError(
@@ -343,13 +372,26 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
         return;
       }
       const referenced = referencedBy(metas);
-      for (const f of await this.#storedFiles(scope)) {
-        if (f.checkpointId === checkpointId && !referenced.has(f.path)) await this._delete(f.path);
+      for (const f of [...index.files.values()]) {
+        if (f.checkpointId === checkpointId && !referenced.has(f.path)) await this.#deleteFile(scope, f.path);
       }
     });
   }
 
   // ---- beyond the contract -----------------------------------------------------------------------
+
+  /** Task ids of the job that have checkpoints or savepoints here, sorted (a listing: not for the hot path). */
+  async tasks(jobId: string): Promise<string[]> {
+    checkScope({ jobId, taskId: 'x' });
+    if (!(await this._root('probe'))) return [];
+    return (await this._listDirs(jobId)).sort();
+  }
+
+  /** Job ids with anything stored here, sorted (a listing). */
+  async jobs(): Promise<string[]> {
+    if (!(await this._root('probe'))) return [];
+    return (await this._listDirs('')).sort();
+  }
 
   /** Savepoints of the scope, by name. */
   async listSavepoints(scope: Scope): Promise<CheckpointMetadata[]> {
@@ -377,11 +419,33 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
         );
       }
       await this._delete(path);
+      const index = this.#index.get(scopeDir(scope));
+      if (index !== undefined) index.metas = index.metas.filter((m) => m.savepoint !== name);
       await this.#collect(scope);
     });
   }
 
   // ---- internals ---------------------------------------------------------------------------------
+
+  /** The scope's index, scanning storage (listings) when this process has none. */
+  async #indexOf(scope: Scope): Promise<ScopeIndex> {
+    const key = scopeDir(scope);
+    const cached = this.#index.get(key);
+    if (cached !== undefined) return cached;
+    const metas = await this.#storedMetas(scope);
+    // A write that finishes during the scan may be missing from it: never deleted, at worst kept
+    // until the next scan (the safe direction).
+    const files = new Map((await this.#storedFiles(scope)).map((f) => [f.path, f]));
+    const index: ScopeIndex = { metas, files, swept: false };
+    this.#index.set(key, index);
+    return index;
+  }
+
+  async #deleteFile(scope: Scope, path: string): Promise<void> {
+    await this._delete(path);
+    this.#known.delete(path);
+    this.#index.get(scopeDir(scope))?.files.delete(path);
+  }
 
   #attempt(scope: Scope, checkpointId: number): Set<string> {
     const key = scopeDir(scope);
@@ -508,16 +572,20 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
   /** Retention after a commit: never throws (the commit has happened); reports instead. */
   async #collect(scope: Scope): Promise<void> {
     try {
+      const index = await this.#indexOf(scope);
       const plan = planRetention({
-        metas: await this.#storedMetas(scope),
-        files: await this.#storedFiles(scope),
+        metas: index.metas,
+        files: [...index.files.values()],
         retain: this.retain,
         inFlight: new Set(this.#inFlight.get(scopeDir(scope))?.keys()),
       });
       // Metadata first: a crash half-way leaves unreferenced files (collected next time), never
       // metadata that lists deleted files.
-      for (const id of plan.pruneCheckpoints) await this._delete(checkpointMetaPath(scope, id));
-      for (const path of plan.deleteFiles) await this._delete(path);
+      for (const id of plan.pruneCheckpoints) {
+        await this._delete(checkpointMetaPath(scope, id));
+        index.metas = index.metas.filter((m) => m.savepoint !== undefined || m.checkpointId !== id);
+      }
+      for (const path of plan.deleteFiles) await this.#deleteFile(scope, path);
       if (plan.blockedBy !== undefined) {
         this.#onCleanupError(
           new StreamError(
@@ -527,8 +595,12 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
           ),
         );
       }
-      await this._sweepLeftovers(scope);
+      if (!index.swept) {
+        await this._sweepLeftovers(scope);
+        index.swept = true;
+      }
     } catch (e) {
+      this.#index.delete(scopeDir(scope)); // what was deleted is unsure: scan again next time
       this.#onCleanupError(
         new StreamError(
           isStreamError(e) ? e.code : 'CHECKPOINT_STORAGE_FAILED',
@@ -539,6 +611,14 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
       );
     }
   }
+}
+
+/** What retention needs to know of a scope (see BaseCheckpointStorage.#index). */
+interface ScopeIndex {
+  metas: StoredMeta[];
+  readonly files: Map<string, StoredFile>;
+  /** Whether leftovers of interrupted writes were swept since the scan (once per scan). */
+  swept: boolean;
 }
 
 function misplaced(where: string, meta: CheckpointMetadata): StreamError {

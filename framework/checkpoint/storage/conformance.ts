@@ -375,6 +375,18 @@ export function storageConformance(name: string, make: MakeStorage): void {
       assert.deepEqual(await storage.load(SCOPE, 1), meta);
     });
 
+    test('tasks lists the task ids of a job that have checkpoints or savepoints', async (t) => {
+      const { storage } = await make(t, 2);
+      assert.deepEqual(await storage.tasks(SCOPE.jobId), []);
+      await storage.commit(checkpointMeta(OTHER, 1, []));
+      const ref = await storage.writeFile(SCOPE, 1, 'state', bytesOf('s'));
+      await storage.commit(checkpointMeta(SCOPE, 1, [ref], { savepoint: 'sp' }));
+      await storage.commit(checkpointMeta({ jobId: 'other-job', taskId: 's1-p0' }, 1, []));
+      assert.deepEqual(await storage.tasks(SCOPE.jobId), [SCOPE.taskId, OTHER.taskId].sort());
+      assert.deepEqual(await storage.tasks('other-job'), ['s1-p0']);
+      assert.deepEqual(await storage.tasks('no-such-job'), []);
+    });
+
     test('concurrent commits of one scope are applied one at a time', async (t) => {
       const { storage } = await open(t, 2);
       const refs = await Promise.all(

@@ -401,7 +401,14 @@ describe('filesystem checkpoint storage', () => {
     await storage.commit(checkpointMeta(SCOPE, 1, [r1]));
     await storage.commit(checkpointMeta(SCOPE, 2, [r1]));
     await nodeFs.writeFile(join(directory, 'orders-job/s0-p3/chk-2.json'), '{"broken');
-    await storage.commit(checkpointMeta(SCOPE, 3, []));
+    // A process plans retention from what it wrote itself; the damage is seen by the next one that
+    // scans the scope (a restart), which must then delete nothing.
+    const restarted = new FilesystemCheckpointStorage({
+      directory,
+      retain: 2,
+      onCleanupError: (e) => reported.push(e),
+    });
+    await restarted.commit(checkpointMeta(SCOPE, 3, []));
     assert.equal(reported[0]?.code, 'CHECKPOINT_CORRUPT');
     assert.match(reported[0]?.message ?? '', /chk-2\.json/);
     assert.equal(new TextDecoder().decode(await storage.readFile(r1)), 'one');

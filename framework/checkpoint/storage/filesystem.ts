@@ -247,6 +247,17 @@ export class FilesystemCheckpointStorage extends BaseCheckpointStorage {
     return (await this.#readdir(this.#abs(dir))).filter((name) => !name.startsWith(TEMP_PREFIX));
   }
 
+  protected async _listDirs(dir: string): Promise<string[]> {
+    const abs = dir === '' ? this.directory : this.#abs(dir);
+    try {
+      const entries = await this.#fs.readdir(abs, { withFileTypes: true });
+      return entries.filter((e) => e.isDirectory() && !e.name.startsWith(TEMP_PREFIX)).map((e) => e.name);
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT') return [];
+      throw this.#failed('list', abs, e);
+    }
+  }
+
   protected async _flush(dir: string): Promise<void> {
     const abs = this.#abs(dir);
     try {

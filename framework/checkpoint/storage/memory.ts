@@ -87,6 +87,17 @@ export class MemoryCheckpointStorage extends BaseCheckpointStorage {
     return names;
   }
 
+  protected async _listDirs(dir: string): Promise<string[]> {
+    const prefix = dir === '' ? '' : `${dir}/`;
+    const names = new Set<string>();
+    for (const path of this.#files.keys()) {
+      if (!path.startsWith(prefix)) continue;
+      const slash = path.indexOf('/', prefix.length);
+      if (slash > prefix.length) names.add(path.slice(prefix.length, slash));
+    }
+    return [...names];
+  }
+
   protected async _flush(_dir: string): Promise<void> {}
 
   protected async _root(_purpose: 'probe' | 'read' | 'write'): Promise<boolean> {

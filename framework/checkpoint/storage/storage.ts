@@ -11,9 +11,12 @@
  *   (files may be shared by several checkpoints: incremental checkpoints list earlier files).
  * - `discard` removes the files a checkpoint wrote that no committed metadata references (a failed
  *   or aborted checkpoint).
+ * - Nothing on the hot path (writeFile, readFile, commit with its retention, discard) lists storage
+ *   once a task has (re)started on a scope: the pointer in the Kafka offset commit names the
+ *   checkpoint, and retention plans from what the process wrote (see BaseCheckpointStorage).
  */
 export interface CheckpointStorage {
-  readonly kind: 'memory' | 'filesystem';
+  readonly kind: 'memory' | 'filesystem' | 's3';
   writeFile(scope: Scope, checkpointId: number, name: string, bytes: Uint8Array): Promise<FileRef>;
   readFile(ref: FileRef): Promise<Uint8Array>;
   commit(meta: CheckpointMetadata): Promise<void>;
@@ -26,6 +29,8 @@ export interface CheckpointStorage {
   /** Savepoints by name; throws CHECKPOINT_NOT_FOUND when absent. */
   loadSavepoint(name: string, scope: Scope): Promise<CheckpointMetadata>;
   discard(scope: Scope, checkpointId: number): Promise<void>;
+  /** Task ids of the job with checkpoints or savepoints stored, sorted. A listing: never on the hot path. */
+  tasks(jobId: string): Promise<string[]>;
 }
 
 /** One task of one job: the unit that checkpoints. */
