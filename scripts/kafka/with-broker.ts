@@ -4,6 +4,10 @@
  * Runs the command with KAFKA_BROKERS naming a Kafka cluster that answers, and exits with its exit code.
  * If KAFKA_BROKERS is set, that cluster is checked and used as is; otherwise a harness broker is started
  * for the command and stopped after it, whatever happens.
+ *
+ * Likewise for S3: unless KSTATE_TEST_S3_ENDPOINT is set (then it and the AWS_* variables are passed on
+ * as they are), an S3Proxy (connectors/s3/local) is started beside the broker, at the same time, and the
+ * command gets KSTATE_TEST_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION=us-east-1.
  */
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
@@ -11,8 +15,10 @@ import { startBroker } from '../../connectors/kafka/local/broker.ts';
 import { formatHarnessError } from '../../connectors/kafka/local/errors.ts';
 import { requireAnswer } from '../../connectors/kafka/local/probe.ts';
 import { stopAll } from '../../connectors/kafka/local/processes.ts';
+import { type RunningS3Proxy, startS3Proxy } from '../../connectors/s3/local/s3proxy.ts';
 
 const log = (line: string) => process.stderr.write(`kafka harness: ${line}\n`);
+const s3log = (line: string) => process.stderr.write(`s3 harness: ${line}\n`);
 
 let child: ReturnType<typeof spawn> | undefined;
 let signalled: NodeJS.Signals | undefined;
@@ -53,28 +59,71 @@ async function main(command: readonly string[]): Promise<number> {
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, onSignal);
 
   const external = process.env.KAFKA_BROKERS?.trim();
-  if (external !== undefined && external !== '') {
-    const answer = await requireAnswer(external);
-    log(`using KAFKA_BROKERS=${external} (${answer.brokerCount} broker(s))`);
-    return await run(command, process.env);
+  const externalS3 = process.env.KSTATE_TEST_S3_ENDPOINT?.trim();
+  // Broker and S3 store start at the same time; if either fails, the other is stopped before the error.
+  const [kafka, s3] = await Promise.allSettled([
+    external !== undefined && external !== ''
+      ? requireAnswer(external).then((answer) => {
+          log(`using KAFKA_BROKERS=${external} (${answer.brokerCount} broker(s))`);
+          return undefined;
+        })
+      : startBroker({ exitOnSignal: false, log }).then((broker) => {
+          log(
+            `Kafka ${broker.version} started in ${broker.startMs} ms` +
+              (broker.fetchMs > 0 ? ` (including a ${broker.fetchMs} ms fetch)` : '') +
+              `: KAFKA_BROKERS=${broker.brokers}`,
+          );
+          return broker;
+        }),
+    externalS3 !== undefined && externalS3 !== ''
+      ? Promise.resolve(undefined).then(() => {
+          s3log(`using KSTATE_TEST_S3_ENDPOINT=${externalS3}`);
+          return undefined;
+        })
+      : startS3Proxy({ exitOnSignal: false, log: s3log }).then((store) => {
+          s3log(
+            `S3Proxy ${store.version} started in ${store.startMs} ms` +
+              (store.fetchMs > 0 ? ` (including a ${store.fetchMs} ms fetch)` : '') +
+              `: KSTATE_TEST_S3_ENDPOINT=${store.endpoint}`,
+          );
+          return store;
+        }),
+  ]);
+  const broker = kafka.status === 'fulfilled' ? kafka.value : undefined;
+  const store: RunningS3Proxy | undefined = s3.status === 'fulfilled' ? s3.value : undefined;
+  const stopBoth = async () => {
+    const stopping = performance.now();
+    await Promise.all([
+      broker?.stop().then(() => {
+        log(`Kafka ${broker.version} stopped in ${Math.round(performance.now() - stopping)} ms`);
+      }),
+      store?.stop().then(() => {
+        s3log(`S3Proxy ${store.version} stopped in ${Math.round(performance.now() - stopping)} ms`);
+      }),
+    ]);
+  };
+  if (kafka.status === 'rejected' || s3.status === 'rejected') {
+    await stopBoth();
+    if (s3.status === 'rejected') process.stderr.write(`${formatHarnessError(s3.reason, 's3 harness')}\n`);
+    if (kafka.status === 'rejected') throw kafka.reason;
+    return 1;
   }
 
-  const broker = await startBroker({ exitOnSignal: false, log });
-  log(
-    `Kafka ${broker.version} started in ${broker.startMs} ms` +
-      (broker.fetchMs > 0 ? ` (including a ${broker.fetchMs} ms fetch)` : '') +
-      `: KAFKA_BROKERS=${broker.brokers}`,
-  );
   try {
     return await run(command, {
       ...process.env,
-      KAFKA_BROKERS: broker.brokers,
-      KAFKA_VERSION: broker.version,
+      ...(broker === undefined ? {} : { KAFKA_BROKERS: broker.brokers, KAFKA_VERSION: broker.version }),
+      ...(store === undefined
+        ? {}
+        : {
+            KSTATE_TEST_S3_ENDPOINT: store.endpoint,
+            AWS_ACCESS_KEY_ID: store.accessKeyId,
+            AWS_SECRET_ACCESS_KEY: store.secretAccessKey,
+            AWS_REGION: store.region,
+          }),
     });
   } finally {
-    const stopping = performance.now();
-    await broker.stop();
-    log(`Kafka ${broker.version} stopped in ${Math.round(performance.now() - stopping)} ms`);
+    await stopBoth();
   }
 }
 

@@ -12,6 +12,7 @@ export type HarnessErrorCode =
   | 'PORT_IN_USE'
   | 'FORMAT_FAILED'
   | 'BROKER_EXITED'
+  | 'S3PROXY_EXITED'
   | 'START_TIMEOUT'
   | 'BROKERS_UNREACHABLE';
 
@@ -40,8 +41,11 @@ export class HarnessError extends Error {
   }
 }
 
-/** What a CLI prints for an error: the one line, then the details indented, if any. */
-export function formatHarnessError(error: unknown): string {
+/**
+ * What a CLI prints for an error: the one line, then the details indented, if any. `harness` names the
+ * harness in the prefix (the S3 harness passes 's3 harness').
+ */
+export function formatHarnessError(error: unknown, harness = 'kafka harness'): string {
   if (error instanceof HarnessError) {
     const details =
       error.details === undefined || error.details.trim() === ''
@@ -51,9 +55,9 @@ export function formatHarnessError(error: unknown): string {
             .split('\n')
             .map((line) => `    ${line}`)
             .join('\n')}`;
-    return `kafka harness: ${error.message}${details}`;
+    return `${harness}: ${error.message}${details}`;
   }
-  return `kafka harness: unexpected error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`;
+  return `${harness}: unexpected error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`;
 }
 
 /** The last `count` non-empty lines of a text, for error details. */

@@ -22,7 +22,7 @@ export const REPO_ROOT = resolve(fileURLToPath(new URL('../../../', import.meta.
 const INSTALLED = import.meta.url.endsWith('.js');
 
 /** Pinned so that the fetch does not depend on whatever plugin version Maven would pick. */
-const DEPENDENCY_PLUGIN = 'org.apache.maven.plugins:maven-dependency-plugin:3.8.1';
+export const DEPENDENCY_PLUGIN = 'org.apache.maven.plugins:maven-dependency-plugin:3.8.1';
 const MARKER = 'installed.json';
 
 export interface InstallOptions {
@@ -51,11 +51,19 @@ export interface KafkaInstallation {
 }
 
 export function defaultCacheDir(): string {
-  const fromEnv = process.env.KAFKA_CACHE_DIR;
+  return harnessCacheDir('kafka', 'KAFKA_CACHE_DIR');
+}
+
+/**
+ * The cache of one harness download (`name`: kafka, s3proxy): `$<envVar>` when set, else
+ * `<repo>/.cache/<name>` in a clone and `$XDG_CACHE_HOME/kstate/<name>` (`~/.cache/kstate/<name>`) built.
+ */
+export function harnessCacheDir(name: string, envVar: string): string {
+  const fromEnv = process.env[envVar];
   if (fromEnv !== undefined && fromEnv !== '') return resolve(fromEnv);
-  if (!INSTALLED) return join(REPO_ROOT, '.cache', 'kafka');
+  if (!INSTALLED) return join(REPO_ROOT, '.cache', name);
   const xdg = process.env.XDG_CACHE_HOME;
-  return join(xdg !== undefined && xdg !== '' ? xdg : join(homedir(), '.cache'), 'kstate', 'kafka');
+  return join(xdg !== undefined && xdg !== '' ? xdg : join(homedir(), '.cache'), 'kstate', name);
 }
 
 export function specFor(version: string | undefined): KafkaVersionSpec {
@@ -77,8 +85,12 @@ export function javaBinary(): string {
 
 /** Checks that java runs and is new enough for the version's broker; returns its major version. */
 export function checkJava(spec: KafkaVersionSpec): number {
+  return requireJava(Number(spec.version.split('.')[0]) >= 4 ? 17 : 11, `Kafka ${spec.version}`);
+}
+
+/** Checks that java runs and is at least Java `needed` (for `what`, e.g. "S3Proxy 2.6.0"); returns its major version. */
+export function requireJava(needed: number, what: string): number {
   const java = javaBinary();
-  const needed = Number(spec.version.split('.')[0]) >= 4 ? 17 : 11;
   const result = spawnSync(java, ['-version'], { encoding: 'utf8', timeout: 30_000 });
   if (result.error !== undefined || result.status !== 0) {
     throw new HarnessError(
@@ -93,7 +105,7 @@ export function checkJava(spec: KafkaVersionSpec): number {
   if (major < needed) {
     throw new HarnessError(
       'JAVA_TOO_OLD',
-      `Kafka ${spec.version} needs Java ${needed} or newer, but ${java} is Java ${major}: install a newer JDK or point JAVA_HOME at one`,
+      `${what} needs Java ${needed} or newer, but ${java} is Java ${major}: install a newer JDK or point JAVA_HOME at one`,
     );
   }
   return major;
@@ -121,7 +133,7 @@ ${dependencies}
 `;
 }
 
-function readMarker(path: string): unknown {
+export function readMarker(path: string): unknown {
   try {
     return JSON.parse(readFileSync(path, 'utf8'));
   } catch {
@@ -140,7 +152,8 @@ function installation(spec: KafkaVersionSpec, libsDir: string, fetched: boolean,
   } satisfies KafkaInstallation;
 }
 
-function runMvn(
+/** Runs mvn in `cwd`; resolves with its exit code and the end of its output; rejects when it cannot run. */
+export function runMvn(
   mvn: string,
   args: readonly string[],
   cwd: string,
