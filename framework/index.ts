@@ -40,6 +40,12 @@ export type {
 } from './api/source.ts';
 export type * from './api/state.ts';
 export * from './cep/index.ts';
+export {
+  BaseCheckpointStorage,
+  type CreateOutcome,
+  type RootPurpose,
+  type StorageOptions,
+} from './checkpoint/storage/base.ts';
 export { FilesystemCheckpointStorage } from './checkpoint/storage/filesystem.ts';
 export { MemoryCheckpointStorage } from './checkpoint/storage/memory.ts';
 export type { CheckpointMetadata, CheckpointStorage, FileRef, Scope } from './checkpoint/storage/storage.ts';

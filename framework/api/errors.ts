@@ -16,6 +16,8 @@ export const ErrorCodes = {
   CHECKPOINT_CORRUPT: 'a checkpoint or savepoint file is truncated or fails its checksum',
   CHECKPOINT_NOT_FOUND: 'the checkpoint, savepoint or checkpoint directory asked for does not exist',
   CHECKPOINT_STORAGE_FAILED: 'writing or reading checkpoint storage failed (disk full, permissions ...)',
+  CHECKPOINT_STORAGE_DENIED:
+    'the object store refused the credentials, or they lack a permission on the checkpoint bucket',
   CHECKPOINT_DECLINED: 'a checkpoint was declined or timed out and was aborted',
   CHECKPOINT_FAILURES_EXCEEDED: 'more consecutive checkpoints failed than the configuration tolerates',
   RESTART_LIMIT_EXCEEDED: 'the restart strategy gave up after too many task failures',

@@ -1,6 +1,14 @@
 /** The public testing kit: sources, sinks, clock, operator harness, conformance suites. */
 import '../node/require.js';
 
+export {
+  bytesOf,
+  checkpointMeta,
+  type MakeStorage,
+  rejectsWith,
+  type StorageUnderTest,
+  storageConformance,
+} from '../checkpoint/storage/conformance.ts';
 export { ManualClock } from './clock.ts';
 export { keyedStateBackendConformance } from './conformance/keyed-state-backend.ts';
 export { type FaultPlan, plannedFaults } from './faults.ts';

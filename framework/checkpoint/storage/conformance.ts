@@ -376,7 +376,7 @@ export function storageConformance(name: string, make: MakeStorage): void {
     });
 
     test('tasks lists the task ids of a job that have checkpoints or savepoints', async (t) => {
-      const { storage } = await make(t, 2);
+      const { storage } = await open(t, 2);
       assert.deepEqual(await storage.tasks(SCOPE.jobId), []);
       await storage.commit(checkpointMeta(OTHER, 1, []));
       const ref = await storage.writeFile(SCOPE, 1, 'state', bytesOf('s'));

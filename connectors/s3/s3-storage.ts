@@ -1,0 +1,501 @@
+/**
+ * Checkpoint storage in an S3-compatible object store (AWS S3, MinIO, Ceph, R2, GCS's S3 API,
+ * S3Proxy), on the AWS SDK v3. Only the I/O is here: layout, checksums, the commit protocol,
+ * retention and reference counting are BaseCheckpointStorage's, the same as for the filesystem.
+ *
+ * How the contract maps onto an object store:
+ * - Atomic files: a PUT (or a completed multipart upload) makes an object appear whole or not at all,
+ *   so there are no temporary names. A file above `partSizeBytes` is a multipart upload whose parts go
+ *   up in parallel; a failed one is aborted.
+ * - Never overwrite: a HEAD before the PUT, which is enough because one task's scope is written by
+ *   one process at a time (the Kafka transactional id fences the others); or, with
+ *   `conditionalWrites: 'on'`, a conditional PUT (`If-None-Match: *`) where the store enforces it.
+ * - Durability: S3 acknowledges a PUT only once it is durable, so `_flush` has nothing to do.
+ * - Integrity: every PUT carries Content-MD5 (the store refuses a body damaged in transit) and every
+ *   read is checked against the SHA-256 in the metadata by the base class.
+ * - The hot path lists nothing: files are read by the name the metadata gives, and retention plans
+ *   from the base class's index (see BaseCheckpointStorage).
+ * - Every request goes through one `Limit` of `concurrency` slots; the SDK retries 5xx, throttling
+ *   and network errors with exponential backoff and jitter, `maxAttempts` times.
+ * - Credentials: the SDK's default chain (environment, profile, web identity ...), unless given.
+ */
+import { createHash } from 'node:crypto';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  type GetObjectCommandOutput,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type S3ClientConfig,
+  UploadPartCommand,
+} from '@aws-sdk/client-s3';
+import {
+  BaseCheckpointStorage,
+  type CreateOutcome,
+  type RootPurpose,
+  type StorageOptions,
+  StreamError,
+} from '../../framework/index.ts';
+import { isNotFound, nameOf, s3Error, statusOf } from './errors.ts';
+import { Limit } from './limit.ts';
+import { parseS3Uri } from './uri.ts';
+
+const MIB = 1024 * 1024;
+
+export interface S3StorageOptions extends StorageOptions {
+  readonly bucket: string;
+  /** Key prefix: objects are `<prefix>/<jobId>/<taskId>/...`. Default: none. */
+  readonly prefix?: string;
+  /** `http(s)://host:port` of a non-AWS store (S3Proxy, MinIO, Ceph, R2 ...). Default: AWS S3. */
+  readonly endpoint?: string;
+  /** Default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1. */
+  readonly region?: string;
+  /** Path-style addressing (`endpoint/bucket/key`). Default: true when `endpoint` is set. */
+  readonly forcePathStyle?: boolean;
+  /** Default: the AWS SDK's default credential chain. */
+  readonly credentials?: S3ClientConfig['credentials'];
+  /** Requests in flight at once (part uploads, ranged reads, whole files). Default 8. */
+  readonly concurrency?: number;
+  /** Files above this size are uploaded and downloaded in parts of this size. Default 8 MiB, at least 5 MiB. */
+  readonly partSizeBytes?: number;
+  /** Attempts per request, with backoff, on 5xx, throttling and network errors. Default 6. */
+  readonly maxAttempts?: number;
+  /** Time for one request to answer before it counts as failed (and is retried). Default 30 s. */
+  readonly requestTimeoutMs?: number;
+  /**
+   * 'on': never-overwrite by conditional PUTs (`If-None-Match: *`), one request instead of a HEAD and a
+   * PUT; for stores that enforce them (AWS S3 since 2024). 'off' (default): a HEAD before each PUT.
+   * Not the default because some S3-compatible stores accept the header and ignore it (S3Proxy 2.6.0
+   * overwrites; seen in connectors/s3/test/s3-storage.test.ts), which would void the guarantee.
+   * With 'on', a store that answers 501 to it falls back to HEAD + PUT.
+   */
+  readonly conditionalWrites?: 'on' | 'off';
+  /** A client to use instead of one built from the options above (its settings then apply). */
+  readonly client?: S3Client;
+}
+
+/** Request counts by kind, for tests and the benchmark (no listing on the hot path is checked by them). */
+export interface S3RequestCounts {
+  put: number;
+  get: number;
+  head: number;
+  delete: number;
+  list: number;
+  multipart: number;
+}
+
+export class S3CheckpointStorage extends BaseCheckpointStorage {
+  readonly kind = 's3';
+  readonly bucket: string;
+  readonly prefix: string;
+  /** Where requests go, for messages: the endpoint, or "AWS S3 (<region>)". */
+  readonly endpoint: string;
+  readonly partSizeBytes: number;
+  readonly requests: S3RequestCounts = { put: 0, get: 0, head: 0, delete: 0, list: 0, multipart: 0 };
+  readonly #client: S3Client;
+  readonly #ownsClient: boolean;
+  readonly #limit: Limit;
+  #conditional: boolean;
+  /** A successful bucket check, kept; a failed one is not (the next call asks again). */
+  #bucketChecked: Promise<void> | undefined;
+
+  /** `s3://bucket/prefix` plus the other options. */
+  static fromUri(
+    uri: string,
+    options: Omit<S3StorageOptions, 'bucket' | 'prefix'> = {},
+  ): S3CheckpointStorage {
+    const { bucket, prefix } = parseS3Uri(uri);
+    return new S3CheckpointStorage({ ...options, bucket, prefix });
+  }
+
+  constructor(options: S3StorageOptions) {
+    super(options);
+    const invalid = (why: string) => new StreamError('CONFIG_INVALID', `S3 checkpoint storage: ${why}`);
+    const location = parseS3Uri(`s3://${options?.bucket ?? ''}/${options?.prefix ?? ''}`);
+    this.bucket = location.bucket;
+    this.prefix = location.prefix;
+    const int = (name: string, v: number | undefined, dflt: number, min: number): number => {
+      const n = v ?? dflt;
+      if (!Number.isSafeInteger(n) || n < min)
+        throw invalid(`${name} must be an integer >= ${min}, got ${String(v)}`);
+      return n;
+    };
+    const concurrency = int('concurrency', options.concurrency, 8, 1);
+    this.partSizeBytes = int('partSizeBytes', options.partSizeBytes, 8 * MIB, 5 * MIB);
+    const maxAttempts = int('maxAttempts', options.maxAttempts, 6, 1);
+    const requestTimeoutMs = int('requestTimeoutMs', options.requestTimeoutMs, 30_000, 1);
+    if (options.endpoint !== undefined) {
+      let url: URL | undefined;
+      try {
+        url = new URL(options.endpoint);
+      } catch {}
+      if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+        throw invalid(
+          `endpoint ${JSON.stringify(options.endpoint)} is not an http(s):// URL (e.g. http://127.0.0.1:9000)`,
+        );
+      }
+    }
+    const region = options.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1';
+    this.endpoint = options.endpoint ?? `AWS S3 (${region})`;
+    this.#limit = new Limit(concurrency);
+    this.#conditional = options.conditionalWrites === 'on';
+    this.#ownsClient = options.client === undefined;
+    this.#client =
+      options.client ??
+      new S3Client({
+        region,
+        ...(options.endpoint === undefined ? {} : { endpoint: options.endpoint }),
+        forcePathStyle: options.forcePathStyle ?? options.endpoint !== undefined,
+        ...(options.credentials === undefined ? {} : { credentials: options.credentials }),
+        maxAttempts,
+        retryMode: 'standard',
+        // Our own checksums (Content-MD5 up, SHA-256 in the metadata down) cover integrity; the SDK's
+        // newer default checksum headers are refused by several S3-compatible stores.
+        requestChecksumCalculation: 'WHEN_REQUIRED',
+        responseChecksumValidation: 'WHEN_REQUIRED',
+        requestHandler: {
+          requestTimeout: requestTimeoutMs,
+          connectionTimeout: Math.min(requestTimeoutMs, 10_000),
+        },
+      });
+  }
+
+  /**
+   * Checks that the bucket exists and the credentials may use it: call at start, so a missing bucket
+   * (CHECKPOINT_NOT_FOUND) or refused credentials (CHECKPOINT_STORAGE_DENIED) stop the service before
+   * it joins the group, with what to do. An unreachable endpoint is CHECKPOINT_STORAGE_FAILED.
+   */
+  async check(): Promise<void> {
+    this.#bucketChecked = undefined;
+    await this.#checkBucket();
+  }
+
+  /** Releases the client's connections (when the storage made the client). */
+  close(): void {
+    if (this.#ownsClient) this.#client.destroy();
+  }
+
+  /** `s3://bucket/<key>` of a storage path. */
+  uriOf(path: string): string {
+    return `s3://${this.bucket}/${this.#key(path)}`;
+  }
+
+  // ---- primitives -------------------------------------------------------------------------------
+
+  protected async _create(
+    path: string,
+    bytes: Uint8Array,
+    options: { readonly durable: boolean; readonly replaceIf?: () => Promise<boolean> },
+  ): Promise<CreateOutcome> {
+    const key = this.#key(path);
+    const op = `write ${this.uriOf(path)}`;
+    const large = bytes.byteLength > this.partSizeBytes;
+    if (this.#conditional && !large) {
+      const created = await this.#putIfAbsent(key, bytes, op);
+      if (created !== undefined) {
+        if (created) return 'created';
+        if (options.replaceIf !== undefined && (await options.replaceIf())) {
+          await this.#put(key, bytes, op);
+          return 'replaced';
+        }
+        return 'exists';
+      }
+      // undefined: the store does not do conditional PUTs; ask with a HEAD below.
+    }
+    const exists = (await this._size(path)) !== undefined;
+    if (exists && !(options.replaceIf !== undefined && (await options.replaceIf()))) return 'exists';
+    if (large) await this.#multipart(key, bytes, op);
+    else await this.#put(key, bytes, op);
+    return exists ? 'replaced' : 'created';
+  }
+
+  protected async _read(path: string): Promise<Uint8Array | undefined> {
+    const key = this.#key(path);
+    const op = `read ${this.uriOf(path)}`;
+    const part = this.partSizeBytes;
+    let first: GetObjectCommandOutput;
+    try {
+      first = await this.#send('get', op, () =>
+        this.#client.send(
+          new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=0-${part - 1}` }),
+        ),
+      );
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      // An empty object has no byte 0: stores answer 416 to any range.
+      if (statusOf(e) === 416 || nameOf(e) === 'InvalidRange') return this.#getWhole(key, op);
+      throw e;
+    }
+    const head = await this.#body(first, op);
+    const total = totalOf(first.ContentRange) ?? head.byteLength;
+    if (total <= head.byteLength) return head;
+    // The rest in parts, in parallel (bounded by the limit). The ETag pins the version read.
+    const out = new Uint8Array(total);
+    out.set(head, 0);
+    const ranges: [number, number][] = [];
+    for (let start = head.byteLength; start < total; start += part)
+      ranges.push([start, Math.min(total, start + part) - 1]);
+    await Promise.all(
+      ranges.map(async ([start, end]) => {
+        const res = await this.#send('get', op, () =>
+          this.#client.send(
+            new GetObjectCommand({
+              Bucket: this.bucket,
+              Key: key,
+              Range: `bytes=${start}-${end}`,
+              ...(first.ETag === undefined ? {} : { IfMatch: first.ETag }),
+            }),
+          ),
+        );
+        const bytes = await this.#body(res, op);
+        if (bytes.byteLength !== end - start + 1) {
+          throw new StreamError(
+            'CHECKPOINT_STORAGE_FAILED',
+            `cannot ${op}: bytes ${start}-${end} came back as ${bytes.byteLength} bytes; retry the restore`,
+          );
+        }
+        out.set(bytes, start);
+      }),
+    );
+    return out;
+  }
+
+  protected async _size(path: string): Promise<number | undefined> {
+    const op = `inspect ${this.uriOf(path)}`;
+    try {
+      const res = await this.#send('head', op, () =>
+        this.#client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.#key(path) })),
+      );
+      return res.ContentLength ?? 0;
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      throw e;
+    }
+  }
+
+  protected async _delete(path: string): Promise<void> {
+    // S3 answers 204 to deleting a missing key: no special case.
+    await this.#send('delete', `delete ${this.uriOf(path)}`, () =>
+      this.#client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.#key(path) })),
+    );
+  }
+
+  protected async _list(dir: string): Promise<string[]> {
+    return (await this.#listing(dir)).files;
+  }
+
+  protected async _listDirs(dir: string): Promise<string[]> {
+    return (await this.#listing(dir)).dirs;
+  }
+
+  protected async _flush(_dir: string): Promise<void> {}
+
+  protected async _root(_purpose: RootPurpose): Promise<boolean> {
+    await this.#checkBucket();
+    return true;
+  }
+
+  protected _describe(path: string): string {
+    return this.uriOf(path);
+  }
+
+  // ---- internals ---------------------------------------------------------------------------------
+
+  #key(path: string): string {
+    return this.prefix === '' ? path : path === '' ? this.prefix : `${this.prefix}/${path}`;
+  }
+
+  /** One request through the limit, counted; SDK errors become StreamErrors naming `op`. */
+  async #send<T>(kind: keyof S3RequestCounts, op: string, request: () => Promise<T>): Promise<T> {
+    return this.#limit.run(async () => {
+      this.requests[kind]++;
+      try {
+        return await request();
+      } catch (e) {
+        if (isNotFound(e) || statusOf(e) === 416 || statusOf(e) === 412 || statusOf(e) === 501) throw e;
+        throw s3Error(e, { op, bucket: this.bucket, endpoint: this.endpoint });
+      }
+    });
+  }
+
+  #checkBucket(): Promise<void> {
+    this.#bucketChecked ??= this.#send('head', `check bucket "${this.bucket}"`, () =>
+      this.#client.send(new HeadBucketCommand({ Bucket: this.bucket })),
+    ).then(
+      () => {},
+      (e: unknown) => {
+        this.#bucketChecked = undefined;
+        throw s3Error(e, {
+          op: `check bucket "${this.bucket}"`,
+          bucket: this.bucket,
+          endpoint: this.endpoint,
+        });
+      },
+    );
+    return this.#bucketChecked;
+  }
+
+  async #put(key: string, bytes: Uint8Array, op: string): Promise<void> {
+    await this.#send('put', op, () =>
+      this.#client.send(
+        new PutObjectCommand({
+          Bucket: this.bucket,
+          Key: key,
+          Body: bytes,
+          ContentMD5: md5(bytes),
+          ContentLength: bytes.byteLength,
+        }),
+      ),
+    );
+  }
+
+  /** true: created; false: the key exists; undefined: the store does not support conditional PUTs. */
+  async #putIfAbsent(key: string, bytes: Uint8Array, op: string): Promise<boolean | undefined> {
+    try {
+      await this.#send('put', op, () =>
+        this.#client.send(
+          new PutObjectCommand({
+            Bucket: this.bucket,
+            Key: key,
+            Body: bytes,
+            ContentMD5: md5(bytes),
+            ContentLength: bytes.byteLength,
+            IfNoneMatch: '*',
+          }),
+        ),
+      );
+      return true;
+    } catch (e) {
+      const status = statusOf(e);
+      if (status === 412 || nameOf(e) === 'PreconditionFailed') return false;
+      // 409 ConditionalRequestConflict: a concurrent conditional write of the key is in progress.
+      if (status === 409 && nameOf(e) === 'ConditionalRequestConflict') return false;
+      if (status === 501 || nameOf(e) === 'NotImplemented') {
+        this.#conditional = false;
+        return undefined;
+      }
+      throw s3Error(e, { op, bucket: this.bucket, endpoint: this.endpoint });
+    }
+  }
+
+  /** A multipart upload of `bytes` in parts of `partSizeBytes`, uploaded in parallel; aborted on failure. */
+  async #multipart(key: string, bytes: Uint8Array, op: string): Promise<void> {
+    const created = await this.#send('multipart', op, () =>
+      this.#client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key })),
+    );
+    const uploadId = created.UploadId;
+    if (uploadId === undefined) {
+      throw new StreamError(
+        'CHECKPOINT_STORAGE_FAILED',
+        `cannot ${op}: the store started a multipart upload without an UploadId`,
+      );
+    }
+    try {
+      const size = this.partSizeBytes;
+      const count = Math.ceil(bytes.byteLength / size);
+      const parts = await Promise.all(
+        Array.from({ length: count }, async (_, i) => {
+          const body = bytes.subarray(i * size, Math.min(bytes.byteLength, (i + 1) * size));
+          const res = await this.#send('multipart', op, () =>
+            this.#client.send(
+              new UploadPartCommand({
+                Bucket: this.bucket,
+                Key: key,
+                UploadId: uploadId,
+                PartNumber: i + 1,
+                Body: body,
+                ContentMD5: md5(body),
+                ContentLength: body.byteLength,
+              }),
+            ),
+          );
+          return { PartNumber: i + 1, ETag: res.ETag };
+        }),
+      );
+      await this.#send('multipart', op, () =>
+        this.#client.send(
+          new CompleteMultipartUploadCommand({
+            Bucket: this.bucket,
+            Key: key,
+            UploadId: uploadId,
+            MultipartUpload: { Parts: parts },
+          }),
+        ),
+      );
+    } catch (e) {
+      // Best effort: an upload left open costs storage until the bucket's lifecycle rule removes it
+      // (docs/checkpoint-storage.md recommends AbortIncompleteMultipartUpload); it is never visible.
+      await this.#send('multipart', op, () =>
+        this.#client.send(
+          new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }),
+        ),
+      ).catch(() => {});
+      throw e;
+    }
+  }
+
+  async #getWhole(key: string, op: string): Promise<Uint8Array | undefined> {
+    try {
+      const res = await this.#send('get', op, () =>
+        this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key })),
+      );
+      return await this.#body(res, op);
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      throw e;
+    }
+  }
+
+  async #body(res: GetObjectCommandOutput, op: string): Promise<Uint8Array> {
+    try {
+      if (res.Body === undefined) return new Uint8Array(0);
+      const bytes = await res.Body.transformToByteArray();
+      return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    } catch (e) {
+      throw s3Error(e, { op, bucket: this.bucket, endpoint: this.endpoint });
+    }
+  }
+
+  /** Objects and common prefixes directly under `dir`, every page. */
+  async #listing(dir: string): Promise<{ files: string[]; dirs: string[] }> {
+    const base = this.#key(dir);
+    const prefix = base === '' ? '' : `${base}/`;
+    const files: string[] = [];
+    const dirs: string[] = [];
+    let token: string | undefined;
+    do {
+      const res = await this.#send('list', `list ${`s3://${this.bucket}/${prefix}`}`, () =>
+        this.#client.send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: prefix,
+            Delimiter: '/',
+            ...(token === undefined ? {} : { ContinuationToken: token }),
+          }),
+        ),
+      );
+      for (const o of res.Contents ?? []) if (o.Key !== undefined) files.push(o.Key.slice(prefix.length));
+      for (const p of res.CommonPrefixes ?? []) {
+        if (p.Prefix !== undefined) dirs.push(p.Prefix.slice(prefix.length).replace(/\/$/, ''));
+      }
+      token = res.IsTruncated ? res.NextContinuationToken : undefined;
+    } while (token !== undefined);
+    return { files: files.filter((f) => f !== ''), dirs: dirs.filter((d) => d !== '') };
+  }
+}
+
+function md5(bytes: Uint8Array): string {
+  return createHash('md5').update(bytes).digest('base64');
+}
+
+/** The total size from `Content-Range: bytes 0-99/1234`. */
+function totalOf(contentRange: string | undefined): number | undefined {
+  const m = contentRange === undefined ? null : /\/(\d+)\s*$/.exec(contentRange);
+  return m === null ? undefined : Number(m[1]);
+}
