@@ -281,8 +281,9 @@ export async function startS3Proxy(options: StartS3ProxyOptions = {}): Promise<R
     }
     const tail = readTail(logFile);
     const pid = current.pid === undefined ? {} : { pid: current.pid };
+    const died = exitReason; // before endProcess, whose SIGTERM would set it
     await endProcess(2_000);
-    if (exitReason !== undefined) {
+    if (died !== undefined) {
       if (/Failed to bind|Address already in use|BindException/.test(tail)) {
         if (fixedPort === undefined && !restarting) throw new PortRace(tail);
         throw new HarnessError(
@@ -293,7 +294,7 @@ export async function startS3Proxy(options: StartS3ProxyOptions = {}): Promise<R
       }
       throw new HarnessError(
         'S3PROXY_EXITED',
-        `${S3PROXY_NAME} ${exitReason} before it answered on ${endpoint}: see the end of its log below (${logFile})`,
+        `${S3PROXY_NAME} ${died} before it answered on ${endpoint}: see the end of its log below (${logFile})`,
         { details: tail, ...pid, dataDir },
       );
     }
