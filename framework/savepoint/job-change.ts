@@ -1,6 +1,4 @@
 import { createHash } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
-import { join } from 'node:path';
 import { isStreamError, StreamError } from '../api/errors.ts';
 import type { CheckpointPointer } from '../api/sink.ts';
 import type { CheckpointMetadata, CheckpointStorage, FileRef, Scope } from '../checkpoint/storage/storage.ts';
@@ -230,27 +228,9 @@ function targetsOf(topology: JobTopology, plan: JobPlan): TargetStage[] {
   }));
 }
 
-/** The task ids with a directory in `storage` (filesystem or memory storage; [] for others). */
+/** The task ids with checkpoints or savepoints in `storage` (not the job's `_topology` record). */
 export async function storedTaskIds(storage: CheckpointStorage, jobId: string): Promise<string[]> {
-  const isTask = (id: string) => parseTaskId(id) !== undefined;
-  const paths = (storage as { paths?: () => string[] }).paths;
-  if (typeof paths === 'function') {
-    const ids = paths.call(storage).flatMap((p) => {
-      const [job, task] = p.split('/');
-      return job === jobId && task !== undefined && isTask(task) ? [task] : [];
-    });
-    return [...new Set(ids)].sort();
-  }
-  const directory = (storage as { directory?: unknown }).directory;
-  if (storage.kind !== 'filesystem' || typeof directory !== 'string') return [];
-  try {
-    return (await readdir(join(directory, jobId), { withFileTypes: true }))
-      .filter((d) => d.isDirectory() && isTask(d.name))
-      .map((d) => d.name)
-      .sort();
-  } catch {
-    return [];
-  }
+  return (await storage.tasks(jobId)).filter((id) => parseTaskId(id) !== undefined);
 }
 
 async function listTaskIds(o: JobStartOptions): Promise<readonly string[]> {

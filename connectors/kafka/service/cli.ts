@@ -27,7 +27,7 @@
  */
 import cluster from 'node:cluster';
 import { existsSync } from 'node:fs';
-import { readdir, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { enableCompileCache } from 'node:module';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -343,25 +343,18 @@ async function savepointCommand(
   );
 }
 
-async function taskIds(config: ServiceConfig, jobId: string): Promise<string[]> {
-  try {
-    return (await readdir(join(config.checkpointDir, jobId), { withFileTypes: true }))
-      .filter((d) => d.isDirectory() && /-p\d+$/.test(d.name)) // task dirs, not the job's _topology
-      .map((d) => d.name)
-      .sort();
-  } catch {
-    return [];
-  }
+/** The job's task ids with checkpoints or savepoints (not its `_topology` record), and the storage. */
+async function jobTasks(config: ServiceConfig, jobId: string) {
+  const { openCheckpointStorage } = await import('./storage.ts');
+  const storage = await openCheckpointStorage(config, { purpose: 'read' });
+  const tasks = (await storage.tasks(jobId)).filter((t) => /-p\d+$/.test(t));
+  return { storage, tasks };
 }
 
 async function listCheckpoints(jobId: string, config: ServiceConfig): Promise<void> {
-  const { FilesystemCheckpointStorage } = await framework();
-  const storage = new FilesystemCheckpointStorage({
-    directory: config.checkpointDir,
-    createDirectory: false,
-  });
-  const tasks = await taskIds(config, jobId);
-  if (tasks.length === 0) throw new NotFound(`job ${jobId} has no checkpoints under ${config.checkpointDir}`);
+  const { storage, tasks } = await jobTasks(config, jobId);
+  if (tasks.length === 0)
+    throw new NotFound(`job ${jobId} has no checkpoints in ${config.checkpointStorage}`);
   process.stdout.write('task\tid\ttime\tbytes\ttype\tsavepoint\n');
   for (const taskId of tasks) {
     const scope = { jobId, taskId };
@@ -380,20 +373,18 @@ async function inspect(
   config: ServiceConfig,
   o: Record<string, string | undefined>,
 ): Promise<void> {
-  const { FilesystemCheckpointStorage, inspectCheckpoint, keyedStateJson, keyId, LevelKeyedStateBackend } =
-    await framework();
+  const { inspectCheckpoint, keyedStateJson, keyId, LevelKeyedStateBackend } = await framework();
   if ((o.state === undefined) !== (o.key === undefined))
     throw new UsageError('inspect takes --state and --key together; see kstate inspect --help');
   if (o.checkpoint !== undefined && !/^\d+$/.test(o.checkpoint))
     throw new UsageError(
       `--checkpoint is ${JSON.stringify(o.checkpoint)}; allowed: a checkpoint id (an integer)`,
     );
-  const storage = new FilesystemCheckpointStorage({
-    directory: config.checkpointDir,
-    createDirectory: false,
-  });
-  const tasks = o.task ? [o.task] : await taskIds(config, jobId);
-  if (tasks.length === 0) throw new NotFound(`job ${jobId} has no checkpoints under ${config.checkpointDir}`);
+  const stored = await jobTasks(config, jobId);
+  const storage = stored.storage;
+  const tasks = o.task ? [o.task] : stored.tasks;
+  if (tasks.length === 0)
+    throw new NotFound(`job ${jobId} has no checkpoints in ${config.checkpointStorage}`);
   // --key is a string key; the same text read as JSON is the fallback (--key 42: the number 42).
   const keys: { key: unknown; id: string }[] = [];
   if (o.key !== undefined) {
@@ -493,6 +484,8 @@ main(process.argv.slice(2)).catch(async (e: unknown) => {
   if (isStreamError(e, 'STATE_NOT_RESTORED') || isStreamError(e, 'JOB_CHANGE_BLOCKED'))
     fail(EXIT.CONFIG, e.message);
   if (isStreamError(e, 'CHECKPOINT_NOT_FOUND')) fail(EXIT.UNAVAILABLE, e.message);
+  if (isStreamError(e, 'CHECKPOINT_STORAGE_DENIED')) fail(EXIT.NO_PERMISSION, e.message);
+  if (isStreamError(e, 'CHECKPOINT_STORAGE_FAILED')) fail(EXIT.UNAVAILABLE, e.message);
   if (
     isStreamError(e, 'RESCALE_UNSUPPORTED') ||
     isStreamError(e, 'SAVEPOINT_DATA_INVALID') ||

@@ -10,7 +10,22 @@ export interface ServiceConfig {
   readonly brokers: readonly string[];
   readonly backend: 'heap' | 'level';
   readonly stateDir: string;
-  readonly checkpointDir: string;
+  /**
+   * Where checkpoints and savepoints go: a directory path, or `s3://bucket/prefix` (an S3-compatible
+   * object store; docs/checkpoint-storage.md). `checkpointDir` / KSTATE_CHECKPOINT_DIR, its older
+   * name, is still read.
+   */
+  readonly checkpointStorage: string;
+  /** The object store's `http(s)://host:port` (S3Proxy, MinIO, Ceph, R2 ...); unset: AWS S3. */
+  readonly s3Endpoint: string | undefined;
+  /** Default: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1. */
+  readonly s3Region: string | undefined;
+  /** Path-style addressing; default true when s3Endpoint is set. */
+  readonly s3ForcePathStyle: boolean | undefined;
+  /** Requests to the object store in flight at once. */
+  readonly s3Concurrency: number;
+  /** Files above this many MiB are uploaded and read in parts of this size (>= 5). */
+  readonly s3PartSizeMb: number;
   readonly checkpointIntervalMs: number;
   readonly checkpointTimeoutMs: number;
   readonly incremental: boolean;
@@ -71,7 +86,27 @@ export const CONFIG_FIELDS: Readonly<Record<Field, FieldSpec>> = {
   brokers: { env: 'KSTATE_BROKERS', allowed: 'host:port[,host:port...]', parse: list },
   backend: { env: 'KSTATE_BACKEND', allowed: "'heap' | 'level'", parse: oneOf('heap', 'level') },
   stateDir: { env: 'KSTATE_STATE_DIR', allowed: 'a directory path', parse: text },
-  checkpointDir: { env: 'KSTATE_CHECKPOINT_DIR', allowed: 'a directory path', parse: text },
+  checkpointStorage: {
+    env: 'KSTATE_CHECKPOINT_STORAGE',
+    allowed: 'a directory path, or s3://bucket/prefix',
+    parse: (raw) => {
+      const t = text(raw);
+      if (t === undefined || !/^[a-z][a-z0-9+.-]*:\/\//i.test(t)) return t;
+      return /^s3:\/\/[^/]{3,}/i.test(t) ? t : undefined; // s3:// only; parsed fully where it is opened
+    },
+  },
+  s3Endpoint: {
+    env: 'KSTATE_S3_ENDPOINT',
+    allowed: 'an http(s):// URL, e.g. http://127.0.0.1:9000',
+    parse: (raw) => {
+      const t = text(raw)?.trim();
+      return t !== undefined && /^https?:\/\/[^\s/]+(\/.*)?$/.test(t) ? t : undefined;
+    },
+  },
+  s3Region: { env: 'KSTATE_S3_REGION', allowed: 'an AWS region name, e.g. eu-west-1', parse: host },
+  s3ForcePathStyle: { env: 'KSTATE_S3_FORCE_PATH_STYLE', allowed: 'true | false', parse: bool },
+  s3Concurrency: { env: 'KSTATE_S3_CONCURRENCY', allowed: 'an integer >= 1', parse: int(1) },
+  s3PartSizeMb: { env: 'KSTATE_S3_PART_SIZE_MB', allowed: 'an integer >= 5', parse: int(5) },
   checkpointIntervalMs: { env: 'KSTATE_CHECKPOINT_INTERVAL_MS', allowed: 'an integer >= 0', parse: int(0) },
   checkpointTimeoutMs: { env: 'KSTATE_CHECKPOINT_TIMEOUT_MS', allowed: 'an integer >= 1', parse: int(1) },
   incremental: { env: 'KSTATE_INCREMENTAL', allowed: 'true | false', parse: bool },
@@ -108,10 +143,20 @@ export const CONFIG_FIELDS: Readonly<Record<Field, FieldSpec>> = {
   },
 };
 
+/** Older names still read (file field -> the field it is now, and its environment variable). */
+const OLD_NAMES: Readonly<Record<string, { readonly field: Field; readonly env: string }>> = {
+  checkpointDir: { field: 'checkpointStorage', env: 'KSTATE_CHECKPOINT_DIR' },
+};
+
 export const CONFIG_DEFAULTS: Omit<ServiceConfig, 'brokers'> = {
   backend: 'level',
   stateDir: './state',
-  checkpointDir: './checkpoints',
+  checkpointStorage: './checkpoints',
+  s3Endpoint: undefined,
+  s3Region: undefined,
+  s3ForcePathStyle: undefined,
+  s3Concurrency: 8,
+  s3PartSizeMb: 8,
   checkpointIntervalMs: 1000,
   checkpointTimeoutMs: 60_000,
   incremental: false,
@@ -157,7 +202,7 @@ export function loadConfig(
     if (typeof fromFile !== 'object' || fromFile === null || Array.isArray(fromFile)) {
       throw new StreamError('CONFIG_INVALID', `config file ${file} must hold a JSON object`);
     }
-    const unknown = Object.keys(fromFile).filter((k) => !(k in CONFIG_FIELDS));
+    const unknown = Object.keys(fromFile).filter((k) => !(k in CONFIG_FIELDS) && !(k in OLD_NAMES));
     if (unknown.length > 0) {
       throw new StreamError(
         'CONFIG_INVALID',
@@ -167,7 +212,12 @@ export function loadConfig(
   }
   const out: Record<string, unknown> = { ...CONFIG_DEFAULTS };
   for (const [field, spec] of Object.entries(CONFIG_FIELDS) as [Field, FieldSpec][]) {
-    const fromEnv = field === 'brokers' ? (env[spec.env] ?? env.KAFKA_BROKERS) : env[spec.env];
+    const old = Object.entries(OLD_NAMES).find(([, o]) => o.field === field);
+    if (old !== undefined && !(field in fromFile) && old[0] in fromFile) fromFile[field] = fromFile[old[0]];
+    const fromEnv =
+      field === 'brokers'
+        ? (env[spec.env] ?? env.KAFKA_BROKERS)
+        : (env[spec.env] ?? (old === undefined ? undefined : env[old[1].env]));
     const [raw, where] =
       fromEnv !== undefined
         ? [fromEnv, `environment variable ${spec.env}`]

@@ -1,8 +1,7 @@
-import { readdir } from 'node:fs/promises';
+
 import { join } from 'node:path';
 import {
   exportSavepointToDirectory,
-  FilesystemCheckpointStorage,
   importSavepointFromDirectory,
   type JobSavepoint,
   LevelKeyedStateBackend,
@@ -13,6 +12,7 @@ import {
 } from '../../../framework/index.ts';
 import { type Admin, Kafka, logLevel } from '../internal/kafkajs.ts';
 import type { ServiceConfig } from './config.ts';
+import { openCheckpointStorage, type ServiceStorage } from './storage.ts';
 
 /**
  * `kstate savepoint rescale | export | import`: offline operations on a job's savepoints in the
@@ -22,23 +22,14 @@ import type { ServiceConfig } from './config.ts';
 type Out = (line: string) => void;
 type Warn = (line: string) => void;
 
+/** Task ids of the job with checkpoints or savepoints in the configured storage. */
 export async function jobTaskIds(config: ServiceConfig, jobId: string): Promise<string[]> {
-  try {
-    return (await readdir(join(config.checkpointDir, jobId), { withFileTypes: true }))
-      .filter((d) => d.isDirectory())
-      .map((d) => d.name)
-      .sort();
-  } catch {
-    return [];
-  }
+  return (await storageOf(config)).tasks(jobId);
 }
 
-function storageOf(config: ServiceConfig): FilesystemCheckpointStorage {
-  return new FilesystemCheckpointStorage({
-    directory: config.checkpointDir,
-    retain: config.retainCheckpoints,
-    createDirectory: false,
-  });
+/** The configured checkpoint storage (a directory is never created by these commands). */
+function storageOf(config: ServiceConfig): Promise<ServiceStorage> {
+  return openCheckpointStorage(config, { purpose: 'read' });
 }
 
 function scratch(config: ServiceConfig) {
@@ -147,12 +138,12 @@ export async function rescaleCommand(
 ): Promise<void> {
   const counts = parseCounts(o.to, '--to');
   const rename = parseTopicMap(o.topics);
-  const storage = storageOf(config);
+  const storage = await storageOf(config);
   const taskIds = await jobTaskIds(config, jobId);
   if (taskIds.length === 0)
     throw new StreamError(
       'CHECKPOINT_NOT_FOUND',
-      `job ${jobId} has no checkpoints under ${config.checkpointDir}`,
+      `job ${jobId} has no checkpoints in ${config.checkpointStorage}`,
     );
   const sp = await readJobSavepoint(storage, jobId, taskIds, savepoint, scratch(config));
   const topics = stageTopics(sp, rename);
@@ -243,10 +234,10 @@ export async function exportCommand(
   if (taskIds.length === 0)
     throw new StreamError(
       'CHECKPOINT_NOT_FOUND',
-      `job ${jobId} has no checkpoints under ${config.checkpointDir}`,
+      `job ${jobId} has no checkpoints in ${config.checkpointStorage}`,
     );
   const { manifest } = await exportSavepointToDirectory(
-    storageOf(config),
+    await storageOf(config),
     jobId,
     taskIds,
     savepoint,
@@ -270,7 +261,7 @@ export async function importCommand(
 ): Promise<void> {
   const counts = o.partitions ? parseCounts(o.partitions, '--partitions') : (_: string, n: number) => n;
   const taskIds = await jobTaskIds(config, jobId);
-  const r = await importSavepointFromDirectory(storageOf(config), jobId, o.from, {
+  const r = await importSavepointFromDirectory(await storageOf(config), jobId, o.from, {
     as: o.as,
     partitions: counts,
     existingTaskIds: taskIds,

@@ -7,7 +7,6 @@ import {
   clusterMetrics,
   combineListeners,
   createPrometheusMetrics,
-  FilesystemCheckpointStorage,
   instrumentJob,
   type JobListener,
   LevelKeyedStateBackend,
@@ -30,6 +29,7 @@ import { EXIT } from './exit-codes.ts';
 import { ShutdownSignals } from './signals.ts';
 import { STATUS_HTML, StatusBoard } from './status.ts';
 import { answerStatusRequests, workerStatusRoutes } from './status-workers.ts';
+import { openCheckpointStorage } from './storage.ts';
 
 /**
  * The service around one job: the job as a consumer-group member, /metrics, /livez, /readyz, the
@@ -138,14 +138,15 @@ export async function serve(
     log.info({ url: http.url }, 'http endpoints: /metrics /livez /readyz /status /query /query/keys');
   }
   await stopIfRequested();
+  // Storage before the group: a missing bucket or refused credentials stop the start with what to do
+  // (cli.ts: exit 69 / 77), rather than fail every checkpoint of a running job.
+  const storage = await openCheckpointStorage(config, { purpose: 'run' });
+  await storage.check?.();
   // Where a job change reads old level checkpoints (docs/savepoints.md "Job changes"); removed after the start.
   const scratch = join(config.stateDir, '.restructure', String(process.pid));
   running = await runKafkaJob(job, {
     connection: { brokers: config.brokers },
-    storage: new FilesystemCheckpointStorage({
-      directory: config.checkpointDir,
-      retain: config.retainCheckpoints,
-    }),
+    storage,
     backend: registry.track(config.backend === 'level' ? levelBackend(config.stateDir) : undefined),
     ...(endpoint === undefined ? {} : { queryEndpoint: endpoint }),
     // kstate run --from-savepoint: every task starts from that savepoint (docs/savepoints.md).
