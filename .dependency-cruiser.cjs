@@ -53,6 +53,14 @@ module.exports = {
       to: { path: 'node_modules/@kafkajs/' },
     },
     {
+      name: 'only-s3-connector-imports-the-aws-sdk',
+      comment:
+        'the AWS SDK is large: connectors/s3 alone imports it (tests too, to look behind the storage), and the service loads that lazily',
+      severity: 'error',
+      from: { pathNot: '^connectors/s3/|^connectors/[^/]+/test/' },
+      to: { path: 'node_modules/@aws-sdk/' },
+    },
+    {
       name: 'only-level-backend-imports-classic-level',
       severity: 'error',
       from: { pathNot: '^framework/state/backends/level/' },
