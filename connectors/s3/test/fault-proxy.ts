@@ -13,21 +13,25 @@
  * - `reset`: forward a selection of matching requests but cut them: a request with a body has its first
  *   `afterBytes` (default half its Content-Length) forwarded, then the upstream request and the client's
  *   connection are destroyed; a request without a body gets half of the response body, then the same.
+ * - `loseResponse`: forward a selection of matching requests whole, read the store's answer, then cut the
+ *   client's connection instead of answering: the write happened but the client sees a connection error
+ *   (what a retry after a lost response meets).
  * - `refuse()` closes the listener (and every open connection), so connections are refused until `accept()`.
  *
  * A selection is `every: n` (the n-th, 2n-th ... matching request; 1 = all) or `fraction: f` (each matching
- * request with probability f, drawn from a PRNG seeded with `seed`, so a run is repeatable for the same
- * sequence of requests). Counters of each selection restart with every `set`.
+ * request with probability f, drawn from a PRNG seeded with `seed`). Every `set` restarts the counters and
+ * the PRNGs, so the same plan over the same sequence of requests picks the same ones.
  *
- * Counts (`counts()`) are by method and by outcome (forwarded, failed, reset, upstream-error) and both,
- * plus how many responses were delayed, so a test can assert that the faults it asked for really happened.
+ * Counts (`counts()`) are by method, by outcome (forwarded, failed, reset, response-lost, upstream-error)
+ * and by both, plus how many responses were delayed, so a test can assert that the faults it asked for
+ * really happened.
  */
 import { Agent, createServer, type IncomingMessage, request, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
 export type InjectedError = 'SlowDown' | 'InternalError';
 
-export type Outcome = 'forwarded' | 'failed' | 'reset' | 'upstream-error';
+export type Outcome = 'forwarded' | 'failed' | 'reset' | 'response-lost' | 'upstream-error';
 
 export interface RequestMatch {
   /** HTTP methods (PUT and POST are the uploads: PutObject, UploadPart, Create/CompleteMultipartUpload); default all. */
@@ -48,6 +52,8 @@ export interface FaultPlan {
   readonly delay?: RequestMatch & { readonly ms: number };
   /** `afterBytes`: of the request body; default half its Content-Length (0 for a chunked body: headers only). */
   readonly reset?: RequestMatch & Selection & { readonly afterBytes?: number };
+  /** Forward the whole request, let the store answer, then cut the client's connection instead of answering. */
+  readonly loseResponse?: RequestMatch & Selection;
 }
 
 export interface FaultCounts {
@@ -55,7 +61,7 @@ export interface FaultCounts {
   readonly total: number;
   readonly byMethod: Readonly<Record<string, number>>;
   readonly byOutcome: Readonly<Record<Outcome, number>>;
-  /** e.g. `{ PUT: { forwarded: 5, failed: 4, reset: 0, 'upstream-error': 0 } }` */
+  /** e.g. `{ PUT: { forwarded: 5, failed: 4, reset: 0, 'response-lost': 0, 'upstream-error': 0 } }` */
   readonly byMethodOutcome: Readonly<Record<string, Readonly<Record<Outcome, number>>>>;
   readonly delayed: number;
 }
@@ -99,7 +105,14 @@ export interface FaultProxy {
   close(): Promise<void>;
 }
 
-const OUTCOMES: readonly Outcome[] = ['forwarded', 'failed', 'reset', 'upstream-error'];
+const OUTCOMES: readonly Outcome[] = ['forwarded', 'failed', 'reset', 'response-lost', 'upstream-error'];
+const noOutcomes = (): Record<Outcome, number> => ({
+  forwarded: 0,
+  failed: 0,
+  reset: 0,
+  'response-lost': 0,
+  'upstream-error': 0,
+});
 const HISTORY_LIMIT = 10_000;
 
 /** mulberry32: a small, fast, seedable PRNG with values in [0, 1). */
@@ -145,6 +158,7 @@ interface ActivePlan {
   readonly plan: FaultPlan;
   readonly pickFail: (() => boolean) | undefined;
   readonly pickReset: (() => boolean) | undefined;
+  readonly pickLose: (() => boolean) | undefined;
 }
 
 /** Starts the proxy on loopback; see the module comment. */
@@ -154,15 +168,17 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
     throw new Error(`the fault proxy forwards to http:// only, not ${upstream}`);
   const upstreamPort = Number(upstream.port || 80);
   const host = options.host ?? '127.0.0.1';
-  const random = prng(options.seed ?? 1);
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
   const sockets = new Set<Socket>();
   let requestIds = 0;
 
+  const seed = options.seed ?? 1;
+  // Each plan draws from fresh PRNGs: the same plan over the same requests picks the same ones.
   const activate = (plan: FaultPlan): ActivePlan => ({
     plan,
-    pickFail: plan.fail === undefined ? undefined : selector(plan.fail, random),
-    pickReset: plan.reset === undefined ? undefined : selector(plan.reset, random),
+    pickFail: plan.fail === undefined ? undefined : selector(plan.fail, prng(seed)),
+    pickReset: plan.reset === undefined ? undefined : selector(plan.reset, prng(seed + 1)),
+    pickLose: plan.loseResponse === undefined ? undefined : selector(plan.loseResponse, prng(seed + 2)),
   });
   let active = activate(options.plan ?? {});
 
@@ -176,7 +192,7 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
     byMethod[method] = (byMethod[method] ?? 0) + 1;
   };
   const record = (method: string, path: string, outcome: Outcome, delayedMs: number) => {
-    byMethodOutcome[method] ??= { forwarded: 0, failed: 0, reset: 0, 'upstream-error': 0 };
+    byMethodOutcome[method] ??= noOutcomes();
     byMethodOutcome[method][outcome] += 1;
     if (delayedMs > 0) delayed += 1;
     handled.push({ method, path, outcome, delayedMs });
@@ -201,7 +217,7 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
     const method = (req.method ?? 'GET').toUpperCase();
     const path = req.url ?? '/';
     received(method);
-    const { plan, pickFail, pickReset } = active;
+    const { plan, pickFail, pickReset, pickLose } = active;
     const delayMs = plan.delay !== undefined && matches(plan.delay, method, path) ? plan.delay.ms : 0;
 
     if (plan.fail !== undefined && pickFail !== undefined && matches(plan.fail, method, path) && pickFail()) {
@@ -222,6 +238,12 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
       plan.reset !== undefined && pickReset !== undefined && matches(plan.reset, method, path) && pickReset()
         ? plan.reset
         : undefined;
+    const lose =
+      resetPlan === undefined &&
+      plan.loseResponse !== undefined &&
+      pickLose !== undefined &&
+      matches(plan.loseResponse, method, path) &&
+      pickLose();
     const contentLength = Number(req.headers['content-length'] ?? '0');
     const hasBody = contentLength > 0 || req.headers['transfer-encoding'] !== undefined;
 
@@ -282,6 +304,15 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
       record(method, path, 'upstream-error', 0);
     });
     upstreamReq.once('response', (upstreamRes) => {
+      if (lose) {
+        // The store has done the work (a PUT is stored); the client never hears of it.
+        upstreamRes.resume();
+        upstreamRes.once('end', () => {
+          req.socket.destroy();
+          record(method, path, 'response-lost', 0);
+        });
+        return;
+      }
       void (async () => {
         if (delayMs > 0) await sleep(delayMs);
         res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.statusMessage, upstreamRes.rawHeaders);
@@ -351,7 +382,7 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
       if (!server.listening) await listen(port);
     },
     counts: () => {
-      const byOutcome: Record<Outcome, number> = { forwarded: 0, failed: 0, reset: 0, 'upstream-error': 0 };
+      const byOutcome = noOutcomes();
       for (const row of Object.values(byMethodOutcome)) for (const o of OUTCOMES) byOutcome[o] += row[o];
       return {
         total,

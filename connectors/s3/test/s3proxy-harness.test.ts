@@ -28,7 +28,6 @@ import {
 import { formatHarnessError, HarnessError } from '../../kafka/local/errors.ts';
 import { javaBinary, REPO_ROOT } from '../../kafka/local/install.ts';
 import { isAlive } from '../../kafka/local/processes.ts';
-import { eventually } from '../../kafka/test/kafka.ts';
 import { startS3Proxy } from '../local/s3proxy.ts';
 import { NO_TEST_S3, s3ClientConfig, testS3Store, uniqueBucketName } from '../local/test-store.ts';
 
@@ -45,6 +44,21 @@ function tempDir(label: string): string {
   const dir = mkdtempSync(join(tmpdir(), `kstate-s3-harness-test-${label}-`));
   temps.push(dir);
   return dir;
+}
+
+/** Polls `check` until it returns a value; fails after `ms` naming `what`. (Kept here: the Kafka tests' helper loads the whole framework.) */
+async function eventually<T>(
+  check: () => Promise<T | undefined>,
+  ms: number,
+  what: () => string,
+): Promise<T> {
+  const deadline = performance.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (performance.now() > deadline) throw new Error(`timed out after ${ms} ms: ${what()}`);
+    await new Promise((done) => setTimeout(done, 100));
+  }
 }
 
 type SdkError = Error & { code?: string; $metadata?: { httpStatusCode?: number } };
