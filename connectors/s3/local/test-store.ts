@@ -31,7 +31,8 @@ export function testS3Store(env: NodeJS.ProcessEnv = process.env): S3StoreAddres
 /**
  * `new S3Client(s3ClientConfig(store))` for S3Proxy: path-style addressing, and checksums only where an
  * operation requires them, because S3Proxy 2.6.0 answers 501 NotImplemented to the SDK's default flexible
- * checksums (it also does to `If-None-Match` on PUT).
+ * checksums (on PUT and on GET). Note also that it ignores `If-None-Match: *` on PUT: the object is
+ * overwritten (docs/kafka-harness.md, "The S3 store").
  */
 export function s3ClientConfig(store: S3StoreAddress, endpoint = store.endpoint) {
   return {

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,6 +28,7 @@ import {
 import { formatHarnessError, HarnessError } from '../../kafka/local/errors.ts';
 import { javaBinary, REPO_ROOT } from '../../kafka/local/install.ts';
 import { isAlive } from '../../kafka/local/processes.ts';
+import { ensureS3ProxyInstalled, S3PROXY } from '../local/install.ts';
 import { startS3Proxy } from '../local/s3proxy.ts';
 import { NO_TEST_S3, s3ClientConfig, testS3Store, uniqueBucketName } from '../local/test-store.ts';
 
@@ -317,6 +318,51 @@ describe('the S3 harness on bad input', { skip }, () => {
       else process.env.JAVA_HOME = saved;
     }
     assert.ok(spawnSync(javaBinary(), ['-version']).status === 0);
+  });
+
+  test('mvn missing: MVN_MISSING, nothing cached', async () => {
+    const cacheDir = tempDir('nomvn');
+    const error = await ensureS3ProxyInstalled({ cacheDir, mvn: '/nonexistent/mvn' }).then(
+      () => assert.fail('no mvn, no fetch'),
+      (e: unknown) => e,
+    );
+    assert.ok(error instanceof HarnessError, String(error));
+    assert.equal(error.code, 'MVN_MISSING');
+    assert.match(error.message, /mvn not found or not runnable \(\/nonexistent\/mvn.*install Maven/);
+    assert.deepEqual(readdirSync(join(cacheDir, S3PROXY.version)), [], 'no jar, no marker, no work dir');
+  });
+
+  test('Maven Central unreachable: MVN_FAILED with the end of mvn output, nothing cached', {
+    timeout: 120_000,
+  }, async () => {
+    const dir = tempDir('offline');
+    const server = createServer();
+    await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+    const address = server.address();
+    assert.ok(typeof address === 'object' && address !== null);
+    await new Promise<void>((done) => server.close(() => done()));
+    const settings = join(dir, 'settings.xml');
+    writeFileSync(
+      settings,
+      `<settings><mirrors><mirror><id>nowhere</id><mirrorOf>*</mirrorOf><url>http://127.0.0.1:${address.port}/maven2</url></mirror></mirrors></settings>`,
+    );
+    const cacheDir = join(dir, 'cache');
+    const error = await ensureS3ProxyInstalled({
+      cacheDir,
+      mvnArgs: ['-s', settings, `-Dmaven.repo.local=${join(dir, 'repo')}`],
+    }).then(
+      () => assert.fail('the fetch should fail'),
+      (e: unknown) => e,
+    );
+    assert.ok(error instanceof HarnessError, String(error));
+    assert.equal(error.code, 'MVN_FAILED');
+    assert.match(error.message, /mvn could not fetch S3Proxy 2\.6\.0 from Maven Central .*reachable mirror/);
+    assert.match(
+      error.details ?? '',
+      /127\.0\.0\.1/,
+      'the tail of mvn output names the unreachable repository',
+    );
+    assert.deepEqual(readdirSync(join(cacheDir, S3PROXY.version)), [], 'nothing half-fetched in the cache');
   });
 
   test('a port that is taken: PORT_IN_USE before java starts', async () => {
