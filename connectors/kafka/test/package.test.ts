@@ -8,59 +8,17 @@
  * with kcat in read_committed mode, holds per key the counts 1..n in offset order.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import type { Admin } from '../internal/kafkajs.ts';
 import { kcatProducer } from './eos-helpers.ts';
 import { brokersFromEnv, kafkaClient } from './kafka.ts';
 import { names } from './names.ts';
+import { groupGone, PATH, packRepository, REPO, sh } from './package-helpers.ts';
 import { assertSequences, checkSequences, readCommittedRecords } from './sequence-check.ts';
-
-const execFileP = promisify(execFile);
-const REPO = fileURLToPath(new URL('../../../', import.meta.url));
-/** npm and npx of the node running the tests (Node 24 in CI), whatever the machine's own node is. */
-const PATH = `${dirname(process.execPath)}:${process.env.PATH ?? ''}`;
-
-async function sh(
-  command: string,
-  args: readonly string[],
-  cwd: string,
-  timeoutMs = 600_000,
-  env: Record<string, string> = {},
-): Promise<{ stdout: string; stderr: string }> {
-  try {
-    return await execFileP(command, args, {
-      cwd,
-      env: { ...process.env, PATH, ...env },
-      timeout: timeoutMs,
-      maxBuffer: 64 * 1024 * 1024,
-    });
-  } catch (e) {
-    const x = e as { stdout?: string; stderr?: string; message: string };
-    throw new Error(
-      `${command} ${args.join(' ')} (in ${cwd}) failed: ${x.message}\n${x.stdout ?? ''}\n${x.stderr ?? ''}`,
-    );
-  }
-}
-
-/** Waits until no process of group `pgid` is left. */
-async function groupGone(pgid: number, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      process.kill(-pgid, 0);
-    } catch {
-      return;
-    }
-    if (Date.now() > deadline) throw new Error(`process group ${pgid} still runs ${ms} ms after SIGTERM`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 const JOB = (input: string, output: string, jobId: string) => `import {
   type Collector,
@@ -130,9 +88,7 @@ describe('the npm package, installed into a fresh project', () => {
   before(async () => {
     work = await mkdtemp(join(tmpdir(), 'kstate-package-'));
     project = join(work, 'user-project');
-    const packed = await sh('npm', ['pack', '--json', '--pack-destination', work], REPO);
-    const info = JSON.parse(packed.stdout.slice(packed.stdout.indexOf('['))) as { filename: string }[];
-    tarball = join(work, info[0]!.filename);
+    tarball = await packRepository(work);
     const repoPkg = JSON.parse(await readFile(join(REPO, 'package.json'), 'utf8')) as {
       devDependencies: Record<string, string>;
     };
