@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { StreamError } from '../../../framework/index.ts';
+import { isS3Uri, parseS3Uri } from '../../s3/uri.ts';
 
 /**
  * The service's configuration: a JSON file (`--config`), then environment variables, then defaults.
@@ -76,6 +77,17 @@ const bool = (raw: unknown) =>
 const text = (raw: unknown) => (typeof raw === 'string' && raw.trim() !== '' ? raw : undefined);
 const host = (raw: unknown) =>
   typeof raw === 'string' && /^[A-Za-z0-9.:_-]{1,253}$/.test(raw.trim()) ? raw.trim() : undefined;
+/** An http(s) URL of a host (and port); credentials never (they come from the SDK's chain). */
+const endpoint = (raw: unknown) => {
+  const t = text(raw)?.trim();
+  if (t === undefined || !/^https?:\/\/[^\s/]+(\/\S*)?$/i.test(t)) return undefined;
+  try {
+    const url = new URL(t);
+    return url.hostname !== '' && url.username === '' && url.password === '' ? t : undefined;
+  } catch {
+    return undefined; // a port out of range or not a number, a malformed host
+  }
+};
 const list = (raw: unknown) => {
   const items = typeof raw === 'string' ? raw.split(',') : Array.isArray(raw) ? raw : undefined;
   const clean = items?.map((b) => String(b).trim()).filter((b) => b !== '');
@@ -88,20 +100,24 @@ export const CONFIG_FIELDS: Readonly<Record<Field, FieldSpec>> = {
   stateDir: { env: 'KSTATE_STATE_DIR', allowed: 'a directory path', parse: text },
   checkpointStorage: {
     env: 'KSTATE_CHECKPOINT_STORAGE',
-    allowed: 'a directory path, or s3://bucket/prefix',
+    allowed:
+      "a directory path, or s3://<bucket>/<prefix> (bucket: 3-63 characters: lower-case letters, digits, '.' and '-')",
     parse: (raw) => {
       const t = text(raw);
       if (t === undefined || !/^[a-z][a-z0-9+.-]*:\/\//i.test(t)) return t;
-      return /^s3:\/\/[^/]{3,}/i.test(t) ? t : undefined; // s3:// only; parsed fully where it is opened
+      if (!isS3Uri(t)) return undefined; // another scheme: s3:// is the only object store
+      try {
+        parseS3Uri(t);
+        return t;
+      } catch {
+        return undefined;
+      }
     },
   },
   s3Endpoint: {
     env: 'KSTATE_S3_ENDPOINT',
-    allowed: 'an http(s):// URL, e.g. http://127.0.0.1:9000',
-    parse: (raw) => {
-      const t = text(raw)?.trim();
-      return t !== undefined && /^https?:\/\/[^\s/]+(\/.*)?$/.test(t) ? t : undefined;
-    },
+    allowed: 'an http(s):// URL with a host and an optional port, no credentials, e.g. http://127.0.0.1:9000',
+    parse: endpoint,
   },
   s3Region: { env: 'KSTATE_S3_REGION', allowed: 'an AWS region name, e.g. eu-west-1', parse: host },
   s3ForcePathStyle: { env: 'KSTATE_S3_FORCE_PATH_STYLE', allowed: 'true | false', parse: bool },
@@ -147,6 +163,11 @@ export const CONFIG_FIELDS: Readonly<Record<Field, FieldSpec>> = {
 const OLD_NAMES: Readonly<Record<string, { readonly field: Field; readonly env: string }>> = {
   checkpointDir: { field: 'checkpointStorage', env: 'KSTATE_CHECKPOINT_DIR' },
 };
+
+/** Fields that look like credentials: refused with where credentials go instead. */
+const CREDENTIAL = /access.?key|secret|session.?token|credential|password/i;
+const CREDENTIALS_HINT =
+  'Object-store credentials are never read from the config file: the AWS SDK default chain reads them (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE, a web identity such as IRSA); docs/service.md';
 
 export const CONFIG_DEFAULTS: Omit<ServiceConfig, 'brokers'> = {
   backend: 'level',
@@ -206,23 +227,27 @@ export function loadConfig(
     if (unknown.length > 0) {
       throw new StreamError(
         'CONFIG_INVALID',
-        `config file ${file}: unknown field ${unknown.map((k) => `'${k}'`).join(', ')}; known fields: ${Object.keys(CONFIG_FIELDS).join(', ')}`,
+        `config file ${file}: unknown field ${unknown.map((k) => `'${k}'`).join(', ')}; known fields: ${Object.keys(CONFIG_FIELDS).join(', ')}${unknown.some((k) => CREDENTIAL.test(k)) ? `. ${CREDENTIALS_HINT}` : ''}`,
       );
     }
   }
   const out: Record<string, unknown> = { ...CONFIG_DEFAULTS };
   for (const [field, spec] of Object.entries(CONFIG_FIELDS) as [Field, FieldSpec][]) {
-    const old = Object.entries(OLD_NAMES).find(([, o]) => o.field === field);
-    if (old !== undefined && !(field in fromFile) && old[0] in fromFile) fromFile[field] = fromFile[old[0]];
-    const fromEnv =
-      field === 'brokers'
-        ? (env[spec.env] ?? env.KAFKA_BROKERS)
-        : (env[spec.env] ?? (old === undefined ? undefined : env[old[1].env]));
+    // Where the value comes from: the environment (new name, then old) over the file (new, then old).
+    const oldName = Object.entries(OLD_NAMES).find(([, o]) => o.field === field);
+    const envNames = [
+      spec.env,
+      ...(field === 'brokers' ? ['KAFKA_BROKERS'] : []),
+      ...(oldName ? [oldName[1].env] : []),
+    ];
+    const fileNames = [field, ...(oldName ? [oldName[0]] : [])];
+    const envName = envNames.find((name) => env[name] !== undefined);
+    const fileName = fileNames.find((name) => name in fromFile);
     const [raw, where] =
-      fromEnv !== undefined
-        ? [fromEnv, `environment variable ${spec.env}`]
-        : field in fromFile
-          ? [fromFile[field], `field '${field}' of ${file}`]
+      envName !== undefined
+        ? [env[envName], `environment variable ${envName}`]
+        : fileName !== undefined
+          ? [fromFile[fileName], `field '${fileName}' of ${file}`]
           : [undefined, ''];
     if (raw === undefined) continue;
     const value = spec.parse(raw);
