@@ -83,6 +83,7 @@ export {
   type StopReport,
 } from './runtime/job.ts';
 export type { CheckpointStats } from './runtime/task.ts';
+export { DirectorySavepointFiles, type SavepointFiles, textLines } from './savepoint/files.ts';
 export { fromJsonValue, toJsonValue } from './savepoint/json-values.ts';
 export type { NdjsonManifest } from './savepoint/manifest.ts';
 export {

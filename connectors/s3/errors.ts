@@ -52,12 +52,18 @@ export function isNotFound(e: unknown): boolean {
   return name === 'NoSuchKey' || name === 'NotFound' || (statusOf(e) === 404 && name !== 'NoSuchBucket');
 }
 
+const CHECKPOINT_OUTCOME = 'The checkpoint is not committed; the task goes on from the last good one.';
+
 export interface S3ErrorContext {
   /** What was being done: "write s3://b/k", "check bucket b" ... */
   readonly op: string;
   readonly bucket: string;
   /** The endpoint as configured, or "AWS S3 (<region>)". */
   readonly endpoint: string;
+  /** What names the bucket, for "fix the bucket in ...". Default: the checkpoint storage setting. */
+  readonly setting?: string;
+  /** What a failure leaves, ending the message. Default: the checkpoint's (not committed). */
+  readonly outcome?: string;
 }
 
 /** The StreamError for `e`, thrown by the SDK while doing `ctx.op`. */
@@ -71,7 +77,7 @@ export function s3Error(e: unknown, ctx: S3ErrorContext): StreamError {
   if (name === 'NoSuchBucket' || (ctx.op.startsWith('check bucket') && status === 404)) {
     return new StreamError(
       'CHECKPOINT_NOT_FOUND',
-      `cannot ${ctx.op}: bucket "${ctx.bucket}" does not exist at ${ctx.endpoint}. Create it (e.g. \`aws s3 mb s3://${ctx.bucket}\`), or fix the bucket in the checkpoint storage setting (KSTATE_CHECKPOINT_STORAGE) or the endpoint (KSTATE_S3_ENDPOINT).`,
+      `cannot ${ctx.op}: bucket "${ctx.bucket}" does not exist at ${ctx.endpoint}. Create it (e.g. \`aws s3 mb s3://${ctx.bucket}\`), or fix the bucket in ${ctx.setting ?? 'the checkpoint storage setting (KSTATE_CHECKPOINT_STORAGE)'} or the endpoint (KSTATE_S3_ENDPOINT).`,
       { cause: e },
     );
   }
@@ -97,13 +103,13 @@ export function s3Error(e: unknown, ctx: S3ErrorContext): StreamError {
   ) {
     return new StreamError(
       'CHECKPOINT_STORAGE_FAILED',
-      `cannot ${ctx.op}: the object store at ${ctx.endpoint} cannot be reached (${code ?? name}: ${message}). Check the endpoint (KSTATE_S3_ENDPOINT) and the network. The checkpoint is not committed; the task goes on from the last good one.`,
+      `cannot ${ctx.op}: the object store at ${ctx.endpoint} cannot be reached (${code ?? name}: ${message}). Check the endpoint (KSTATE_S3_ENDPOINT) and the network. ${ctx.outcome ?? CHECKPOINT_OUTCOME}`,
       { cause: e },
     );
   }
   return new StreamError(
     'CHECKPOINT_STORAGE_FAILED',
-    `cannot ${ctx.op}: the object store at ${ctx.endpoint} answered ${detail}: ${message}. The checkpoint is not committed; the task goes on from the last good one.`,
+    `cannot ${ctx.op}: the object store at ${ctx.endpoint} answered ${detail}: ${message}. ${ctx.outcome ?? CHECKPOINT_OUTCOME}`,
     { cause: e },
   );
 }

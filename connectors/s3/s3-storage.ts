@@ -31,7 +31,7 @@ import {
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
-  S3Client,
+  type S3Client,
   type S3ClientConfig,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
@@ -42,6 +42,7 @@ import {
   type StorageOptions,
   StreamError,
 } from '../../framework/index.ts';
+import { newS3Client, s3Region } from './client.ts';
 import { isNotFound, nameOf, s3Error, statusOf } from './errors.ts';
 import { Limit } from './limit.ts';
 import { parseS3Uri } from './uri.ts';
@@ -141,28 +142,20 @@ export class S3CheckpointStorage extends BaseCheckpointStorage {
         );
       }
     }
-    const region = options.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1';
+    const region = s3Region(options.region);
     this.endpoint = options.endpoint ?? `AWS S3 (${region})`;
     this.#limit = new Limit(concurrency);
     this.#conditional = options.conditionalWrites === 'on';
     this.#ownsClient = options.client === undefined;
     this.#client =
       options.client ??
-      new S3Client({
+      newS3Client({
         region,
-        ...(options.endpoint === undefined ? {} : { endpoint: options.endpoint }),
-        forcePathStyle: options.forcePathStyle ?? options.endpoint !== undefined,
-        ...(options.credentials === undefined ? {} : { credentials: options.credentials }),
+        endpoint: options.endpoint,
+        forcePathStyle: options.forcePathStyle,
+        credentials: options.credentials,
         maxAttempts,
-        retryMode: 'standard',
-        // Our own checksums (Content-MD5 up, SHA-256 in the metadata down) cover integrity; the SDK's
-        // newer default checksum headers are refused by several S3-compatible stores.
-        requestChecksumCalculation: 'WHEN_REQUIRED',
-        responseChecksumValidation: 'WHEN_REQUIRED',
-        requestHandler: {
-          requestTimeout: requestTimeoutMs,
-          connectionTimeout: Math.min(requestTimeoutMs, 10_000),
-        },
+        requestTimeoutMs,
       });
   }
 

@@ -1,11 +1,10 @@
-import { mkdir, open, readdir } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
 import { StreamError } from '../api/errors.ts';
 import type { KeyedStateSnapshotEntry } from '../state/backend.ts';
 import { keyFromId } from '../state/keys.ts';
 import type { OperatorStateSnapshotEntry } from '../state/operator-state.ts';
 import { builtinSerializer } from '../state/serializers.ts';
 import { storedValueCodec, type TtlValue, userKeyOf } from '../state/value-codec.ts';
+import type { SavepointFiles } from './files.ts';
 import { toJsonValue } from './json-values.ts';
 import {
   fileSegment,
@@ -18,8 +17,10 @@ import {
 import type { JobSavepoint, StageSavepoint } from './savepoint-io.ts';
 
 /**
- * Export a savepoint as NDJSON: `<dir>/<operator>/<state>.ndjson`, one JSON object per line, and
- * `<dir>/savepoint.json` (the manifest). Rows (values through `toJsonValue`):
+ * Export a savepoint as NDJSON into `files` (a directory or an object-store prefix: files.ts):
+ * `<operator>/<state>.ndjson`, one JSON object per line, and `savepoint.json` (the manifest), written
+ * last, so an export without it is incomplete. `files` must be empty (CONFIG_INVALID otherwise).
+ * Rows (values through `toJsonValue`):
  *
  * | state | one row per | row |
  * | --- | --- | --- |
@@ -37,15 +38,11 @@ import type { JobSavepoint, StageSavepoint } from './savepoint-io.ts';
  * (base64) instead of a value, and import takes them back unchanged. Timers, source positions and
  * sink committables are not exported.
  */
-export async function exportSavepoint(savepoint: JobSavepoint, dir: string): Promise<NdjsonManifest> {
-  const existing = await readdir(dir).catch(() => [] as string[]);
-  if (existing.length > 0) {
-    throw new StreamError(
-      'CONFIG_INVALID',
-      `export directory ${dir} is not empty: export into a new or empty directory`,
-    );
-  }
-  await mkdir(dir, { recursive: true });
+export async function exportSavepoint(
+  savepoint: JobSavepoint,
+  files: SavepointFiles,
+): Promise<NdjsonManifest> {
+  await checkExportTarget(files);
   const states: ManifestState[] = [];
   for (const stage of savepoint.stages) {
     const uids = [...new Set(stage.tasks.flatMap((t) => Object.keys(t.operators.operators)))];
@@ -53,7 +50,7 @@ export async function exportSavepoint(savepoint: JobSavepoint, dir: string): Pro
       const { operator, state } = splitName(meta.meta.name, uids);
       const file = `${fileSegment(operator)}/${fileSegment(state)}.ndjson`;
       const shape = new ShapeInference();
-      const rows = await writeRows(join(dir, file), keyedRows(meta, parts, shape));
+      const rows = await writeRows(files, file, keyedRows(meta, parts, shape));
       states.push({
         file,
         stage: stage.stage,
@@ -76,7 +73,7 @@ export async function exportSavepoint(savepoint: JobSavepoint, dir: string): Pro
         const first = entries.find((e) => e !== undefined)!;
         const file = `${fileSegment(uid)}/${fileSegment(name)}.ndjson`;
         const shape = new ShapeInference();
-        const rows = await writeRows(join(dir, file), operatorRows(uid, entries, shape));
+        const rows = await writeRows(files, file, operatorRows(uid, entries, shape));
         states.push({
           file,
           stage: stage.stage,
@@ -104,13 +101,18 @@ export async function exportSavepoint(savepoint: JobSavepoint, dir: string): Pro
     })),
     states,
   };
-  const fh = await open(join(dir, 'savepoint.json'), 'wx');
-  try {
-    await fh.writeFile(`${JSON.stringify(manifest, null, 2)}\n`);
-  } finally {
-    await fh.close();
-  }
+  await files.write('savepoint.json', [`${JSON.stringify(manifest, null, 2)}\n`]);
   return manifest;
+}
+
+/** CONFIG_INVALID unless `files` is empty: an export never mixes with other files. */
+export async function checkExportTarget(files: SavepointFiles): Promise<void> {
+  if (!(await files.isEmpty())) {
+    throw new StreamError(
+      'CONFIG_INVALID',
+      `export target ${files.location} is not empty: export into a new or empty directory or object-store prefix`,
+    );
+  }
 }
 
 /** The operator uid a keyed state name `<uid>/<name>` belongs to: the longest known uid prefix. */
@@ -240,24 +242,21 @@ function* operatorRows(
   }
 }
 
-/** Write one JSON line per row, buffered; returns the number of rows. */
-async function writeRows(path: string, rows: Iterable<unknown>): Promise<number> {
-  await mkdir(dirname(path), { recursive: true });
-  const fh = await open(path, 'wx');
+/** Write one JSON line per row, in chunks of 4096 rows; returns the number of rows. */
+async function writeRows(files: SavepointFiles, file: string, rows: Iterable<unknown>): Promise<number> {
   let n = 0;
-  try {
+  function* chunks(): Generator<string> {
     let buf: string[] = [];
     for (const row of rows) {
       buf.push(JSON.stringify(row));
       n++;
       if (buf.length >= 4096) {
-        await fh.write(`${buf.join('\n')}\n`);
+        yield `${buf.join('\n')}\n`;
         buf = [];
       }
     }
-    if (buf.length > 0) await fh.write(`${buf.join('\n')}\n`);
-  } finally {
-    await fh.close();
+    if (buf.length > 0) yield `${buf.join('\n')}\n`;
   }
+  await files.write(file, chunks());
   return n;
 }

@@ -1,8 +1,4 @@
-import { createReadStream } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
-import { join, relative, sep } from 'node:path';
-import { createInterface } from 'node:readline';
-import { StreamError } from '../api/errors.ts';
+import { isStreamError, StreamError } from '../api/errors.ts';
 import type { KeyId, Partitioner } from '../api/keys.ts';
 import type { Serializer } from '../api/serializer.ts';
 import type { OperatorSnapshot } from '../runtime/operators/types.ts';
@@ -18,6 +14,7 @@ import { partitionerFromName, partitionerName } from '../state/partitioners.ts';
 import { builtinSerializer } from '../state/serializers.ts';
 import { KEYED_SNAPSHOT_FORMAT_VERSION } from '../state/state-meta.ts';
 import { mapKeyOf, storedValueCodec } from '../state/value-codec.ts';
+import type { SavepointFiles } from './files.ts';
 import { fromJsonValue } from './json-values.ts';
 import {
   type KeyedManifestState,
@@ -31,8 +28,8 @@ import {
 import type { StageSavepointContent } from './savepoint-io.ts';
 
 /**
- * Build savepoint contents from an NDJSON directory (the inverse of `exportSavepoint`, Flink's State
- * Processor API bootstrap): `savepoint.json` says which file holds which state and how to encode
+ * Build savepoint contents from NDJSON files, in a directory or an object-store prefix (files.ts):
+ * the inverse of `exportSavepoint`, Flink's State Processor API bootstrap. `savepoint.json` says which file holds which state and how to encode
  * it; each stage gets `partitions(stage)` tasks, keyed rows going to the key group of their key.
  *
  * Refused with SAVEPOINT_DATA_INVALID, naming the file (and line): a manifest that is not one; a
@@ -46,7 +43,7 @@ import type { StageSavepointContent } from './savepoint-io.ts';
  * a checkpoint.
  */
 export async function importNdjson(
-  dir: string,
+  files: SavepointFiles,
   o: {
     /** The partition count of each stage; `exported` is the manifest's. */
     partitions: (stage: string, exported: number) => number;
@@ -59,28 +56,28 @@ export async function importNdjson(
     partitioner?: (stage: string) => Partitioner | undefined;
   },
 ): Promise<{ manifest: NdjsonManifest; stages: StageSavepointContent[] }> {
-  const manifest = await readManifest(dir);
-  const files = await listNdjson(dir);
+  const manifest = await readManifest(files);
+  const present = (await files.list()).filter((f) => f.endsWith('.ndjson'));
   const described = new Set(manifest.states.map((s) => s.file));
-  const unknownFile = files.find((f) => !described.has(f));
+  const unknownFile = present.find((f) => !described.has(f));
   if (unknownFile !== undefined) {
     throw invalid(
-      `${join(dir, unknownFile)}: savepoint.json does not describe this file; add an entry to its "states" (file, stage, operator, state, type, kind or mode, serializer) or remove the file`,
+      `${files.describe(unknownFile)}: savepoint.json does not describe this file; add an entry to its "states" (file, stage, operator, state, type, kind or mode, serializer) or remove the file`,
     );
   }
   for (const s of manifest.states) {
-    if (!files.includes(s.file))
-      throw invalid(`${join(dir, 'savepoint.json')}: state file ${s.file} is missing`);
+    if (!present.includes(s.file))
+      throw invalid(`${files.describe('savepoint.json')}: state file ${s.file} is missing`);
     if (o.known) {
       if (!o.known.has(s.operator)) {
         throw invalid(
-          `${join(dir, s.file)}: unknown operator '${s.operator}'; the job's operators are ${[...o.known.keys()].join(', ')}`,
+          `${files.describe(s.file)}: unknown operator '${s.operator}'; the job's operators are ${[...o.known.keys()].join(', ')}`,
         );
       }
       const states = o.known.get(s.operator);
       if (states && !states.has(s.state)) {
         throw invalid(
-          `${join(dir, s.file)}: operator '${s.operator}' has no state '${s.state}'; its states are ${[...states].join(', ') || '(none)'}`,
+          `${files.describe(s.file)}: operator '${s.operator}' has no state '${s.state}'; its states are ${[...states].join(', ') || '(none)'}`,
         );
       }
     }
@@ -96,7 +93,7 @@ export async function importNdjson(
     const partitioner = o.partitioner?.(st.stage) ?? partitionerFromName(st.partitioner);
     if (partitioner === undefined) {
       throw invalid(
-        `${join(dir, 'savepoint.json')}: stage ${st.stage} is keyed by a partitioner function (${st.partitioner}): import it from code with importSavepointFromDirectory(..., { partitioner }), or name a built-in partitioner (murmur2, crc32, fnv1a) in "stages"`,
+        `${files.describe('savepoint.json')}: stage ${st.stage} is keyed by a partitioner function (${st.partitioner}): import it from code with importSavepointFromDirectory(..., { partitioner }), or name a built-in partitioner (murmur2, crc32, fnv1a) in "stages"`,
       );
     }
     const keyed: { meta: StateMeta; entries: [KeyId, Uint8Array][] }[][] = Array.from(
@@ -113,12 +110,12 @@ export async function importNdjson(
           serializerVersion: s.serializerVersion,
           ...(s.ttl ? { ttl: s.ttl } : {}),
         };
-        const groups = await readKeyedFile(join(dir, s.file), s, meta, n, partitioner);
+        const groups = await readKeyedFile(files, s.file, s, meta, n, partitioner);
         groups.forEach((entries, p) => {
           keyed[p]!.push({ meta, entries });
         });
       } else {
-        const elements = await readOperatorFile(join(dir, s.file), s);
+        const elements = await readOperatorFile(files, s.file, s);
         const one: OperatorStateSnapshot = {
           formatVersion: OPERATOR_SNAPSHOT_FORMAT_VERSION,
           states: [
@@ -161,18 +158,23 @@ function invalid(message: string, cause?: unknown): StreamError {
 const KINDS = new Set(['value', 'list', 'map', 'reducing', 'aggregating', 'timeIndexed']);
 const MODES = new Set(['split', 'union', 'broadcast']);
 
-async function readManifest(dir: string): Promise<NdjsonManifest> {
-  const path = join(dir, 'savepoint.json');
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    throw new StreamError(
+async function readManifest(files: SavepointFiles): Promise<NdjsonManifest> {
+  const path = files.describe('savepoint.json');
+  const notThere = (why: string, cause?: unknown) =>
+    new StreamError(
       'CHECKPOINT_NOT_FOUND',
-      `${path} cannot be read (${(e as NodeJS.ErrnoException).code}): --from must be a directory written by 'kstate savepoint export', or one with such a manifest`,
-      { cause: e },
+      `${path} ${why}: --from must be a directory or s3:// prefix written by 'kstate savepoint export', or one with such a manifest`,
+      cause === undefined ? undefined : { cause },
     );
+  let text: string | undefined;
+  try {
+    text = await files.readText('savepoint.json');
+  } catch (e) {
+    // The store's own errors (no such bucket, refused, unreachable) say what they are.
+    if (isStreamError(e)) throw e;
+    throw notThere(`cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, e);
   }
+  if (text === undefined) throw notThere('does not exist');
   let m: NdjsonManifest;
   try {
     m = JSON.parse(text) as NdjsonManifest;
@@ -216,25 +218,20 @@ async function readManifest(dir: string): Promise<NdjsonManifest> {
     if (!s.serializer.startsWith('user:') && !builtinSerializer(s.serializer))
       throw invalid(`${where}.serializer '${s.serializer}' is unknown; allowed: msgpack, json, user:<name>`);
   });
-  const files = m.states.map((s) => s.file);
-  const dup = files.find((f, i) => files.indexOf(f) !== i);
+  const names = m.states.map((s) => s.file);
+  const dup = names.find((f, i) => names.indexOf(f) !== i);
   if (dup !== undefined) throw invalid(`${path}: file ${dup} is described twice`);
   return m;
 }
 
-async function listNdjson(dir: string): Promise<string[]> {
-  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
-  return entries
-    .filter((e) => e.isFile() && e.name.endsWith('.ndjson'))
-    .map((e) => relative(dir, join(e.parentPath, e.name)).split(sep).join('/'))
-    .sort();
-}
-
-/** Each non-blank line of `path` parsed as a JSON object, with its line number. */
-async function* rows(path: string): AsyncGenerator<{ line: number; row: Record<string, unknown> }> {
-  const rl = createInterface({ input: createReadStream(path, 'utf8'), crlfDelay: Number.POSITIVE_INFINITY });
+/** Each non-blank line of `file` parsed as a JSON object, with its line number. */
+async function* rows(
+  files: SavepointFiles,
+  file: string,
+): AsyncGenerator<{ line: number; row: Record<string, unknown> }> {
+  const path = files.describe(file);
   let line = 0;
-  for await (const text of rl) {
+  for await (const text of files.readLines(file)) {
     line++;
     if (text.trim() === '') continue;
     let row: unknown;
@@ -291,18 +288,20 @@ function check(path: string, line: number, s: Serializer<unknown>, v: unknown, w
 }
 
 async function readKeyedFile(
-  path: string,
+  files: SavepointFiles,
+  file: string,
   s: KeyedManifestState,
   meta: StateMeta,
   partitions: number,
   partitioner: Partitioner,
 ): Promise<[KeyId, Uint8Array][][]> {
+  const path = files.describe(file);
   const serializer = builtinSerializer(s.serializer);
   const ttl = s.ttl !== undefined;
   const stored = new Map<KeyId, unknown>();
   const raw = new Map<KeyId, Uint8Array>();
   const firstLine = new Map<KeyId, number>();
-  for await (const { line, row } of rows(path)) {
+  for await (const { line, row } of rows(files, file)) {
     const key = decode(path, line, field(path, line, row, 'key'), 'key');
     let id: KeyId;
     try {
@@ -418,11 +417,16 @@ async function readKeyedFile(
   return groups;
 }
 
-async function readOperatorFile(path: string, s: OperatorManifestState): Promise<Uint8Array[]> {
+async function readOperatorFile(
+  files: SavepointFiles,
+  file: string,
+  s: OperatorManifestState,
+): Promise<Uint8Array[]> {
+  const path = files.describe(file);
   const serializer = builtinSerializer(s.serializer);
   const out: Uint8Array[] = [];
   const keys = new Map<unknown, number>();
-  for await (const { line, row } of rows(path)) {
+  for await (const { line, row } of rows(files, file)) {
     if (!serializer) {
       out.push(base64(path, line, row));
       continue;

@@ -1,7 +1,8 @@
 import type { Partitioner } from '../api/keys.ts';
 import type { CheckpointMetadata, CheckpointStorage, Scope } from '../checkpoint/storage/storage.ts';
 import type { KeyedStateBackend } from '../state/backend.ts';
-import { exportSavepoint } from './export.ts';
+import { checkExportTarget, exportSavepoint } from './export.ts';
+import { type SavepointFiles, savepointFiles } from './files.ts';
 import { importNdjson } from './import.ts';
 import type { NdjsonManifest } from './manifest.ts';
 import { type PositionQuery, rescaleStage } from './rescale.ts';
@@ -83,25 +84,33 @@ function keyCount(snaps: readonly { states: readonly { entries: readonly unknown
   return snaps.reduce((n, s) => n + s.states.reduce((m, st) => m + st.entries.length, 0), 0);
 }
 
-/** Export savepoint `name` to `dir` as NDJSON (see `exportSavepoint`). */
+/**
+ * Export savepoint `name` as NDJSON (see `exportSavepoint`) to `dir`: a directory path, or
+ * SavepointFiles (an object-store prefix: kstate/s3's S3SavepointFiles).
+ */
 export async function exportSavepointToDirectory(
   storage: CheckpointStorage,
   jobId: string,
   taskIds: readonly string[],
   name: string,
-  dir: string,
+  dir: string | SavepointFiles,
   openBackend?: (scope: Scope) => Promise<KeyedStateBackend>,
 ): Promise<{ savepoint: JobSavepoint; manifest: NdjsonManifest }> {
+  const files = savepointFiles(dir);
+  await checkExportTarget(files); // before the savepoint is read: a wrong target fails at once
   const savepoint = await readJobSavepoint(storage, jobId, taskIds, name, openBackend);
-  const manifest = await exportSavepoint(savepoint, dir);
+  const manifest = await exportSavepoint(savepoint, files);
   return { savepoint, manifest };
 }
 
-/** Build savepoint `o.as` of job `jobId` from an NDJSON directory (see `importNdjson`). */
+/**
+ * Build savepoint `o.as` of job `jobId` from NDJSON (see `importNdjson`) in `dir`: a directory path, or
+ * SavepointFiles (an object-store prefix).
+ */
 export async function importSavepointFromDirectory(
   storage: CheckpointStorage,
   jobId: string,
-  dir: string,
+  dir: string | SavepointFiles,
   o: {
     as: string;
     partitions: (stage: string, exported: number) => number;
@@ -111,7 +120,7 @@ export async function importSavepointFromDirectory(
     partitioner?: (stage: string) => Partitioner | undefined;
   },
 ): Promise<{ manifest: NdjsonManifest; checkpointId: number; written: readonly CheckpointMetadata[] }> {
-  const { manifest, stages } = await importNdjson(dir, {
+  const { manifest, stages } = await importNdjson(savepointFiles(dir), {
     partitions: o.partitions,
     ...(o.known ? { known: o.known } : {}),
     ...(o.partitioner ? { partitioner: o.partitioner } : {}),

@@ -11,6 +11,11 @@ export {
 } from '../checkpoint/storage/conformance.ts';
 export { ManualClock } from './clock.ts';
 export { keyedStateBackendConformance } from './conformance/keyed-state-backend.ts';
+export {
+  type MakeSavepointFiles,
+  type SavepointFilesCapabilities,
+  savepointFilesConformance,
+} from './conformance/savepoint-files.ts';
 export { type FaultPlan, plannedFaults } from './faults.ts';
 export { KeyedOperatorHarness } from './harness.ts';
 export { CollectedOutput, CollectingSink } from './sinks.ts';
