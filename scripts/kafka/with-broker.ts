@@ -60,37 +60,41 @@ async function main(command: readonly string[]): Promise<number> {
 
   const external = process.env.KAFKA_BROKERS?.trim();
   const externalS3 = process.env.KSTATE_TEST_S3_ENDPOINT?.trim();
-  // Broker and S3 store start at the same time; if either fails, the other is stopped before the error.
+  // Broker and S3 store start at the same time. Their lines are printed once both are up; if either
+  // fails, the other is stopped quietly and only the failure is printed.
   const [kafka, s3] = await Promise.allSettled([
     external !== undefined && external !== ''
-      ? requireAnswer(external).then((answer) => {
-          log(`using KAFKA_BROKERS=${external} (${answer.brokerCount} broker(s))`);
-          return undefined;
-        })
-      : startBroker({ exitOnSignal: false, log }).then((broker) => {
-          log(
+      ? requireAnswer(external).then((answer) => ({
+          broker: undefined,
+          line: `using KAFKA_BROKERS=${external} (${answer.brokerCount} broker(s))`,
+        }))
+      : startBroker({ exitOnSignal: false, log }).then((broker) => ({
+          broker,
+          line:
             `Kafka ${broker.version} started in ${broker.startMs} ms` +
-              (broker.fetchMs > 0 ? ` (including a ${broker.fetchMs} ms fetch)` : '') +
-              `: KAFKA_BROKERS=${broker.brokers}`,
-          );
-          return broker;
-        }),
+            (broker.fetchMs > 0 ? ` (including a ${broker.fetchMs} ms fetch)` : '') +
+            `: KAFKA_BROKERS=${broker.brokers}`,
+        })),
     externalS3 !== undefined && externalS3 !== ''
-      ? Promise.resolve(undefined).then(() => {
-          s3log(`using KSTATE_TEST_S3_ENDPOINT=${externalS3}`);
-          return undefined;
-        })
-      : startS3Proxy({ exitOnSignal: false, log: s3log }).then((store) => {
-          s3log(
+      ? Promise.resolve({ store: undefined, line: `using KSTATE_TEST_S3_ENDPOINT=${externalS3}` })
+      : startS3Proxy({ exitOnSignal: false, log: s3log }).then((store: RunningS3Proxy) => ({
+          store,
+          line:
             `S3Proxy ${store.version} started in ${store.startMs} ms` +
-              (store.fetchMs > 0 ? ` (including a ${store.fetchMs} ms fetch)` : '') +
-              `: KSTATE_TEST_S3_ENDPOINT=${store.endpoint}`,
-          );
-          return store;
-        }),
+            (store.fetchMs > 0 ? ` (including a ${store.fetchMs} ms fetch)` : '') +
+            `: KSTATE_TEST_S3_ENDPOINT=${store.endpoint}`,
+        })),
   ]);
-  const broker = kafka.status === 'fulfilled' ? kafka.value : undefined;
-  const store: RunningS3Proxy | undefined = s3.status === 'fulfilled' ? s3.value : undefined;
+  const broker = kafka.status === 'fulfilled' ? kafka.value.broker : undefined;
+  const store = s3.status === 'fulfilled' ? s3.value.store : undefined;
+  if (kafka.status === 'rejected' || s3.status === 'rejected') {
+    await Promise.all([broker?.stop(), store?.stop()]);
+    if (s3.status === 'rejected') process.stderr.write(`${formatHarnessError(s3.reason, 's3 harness')}\n`);
+    if (kafka.status === 'rejected') throw kafka.reason;
+    return 1;
+  }
+  log(kafka.value.line);
+  s3log(s3.value.line);
   const stopBoth = async () => {
     const stopping = performance.now();
     await Promise.all([
@@ -102,12 +106,6 @@ async function main(command: readonly string[]): Promise<number> {
       }),
     ]);
   };
-  if (kafka.status === 'rejected' || s3.status === 'rejected') {
-    await stopBoth();
-    if (s3.status === 'rejected') process.stderr.write(`${formatHarnessError(s3.reason, 's3 harness')}\n`);
-    if (kafka.status === 'rejected') throw kafka.reason;
-    return 1;
-  }
 
   try {
     return await run(command, {

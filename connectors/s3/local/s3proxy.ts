@@ -294,7 +294,7 @@ export async function startS3Proxy(options: StartS3ProxyOptions = {}): Promise<R
       }
       throw new HarnessError(
         'S3PROXY_EXITED',
-        `${S3PROXY_NAME} ${died} before it answered on ${endpoint}: see the end of its log below (${logFile})`,
+        `${S3PROXY_NAME} ${died} before it answered on ${endpoint}: see the end of its log below${keepData ? ` (${logFile})` : ' (S3PROXY_KEEP_DATA=1 keeps all of it)'}`,
         { details: tail, ...pid, dataDir },
       );
     }
