@@ -285,6 +285,18 @@ describe('deploy/Dockerfile', () => {
     assert.equal(image.env.get('KSTATE_STATE_DIR'), '/var/lib/kstate');
   });
 
+  test('deploy/example depends on the tarball `npm pack` makes of this version, and holds the module CMD runs', () => {
+    const example = JSON.parse(readFileSync(join(EXAMPLE_DIR, 'package.json'), 'utf8')) as {
+      dependencies: Record<string, string>;
+    };
+    const repo = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string };
+    assert.equal(example.dependencies.kstate, `file:kstate-${repo.version}.tgz`);
+    const cmd = execForm(dockerfile.final.instructions.filter((i) => i.getKeyword() === 'CMD').at(-1));
+    const module = cmd?.[1] ?? '';
+    assert.ok(module.startsWith('/app/'), `CMD runs a module under /app: ${cmd}`);
+    assert.ok(existsSync(join(EXAMPLE_DIR, module.slice('/app/'.length))), `${module} is in deploy/example`);
+  });
+
   // Each check of dockerfileProblems on a copy broken in the way it is for.
   const cases: [string, [string | RegExp, string], RegExp][] = [
     ['no USER', [/^USER .*\n/m, ''], /final stage: no USER: the image would run as root/],
