@@ -65,23 +65,32 @@ export interface ChainPolicy {
   readonly maxDeltaRatio: number;
   /** Run files are cut at about this many bytes. Default 64 MiB. */
   readonly fileBytes: number;
+  /**
+   * Run files of one checkpoint transferred at once: uploads while a checkpoint is written (see
+   * RunFilesWriter), downloads while a restore reads (see readChain). 1 is one file after the
+   * other. Default 4. It bounds memory too: about (fileConcurrency + 1) x fileBytes of run files
+   * are held at once while writing, fileConcurrency x fileBytes while restoring.
+   */
+  readonly fileConcurrency: number;
 }
 
 export const DEFAULT_CHAIN_POLICY: ChainPolicy = {
   maxDeltas: 10,
   maxDeltaRatio: 1,
   fileBytes: 64 * 1024 * 1024,
+  fileConcurrency: 4,
 };
 
 /** Fills in and checks a chain policy; CONFIG_INVALID names the field (prefixed with `where`). */
 export function resolveChainPolicy(
   where: string,
-  o: { maxDeltas?: number; maxDeltaRatio?: number; fileBytes?: number },
+  o: { maxDeltas?: number; maxDeltaRatio?: number; fileBytes?: number; fileConcurrency?: number },
 ): ChainPolicy {
   const p = {
     maxDeltas: o.maxDeltas ?? DEFAULT_CHAIN_POLICY.maxDeltas,
     maxDeltaRatio: o.maxDeltaRatio ?? DEFAULT_CHAIN_POLICY.maxDeltaRatio,
     fileBytes: o.fileBytes ?? DEFAULT_CHAIN_POLICY.fileBytes,
+    fileConcurrency: o.fileConcurrency ?? DEFAULT_CHAIN_POLICY.fileConcurrency,
   };
   if (!Number.isSafeInteger(p.maxDeltas) || p.maxDeltas < 0) {
     throw new StreamError('CONFIG_INVALID', `${where}.maxDeltas must be an integer >= 0, got ${p.maxDeltas}`);
@@ -98,6 +107,7 @@ export function resolveChainPolicy(
       `${where}.fileBytes must be an integer >= 1024, got ${p.fileBytes}`,
     );
   }
+  checkFileConcurrency(where, p.fileConcurrency);
   return p;
 }
 
@@ -208,28 +218,58 @@ export function plainMeta(meta: StateMeta): StateMeta {
   };
 }
 
+/** CONFIG_INVALID unless `n` is an integer from 1 to 64 (prefixed with `where`). */
+function checkFileConcurrency(where: string, n: number): void {
+  if (!Number.isSafeInteger(n) || n < 1 || n > 64) {
+    throw new StreamError(
+      'CONFIG_INVALID',
+      `${where}.fileConcurrency must be an integer from 1 to 64 (run files transferred at once), got ${n}`,
+    );
+  }
+}
+
 /**
  * Writes runs to checkpoint files, cutting a new file at about `fileBytes`; files are written in the
- * background, one after the other. `put` and `delete` return true when they cut a file: then
- * `await ready()` (backpressure: it waits while two files wait to be written). `finish()` writes the
- * last file and waits for all.
+ * background, up to `concurrency` at once (each under its own name, so the order in which the writes
+ * finish does not matter: `part.files` is in the order the files were cut).
+ *
+ * `put` and `delete` return true when they cut a file: then `await ready()` (backpressure: it waits
+ * while a cut file waits for a free slot, so at most `concurrency` + 1 files are held besides the one
+ * being built). `finish()` writes the last file and waits for all.
+ *
+ * Errors: after a write fails no other write starts (cut files not started are dropped), and
+ * `ready()` and `finish()` reject with the first failure only once every write already started has
+ * settled, so a rejected checkpoint never has a write still landing behind it (discarding its files
+ * then finds them all).
  */
 export class RunFilesWriter {
   readonly #files: CheckpointFiles;
   readonly #prefix: string;
   readonly #fileBytes: number;
+  readonly #concurrency: number;
   readonly #builder = new RunBuilder();
   readonly #refs: FileRef[] = [];
   #cut = 0;
   #records = 0;
-  #writing: Promise<void> = Promise.resolve();
-  #inFlight = 0;
+  /** Cut files waiting for a slot, oldest first. */
+  readonly #waiting: { readonly index: number; readonly bytes: Uint8Array }[] = [];
+  #running = 0;
+  #failed = false;
   #error: unknown;
+  /** Resolved (and cleared) whenever a write settles. */
+  #settle: { readonly promise: Promise<void>; readonly resolve: () => void } | undefined;
 
-  constructor(files: CheckpointFiles, prefix: string, fileBytes: number) {
+  constructor(
+    files: CheckpointFiles,
+    prefix: string,
+    fileBytes: number,
+    concurrency: number = DEFAULT_CHAIN_POLICY.fileConcurrency,
+  ) {
+    checkFileConcurrency('RunFilesWriter', concurrency);
     this.#files = files;
     this.#prefix = prefix;
     this.#fileBytes = fileBytes;
+    this.#concurrency = concurrency;
   }
 
   put(state: string, key: KeyId, value: Uint8Array): boolean {
@@ -242,18 +282,20 @@ export class RunFilesWriter {
     return this.#builder.size >= this.#fileBytes && this.#cutFile();
   }
 
-  /** Resolves when fewer than two files wait to be written (rejects when a write failed). */
+  /**
+   * Resolves once no cut file waits for a slot; rejects with the first failed write (after every
+   * started write has settled).
+   */
   async ready(): Promise<void> {
-    if (this.#error !== undefined) throw this.#error;
-    if (this.#inFlight >= 2) await this.#writing;
-    if (this.#error !== undefined) throw this.#error;
+    while (!this.#failed && this.#waiting.length > 0) await this.#settled();
+    if (this.#failed) await this.#fail();
   }
 
   /** Writes the last file (an empty run when nothing was written, so every part has a file). */
   async finish(): Promise<{ refs: FileRef[]; part: ChainPart }> {
     if (this.#builder.records > 0 || this.#cut === 0) this.#cutFile();
-    await this.#writing;
-    if (this.#error !== undefined) throw this.#error;
+    while (!this.#failed && this.#running + this.#waiting.length > 0) await this.#settled();
+    if (this.#failed) await this.#fail();
     return {
       refs: this.#refs,
       part: {
@@ -268,19 +310,57 @@ export class RunFilesWriter {
     const index = this.#cut++;
     this.#records += this.#builder.records;
     const bytes = this.#builder.finish();
-    this.#inFlight++;
-    this.#writing = this.#writing.then(async () => {
-      try {
-        if (this.#error === undefined) {
-          this.#refs[index] = await this.#files.write(`${this.#prefix}-${index}`, bytes);
-        }
-      } catch (e) {
-        this.#error = e;
-      } finally {
-        this.#inFlight--;
-      }
-    });
+    if (!this.#failed) {
+      this.#waiting.push({ index, bytes });
+      this.#pump();
+    }
     return true;
+  }
+
+  /** Starts waiting files while slots are free. */
+  #pump(): void {
+    while (!this.#failed && this.#running < this.#concurrency && this.#waiting.length > 0) {
+      const { index, bytes } = this.#waiting.shift()!;
+      this.#running++;
+      Promise.resolve()
+        .then(() => this.#files.write(`${this.#prefix}-${index}`, bytes))
+        .then(
+          (ref) => {
+            this.#refs[index] = ref;
+          },
+          (e: unknown) => {
+            if (!this.#failed) {
+              this.#failed = true;
+              this.#error = e;
+              this.#waiting.length = 0;
+            }
+          },
+        )
+        .finally(() => {
+          this.#running--;
+          this.#pump();
+          const s = this.#settle;
+          this.#settle = undefined;
+          s?.resolve();
+        });
+    }
+  }
+
+  #settled(): Promise<void> {
+    if (this.#settle === undefined) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => {
+        resolve = r;
+      });
+      this.#settle = { promise, resolve };
+    }
+    return this.#settle.promise;
+  }
+
+  /** Waits for the writes still running, then throws the first failure. */
+  async #fail(): Promise<never> {
+    while (this.#running > 0) await this.#settled();
+    throw this.#error;
   }
 }
 
@@ -288,21 +368,40 @@ export class RunFilesWriter {
  * Reads the runs of a chain in order (base, then each delta), calling `file(reader)` per run file;
  * the callback iterates the records (`while (reader.next()) ...`). Storage verifies each file's
  * checksum (CHECKPOINT_CORRUPT / CHECKPOINT_NOT_FOUND naming it); the reader names it too.
+ *
+ * Reads ahead: up to `concurrency` files are read (or held, read) at once, from the one being
+ * applied on, so the next files download while one is applied. Files are applied strictly in chain
+ * order, whatever order their reads finish in; a failed read rejects when its turn comes (the files
+ * before it have been applied), and a rejection never leaves a callback running.
  */
 export async function readChain(
   handle: KeyedStateHandle,
   layout: ChainLayout,
   files: CheckpointFiles,
   file: (reader: RunReader) => void | Promise<void>,
+  concurrency: number = DEFAULT_CHAIN_POLICY.fileConcurrency,
 ): Promise<void> {
+  checkFileConcurrency('readChain', concurrency);
   const refs = new Map(handle.files.map((f) => [f.path, f]));
-  for (const part of [layout.base, ...layout.deltas]) {
-    for (const path of part.files) {
-      const bytes = await files.read(refs.get(path)!);
-      await file(new RunReader(bytes, path));
+  const paths = [layout.base, ...layout.deltas].flatMap((part) => part.files);
+  const reads: Promise<Uint8Array>[] = [];
+  const start = (upTo: number): void => {
+    while (reads.length < paths.length && reads.length <= upTo) {
+      const ref = refs.get(paths[reads.length]!)!;
+      const read = Promise.resolve().then(() => files.read(ref));
+      read.catch(() => {}); // handled when its turn comes (or not needed after an earlier failure)
+      reads.push(read);
     }
+  };
+  for (let i = 0; i < paths.length; i++) {
+    start(i + concurrency - 1);
+    const bytes = await reads[i]!;
+    reads[i] = DONE; // let it be collected
+    await file(new RunReader(bytes, paths[i]!));
   }
 }
+
+const DONE: Promise<Uint8Array> = Promise.resolve(new Uint8Array(0));
 
 /** The entries of a chain as plain maps per state (deletes applied); values are copies. */
 export async function readChainEntries(

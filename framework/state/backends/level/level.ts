@@ -59,7 +59,7 @@ import {
   scanKeys,
   statePrefix,
 } from './local-db.ts';
-import { OP_PUT } from './run-file.ts';
+import { OP_PUT, type RunReader } from './run-file.ts';
 
 /**
  * The level keyed state backend: state in an embedded LevelDB (classic-level), one database per task
@@ -107,6 +107,11 @@ export interface LevelBackendOptions {
   readonly maxDeltaRatio?: number;
   /** Checkpoint run files are cut at about this size. Default 64 MiB. */
   readonly fileBytes?: number;
+  /**
+   * Run files of one checkpoint uploaded at once, and downloaded ahead while a restore applies them
+   * (in order). Default 4; 1 transfers one file after the other. Memory: about (n + 1) x fileBytes.
+   */
+  readonly fileConcurrency?: number;
   /** Passed to LevelDB when opening. */
   readonly leveldb?: LevelDbOptions;
   /** Where warnings go (a damaged local database was replaced ...). Default `process.emitWarning`. */
@@ -985,7 +990,7 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
       let batch = db.batch();
       let n = 0;
       let bytes = 0;
-      await readChain(handle, layout, files, async (r) => {
+      const apply = async (r: RunReader): Promise<void> => {
         filesRead++;
         while (r.next()) {
           const slot = this.#slots.get(r.state);
@@ -1011,7 +1016,9 @@ export class LevelKeyedStateBackend implements KeyedStateBackend {
             bytes = 0;
           }
         }
-      });
+      };
+      // The next files download while one is applied; they are applied in chain order.
+      await readChain(handle, layout, files, apply, this.#policy.fileConcurrency);
       for (const s of layout.states) {
         const found = this.#slots.get(s.meta.name)!.keys.size;
         if (found !== s.entries) {
@@ -1214,14 +1221,14 @@ class LevelCapture implements KeyedStateCapture {
       const type = chooseCheckpointType(prev, c.baseToken, changedKeys, c.totalKeys, c.policy);
       const states: ChainState[] = c.states.map((s) => ({ meta: s.meta, entries: s.entries }));
       if (type === 'full' || prev === undefined) {
-        const w = new RunFilesWriter(files, 'keyed-full', c.policy.fileBytes);
+        const w = new RunFilesWriter(files, 'keyed-full', c.policy.fileBytes, c.policy.fileConcurrency);
         await this.#forEach((s, key, bytes) => (w.put(s.meta.name, key, bytes) ? w.ready() : undefined));
         const { refs, part } = await w.finish();
         const layout: ChainLayout = { format: 1, token: c.token, states, base: part, deltas: [] };
         return { backend: 'level', type: 'full', files: refs, layout };
       }
       // The changed keys: from the overlay when it holds them, else from the snapshot.
-      const w = new RunFilesWriter(files, 'keyed-delta', c.policy.fileBytes);
+      const w = new RunFilesWriter(files, 'keyed-delta', c.policy.fileBytes, c.policy.fileConcurrency);
       const merged = this.#overlay();
       const byName = new Map(c.states.map((s) => [s.meta.name, s]));
       const elsewhere: { name: string; key: KeyId; dbKey: string }[] = [];
