@@ -10,15 +10,16 @@
  *   kstate inspect <jobId> [--task id] [--checkpoint n | --savepoint name] [--state uid/name --key k] [--config file]
  *   kstate savepoint <name> [--port n] [--config file]
  *   kstate savepoint rescale <jobId> <savepoint> --to M --as name [--topic old=new] [--offline]
- *   kstate savepoint export <jobId> <savepoint> --out dir
- *   kstate savepoint import <jobId> --from dir --as name [--partitions n]
+ *   kstate savepoint export <jobId> <savepoint> --out <dir | s3://bucket/prefix>
+ *   kstate savepoint import <jobId> --from <dir | s3://bucket/prefix> --as name [--partitions n]
  *   kstate demo
  *   kstate --version | -V
  *
  * Every command takes --help (usage on stdout, exit 0); `kstate` alone prints the usage on stderr and
  * exits 64. Errors are one line on stderr and an exit code from exit-codes.ts (docs/service.md).
  * Every command that talks to Kafka or reads checkpoints takes the service's configuration: --config
- * file and KSTATE_* variables (config.ts). In `topics`, a --config value of the form name=value is a
+ * file and KSTATE_* variables (config.ts); checkpoints are in a directory or an s3://bucket/prefix
+ * (KSTATE_CHECKPOINT_STORAGE, storage.ts). In `topics`, a --config value of the form name=value is a
  * topic config; any other is that file.
  *
  * Only modules that load at once are imported statically: `run` installs its signal handlers
@@ -57,7 +58,8 @@ commands:
   savepoint <name>      ask a running service (on --port) for a savepoint
   savepoint rescale|export|import   offline: re-shard a savepoint, export it as NDJSON, build one from NDJSON
 
-configuration: --config <file.json> and KSTATE_* environment variables (docs/service.md)
+configuration: --config <file.json> and KSTATE_* environment variables (docs/service.md); checkpoints
+and savepoints go to a directory or s3://bucket/prefix (KSTATE_CHECKPOINT_STORAGE, KSTATE_S3_ENDPOINT)
 'kstate <command> --help' shows a command's options; 'kstate --version' the version.`,
   topics: `kstate topics create <topic> --partitions n [--replication-factor r] [--config name=value ...] [--if-not-exists] [--json]
 kstate topics describe <topic...> [--json]
@@ -98,7 +100,11 @@ operator claims refuses the start (exit 78) unless --allow-non-restored-state dr
 (KSTATE_ALLOW_NON_RESTORED_STATE; docs/savepoints.md "Job changes").`,
   checkpoints: `kstate checkpoints <jobId> [--config file]
 
-Lists, per task, the committed checkpoints (id, time, size, full or incremental) and the savepoints.`,
+Lists, per task, the committed checkpoints (id, time, size, full or incremental) and the savepoints
+in the checkpoint storage: a directory or s3://bucket/prefix (KSTATE_CHECKPOINT_STORAGE; an object
+store other than AWS S3 with KSTATE_S3_ENDPOINT; credentials from the AWS SDK's chain, AWS_* variables).
+Exit codes: 69 no checkpoints, no such directory or bucket, or the store cannot be reached; 77 the
+store refused the credentials; 78 a bad setting.`,
   inspect: `kstate inspect <jobId> [--task id] [--checkpoint n | --savepoint name] [--state uid/name --key k] [--config file]
 
 Prints the latest checkpoint of each task (or the one asked for): positions, operators, keyed states
@@ -107,21 +113,28 @@ as one JSON line {"task", "state", "key", "value"} ("ttl" with TTL), in the JSON
 a map state is {"$map": [[key, value], ...]}, and Set, Date, bigint, bytes have "$set", "$date",
 "$bigint", "$bytes" (docs/service.md). --key is a string key; when no string key matches, the same
 text read as JSON (--key 42 finds the number 42). A key without a value exits 69 with a line on
-stderr; an unknown state exits 69 naming the states there are.`,
+stderr; an unknown state exits 69 naming the states there are. Checkpoints are read from the checkpoint
+storage, a directory or s3://bucket/prefix (as 'kstate checkpoints --help' says, with its exit codes).`,
   savepoint: `kstate savepoint <name> [--port n] [--config file]
 kstate savepoint rescale <jobId> <savepoint> --to M --as <name> [--topic old=new ...] [--offline]
-kstate savepoint export <jobId> <savepoint> --out <dir>
-kstate savepoint import <jobId> --from <dir> --as <name> [--partitions n]
+kstate savepoint export <jobId> <savepoint> --out <dir | s3://bucket/prefix>
+kstate savepoint import <jobId> --from <dir | s3://bucket/prefix> --as <name> [--partitions n]
 
 Without a subcommand: asks the service listening on --port (default: httpPort of the configuration)
-for a savepoint. The subcommands work offline on the checkpoint directory (stop the job first):
+for a savepoint. The subcommands work offline on the checkpoint storage, a directory or
+s3://bucket/prefix (KSTATE_CHECKPOINT_STORAGE; stop the job first):
   rescale  re-shards savepoint <savepoint> to M partitions (--to M, or --to stage=M,...) as <name>:
            keyed state re-hashed into the new key groups, operator state split/union/broadcast.
            When the brokers answer, each input topic must have M partitions (else exit 65);
            --topic old=new: the job now reads topic new (its positions start at new's beginning);
            --offline: do not ask the brokers.
-  export   writes <dir>/<operator>/<state>.ndjson and <dir>/savepoint.json (jq, DuckDB read them)
-  import   builds savepoint <name> from such a directory (with n partitions; default: as exported)
+  export   writes <dir>/<operator>/<state>.ndjson and <dir>/savepoint.json (jq, DuckDB read them);
+           --out s3://bucket/prefix writes the same names as objects (KSTATE_S3_* settings apply).
+           The directory or prefix must be empty or new.
+  import   builds savepoint <name> from such a directory or s3:// prefix (with n partitions;
+           default: as exported)
+Exit codes: 65 the data is wrong; 69 no such savepoint, directory or bucket, or the store cannot be
+reached; 77 the object store refused the credentials; 78 a bad setting or name.
 Start the job from the result with 'kstate run <module> --from-savepoint <name>' (docs/savepoints.md).`,
 };
 
@@ -353,18 +366,22 @@ async function jobTasks(config: ServiceConfig, jobId: string) {
 
 async function listCheckpoints(jobId: string, config: ServiceConfig): Promise<void> {
   const { storage, tasks } = await jobTasks(config, jobId);
-  if (tasks.length === 0)
-    throw new NotFound(`job ${jobId} has no checkpoints in ${config.checkpointStorage}`);
-  process.stdout.write('task\tid\ttime\tbytes\ttype\tsavepoint\n');
-  for (const taskId of tasks) {
-    const scope = { jobId, taskId };
-    const rows = [...(await storage.list(scope)), ...(await storage.listSavepoints(scope))];
-    for (const m of rows) {
-      const bytes = m.files.reduce((s, f) => s + f.bytes, 0);
-      process.stdout.write(
-        `${taskId}\t${m.checkpointId}\t${new Date(m.timestamp).toISOString()}\t${bytes}\t${m.type}\t${m.savepoint ?? ''}\n`,
-      );
+  try {
+    if (tasks.length === 0)
+      throw new NotFound(`job ${jobId} has no checkpoints in ${config.checkpointStorage}`);
+    process.stdout.write('task\tid\ttime\tbytes\ttype\tsavepoint\n');
+    for (const taskId of tasks) {
+      const scope = { jobId, taskId };
+      const rows = [...(await storage.list(scope)), ...(await storage.listSavepoints(scope))];
+      for (const m of rows) {
+        const bytes = m.files.reduce((s, f) => s + f.bytes, 0);
+        process.stdout.write(
+          `${taskId}\t${m.checkpointId}\t${new Date(m.timestamp).toISOString()}\t${bytes}\t${m.type}\t${m.savepoint ?? ''}\n`,
+        );
+      }
     }
+  } finally {
+    storage.close?.();
   }
 }
 
@@ -418,6 +435,7 @@ async function inspect(
       }
     }
   } finally {
+    storage.close?.();
     await rm(scratch, { recursive: true, force: true });
   }
   if (o.state === undefined) return;

@@ -1,4 +1,3 @@
-
 import { join } from 'node:path';
 import {
   exportSavepointToDirectory,
@@ -12,24 +11,43 @@ import {
 } from '../../../framework/index.ts';
 import { type Admin, Kafka, logLevel } from '../internal/kafkajs.ts';
 import type { ServiceConfig } from './config.ts';
-import { openCheckpointStorage, type ServiceStorage } from './storage.ts';
+import { openCheckpointStorage, openSavepointFiles, type ServiceStorage } from './storage.ts';
 
 /**
- * `kstate savepoint rescale | export | import`: offline operations on a job's savepoints in the
- * checkpoint directory (docs/savepoints.md). Each prints one JSON line saying what it wrote.
+ * `kstate savepoint rescale | export | import`: offline operations on a job's savepoints in its
+ * checkpoint storage, a directory or an s3:// prefix (docs/savepoints.md). Export writes, and import
+ * reads, NDJSON in a directory or an s3:// prefix. Each prints one JSON line saying what it wrote.
  */
 
 type Out = (line: string) => void;
 type Warn = (line: string) => void;
 
-/** Task ids of the job with checkpoints or savepoints in the configured storage. */
-export async function jobTaskIds(config: ServiceConfig, jobId: string): Promise<string[]> {
-  return (await storageOf(config)).tasks(jobId);
+/**
+ * `fn` with the configured checkpoint storage (a directory is never created by these commands), and
+ * the job's task ids; closed after.
+ */
+async function withStorage<T>(
+  config: ServiceConfig,
+  jobId: string,
+  fn: (storage: ServiceStorage, taskIds: string[]) => Promise<T>,
+): Promise<T> {
+  const storage = await openCheckpointStorage(config, { purpose: 'read' });
+  try {
+    // The job's scopes, its `_topology` record among them (readJobSavepoint skips what is no task).
+    return await fn(storage, await storage.tasks(jobId));
+  } finally {
+    storage.close?.();
+  }
 }
 
-/** The configured checkpoint storage (a directory is never created by these commands). */
-function storageOf(config: ServiceConfig): Promise<ServiceStorage> {
-  return openCheckpointStorage(config, { purpose: 'read' });
+/** The task ids, or CHECKPOINT_NOT_FOUND when the job has none. */
+function needTasks(config: ServiceConfig, jobId: string, taskIds: string[]): string[] {
+  if (taskIds.length === 0)
+    throw new StreamError(
+      'CHECKPOINT_NOT_FOUND',
+      `job ${jobId} has no checkpoints in ${config.checkpointStorage}`,
+    );
+  return taskIds;
 }
 
 function scratch(config: ServiceConfig) {
@@ -138,13 +156,34 @@ export async function rescaleCommand(
 ): Promise<void> {
   const counts = parseCounts(o.to, '--to');
   const rename = parseTopicMap(o.topics);
-  const storage = await storageOf(config);
-  const taskIds = await jobTaskIds(config, jobId);
-  if (taskIds.length === 0)
-    throw new StreamError(
-      'CHECKPOINT_NOT_FOUND',
-      `job ${jobId} has no checkpoints in ${config.checkpointStorage}`,
-    );
+  await withStorage(config, jobId, (storage, taskIds) =>
+    rescale(
+      config,
+      storage,
+      jobId,
+      needTasks(config, jobId, taskIds),
+      savepoint,
+      o,
+      counts,
+      rename,
+      out,
+      warn,
+    ),
+  );
+}
+
+async function rescale(
+  config: ServiceConfig,
+  storage: ServiceStorage,
+  jobId: string,
+  taskIds: string[],
+  savepoint: string,
+  o: { as: string; offline: boolean },
+  counts: (stage: string, old: number) => number,
+  rename: Map<string, string>,
+  out: Out,
+  warn: Warn,
+): Promise<void> {
   const sp = await readJobSavepoint(storage, jobId, taskIds, savepoint, scratch(config));
   const topics = stageTopics(sp, rename);
   const low = new Map<string, Map<number, string>>();
@@ -230,27 +269,30 @@ export async function exportCommand(
   outDir: string,
   out: Out,
 ): Promise<void> {
-  const taskIds = await jobTaskIds(config, jobId);
-  if (taskIds.length === 0)
-    throw new StreamError(
-      'CHECKPOINT_NOT_FOUND',
-      `job ${jobId} has no checkpoints in ${config.checkpointStorage}`,
+  const files = await openSavepointFiles(outDir, config, '--out');
+  try {
+    // The target first: a missing bucket or refused credentials of --out fail before anything is read.
+    await files.isEmpty();
+    const { manifest } = await withStorage(config, jobId, (storage, taskIds) =>
+      exportSavepointToDirectory(
+        storage,
+        jobId,
+        needTasks(config, jobId, taskIds),
+        savepoint,
+        files,
+        scratch(config),
+      ),
     );
-  const { manifest } = await exportSavepointToDirectory(
-    await storageOf(config),
-    jobId,
-    taskIds,
-    savepoint,
-    outDir,
-    scratch(config),
-  );
-  out(
-    JSON.stringify({
-      savepoint,
-      out: outDir,
-      files: manifest.states.map((s) => ({ file: s.file, type: s.type, rows: s.rows })),
-    }),
-  );
+    out(
+      JSON.stringify({
+        savepoint,
+        out: files.location,
+        files: manifest.states.map((s) => ({ file: s.file, type: s.type, rows: s.rows })),
+      }),
+    );
+  } finally {
+    files.close?.();
+  }
 }
 
 export async function importCommand(
@@ -260,19 +302,25 @@ export async function importCommand(
   out: Out,
 ): Promise<void> {
   const counts = o.partitions ? parseCounts(o.partitions, '--partitions') : (_: string, n: number) => n;
-  const taskIds = await jobTaskIds(config, jobId);
-  const r = await importSavepointFromDirectory(await storageOf(config), jobId, o.from, {
-    as: o.as,
-    partitions: counts,
-    existingTaskIds: taskIds,
-  });
-  out(
-    JSON.stringify({
-      savepoint: o.as,
-      from: o.from,
-      checkpointId: r.checkpointId,
-      tasks: r.written.map((m) => m.taskId),
-      states: r.manifest.states.length,
-    }),
-  );
+  const files = await openSavepointFiles(o.from, config, '--from');
+  try {
+    const r = await withStorage(config, jobId, (storage, taskIds) =>
+      importSavepointFromDirectory(storage, jobId, files, {
+        as: o.as,
+        partitions: counts,
+        existingTaskIds: taskIds,
+      }),
+    );
+    out(
+      JSON.stringify({
+        savepoint: o.as,
+        from: files.location,
+        checkpointId: r.checkpointId,
+        tasks: r.written.map((m) => m.taskId),
+        states: r.manifest.states.length,
+      }),
+    );
+  } finally {
+    files.close?.();
+  }
 }

@@ -2,9 +2,16 @@
  * The service's checkpoint storage, from its configuration: a directory path is a
  * FilesystemCheckpointStorage, `s3://bucket/prefix` an S3CheckpointStorage (docs/checkpoint-storage.md).
  * Every command that reads or writes checkpoints opens storage here, so `kstate run`, `checkpoints`,
- * `inspect` and `savepoint` see the same place.
+ * `inspect` and `savepoint` see the same place. Savepoint exports (`--out`, `--from`) open their
+ * directory or s3:// prefix here too, with the same S3 client settings (endpoint, region, path style,
+ * concurrency, part size; credentials always from the AWS SDK's default chain).
  */
-import { type BaseCheckpointStorage, FilesystemCheckpointStorage } from '../../../framework/index.ts';
+import {
+  type BaseCheckpointStorage,
+  DirectorySavepointFiles,
+  FilesystemCheckpointStorage,
+  type SavepointFiles,
+} from '../../../framework/index.ts';
 import type { ServiceConfig } from './config.ts';
 
 export type ServiceStorage = BaseCheckpointStorage & {
@@ -22,15 +29,32 @@ export interface OpenStorageOptions {
   readonly purpose: 'run' | 'read';
 }
 
-export function isObjectStore(config: Pick<ServiceConfig, 'checkpointStorage'>): boolean {
-  return /^s3:\/\//i.test(config.checkpointStorage);
+/** True for `s3://...` (any case of the scheme). */
+export function isObjectStore(location: string): boolean {
+  return /^s3:\/\//i.test(location.trim());
+}
+
+type S3Settings = Pick<
+  ServiceConfig,
+  's3Endpoint' | 's3Region' | 's3ForcePathStyle' | 's3Concurrency' | 's3PartSizeMb'
+>;
+
+/** The S3 client options of the configuration, shared by checkpoint storage and savepoint exports. */
+function s3Options(config: S3Settings) {
+  return {
+    ...(config.s3Endpoint === undefined ? {} : { endpoint: config.s3Endpoint }),
+    ...(config.s3Region === undefined ? {} : { region: config.s3Region }),
+    ...(config.s3ForcePathStyle === undefined ? {} : { forcePathStyle: config.s3ForcePathStyle }),
+    concurrency: config.s3Concurrency,
+    partSizeBytes: config.s3PartSizeMb * 1024 * 1024,
+  };
 }
 
 export async function openCheckpointStorage(
   config: ServiceConfig,
   o: OpenStorageOptions,
 ): Promise<ServiceStorage> {
-  if (!isObjectStore(config)) {
+  if (!isObjectStore(config.checkpointStorage)) {
     return new FilesystemCheckpointStorage({
       directory: config.checkpointStorage,
       retain: config.retainCheckpoints,
@@ -41,10 +65,21 @@ export async function openCheckpointStorage(
   const { S3CheckpointStorage } = await import('../../s3/index.ts');
   return S3CheckpointStorage.fromUri(config.checkpointStorage, {
     retain: config.retainCheckpoints,
-    ...(config.s3Endpoint === undefined ? {} : { endpoint: config.s3Endpoint }),
-    ...(config.s3Region === undefined ? {} : { region: config.s3Region }),
-    ...(config.s3ForcePathStyle === undefined ? {} : { forcePathStyle: config.s3ForcePathStyle }),
-    concurrency: config.s3Concurrency,
-    partSizeBytes: config.s3PartSizeMb * 1024 * 1024,
+    ...s3Options(config),
   });
+}
+
+/**
+ * Where `kstate savepoint export --out` writes and `import --from` reads: a directory, or an
+ * `s3://bucket/prefix` (written as objects of the same names). `setting` names the option in messages
+ * (a malformed address is CONFIG_INVALID naming it; a missing bucket says to fix it).
+ */
+export async function openSavepointFiles(
+  location: string,
+  config: S3Settings,
+  setting: string,
+): Promise<SavepointFiles> {
+  if (!isObjectStore(location)) return new DirectorySavepointFiles(location);
+  const { S3SavepointFiles } = await import('../../s3/index.ts');
+  return S3SavepointFiles.fromUri(location, { ...s3Options(config), setting });
 }

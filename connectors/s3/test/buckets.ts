@@ -1,8 +1,8 @@
 /**
  * Buckets of the test store for tests outside connectors/s3 (which import no AWS SDK: dependency
- * rules): create a fresh one, and list what a command wrote, behind its back.
+ * rules): create a fresh one, and list and read what a command wrote, behind its back.
  */
-import { CreateBucketCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { type S3StoreAddress, s3ClientConfig, uniqueBucketName } from '../local/test-store.ts';
 
 /** A new, empty bucket `kstate-<label>-...` in `store`. */
@@ -43,4 +43,15 @@ export async function listTestObjects(
     client.destroy();
   }
   return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+}
+
+/** The object's bytes as UTF-8 text. */
+export async function readTestObject(store: S3StoreAddress, bucket: string, key: string): Promise<string> {
+  const client = new S3Client(s3ClientConfig(store));
+  try {
+    const res = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    return (await res.Body?.transformToString('utf-8')) ?? '';
+  } finally {
+    client.destroy();
+  }
 }
