@@ -79,6 +79,12 @@ export interface S3StorageOptions extends StorageOptions {
   readonly conditionalWrites?: 'on' | 'off';
   /** A client to use instead of one built from the options above (its settings then apply). */
   readonly client?: S3Client;
+  /**
+   * What a failed request leaves, ending its error message. Default: that the checkpoint is not
+   * committed and the task goes on from the last good one (a running job); the offline commands,
+   * which commit nothing, say so instead.
+   */
+  readonly errorOutcome?: string;
 }
 
 /** Request counts by kind, for tests and the benchmark (no listing on the hot path is checked by them). */
@@ -105,6 +111,7 @@ export class S3CheckpointStorage extends BaseCheckpointStorage {
   #conditional: boolean;
   /** A successful bucket check, kept; a failed one is not (the next call asks again). */
   #bucketChecked: Promise<void> | undefined;
+  readonly #outcome: { readonly outcome?: string };
 
   /** `s3://bucket/prefix` plus the other options. */
   static fromUri(
@@ -146,6 +153,7 @@ export class S3CheckpointStorage extends BaseCheckpointStorage {
     this.endpoint = options.endpoint ?? `AWS S3 (${region})`;
     this.#limit = new Limit(concurrency);
     this.#conditional = options.conditionalWrites === 'on';
+    this.#outcome = options.errorOutcome === undefined ? {} : { outcome: options.errorOutcome };
     this.#ownsClient = options.client === undefined;
     this.#client =
       options.client ??
@@ -312,7 +320,7 @@ export class S3CheckpointStorage extends BaseCheckpointStorage {
         return await request();
       } catch (e) {
         if (isNotFound(e) || statusOf(e) === 416 || statusOf(e) === 412 || statusOf(e) === 501) throw e;
-        throw s3Error(e, { op, bucket: this.bucket, endpoint: this.endpoint });
+        throw s3Error(e, { op, bucket: this.bucket, endpoint: this.endpoint, ...this.#outcome });
       }
     });
   }
@@ -328,6 +336,7 @@ export class S3CheckpointStorage extends BaseCheckpointStorage {
           op: `check bucket "${this.bucket}"`,
           bucket: this.bucket,
           endpoint: this.endpoint,
+          ...this.#outcome,
         });
       },
     );
@@ -373,7 +382,7 @@ export class S3CheckpointStorage extends BaseCheckpointStorage {
         this.#conditional = false;
         return undefined;
       }
-      throw s3Error(e, { op, bucket: this.bucket, endpoint: this.endpoint });
+      throw s3Error(e, { op, bucket: this.bucket, endpoint: this.endpoint, ...this.#outcome });
     }
   }
 
@@ -451,7 +460,7 @@ export class S3CheckpointStorage extends BaseCheckpointStorage {
       const bytes = await res.Body.transformToByteArray();
       return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     } catch (e) {
-      throw s3Error(e, { op, bucket: this.bucket, endpoint: this.endpoint });
+      throw s3Error(e, { op, bucket: this.bucket, endpoint: this.endpoint, ...this.#outcome });
     }
   }
 

@@ -52,6 +52,8 @@ export interface S3SavepointFilesOptions {
   readonly requestTimeoutMs?: number;
   /** What named the location, for messages: e.g. "--out". Default: "the s3:// address". */
   readonly setting?: string;
+  /** What a failed request leaves, ending its error message. Default: run the command again. */
+  readonly errorOutcome?: string;
   /** A client to use instead of one built from the options above. */
   readonly client?: S3Client;
 }
@@ -76,6 +78,7 @@ export class S3SavepointFiles implements SavepointFiles {
   readonly #concurrency: number;
   readonly #endpoint: string;
   readonly #setting: string;
+  readonly #outcome: string;
 
   /** `s3://bucket/prefix`; a malformed address is CONFIG_INVALID naming `options.setting`. */
   static fromUri(uri: string, options: S3SavepointFilesOptions = {}): S3SavepointFiles {
@@ -84,6 +87,7 @@ export class S3SavepointFiles implements SavepointFiles {
 
   constructor(uri: string, options: S3SavepointFilesOptions = {}) {
     this.#setting = options.setting ?? 'the s3:// address';
+    this.#outcome = options.errorOutcome ?? 'Run the command again once the store answers.';
     const { bucket, prefix } = parseS3Uri(uri, this.#setting);
     this.bucket = bucket;
     this.prefix = prefix;
@@ -255,7 +259,7 @@ export class S3SavepointFiles implements SavepointFiles {
       bucket: this.bucket,
       endpoint: this.#endpoint,
       setting: this.#setting,
-      outcome: 'Nothing was changed in checkpoint storage; run the command again once the store answers.',
+      outcome: this.#outcome,
     });
   }
 

@@ -29,6 +29,14 @@ export interface OpenStorageOptions {
   readonly purpose: 'run' | 'read';
 }
 
+/** How the offline commands' S3 errors end (they commit no checkpoint, unlike a running job). */
+const OFFLINE_OUTCOME =
+  "The job's committed checkpoints are not affected; run the command again once the store answers.";
+const FILES_OUTCOME: Readonly<Record<string, string>> = {
+  '--out': 'The export is incomplete (savepoint.json is written last): export again into an unused prefix.',
+  '--from': 'The import wrote nothing; run it again once the store answers.',
+};
+
 /** True for `s3://...` (any case of the scheme). */
 export function isObjectStore(location: string): boolean {
   return /^s3:\/\//i.test(location.trim());
@@ -66,6 +74,7 @@ export async function openCheckpointStorage(
   return S3CheckpointStorage.fromUri(config.checkpointStorage, {
     retain: config.retainCheckpoints,
     ...s3Options(config),
+    ...(o.purpose === 'read' ? { errorOutcome: OFFLINE_OUTCOME } : {}),
   });
 }
 
@@ -81,5 +90,9 @@ export async function openSavepointFiles(
 ): Promise<SavepointFiles> {
   if (!isObjectStore(location)) return new DirectorySavepointFiles(location);
   const { S3SavepointFiles } = await import('../../s3/index.ts');
-  return S3SavepointFiles.fromUri(location, { ...s3Options(config), setting });
+  return S3SavepointFiles.fromUri(location, {
+    ...s3Options(config),
+    setting,
+    errorOutcome: FILES_OUTCOME[setting] ?? OFFLINE_OUTCOME,
+  });
 }

@@ -142,7 +142,7 @@ describe('S3 savepoint files', { skip: store === undefined ? NO_TEST_S3 : false 
         ),
         'CHECKPOINT_STORAGE_FAILED',
         new RegExp(`cannot write s3://${bucket}/failed/big\\.ndjson: .*InternalError \\(HTTP 500\\)`),
-        /Nothing was changed in checkpoint storage/,
+        /Run the command again once the store answers\./,
       );
       const deletes = proxy.counts().byMethod.DELETE ?? 0;
       proxy.clear();
