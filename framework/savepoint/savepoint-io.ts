@@ -1,4 +1,4 @@
-import { StreamError } from '../api/errors.ts';
+import { isStreamError, StreamError } from '../api/errors.ts';
 import type { CheckpointMetadata, CheckpointStorage, FileRef, Scope } from '../checkpoint/storage/storage.ts';
 import {
   checkpointFiles,
@@ -252,11 +252,19 @@ export async function highestCheckpointId(
   savepoints: readonly TaskSavepoint[] = [],
 ): Promise<number> {
   let max = Math.max(0, ...savepoints.map((t) => t.checkpointId));
+  // Damaged or vanished metadata says nothing about ids; a storage that cannot be read must not
+  // pass for an empty one (a lower id would be reused), so its errors propagate.
+  const unreadable =
+    <T>(fallback: T) =>
+    (e: unknown): T => {
+      if (isStreamError(e, 'CHECKPOINT_CORRUPT') || isStreamError(e, 'CHECKPOINT_NOT_FOUND')) return fallback;
+      throw e;
+    };
   for (const scope of scopes) {
-    const latest = await storage.latest(scope).catch(() => undefined);
+    const latest = await storage.latest(scope).catch(unreadable(undefined));
     if (latest) max = Math.max(max, latest.checkpointId);
     const list = (storage as { listSavepoints?: (s: Scope) => Promise<CheckpointMetadata[]> }).listSavepoints;
-    const sps = list ? await list.call(storage, scope).catch(() => []) : [];
+    const sps = list ? await list.call(storage, scope).catch(unreadable([] as CheckpointMetadata[])) : [];
     for (const m of sps) max = Math.max(max, m.checkpointId);
   }
   return max;
