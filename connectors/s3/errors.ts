@@ -72,7 +72,9 @@ export function s3Error(e: unknown, ctx: S3ErrorContext): StreamError {
   const name = nameOf(e);
   const status = statusOf(e);
   const attempts = (e as SdkErrorLike | null)?.$metadata?.attempts;
-  const detail = `${name}${status === undefined ? '' : ` (HTTP ${status})`}${attempts !== undefined && attempts > 1 ? ` after ${attempts} attempts` : ''}`;
+  // A HEAD has no body, so its refusal has no S3 error code: the SDK calls it 'Unknown'.
+  const shown = name === 'Unknown' && status === 403 ? 'Forbidden' : name;
+  const detail = `${shown}${status === undefined ? '' : ` (HTTP ${status})`}${attempts !== undefined && attempts > 1 ? ` after ${attempts} attempts` : ''}`;
   const message = (e as SdkErrorLike | null)?.message ?? String(e);
   if (name === 'NoSuchBucket' || (ctx.op.startsWith('check bucket') && status === 404)) {
     return new StreamError(
