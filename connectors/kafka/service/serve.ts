@@ -257,12 +257,37 @@ function logListener(log: Logger): JobListener {
         'checkpoint committed',
       ),
     checkpointFailed: (f) =>
-      log.warn({ task: f.taskId, checkpoint: f.checkpointId, err: String(f.error) }, 'checkpoint failed'),
+      log.warn(
+        { task: f.taskId, checkpoint: f.checkpointId, ...codesOf(f.error), err: String(f.error) },
+        'checkpoint failed',
+      ),
     taskFailed: (f) =>
       log.error(
-        { task: f.taskId, err: String(f.error), restarting: f.restarting, delayMs: f.delayMs },
+        {
+          task: f.taskId,
+          ...codesOf(f.error),
+          err: String(f.error),
+          restarting: f.restarting,
+          delayMs: f.delayMs,
+        },
         'task failed',
       ),
+  };
+}
+
+/**
+ * The catalogued codes of an error (docs/errors.md) for its log line: `code`, and `cause` when an
+ * error it wraps has another (a CHECKPOINT_DECLINED task failure caused by CHECKPOINT_STORAGE_FAILED).
+ */
+function codesOf(e: unknown): { code?: string; cause?: string } {
+  const codes: string[] = [];
+  for (let x = e, depth = 0; x !== undefined && x !== null && depth < 8; depth++) {
+    if (x instanceof StreamError && !codes.includes(x.code)) codes.push(x.code);
+    x = (x as { cause?: unknown }).cause;
+  }
+  return {
+    ...(codes[0] === undefined ? {} : { code: codes[0] }),
+    ...(codes[1] === undefined ? {} : { cause: codes[1] }),
   };
 }
 

@@ -20,14 +20,17 @@ export interface JobProcess {
 
 /**
  * Start a job process: `runner` (default: the count job, jobs/run-count.ts) with `args` and `env`
- * added (e.g. the service CLI: `startJobProcess(env, CLI, ['run', module])`).
+ * added (e.g. the service CLI: `startJobProcess(env, CLI, ['run', module])`). `wrap` is a command
+ * prefix that runs node, e.g. in a network namespace (`['ip', 'netns', 'exec', name]`, netns.ts).
  */
 export function startJobProcess(
   env: Record<string, string>,
   runner: string = RUNNER,
   args: readonly string[] = [],
+  wrap: readonly string[] = [],
 ): JobProcess {
-  const child = spawn(process.execPath, [runner, ...args], {
+  const [command, ...prefix] = [...wrap, process.execPath];
+  const child = spawn(command!, [...prefix, runner, ...args], {
     env: { ...process.env, KAFKA_BROKERS: brokersFromEnv().join(','), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
