@@ -174,7 +174,7 @@ export class S3CheckpointStorage extends BaseCheckpointStorage {
    */
   async check(): Promise<void> {
     this.#bucketChecked = undefined;
-    await this.#checkBucket();
+    await this.#checkBucket(START_OUTCOME);
   }
 
   /** Releases the client's connections (when the storage made the client). */
@@ -220,48 +220,67 @@ export class S3CheckpointStorage extends BaseCheckpointStorage {
     const key = this.#key(path);
     const op = `read ${this.uriOf(path)}`;
     const part = this.partSizeBytes;
-    let first: GetObjectCommandOutput;
+    let first: Fetched;
     try {
-      first = await this.#send('get', op, () =>
-        this.#client.send(
-          new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=0-${part - 1}` }),
-        ),
-      );
+      first = await this.#get(key, op, `bytes=0-${part - 1}`, (e) => isNotFound(e) || isRangeError(e));
     } catch (e) {
       if (isNotFound(e)) return undefined;
       // An empty object has no byte 0: stores answer 416 to any range.
-      if (statusOf(e) === 416 || nameOf(e) === 'InvalidRange') return this.#getWhole(key, op);
+      if (isRangeError(e)) {
+        try {
+          return (await this.#get(key, op, undefined, isNotFound)).bytes;
+        } catch (again) {
+          if (isNotFound(again)) return undefined;
+          throw again;
+        }
+      }
       throw e;
     }
-    const head = await this.#body(first, op);
-    const total = totalOf(first.ContentRange) ?? head.byteLength;
-    if (total <= head.byteLength) return head;
+    const total = totalOf(first.contentRange) ?? first.bytes.byteLength;
+    if (total <= first.bytes.byteLength) return first.bytes;
     // The rest in parts, in parallel (bounded by the limit). The ETag pins the version read.
     const out = new Uint8Array(total);
-    out.set(head, 0);
+    out.set(first.bytes, 0);
     const ranges: [number, number][] = [];
-    for (let start = head.byteLength; start < total; start += part)
+    for (let start = first.bytes.byteLength; start < total; start += part)
       ranges.push([start, Math.min(total, start + part) - 1]);
     await Promise.all(
       ranges.map(async ([start, end]) => {
-        const res = await this.#send('get', op, () =>
-          this.#client.send(
-            new GetObjectCommand({
-              Bucket: this.bucket,
-              Key: key,
-              Range: `bytes=${start}-${end}`,
-              ...(first.ETag === undefined ? {} : { IfMatch: first.ETag }),
-            }),
-          ),
-        );
-        const bytes = await this.#body(res, op);
-        if (bytes.byteLength !== end - start + 1) {
+        let got: Fetched;
+        try {
+          got = await this.#get(
+            key,
+            op,
+            `bytes=${start}-${end}`,
+            (e) => isNotFound(e) || isChanged(e),
+            first.etag,
+          );
+        } catch (e) {
+          if (isNotFound(e)) {
+            throw new StreamError(
+              'CHECKPOINT_NOT_FOUND',
+              `cannot ${op}: the object was deleted while it was read`,
+              {
+                cause: e,
+              },
+            );
+          }
+          if (isChanged(e)) {
+            throw new StreamError(
+              'CHECKPOINT_STORAGE_FAILED',
+              `cannot ${op}: the object was replaced while it was read (its ETag changed); retry the restore`,
+              { cause: e },
+            );
+          }
+          throw e;
+        }
+        if (got.bytes.byteLength !== end - start + 1) {
           throw new StreamError(
             'CHECKPOINT_STORAGE_FAILED',
-            `cannot ${op}: bytes ${start}-${end} came back as ${bytes.byteLength} bytes; retry the restore`,
+            `cannot ${op}: bytes ${start}-${end} came back as ${got.bytes.byteLength} bytes; retry the restore`,
           );
         }
-        out.set(bytes, start);
+        out.set(got.bytes, start);
       }),
     );
     return out;
@@ -270,8 +289,11 @@ export class S3CheckpointStorage extends BaseCheckpointStorage {
   protected async _size(path: string): Promise<number | undefined> {
     const op = `inspect ${this.uriOf(path)}`;
     try {
-      const res = await this.#send('head', op, () =>
-        this.#client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.#key(path) })),
+      const res = await this.#send(
+        'head',
+        op,
+        () => this.#client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.#key(path) })),
+        isNotFound,
       );
       return res.ContentLength ?? 0;
     } catch (e) {
@@ -312,31 +334,82 @@ export class S3CheckpointStorage extends BaseCheckpointStorage {
     return this.prefix === '' ? path : path === '' ? this.prefix : `${this.prefix}/${path}`;
   }
 
-  /** One request through the limit, counted; SDK errors become StreamErrors naming `op`. */
-  async #send<T>(kind: keyof S3RequestCounts, op: string, request: () => Promise<T>): Promise<T> {
+  /**
+   * One request through the limit, counted; SDK errors become StreamErrors naming `op`, except those
+   * `pass` selects: the answers the caller handles itself (a missing key, a failed precondition).
+   */
+  async #send<T>(
+    kind: keyof S3RequestCounts,
+    op: string,
+    request: () => Promise<T>,
+    pass: (e: unknown) => boolean = () => false,
+  ): Promise<T> {
     return this.#limit.run(async () => {
       this.requests[kind]++;
       try {
         return await request();
       } catch (e) {
-        if (isNotFound(e) || statusOf(e) === 416 || statusOf(e) === 412 || statusOf(e) === 501) throw e;
+        if (pass(e)) throw e;
         throw s3Error(e, { op, bucket: this.bucket, endpoint: this.endpoint, ...this.#outcome });
       }
     });
   }
 
-  #checkBucket(): Promise<void> {
-    this.#bucketChecked ??= this.#send('head', `check bucket "${this.bucket}"`, () =>
-      this.#client.send(new HeadBucketCommand({ Bucket: this.bucket })),
+  /** A GET (of `range`), its body read inside the limit, so `concurrency` bounds downloads too. */
+  #get(
+    key: string,
+    op: string,
+    range: string | undefined,
+    pass: (e: unknown) => boolean,
+    ifMatch?: string,
+  ): Promise<Fetched> {
+    return this.#send(
+      'get',
+      op,
+      async () => {
+        const res = await this.#client.send(
+          new GetObjectCommand({
+            Bucket: this.bucket,
+            Key: key,
+            ...(range === undefined ? {} : { Range: range }),
+            ...(ifMatch === undefined ? {} : { IfMatch: ifMatch }),
+          }),
+        );
+        const body = res.Body === undefined ? new Uint8Array(0) : await res.Body.transformToByteArray();
+        return {
+          bytes: new Uint8Array(body.buffer, body.byteOffset, body.byteLength),
+          contentRange: res.ContentRange,
+          etag: res.ETag,
+        };
+      },
+      pass,
+    );
+  }
+
+  /**
+   * Checks that the bucket exists and the credentials may list the prefix: a one-key listing of the
+   * prefix, not HeadBucket, which needs s3:ListBucket on the whole bucket (a policy that grants it
+   * only under the prefix is common, and every request kstate makes would be allowed).
+   */
+  #checkBucket(outcome?: string): Promise<void> {
+    const op = `check bucket "${this.bucket}"`;
+    this.#bucketChecked ??= this.#send('list', op, () =>
+      this.#client.send(
+        new ListObjectsV2Command({
+          Bucket: this.bucket,
+          Prefix: this.prefix === '' ? '' : `${this.prefix}/`,
+          MaxKeys: 1,
+        }),
+      ),
     ).then(
       () => {},
       (e: unknown) => {
         this.#bucketChecked = undefined;
         throw s3Error(e, {
-          op: `check bucket "${this.bucket}"`,
+          op,
           bucket: this.bucket,
           endpoint: this.endpoint,
-          ...this.#outcome,
+          ...(outcome === undefined ? this.#outcome : { outcome }),
         });
       },
     );
@@ -360,17 +433,21 @@ export class S3CheckpointStorage extends BaseCheckpointStorage {
   /** true: created; false: the key exists; undefined: the store does not support conditional PUTs. */
   async #putIfAbsent(key: string, bytes: Uint8Array, op: string): Promise<boolean | undefined> {
     try {
-      await this.#send('put', op, () =>
-        this.#client.send(
-          new PutObjectCommand({
-            Bucket: this.bucket,
-            Key: key,
-            Body: bytes,
-            ContentMD5: md5(bytes),
-            ContentLength: bytes.byteLength,
-            IfNoneMatch: '*',
-          }),
-        ),
+      await this.#send(
+        'put',
+        op,
+        () =>
+          this.#client.send(
+            new PutObjectCommand({
+              Bucket: this.bucket,
+              Key: key,
+              Body: bytes,
+              ContentMD5: md5(bytes),
+              ContentLength: bytes.byteLength,
+              IfNoneMatch: '*',
+            }),
+          ),
+        (e) => [409, 412, 501].includes(statusOf(e) ?? 0) || nameOf(e) === 'NotImplemented',
       );
       return true;
     } catch (e) {
@@ -401,24 +478,41 @@ export class S3CheckpointStorage extends BaseCheckpointStorage {
     try {
       const size = this.partSizeBytes;
       const count = Math.ceil(bytes.byteLength / size);
-      const parts = await Promise.all(
+      // Once a part fails, parts not yet started are skipped (not sent only to be aborted), and the
+      // abort waits until every started part has settled (AWS may keep a part still uploading).
+      let failed = false;
+      const settled = await Promise.allSettled(
         Array.from({ length: count }, async (_, i) => {
           const body = bytes.subarray(i * size, Math.min(bytes.byteLength, (i + 1) * size));
-          const res = await this.#send('multipart', op, () =>
-            this.#client.send(
-              new UploadPartCommand({
-                Bucket: this.bucket,
-                Key: key,
-                UploadId: uploadId,
-                PartNumber: i + 1,
-                Body: body,
-                ContentMD5: md5(body),
-                ContentLength: body.byteLength,
-              }),
-            ),
-          );
+          const res = await this.#send(
+            'multipart',
+            op,
+            () => {
+              if (failed) return Promise.reject(SKIPPED);
+              return this.#client.send(
+                new UploadPartCommand({
+                  Bucket: this.bucket,
+                  Key: key,
+                  UploadId: uploadId,
+                  PartNumber: i + 1,
+                  Body: body,
+                  ContentMD5: md5(body),
+                  ContentLength: body.byteLength,
+                }),
+              );
+            },
+            (e) => e === SKIPPED,
+          ).catch((e: unknown) => {
+            failed = true;
+            throw e;
+          });
           return { PartNumber: i + 1, ETag: res.ETag };
         }),
+      );
+      const error = settled.find((r) => r.status === 'rejected' && r.reason !== SKIPPED);
+      if (error !== undefined) throw (error as PromiseRejectedResult).reason;
+      const parts = settled.map(
+        (r) => (r as PromiseFulfilledResult<{ PartNumber: number; ETag?: string }>).value,
       );
       await this.#send('multipart', op, () =>
         this.#client.send(
@@ -439,28 +533,6 @@ export class S3CheckpointStorage extends BaseCheckpointStorage {
         ),
       ).catch(() => {});
       throw e;
-    }
-  }
-
-  async #getWhole(key: string, op: string): Promise<Uint8Array | undefined> {
-    try {
-      const res = await this.#send('get', op, () =>
-        this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key })),
-      );
-      return await this.#body(res, op);
-    } catch (e) {
-      if (isNotFound(e)) return undefined;
-      throw e;
-    }
-  }
-
-  async #body(res: GetObjectCommandOutput, op: string): Promise<Uint8Array> {
-    try {
-      if (res.Body === undefined) return new Uint8Array(0);
-      const bytes = await res.Body.transformToByteArray();
-      return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    } catch (e) {
-      throw s3Error(e, { op, bucket: this.bucket, endpoint: this.endpoint, ...this.#outcome });
     }
   }
 
@@ -490,6 +562,28 @@ export class S3CheckpointStorage extends BaseCheckpointStorage {
     } while (token !== undefined);
     return { files: files.filter((f) => f !== ''), dirs: dirs.filter((d) => d !== '') };
   }
+}
+
+/** A GET's body and what the ranged read needs of its headers. */
+interface Fetched {
+  readonly bytes: Uint8Array;
+  readonly contentRange: string | undefined;
+  readonly etag: string | undefined;
+}
+
+/** How a failed start check ends its message. */
+const START_OUTCOME = 'Nothing was started and nothing committed is affected.';
+
+/** The rejection of a part not sent because another part had failed. */
+const SKIPPED = Symbol('skipped');
+
+function isRangeError(e: unknown): boolean {
+  return statusOf(e) === 416 || nameOf(e) === 'InvalidRange';
+}
+
+/** A failed If-Match: the object changed between two ranged reads. */
+function isChanged(e: unknown): boolean {
+  return statusOf(e) === 412 || nameOf(e) === 'PreconditionFailed';
 }
 
 function md5(bytes: Uint8Array): string {

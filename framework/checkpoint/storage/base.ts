@@ -61,13 +61,16 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
   readonly #locks = new Map<string, Promise<void>>();
   /**
    * scope dir -> what the scope holds, from one full scan plus this process's own writes and deletes
-   * since. Retention after a commit plans from it, so the hot path lists nothing (an object store
-   * charges for, and throttles, listings). `latest` and `list`, which a task calls when it (re)starts
-   * on a scope another process may have written, drop it; the next commit scans again.
+   * since. Retention after a commit plans from it, so the task's files are never listed on the hot
+   * path (an object store charges for, and throttles, listings); before it deletes anything it lists
+   * the scope's metadata names once (one request, see #collect), so metadata another process
+   * committed meanwhile (a zombie, a CLI) is never missed. `latest`, `list`, `load` and
+   * `loadSavepoint`, which a task calls when it (re)starts on a scope, drop it; so does a commit
+   * that failed after its metadata write was tried (it may have landed). The next commit scans again.
    */
   readonly #index = new Map<string, ScopeIndex>();
-  /** path -> size of files this process wrote or checked: `commit` need not ask storage again. */
-  readonly #known = new Map<string, number>();
+  /** scope dir -> files written while a scan of the scope runs (the scan may miss them). */
+  readonly #scanning = new Map<string, Map<string, StoredFile>>();
 
   constructor(options: StorageOptions = {}) {
     const retain = options.retain ?? 3;
@@ -153,10 +156,11 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
       }
     } catch (e) {
       attempt.delete(path);
+      // The store may have applied the write before it failed (a lost answer): garbage to collect.
+      this.#noteWritten(scope, { path, checkpointId });
       throw e;
     }
-    this.#known.set(path, bytes.byteLength);
-    this.#index.get(scopeDir(scope))?.files.set(path, { path, checkpointId });
+    this.#noteWritten(scope, { path, checkpointId });
     return { path, bytes: bytes.byteLength, sha256: sha256Hex(bytes) };
   }
 
@@ -234,9 +238,11 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
         : savepointMetaPath(scope, meta.savepoint);
     await this.#exclusive(scope, async () => {
       await this._root('write');
-      for (const f of meta.files) {
-        if (this.#known.get(f.path) === f.bytes) continue; // written or checked by this process
-        const size = await this._size(f.path);
+      // Every listed file is checked, also this process's own: another process (a CLI's retention, a
+      // zombie) may have deleted one. In parallel: an object store answers each in a round trip.
+      const sizes = await Promise.all(meta.files.map((f) => this._size(f.path)));
+      for (const [i, f] of meta.files.entries()) {
+        const size = sizes[i];
         if (size === undefined) {
           throw new StreamError(
             'CHECKPOINT_NOT_FOUND',
@@ -251,11 +257,18 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
               `${f.bytes}. The checkpoint is not committed; take a new one.`,
           );
         }
-        this.#known.set(f.path, size);
       }
       if (meta.files.length > 0) await this._flush(filesDir(scope));
       const bytes = encodeMetadata(meta);
-      const outcome = await this._create(path, bytes, { durable: true });
+      let outcome: CreateOutcome;
+      try {
+        outcome = await this._create(path, bytes, { durable: true });
+      } catch (e) {
+        // The write may have landed although it failed (an answer lost on the way back): a discard
+        // of this checkpoint must see the metadata, so the index is rebuilt from storage.
+        this.#index.delete(scopeDir(scope));
+        throw e;
+      }
       if (outcome === 'exists') {
         const existing = await this._read(path);
         if (existing === undefined || !sameBytes(existing, bytes)) {
@@ -321,6 +334,7 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
   async load(scope: Scope, checkpointId: number): Promise<CheckpointMetadata> {
     checkScope(scope);
     checkCheckpointId(checkpointId);
+    this.#index.delete(scopeDir(scope));
     await this._root('read');
     const meta = await this.#readCheckpoint(scope, checkpointId);
     if (meta !== undefined) return meta;
@@ -338,6 +352,7 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
   async loadSavepoint(name: string, scope: Scope): Promise<CheckpointMetadata> {
     checkScope(scope);
     checkSavepointName(name);
+    this.#index.delete(scopeDir(scope));
     await this._root('read');
     const meta = await this.#readSavepoint(scope, name);
     if (meta !== undefined) return meta;
@@ -359,8 +374,10 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
     await this.#exclusive(scope, async () => {
       if (!(await this._root('probe'))) return;
       const index = await this.#indexOf(scope);
-      const metas = index.metas;
-      const unreadable = metas.find((m) => m.files === undefined);
+      const doomed = [...index.files.values()].filter((f) => f.checkpointId === checkpointId);
+      if (doomed.length === 0) return;
+      await this.#refreshMetas(scope, index);
+      const unreadable = index.metas.find((m) => m.files === undefined);
       if (unreadable !== undefined) {
         this.#onCleanupError(
           new StreamError(
@@ -371,9 +388,9 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
         );
         return;
       }
-      const referenced = referencedBy(metas);
-      for (const f of [...index.files.values()]) {
-        if (f.checkpointId === checkpointId && !referenced.has(f.path)) await this.#deleteFile(scope, f.path);
+      const referenced = referencedBy(index.metas);
+      for (const f of doomed) {
+        if (!referenced.has(f.path)) await this.#deleteFile(scope, f.path);
       }
     });
   }
@@ -432,18 +449,51 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
     const key = scopeDir(scope);
     const cached = this.#index.get(key);
     if (cached !== undefined) return cached;
-    const metas = await this.#storedMetas(scope);
-    // A write that finishes during the scan may be missing from it: never deleted, at worst kept
-    // until the next scan (the safe direction).
-    const files = new Map((await this.#storedFiles(scope)).map((f) => [f.path, f]));
-    const index: ScopeIndex = { metas, files, swept: false };
-    this.#index.set(key, index);
-    return index;
+    const recent = new Map<string, StoredFile>();
+    this.#scanning.set(key, recent);
+    try {
+      const metas = await this.#storedMetas(scope);
+      const files = new Map((await this.#storedFiles(scope)).map((f) => [f.path, f]));
+      // Writes that finished during the scan, which its listing may have missed.
+      for (const [path, f] of recent) files.set(path, f);
+      const index: ScopeIndex = { metas, files, swept: false };
+      this.#index.set(key, index);
+      return index;
+    } finally {
+      if (this.#scanning.get(key) === recent) this.#scanning.delete(key);
+    }
+  }
+
+  /** Records a file written (or perhaps written) in the scope's index, and in a scan under way. */
+  #noteWritten(scope: Scope, f: StoredFile): void {
+    const key = scopeDir(scope);
+    this.#index.get(key)?.files.set(f.path, f);
+    this.#scanning.get(key)?.set(f.path, f);
+  }
+
+  /**
+   * Adds checkpoint metadata another process committed since the scan (one listing of the scope's
+   * metadata names; the files directory is not listed), and drops what another process pruned.
+   */
+  async #refreshMetas(scope: Scope, index: ScopeIndex): Promise<void> {
+    const ids = new Set(await this.#checkpointIds(scope));
+    const known = new Set(index.metas.filter((m) => m.savepoint === undefined).map((m) => m.checkpointId));
+    index.metas = index.metas.filter((m) => m.savepoint !== undefined || ids.has(m.checkpointId));
+    for (const id of ids) {
+      if (known.has(id)) continue;
+      const location = this._describe(checkpointMetaPath(scope, id));
+      try {
+        const meta = await this.#readCheckpoint(scope, id);
+        if (meta !== undefined)
+          index.metas.push({ checkpointId: id, files: meta.files.map((f) => f.path), location });
+      } catch {
+        index.metas.push({ checkpointId: id, files: undefined, location });
+      }
+    }
   }
 
   async #deleteFile(scope: Scope, path: string): Promise<void> {
     await this._delete(path);
-    this.#known.delete(path);
     this.#index.get(scopeDir(scope))?.files.delete(path);
   }
 
@@ -573,12 +623,19 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
   async #collect(scope: Scope): Promise<void> {
     try {
       const index = await this.#indexOf(scope);
-      const plan = planRetention({
-        metas: index.metas,
-        files: [...index.files.values()],
-        retain: this.retain,
-        inFlight: new Set(this.#inFlight.get(scopeDir(scope))?.keys()),
-      });
+      const planned = () =>
+        planRetention({
+          metas: index.metas,
+          files: [...index.files.values()],
+          retain: this.retain,
+          inFlight: new Set(this.#inFlight.get(scopeDir(scope))?.keys()),
+        });
+      let plan = planned();
+      if (plan.pruneCheckpoints.length > 0 || plan.deleteFiles.length > 0) {
+        // About to delete: first make sure no metadata committed by another process lists a file.
+        await this.#refreshMetas(scope, index);
+        plan = planned();
+      }
       // Metadata first: a crash half-way leaves unreferenced files (collected next time), never
       // metadata that lists deleted files.
       for (const id of plan.pruneCheckpoints) {
