@@ -105,6 +105,8 @@ describe('service configuration: checkpoint storage and S3 settings', () => {
       's3://',
       's3:///p',
       's3://a..b/p',
+      's3:/bucket/p', // a slash short: not a local directory named "s3:"
+      's3:bucket',
     ]) {
       const m = refusal({ KSTATE_CHECKPOINT_STORAGE: v });
       assert.match(m, /^environment variable KSTATE_CHECKPOINT_STORAGE is /, m);

@@ -104,7 +104,10 @@ export const CONFIG_FIELDS: Readonly<Record<Field, FieldSpec>> = {
       "a directory path, or s3://<bucket>/<prefix> (bucket: 3-63 characters: lower-case letters, digits, '.' and '-')",
     parse: (raw) => {
       const t = text(raw);
-      if (t === undefined || !/^[a-z][a-z0-9+.-]*:\/\//i.test(t)) return t;
+      if (t === undefined) return t;
+      // `s3:/bucket` or `s3:bucket` (a slash short) would otherwise be a local directory named so.
+      if (/^s3:(?!\/\/)/i.test(t.trim())) return undefined;
+      if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(t)) return t;
       if (!isS3Uri(t)) return undefined; // another scheme: s3:// is the only object store
       try {
         parseS3Uri(t);
