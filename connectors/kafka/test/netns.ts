@@ -89,7 +89,7 @@ export async function netnsUnavailable(): Promise<string | undefined> {
   if (process.platform !== 'linux') return `network namespaces need Linux (this is ${process.platform})`;
   if (process.getuid?.() !== 0)
     return 'network namespaces need root (ip netns add); this test runs as a user';
-  const probe = `${PREFIX}probe-${process.pid}`;
+  const probe = `${PREFIX}${process.pid.toString(36)}-probe`;
   try {
     await ip('netns', 'add', probe);
   } catch (e) {
@@ -110,7 +110,9 @@ async function sweepStale(): Promise<void> {
     .map((l) => l.split(' ')[0] ?? '')
     .filter((n) => n.startsWith(PREFIX));
   for (const name of names) {
-    const pid = Number.parseInt(name.slice(PREFIX.length).split('-')[0] ?? '', 36);
+    // `ksn-<pid in base 36>-<index or probe>`
+    const m = /^ksn-([0-9a-z]+)-(\d+|probe)$/.exec(name);
+    const pid = m === null ? Number.NaN : Number.parseInt(m[1]!, 36);
     if (!Number.isInteger(pid) || pid <= 0) continue;
     try {
       process.kill(pid, 0);

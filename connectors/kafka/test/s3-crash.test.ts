@@ -47,6 +47,7 @@ import {
   covered,
   createBucket,
   describeTotals,
+  diagnose,
   isAlive,
   logEvents,
   OrderInput,
@@ -239,9 +240,9 @@ describe('checkpoints in S3 with a store that fails: a live job through a fault 
       // (c) S3Proxy killed while a checkpoint is being written (a PUT just arrived), restarted on its data.
       proxy.resetCounts();
       const puts = () => proxy!.counts().byMethod.PUT ?? 0;
-      const before = puts();
+      const putsBefore = puts();
       await eventually(
-        async () => (puts() > before ? true : undefined),
+        async () => (puts() > putsBefore ? true : undefined),
         60_000,
         () => 'no PUT',
       );
@@ -289,7 +290,18 @@ describe('checkpoints in S3 with a store that fails: a live job through a fault 
       );
       assert.equal(report.duplicates, 0, 'committed orders with more than one effect');
       assert.equal(report.abortedEffects, 0, 'effects of aborted orders');
-      assert.equal(report.missing, 0, 'committed orders without effect');
+      assert.equal(
+        report.missing,
+        0,
+        report.missing === 0
+          ? ''
+          : `committed orders without effect; ${await diagnose(
+              out,
+              input,
+              topics.input,
+              runs.map((r, i) => ({ name: `run ${i + 1}`, p: r })),
+            )}`,
+      );
       assert.equal(report.unknown, 0, 'output records that match no order');
       assert.equal(report.sequences.broken.length, 0, describeTotals(report));
       assert.equal(report.wrongFinal, 0, 'users with a wrong final count or sum');

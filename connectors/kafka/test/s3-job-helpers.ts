@@ -19,6 +19,7 @@ import {
   type Committed,
   checkRunningTotals,
   describeSequences,
+  kcatRecords,
   type SequenceReport,
 } from './sequence-check.ts';
 
@@ -188,6 +189,46 @@ export function covered(out: readonly Committed<UserTotal>[], input: OrderInput)
   const seen = new Set(out.map((o) => o.value.id));
   for (const id of input.committed) if (!seen.has(id)) return false;
   return true;
+}
+
+/**
+ * For a failure message: where the committed orders without effect are (their input partitions, read
+ * with kcat), and what each task of the processes did (restores, failures, checkpoints) by their logs.
+ */
+export async function diagnose(
+  out: readonly Committed<UserTotal>[],
+  input: OrderInput,
+  inputTopic: string,
+  processes: readonly { readonly name: string; readonly p: JobProcess }[],
+): Promise<string> {
+  const seen = new Set(out.map((o) => o.value.id));
+  const missing = new Map<number, number>();
+  for (const r of await kcatRecords<Order>(inputTopic)) {
+    if (!seen.has(r.value.id)) missing.set(r.partition, (missing.get(r.partition) ?? 0) + 1);
+  }
+  const tasks = processes.map(({ name, p }) => {
+    const by = new Map<string, { restores: number; failures: number; checkpoints: number; last: string }>();
+    const of = (t: unknown) => {
+      const k = String(t);
+      if (!by.has(k)) by.set(k, { restores: 0, failures: 0, checkpoints: 0, last: '' });
+      return by.get(k)!;
+    };
+    for (const e of logEvents(p.lines, 'task restored')) of(e.task).restores++;
+    for (const e of logEvents(p.lines, 'checkpoint committed')) of(e.task).checkpoints++;
+    for (const e of logEvents(p.lines, 'task failed')) {
+      const t = of(e.task);
+      t.failures++;
+      t.last = `${String(e.code)}: ${String(e.err).slice(0, 200)}`;
+    }
+    const running = runningTasks(p);
+    return `${name} (${isAlive(p) ? 'alive' : `exited ${p.child.exitCode ?? p.child.signalCode}`}): ${[...by]
+      .map(
+        ([t, s]) =>
+          `${t}${running.has(t) ? '' : ' (not running)'} ${s.restores} restores, ${s.checkpoints} checkpoints, ${s.failures} failures${s.last ? ` (last ${s.last})` : ''}`,
+      )
+      .join('; ')}`;
+  });
+  return `committed orders without effect by input partition: ${JSON.stringify(Object.fromEntries(missing))}; ${input.describe()}\n${tasks.join('\n')}`;
 }
 
 /** A client of the test store for looking behind the service (S3Proxy's settings). */

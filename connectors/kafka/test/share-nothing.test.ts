@@ -49,6 +49,7 @@ import {
   covered,
   createBucket,
   describeTotals,
+  diagnose,
   isAlive,
   logEvents,
   OrderInput,
@@ -127,7 +128,12 @@ describe('instances that share nothing but Kafka and S3', {
     try {
       for (let k = 0; k < o.instances; k++) {
         const proxy = await startFaultProxy({ upstream: store!.endpoint });
-        const ns = o.netns ? await createNamespace([{ port: brokerPort }, { port: proxy.port }]) : undefined;
+        const ns = o.netns
+          ? await createNamespace([{ port: brokerPort }, { port: proxy.port }]).catch(async (e: unknown) => {
+              await proxy.close();
+              throw e;
+            })
+          : undefined;
         instances.push({
           name: String.fromCharCode(97 + k),
           stateDir: join(dir, n.stem, String.fromCharCode(97 + k), 'state'),
@@ -190,10 +196,10 @@ describe('instances that share nothing but Kafka and S3', {
             `${victim.name} did not checkpoint each of its tasks ${victimTasks().join(',')}\n${tail(victim)}`,
         );
         // Kill it while it processes: some of the input that arrived since has come out already.
-        const before = (await kcatRecords<UserTotal>(topics.output)).length;
+        const outputBefore = (await kcatRecords<UserTotal>(topics.output)).length;
         await eventually(
           async () =>
-            (await kcatRecords<UserTotal>(topics.output)).length > before + 1000 ? true : undefined,
+            (await kcatRecords<UserTotal>(topics.output)).length > outputBefore + 1000 ? true : undefined,
           90_000,
           () => `no output of the new input\n${tail(victim)}`,
         );
@@ -267,7 +273,18 @@ describe('instances that share nothing but Kafka and S3', {
       assert.deepEqual(localCopies, [], 'the survivors had local copies of the victim tasks');
       assert.equal(report.duplicates, 0, 'committed orders with more than one effect');
       assert.equal(report.abortedEffects, 0, 'effects of aborted orders');
-      assert.equal(report.missing, 0, 'committed orders without effect');
+      assert.equal(
+        report.missing,
+        0,
+        report.missing === 0
+          ? ''
+          : `committed orders without effect; ${await diagnose(
+              out,
+              input,
+              topics.input,
+              instances.map((i) => ({ name: i.name, p: i.p })),
+            )}`,
+      );
       assert.equal(report.unknown, 0, 'output records that match no order');
       assert.equal(report.sequences.broken.length, 0, describeTotals(report));
       assert.equal(report.wrongFinal, 0, 'users with a wrong final count or sum');
