@@ -6,7 +6,7 @@
  *   from S3 (no GET at all once the metadata is read);
  * - a task restoring where there is no local copy downloads every run file of the chain, once;
  * - an incremental checkpoint after ~5 % of the keys changed uploads only its delta files (PUTs and
- *   bytes against the state's size), and lists nothing.
+ *   bytes against the state's size), and lists none of the task's files (at most the metadata names).
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
