@@ -370,12 +370,14 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
   async discard(scope: Scope, checkpointId: number): Promise<void> {
     checkScope(scope);
     checkCheckpointId(checkpointId);
+    // Only what this process wrote for the checkpoint: another process (a task's new owner while
+    // this one is a zombie) may be writing files of the same id. Anything else is retention's.
+    const written = this.#inFlight.get(scopeDir(scope))?.get(checkpointId) ?? new Set<string>();
     this.#inFlight.get(scopeDir(scope))?.delete(checkpointId);
     await this.#exclusive(scope, async () => {
-      if (!(await this._root('probe'))) return;
+      if (written.size === 0 || !(await this._root('probe'))) return;
       const index = await this.#indexOf(scope);
-      const doomed = [...index.files.values()].filter((f) => f.checkpointId === checkpointId);
-      if (doomed.length === 0) return;
+      const doomed = [...written];
       await this.#refreshMetas(scope, index);
       const unreadable = index.metas.find((m) => m.files === undefined);
       if (unreadable !== undefined) {
@@ -389,8 +391,8 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
         return;
       }
       const referenced = referencedBy(index.metas);
-      for (const f of doomed) {
-        if (!referenced.has(f.path)) await this.#deleteFile(scope, f.path);
+      for (const path of doomed) {
+        if (!referenced.has(path)) await this.#deleteFile(scope, path);
       }
     });
   }

@@ -193,3 +193,28 @@ test('T5 leak: a file written while the first commit scans the scope is never co
   note('   files after discard(2) and 3 more commits (retain 1):', files);
   assert.deepEqual(files, [`j/s0-p0/files/5-a`]);
 });
+
+test("a zombie's retention leaves the files of a checkpoint the new owner is still writing", async () => {
+  // The chaos test once restored a committed checkpoint whose file was gone: the old owner of the
+  // task (a zombie, its Kafka commits fenced, its storage commits not) ran retention while the new
+  // owner was between writing a file and committing the metadata that lists it.
+  const dir = await mkdtemp(join(tmpdir(), 'zombie-'));
+  try {
+    const a = new FilesystemCheckpointStorage({ directory: dir, retain: 2, onCleanupError: () => {} });
+    for (let id = 1; id <= 3; id++) {
+      const r = await a.writeFile(SCOPE, id, 'ops-a', bytesOf(`a${id}`));
+      await a.commit(checkpointMeta(SCOPE, id, [r]));
+    }
+    const b = new FilesystemCheckpointStorage({ directory: dir, retain: 2, onCleanupError: () => {} });
+    assert.equal((await b.latest(SCOPE))?.checkpointId, 3); // the new owner restores 3
+    const inFlight = await b.writeFile(SCOPE, 5, 'ops-b', bytesOf('b5'));
+    // The zombie, restarted in its process (a fresh scan), commits once more before it is stopped.
+    const zombie = new FilesystemCheckpointStorage({ directory: dir, retain: 2, onCleanupError: () => {} });
+    const r4 = await zombie.writeFile(SCOPE, 4, 'ops-a', bytesOf('a4'));
+    await zombie.commit(checkpointMeta(SCOPE, 4, [r4]));
+    await b.commit(checkpointMeta(SCOPE, 5, [inFlight]));
+    assert.equal(new TextDecoder().decode(await b.readFile(inFlight)), 'b5');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -44,7 +44,8 @@ export interface RetentionPlan {
 
 /**
  * Keep the newest `retain` checkpoints (by numeric id) and every savepoint; delete the metadata of
- * the others, then every file that no kept metadata lists, except files of in-flight checkpoints.
+ * the others, then every file of a checkpoint older than the oldest kept that no kept metadata lists,
+ * except files of in-flight checkpoints.
  * Unreadable metadata among the pruned is pruned too (its references do not matter any more);
  * unreadable metadata among the kept blocks file deletion.
  */
@@ -59,8 +60,14 @@ export function planRetention(input: RetentionInput): RetentionPlan {
   const unreadable = kept.find((m) => m.files === undefined);
   if (unreadable !== undefined) return { pruneCheckpoints, deleteFiles: [], blockedBy: unreadable.location };
   const referenced = referencedBy(kept);
+  // Only files of checkpoints older than the oldest one kept: a file at or above it may belong to a
+  // checkpoint another process is writing right now (the new owner of a task, while a zombie of the
+  // old one still commits), whose metadata is not there yet. Such files, if they are garbage, go once
+  // the kept window has moved past them.
+  const keptIds = checkpoints.slice(cut).map((m) => m.checkpointId);
+  const floor = keptIds.length === 0 ? Number.POSITIVE_INFINITY : Math.min(...keptIds);
   const deleteFiles = input.files
-    .filter((f) => !referenced.has(f.path) && !input.inFlight.has(f.checkpointId))
+    .filter((f) => f.checkpointId < floor && !referenced.has(f.path) && !input.inFlight.has(f.checkpointId))
     .map((f) => f.path);
   return { pruneCheckpoints, deleteFiles };
 }
