@@ -943,6 +943,19 @@ export class Task {
   async #checkpointFailed(p: PendingCheckpoint, error: unknown): Promise<void> {
     this.#pending = this.#pending.filter((x) => x !== p);
     p.aborted = true;
+    if (this.#committer && !this.#cancelled) {
+      // A transactional sink cannot carry an aborted checkpoint's transaction over to the next one:
+      // the task restarts from its last committed checkpoint (the open transaction is fenced). Set
+      // before anything is awaited: with this checkpoint no longer pending, the loop would otherwise
+      // trigger the next one and could commit it (input positions past this interval's output, which
+      // the restart aborts) while the discard below waits on a store that is down.
+      this.#failure ??= new StreamError(
+        'CHECKPOINT_DECLINED',
+        `task ${this.scope.taskId}: checkpoint ${p.id} failed (${error instanceof Error ? error.message : String(error)}); its Kafka transaction cannot be carried over, so the task restarts from its last committed checkpoint`,
+        { cause: error },
+      );
+      this.#wake();
+    }
     await this.#o.storage.discard(this.scope, p.id).catch(() => {});
     this.#o.listener?.checkpointFailed?.({ taskId: this.scope.taskId, checkpointId: p.id, error });
     const waiter = this.#savepointWaiters.get(p.id);
@@ -957,15 +970,6 @@ export class Task {
       }
     }
     this.#consecutiveFailures++;
-    if (this.#committer) {
-      // A transactional sink cannot carry an aborted checkpoint's transaction over to the next one:
-      // the task restarts from its last committed checkpoint (the open transaction is fenced).
-      this.#failure ??= new StreamError(
-        'CHECKPOINT_DECLINED',
-        `task ${this.scope.taskId}: checkpoint ${p.id} failed (${error instanceof Error ? error.message : String(error)}); its Kafka transaction cannot be carried over, so the task restarts from its last committed checkpoint`,
-        { cause: error },
-      );
-    }
     if (
       decideOnCheckpointFailure(this.#consecutiveFailures, this.#o.config.checkpoints) === 'fail-task' ||
       p.final
