@@ -21,7 +21,7 @@
  * And the start: a bucket that does not exist exits 69 naming the bucket, wrong credentials exit 77
  * naming the credentials, and neither commits anything (no offsets, no output).
  *
- * Found with it (in 2 runs of 16): after a checkpoint failed, its task removed it from its pending
+ * Found with it (once in 16 runs): after a checkpoint failed, its task removed it from its pending
  * checkpoints and awaited the discard of its files (seconds against a store that is down) before it
  * recorded the failure; meanwhile the next checkpoint was triggered and committed, with the input
  * positions and state past the failed interval, whose output the restart then aborted (256 orders
