@@ -26,13 +26,10 @@ import {
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
-  type GetObjectCommandOutput,
-  HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   type S3Client,
-  type S3ClientConfig,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import {
@@ -42,33 +39,17 @@ import {
   type StorageOptions,
   StreamError,
 } from '../../framework/index.ts';
-import { newS3Client, s3Region } from './client.ts';
+import { type S3ConnectionOptions, s3Connection } from './client.ts';
 import { isNotFound, nameOf, s3Error, statusOf } from './errors.ts';
 import { Limit } from './limit.ts';
 import { parseS3Uri } from './uri.ts';
 
-const MIB = 1024 * 1024;
+const _MIB = 1024 * 1024;
 
-export interface S3StorageOptions extends StorageOptions {
+export interface S3StorageOptions extends StorageOptions, S3ConnectionOptions {
   readonly bucket: string;
   /** Key prefix: objects are `<prefix>/<jobId>/<taskId>/...`. Default: none. */
   readonly prefix?: string;
-  /** `http(s)://host:port` of a non-AWS store (S3Proxy, MinIO, Ceph, R2 ...). Default: AWS S3. */
-  readonly endpoint?: string;
-  /** Default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1. */
-  readonly region?: string;
-  /** Path-style addressing (`endpoint/bucket/key`). Default: true when `endpoint` is set. */
-  readonly forcePathStyle?: boolean;
-  /** Default: the AWS SDK's default credential chain. */
-  readonly credentials?: S3ClientConfig['credentials'];
-  /** Requests in flight at once (part uploads, ranged reads, whole files). Default 8. */
-  readonly concurrency?: number;
-  /** Files above this size are uploaded and downloaded in parts of this size. Default 8 MiB, at least 5 MiB. */
-  readonly partSizeBytes?: number;
-  /** Attempts per request, with backoff, on 5xx, throttling and network errors. Default 6. */
-  readonly maxAttempts?: number;
-  /** Time for one request to answer before it counts as failed (and is retried). Default 30 s. */
-  readonly requestTimeoutMs?: number;
   /**
    * 'on': never-overwrite by conditional PUTs (`If-None-Match: *`), one request instead of a HEAD and a
    * PUT; for stores that enforce them (AWS S3 since 2024). 'off' (default): a HEAD before each PUT.
@@ -77,8 +58,6 @@ export interface S3StorageOptions extends StorageOptions {
    * With 'on', a store that answers 501 to it falls back to HEAD + PUT.
    */
   readonly conditionalWrites?: 'on' | 'off';
-  /** A client to use instead of one built from the options above (its settings then apply). */
-  readonly client?: S3Client;
   /**
    * What a failed request leaves, ending its error message. Default: that the checkpoint is not
    * committed and the task goes on from the last good one (a running job); the offline commands,
@@ -124,47 +103,17 @@ export class S3CheckpointStorage extends BaseCheckpointStorage {
 
   constructor(options: S3StorageOptions) {
     super(options);
-    const invalid = (why: string) => new StreamError('CONFIG_INVALID', `S3 checkpoint storage: ${why}`);
     const location = parseS3Uri(`s3://${options?.bucket ?? ''}/${options?.prefix ?? ''}`);
     this.bucket = location.bucket;
     this.prefix = location.prefix;
-    const int = (name: string, v: number | undefined, dflt: number, min: number): number => {
-      const n = v ?? dflt;
-      if (!Number.isSafeInteger(n) || n < min)
-        throw invalid(`${name} must be an integer >= ${min}, got ${String(v)}`);
-      return n;
-    };
-    const concurrency = int('concurrency', options.concurrency, 8, 1);
-    this.partSizeBytes = int('partSizeBytes', options.partSizeBytes, 8 * MIB, 5 * MIB);
-    const maxAttempts = int('maxAttempts', options.maxAttempts, 6, 1);
-    const requestTimeoutMs = int('requestTimeoutMs', options.requestTimeoutMs, 30_000, 1);
-    if (options.endpoint !== undefined) {
-      let url: URL | undefined;
-      try {
-        url = new URL(options.endpoint);
-      } catch {}
-      if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
-        throw invalid(
-          `endpoint ${JSON.stringify(options.endpoint)} is not an http(s):// URL (e.g. http://127.0.0.1:9000)`,
-        );
-      }
-    }
-    const region = s3Region(options.region);
-    this.endpoint = options.endpoint ?? `AWS S3 (${region})`;
-    this.#limit = new Limit(concurrency);
+    const c = s3Connection(options, 'S3 checkpoint storage');
+    this.partSizeBytes = c.partSizeBytes;
+    this.endpoint = c.endpoint;
+    this.#limit = new Limit(c.concurrency);
     this.#conditional = options.conditionalWrites === 'on';
     this.#outcome = options.errorOutcome === undefined ? {} : { outcome: options.errorOutcome };
-    this.#ownsClient = options.client === undefined;
-    this.#client =
-      options.client ??
-      newS3Client({
-        region,
-        endpoint: options.endpoint,
-        forcePathStyle: options.forcePathStyle,
-        credentials: options.credentials,
-        maxAttempts,
-        requestTimeoutMs,
-      });
+    this.#ownsClient = c.ownsClient;
+    this.#client = c.client;
   }
 
   /**

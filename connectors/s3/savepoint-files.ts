@@ -23,39 +23,20 @@ import {
   ListObjectsV2Command,
   PutObjectCommand,
   type S3Client,
-  type S3ClientConfig,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { type SavepointFiles, StreamError, textLines } from '../../framework/index.ts';
-import { newS3Client, s3Region } from './client.ts';
+import { type S3ConnectionOptions, s3Connection } from './client.ts';
 import { isNotFound, s3Error } from './errors.ts';
 import { parseS3Uri } from './uri.ts';
 
-const MIB = 1024 * 1024;
+const _MIB = 1024 * 1024;
 
-export interface S3SavepointFilesOptions {
-  /** `http(s)://host:port` of a non-AWS store. Default: AWS S3. */
-  readonly endpoint?: string;
-  /** Default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1. */
-  readonly region?: string;
-  /** Default: true when `endpoint` is set. */
-  readonly forcePathStyle?: boolean;
-  /** Default: the AWS SDK's default credential chain. */
-  readonly credentials?: S3ClientConfig['credentials'];
-  /** Part uploads in flight at once per file. Default 8. */
-  readonly concurrency?: number;
-  /** Files above this size are multipart uploads of parts of this size. Default 8 MiB, at least 5 MiB. */
-  readonly partSizeBytes?: number;
-  /** Attempts per request, with backoff. Default 6. */
-  readonly maxAttempts?: number;
-  /** Default 30 s. */
-  readonly requestTimeoutMs?: number;
+export interface S3SavepointFilesOptions extends S3ConnectionOptions {
   /** What named the location, for messages: e.g. "--out". Default: "the s3:// address". */
   readonly setting?: string;
   /** What a failed request leaves, ending its error message. Default: run the command again. */
   readonly errorOutcome?: string;
-  /** A client to use instead of one built from the options above. */
-  readonly client?: S3Client;
 }
 
 /** Request counts, for tests (a large file must be a multipart upload). */
@@ -92,30 +73,12 @@ export class S3SavepointFiles implements SavepointFiles {
     this.bucket = bucket;
     this.prefix = prefix;
     this.location = `s3://${bucket}${prefix === '' ? '' : `/${prefix}`}`;
-    const int = (name: string, v: number | undefined, dflt: number, min: number): number => {
-      const n = v ?? dflt;
-      if (!Number.isSafeInteger(n) || n < min)
-        throw new StreamError(
-          'CONFIG_INVALID',
-          `S3 savepoint files: ${name} must be an integer >= ${min}, got ${String(v)}`,
-        );
-      return n;
-    };
-    this.#concurrency = int('concurrency', options.concurrency, 8, 1);
-    this.partSizeBytes = int('partSizeBytes', options.partSizeBytes, 8 * MIB, 5 * MIB);
-    const region = s3Region(options.region);
-    this.#endpoint = options.endpoint ?? `AWS S3 (${region})`;
-    this.#ownsClient = options.client === undefined;
-    this.#client =
-      options.client ??
-      newS3Client({
-        region,
-        endpoint: options.endpoint,
-        forcePathStyle: options.forcePathStyle,
-        credentials: options.credentials,
-        maxAttempts: int('maxAttempts', options.maxAttempts, 6, 1),
-        requestTimeoutMs: int('requestTimeoutMs', options.requestTimeoutMs, 30_000, 1),
-      });
+    const c = s3Connection(options, 'S3 savepoint files');
+    this.#concurrency = c.concurrency;
+    this.partSizeBytes = c.partSizeBytes;
+    this.#endpoint = c.endpoint;
+    this.#ownsClient = c.ownsClient;
+    this.#client = c.client;
   }
 
   describe(file: string): string {
