@@ -41,7 +41,6 @@
  */
 import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import type { Profiler } from 'node:inspector';
 import { Session } from 'node:inspector/promises';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -57,14 +56,19 @@ import {
   StreamJob,
   valueState,
 } from '../../framework/index.ts';
+import { summarizeProfile } from './cpu-profile.ts';
+import {
+  chunks,
+  consumerFor,
+  type EachBatchPayload,
+  heapTransform,
+  startTransactionalLoop,
+  type TransactionalLoop,
+} from './kafka-raw-loops.ts';
 
 type Kafka = ReturnType<typeof createKafka>;
 type Producer = ReturnType<Kafka['producer']>;
-type Consumer = ReturnType<Kafka['consumer']>;
 type Admin = ReturnType<Kafka['admin']>;
-type Transaction = Awaited<ReturnType<Producer['transaction']>>;
-type RunConfig = NonNullable<Parameters<Consumer['run']>[0]>;
-type EachBatchPayload = Parameters<NonNullable<RunConfig['eachBatch']>>[0];
 
 // ---------------------------------------------------------------- flags
 
@@ -127,22 +131,6 @@ interface Out {
 function inputValue(k: string, n: number): string {
   const base = JSON.stringify({ k, n, pad: '' });
   return JSON.stringify({ k, n, pad: 'x'.repeat(Math.max(0, VALUE_BYTES - base.length)) });
-}
-
-/** The raw loops' transform: the same per-record work as the job's, with the state in a Map. */
-function heapTransform(): (value: Buffer | null) => { key: string; value: string } {
-  const state = new Map<string, { count: number; sum: number }>();
-  return (value) => {
-    const e = JSON.parse(value?.toString('utf8') ?? 'null') as In;
-    let s = state.get(e.k);
-    if (!s) {
-      s = { count: 0, sum: 0 };
-      state.set(e.k, s);
-    }
-    s.count++;
-    s.sum += e.n;
-    return { key: e.k, value: JSON.stringify({ k: e.k, n: e.n, count: s.count, sum: s.sum }) };
-  };
 }
 
 class CountAndSum implements KeyedProcessFunction<string, In, Out> {
@@ -385,18 +373,6 @@ async function produceInput(kafka: Kafka, topic: string): Promise<void> {
   }
 }
 
-function consumerFor(kafka: Kafka, groupId: string): Consumer {
-  // The settings of the job's consumer (connectors/kafka/source/hub.ts) where they matter.
-  return kafka.consumer({
-    groupId,
-    maxWaitTimeInMs: 100,
-    maxBytesPerPartition: 1_048_576,
-    readUncommitted: false,
-    sessionTimeout: 10_000,
-    heartbeatInterval: 1_000,
-  });
-}
-
 /** Resolves when `done()` holds, polling; progress lines every 2 s; rejects on `failed` or timeout. */
 async function waitUntil(
   label: string,
@@ -424,15 +400,6 @@ async function waitUntil(
     }
     await new Promise((r) => setTimeout(r, 50));
   }
-}
-
-/** Sends of `SEND_RECORDS` records each, all in flight at once: the sink's default `batchRecords`. */
-const SEND_RECORDS = 500;
-
-function chunks<T>(xs: readonly T[]): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < xs.length; i += SEND_RECORDS) out.push(xs.slice(i, i + SEND_RECORDS));
-  return out;
 }
 
 /** Per input partition, the offset after the last record whose output is acknowledged / committed. */
@@ -500,117 +467,42 @@ async function runRawLoop(
   }
 }
 
-/**
- * B: a read_committed consumer and one transactional producer per partition (as the job has per
- * task); a transaction holds outputs, then sendOffsets and commit. `intervalMs` undefined (B1): one
- * transaction per fetched batch, committed before eachBatch returns. Else (B2): a partition's
- * transaction stays open across batches, and a timer commits every open one each `intervalMs` (the
- * cadence of the job's checkpoints); a partition's sends and its commit are serialised, so a commit
- * holds back that partition's next batch. A rebalance aborts the open transactions (the consumer
- * goes back to the committed offsets). The Map state is not rolled back with them: these loops are
- * limits, not correct stateful programs.
- */
+/** B1 / B2: the transactional loop of kafka-raw-loops.ts, in this process; done when every input's output is committed. */
 async function runRawTransactional(
   kafka: Kafka,
   t: Topics,
   label: string,
   intervalMs: number | undefined,
 ): Promise<Omit<RunResult, 'verified' | 'verifiedOk' | 'load'>> {
-  const transform = heapTransform();
-  const groupId = `bench-tx-${runTag}-${runCounter}`;
-  const consumer = consumerFor(kafka, groupId);
-  const producers: Producer[] = [];
+  const id = `bench-tx-${runTag}-${runCounter}`;
   const progress = progressTracker(t);
-  let transactions = 0;
-  let rebalances = 0;
-  let first = 0;
-  let failed!: (e: unknown) => void;
-  const failure = new Promise<never>((_, reject) => {
-    failed = reject;
-  });
-  /** Per partition: its open transaction, the offset after its last record, the consumer generation. */
-  const open: ({ txn: Transaction; next: bigint; generation: number } | undefined)[] = [];
-  /** Per partition: the chain its sends and commits run on, one after the other. */
-  const lanes: Promise<void>[] = t.ends.map(() => Promise.resolve());
-  const onLane = (p: number, work: () => Promise<void>): Promise<void> => {
-    const run = lanes[p]!.then(work);
-    lanes[p] = run.catch((e: unknown) => failed(e));
-    return run;
-  };
-  const commit = async (p: number): Promise<void> => {
-    const o = open[p];
-    if (!o) return;
-    open[p] = undefined;
-    await o.txn.sendOffsets({
-      consumerGroupId: groupId,
-      topics: [{ topic: t.input, partitions: [{ partition: p, offset: o.next.toString() }] }],
-    });
-    await o.txn.commit();
-    transactions++;
-    progress.advance(p, o.next);
-  };
-  let timer: NodeJS.Timeout | undefined;
+  let loop: TransactionalLoop | undefined;
   const clock = startClock();
   try {
-    for (let p = 0; p < PARTITIONS; p++) {
-      const producer = kafka.producer({
-        transactionalId: `bench-tx-${runTag}-${runCounter}-${p}`,
-        idempotent: true,
-        maxInFlightRequests: 1,
-        transactionTimeout: 60_000,
-      });
-      await producer.connect();
-      producers.push(producer);
-    }
-    await consumer.connect();
-    await consumer.subscribe({ topics: [t.input], fromBeginning: true });
-    consumer.on(consumer.events.REBALANCING, () => rebalances++);
-    if (intervalMs !== undefined) {
-      timer = setInterval(() => {
-        for (let p = 0; p < PARTITIONS; p++) if (open[p]) void onLane(p, () => commit(p)).catch(() => {});
-      }, intervalMs);
-    }
-    await consumer.run({
-      autoCommit: false,
-      partitionsConsumedConcurrently: PARTITIONS,
-      eachBatch: async ({ batch, isStale }: EachBatchPayload) => {
-        if (batch.messages.length === 0 || isStale()) return;
-        if (first === 0) first = performance.now();
-        const p = batch.partition;
-        const messages = batch.messages.map((m) => transform(m.value));
-        const next = BigInt(batch.lastOffset()) + 1n;
-        await onLane(p, async () => {
-          let o = open[p];
-          if (o && o.generation !== rebalances) {
-            // The consumer rejoined: it refetches from the committed offsets, so drop what is open.
-            open[p] = undefined;
-            await o.txn.abort();
-            o = undefined;
-          }
-          if (!o) {
-            o = { txn: await producers[p]!.transaction(), next, generation: rebalances };
-            open[p] = o;
-          }
-          const txn = o.txn;
-          await Promise.all(chunks(messages).map((c) => txn.send({ topic: t.output, messages: c })));
-          o.next = next;
-          if (intervalMs === undefined) await commit(p);
-        });
-      },
+    loop = await startTransactionalLoop(kafka, {
+      input: t.input,
+      output: t.output,
+      groupId: id,
+      transactionalIdPrefix: id,
+      partitions: PARTITIONS,
+      intervalMs,
+      committed: progress.advance,
     });
+    const l = loop;
     await waitUntil(
       label,
       progress.done,
-      () => `${progress.text()} inputs committed in ${transactions} transactions`,
-      failure,
+      () => `${progress.text()} inputs committed in ${l.transactions()} transactions`,
+      l.failure,
     );
-    return { ...clock.stop(), firstRecordMs: first - clock.start, transactions, rebalances };
+    return {
+      ...clock.stop(),
+      firstRecordMs: l.firstRecordAt() - clock.start,
+      transactions: l.transactions(),
+      rebalances: l.rebalances(),
+    };
   } finally {
-    clearInterval(timer);
-    await consumer.disconnect().catch(() => {});
-    await Promise.allSettled(lanes);
-    for (const o of open) await o?.txn.abort().catch(() => {});
-    await Promise.allSettled(producers.map((p) => p.disconnect()));
+    await loop?.stop();
   }
 }
 
@@ -707,58 +599,8 @@ async function profiled<T>(name: string, run: () => Promise<T>): Promise<T> {
     const file = join(PROFILE_DIR, `${name}.cpuprofile`);
     writeFileSync(file, JSON.stringify(profile));
     say(`    profile: ${file}`);
-    for (const line of summarize(profile)) say(`    ${line}`);
+    for (const line of summarizeProfile(profile)) say(`    ${line}`);
   }
-}
-
-function area(url: string, fn: string): string {
-  if (url === '') return fn.startsWith('(') ? fn : `native ${fn}`;
-  const kafkajs = /node_modules\/kafkajs\/src\/([^/]+)/.exec(url);
-  if (kafkajs) return `kafkajs/${kafkajs[1]}`;
-  const ours = /\/(framework|connectors\/kafka|scripts\/bench)\/(?:([^/]+)\/)?/.exec(url);
-  if (ours) return ours[2] && ours[1] !== 'scripts/bench' ? `${ours[1]}/${ours[2]}` : ours[1]!;
-  const mod = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
-  if (mod) return mod[1]!;
-  if (url.startsWith('node:')) return 'node internals';
-  return url;
-}
-
-function summarize(profile: Profiler.Profile): string[] {
-  const self = new Map<number, number>();
-  const deltas = profile.timeDeltas ?? [];
-  const samples = profile.samples ?? [];
-  for (let i = 0; i < samples.length; i++)
-    self.set(samples[i]!, (self.get(samples[i]!) ?? 0) + (deltas[i] ?? 0));
-  const byArea = new Map<string, number>();
-  const byFunction = new Map<string, number>();
-  let total = 0;
-  let idle = 0;
-  for (const node of profile.nodes) {
-    const us = self.get(node.id) ?? 0;
-    if (us === 0) continue;
-    const cf = node.callFrame;
-    if (cf.functionName === '(idle)') {
-      idle += us;
-      continue;
-    }
-    total += us;
-    const a = area(cf.url, cf.functionName);
-    byArea.set(a, (byArea.get(a) ?? 0) + us);
-    const f = `${cf.functionName || '(anonymous)'} ${cf.url.replace(/^.*\/(node_modules|framework|connectors|scripts)\//, '$1/')}:${cf.lineNumber + 1}`;
-    byFunction.set(f, (byFunction.get(f) ?? 0) + us);
-  }
-  const pct = (us: number) => `${((us * 100) / total).toFixed(1)}%`;
-  const top = (m: Map<string, number>, n: number) =>
-    [...m]
-      .sort((x, y) => y[1] - x[1])
-      .slice(0, n)
-      .map(([k, us]) => `${pct(us)} ${k}`);
-  return [
-    `busy ${(total / 1000).toFixed(0)} ms, idle ${(idle / 1000).toFixed(0)} ms (main thread); self time by area:`,
-    ...top(byArea, 14).map((l) => `  ${l}`),
-    'top functions (self time):',
-    ...top(byFunction, 15).map((l) => `  ${l}`),
-  ];
 }
 
 // ---------------------------------------------------------------- the untimed output check
