@@ -24,6 +24,7 @@ import {
   writeKeyedFile,
   writeOperatorsFile,
 } from './snapshot-io.ts';
+import { WatermarkValve } from './watermark-valve.ts';
 import { createOperators, type OperatorWiring } from './wiring.ts';
 
 /** Where a task restores from when it starts. */
@@ -114,8 +115,7 @@ export class Task {
   #wiring!: OperatorWiring;
   #channels: InputChannel[] = [];
   #aligner!: BarrierAligner;
-  #strategies: WatermarkStrategy<unknown>[] = [];
-  #opWatermarks: number[] = [];
+  #valve: WatermarkValve | undefined;
 
   #nextCheckpointId = 1;
   #pending: PendingCheckpoint[] = [];
@@ -179,7 +179,7 @@ export class Task {
   watermarks(): { uid: string; watermark: number }[] {
     return (this.#wiring?.operators ?? []).map((op, i) => ({
       uid: op.uid,
-      watermark: this.#opWatermarks[i] ?? Number.NEGATIVE_INFINITY,
+      watermark: this.#valve?.of(i) ?? Number.NEGATIVE_INFINITY,
     }));
   }
 
@@ -270,7 +270,7 @@ export class Task {
       jobId,
       clock,
       backend: this.#backend,
-      watermarkOf: (i) => this.#opWatermarks[i] ?? Number.NEGATIVE_INFINITY,
+      watermarkOf: (i) => this.#valve?.of(i) ?? Number.NEGATIVE_INFINITY,
       taskId: this.scope.taskId,
       attempt: this.#attempt,
       currentSource: () => this.#current?.channel.sourceUid,
@@ -333,9 +333,8 @@ export class Task {
     // The next checkpoint may build on the restored one.
     this.#previousHandle = Promise.resolve(restored?.keyedHandle);
 
-    this.#opWatermarks = this.#wiring.operators.map(() => Number.NEGATIVE_INFINITY);
-
     // Channels: one per source partition read by this task, positioned as restored.
+    const strategies: WatermarkStrategy<unknown>[] = [];
     const positions = new Map<string, { pos: ChannelPosition; inflight: readonly InflightRecord[] }>();
     restored?.payload.channels.forEach((c, i) => {
       positions.set(`${c.source}#${c.partition}`, { pos: c, inflight: restored.operators.inflight[i] ?? [] });
@@ -356,11 +355,12 @@ export class Task {
         channel.held = this.#held.has(src.uid);
         if (saved && saved.inflight.length > 0) channel.prepend(saved.inflight);
         this.#channels.push(channel);
-        this.#strategies.push(src.watermarks);
+        strategies.push(src.watermarks);
         src.channels.push(channel.index);
       }
     }
     this.#wiring.computeUpstreamChannels(this.#channels.length);
+    this.#valve = new WatermarkValve(strategies, this.#wiring.upstreamChannels, clock.now());
     this.#aligner = new BarrierAligner(this.#o.config.checkpoints.guarantee);
 
     const opSnaps = restored?.operators.operators ?? {};
@@ -480,7 +480,7 @@ export class Task {
       for (let k = 0; k < n; k++) {
         const c = this.#channels[(rr + k) % n]!;
         for (let i = 0; i < ROUND_BATCH && c.available && !this.#syncWait; i++) {
-          this.#handle(c);
+          this.#handle(c, now);
           worked++;
         }
       }
@@ -516,29 +516,13 @@ export class Task {
     return undefined;
   }
 
-  #handle(c: InputChannel): void {
+  #handle(c: InputChannel, now: number): void {
     const e = c.take()!;
     switch (e.kind) {
       case 'record': {
         this.recordsIn++;
         this.#activity++;
-        const strategy = this.#strategies[c.index]!;
-        let ts = e.timestamp;
-        if (strategy.timestamp) {
-          try {
-            ts = strategy.timestamp(e.value, e.timestamp);
-          } catch (err) {
-            throw new StreamError(
-              'USER_FUNCTION_FAILED',
-              `timestamp extractor of source '${c.sourceUid}' failed: ${String(err)}`,
-              {
-                cause: err,
-              },
-            );
-          }
-        }
-        if (ts !== undefined && ts > c.maxTimestamp) c.maxTimestamp = ts;
-        c.lastRecordAt = this.#o.clock.now();
+        const ts = this.#valve!.onRecord(c.index, c.sourceUid, e.value, e.timestamp, now);
         this.#current = { channel: c, origin: e.origin, timestamp: ts };
         this.#wiring.emitFromSource(c.sourceUid, e.value, ts, e.tag);
         this.#current = undefined;
@@ -593,37 +577,8 @@ export class Task {
   }
 
   #updateWatermarks(now: number): void {
-    const marks = this.#channels.map((c, i) => {
-      if (c.finished) return { wm: Number.POSITIVE_INFINITY, idle: false };
-      const s = this.#strategies[i]!;
-      const idleTimeout = s.idleTimeoutMs;
-      const empty = c.length === 0;
-      const idle =
-        empty && (c.sourceIdle || (idleTimeout !== undefined && now - c.lastRecordAt >= idleTimeout));
-      return { wm: c.maxTimestamp - (s.maxOutOfOrdernessMs ?? 0) - 1, idle };
-    });
     const ops = this.#wiring.operators;
-    for (let i = 0; i < ops.length; i++) {
-      // Minimum over the active upstream channels; when every one is idle, the maximum over all of
-      // them (as Flink's StatusWatermarkValve), so event time is not stuck behind inputs without data.
-      let wm = Number.POSITIVE_INFINITY;
-      let idleMax = Number.NEGATIVE_INFINITY;
-      let active = 0;
-      for (const ch of this.#wiring.upstreamChannels[i]!) {
-        const m = marks[ch]!;
-        if (m.idle) {
-          if (m.wm > idleMax) idleMax = m.wm;
-          continue;
-        }
-        active++;
-        if (m.wm < wm) wm = m.wm;
-      }
-      if (active === 0) wm = idleMax;
-      if (wm <= this.#opWatermarks[i]!) continue;
-      this.#activity++;
-      this.#opWatermarks[i] = wm;
-      ops[i]!.advanceWatermark(wm);
-    }
+    this.#activity += this.#valve!.update(now, this.#channels, (i, wm) => ops[i]!.advanceWatermark(wm));
   }
 
   async #sleep(now: number): Promise<void> {
@@ -640,12 +595,9 @@ export class Task {
       const t = op.nextProcessingTimer();
       if (t !== undefined) deadlines.push(t);
     }
-    for (const [i, ch] of this.#channels.entries()) {
-      const idle = this.#strategies[i]!.idleTimeoutMs;
-      // Only a channel that is not idle yet has an idleness deadline.
-      if (idle !== undefined && !ch.finished && ch.lastRecordAt + idle > now)
-        deadlines.push(ch.lastRecordAt + idle);
-    }
+    // Only a channel that is not idle yet has an idleness deadline.
+    const idleAt = this.#valve!.nextIdleAt(now, this.#channels);
+    if (idleAt !== undefined) deadlines.push(idleAt);
     if (deadlines.some((t) => t <= now)) {
       // Due work (e.g. a timer registered for the past): run it after the event loop had a turn,
       // never in a microtask loop that would starve I/O.
@@ -1007,10 +959,7 @@ export class Task {
   /** End of input: event time to +infinity, then a final checkpoint, committed before returning. */
   async #finish(): Promise<void> {
     const ops = this.#wiring.operators;
-    for (let i = 0; i < ops.length; i++) {
-      this.#opWatermarks[i] = Number.POSITIVE_INFINITY;
-      ops[i]!.advanceWatermark(Number.POSITIVE_INFINITY);
-    }
+    this.#valve!.finish((i, wm) => ops[i]!.advanceWatermark(wm));
     for (;;) {
       await Promise.allSettled(this.#pending.map((p) => p.done));
       if (this.#failure !== undefined) throw this.#failure;
