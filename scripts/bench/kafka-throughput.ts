@@ -40,7 +40,7 @@
  * A benchmark, not a test: figures depend on the machine. docs/benchmarks-kafka.md records a run.
  */
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -57,6 +57,7 @@ import {
   valueState,
 } from '../../framework/index.ts';
 import { summarizeProfile } from './cpu-profile.ts';
+import { createTopics, processCpuMs, produceInput } from './kafka-bench-input.ts';
 import {
   chunks,
   consumerFor,
@@ -126,11 +127,6 @@ interface Out {
   readonly n: number;
   readonly count: number;
   readonly sum: number;
-}
-
-function inputValue(k: string, n: number): string {
-  const base = JSON.stringify({ k, n, pad: '' });
-  return JSON.stringify({ k, n, pad: 'x'.repeat(Math.max(0, VALUE_BYTES - base.length)) });
 }
 
 class CountAndSum implements KeyedProcessFunction<string, In, Out> {
@@ -264,19 +260,7 @@ interface Topics {
 /** The broker's pid (harness broker, or `--broker-pid`), for its CPU time from /proc. */
 let brokerPid: number | undefined =
   flag('broker-pid', '') === '' ? undefined : Number(flag('broker-pid', ''));
-const TICKS_PER_SECOND = 100;
-
-function brokerCpuMs(): number | undefined {
-  if (brokerPid === undefined) return undefined;
-  try {
-    const stat = readFileSync(`/proc/${brokerPid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // utime and stime are fields 14 and 15 of /proc/<pid>/stat (11 and 12 after the command).
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS_PER_SECOND;
-  } catch {
-    return undefined;
-  }
-}
+const brokerCpuMs = () => processCpuMs(brokerPid);
 
 /** Wall time, this process's CPU time and the broker's CPU time, from now until `stop()`. */
 function startClock(): {
@@ -313,8 +297,8 @@ async function freshTopics(
   const base = `bench.${runTag}.${id.toLowerCase()}.${++runCounter}`;
   const input = `${base}.in`;
   const output = `${base}.out`;
-  await createTopics(admin, [input, output]);
-  await produceInput(kafka, input);
+  await createTopics(admin, [input, output], PARTITIONS);
+  await produceInput(kafka, input, { records: RECORDS, keys: KEYS, valueBytes: VALUE_BYTES });
   const offsets = await admin.fetchTopicOffsets(input);
   const ends: bigint[] = [];
   for (const o of offsets) ends[o.partition] = BigInt(o.high);
@@ -324,53 +308,6 @@ async function freshTopics(
   const check = await checkRecords(brokers, input, true);
   if (!check.ok) throw new Error(`input ${input} is not every n once: ${check.text}`);
   return { input, output, ends };
-}
-
-/** Create topics and wait until every partition has a leader (retrying what a busy broker says meanwhile). */
-async function createTopics(admin: Admin, topics: readonly string[]): Promise<void> {
-  await admin.createTopics({
-    topics: topics.map((topic) => ({ topic, numPartitions: PARTITIONS })),
-    waitForLeaders: false,
-  });
-  const deadline = performance.now() + 30_000;
-  for (;;) {
-    try {
-      const meta = await admin.fetchTopicMetadata({ topics: [...topics] });
-      if (
-        meta.topics.every(
-          (t) => t.partitions.length === PARTITIONS && t.partitions.every((p) => p.leader >= 0),
-        )
-      )
-        return;
-    } catch (e) {
-      if (performance.now() > deadline) throw e;
-    }
-    if (performance.now() > deadline)
-      throw new Error(`topics ${topics.join(', ')} have no leaders after 30 s`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-/**
- * `RECORDS` records over `KEYS` keys (partitioned by key, murmur2), in chunks of 2000 sent one after
- * the other (concurrent sends on one idempotent kafkajs producer are not safe to rely on).
- */
-async function produceInput(kafka: Kafka, topic: string): Promise<void> {
-  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
-  await producer.connect();
-  try {
-    const chunk = 2000;
-    for (let i = 0; i < RECORDS; i += chunk) {
-      const messages = [];
-      for (let n = i; n < Math.min(RECORDS, i + chunk); n++) {
-        const k = `k${n % KEYS}`;
-        messages.push({ key: k, value: inputValue(k, n) });
-      }
-      await producer.send({ topic, messages });
-    }
-  } finally {
-    await producer.disconnect();
-  }
 }
 
 /** Resolves when `done()` holds, polling; progress lines every 2 s; rejects on `failed` or timeout. */

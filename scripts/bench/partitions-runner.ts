@@ -1,7 +1,9 @@
 /**
- * The job process of scripts/bench/partitions.ts: the count job (connectors/kafka/test/jobs/count-job.ts)
- * through `runKafkaJob` with the framework's defaults except the checkpoint interval, alone in its
- * process so that its CPU time and its connections can be measured apart from the benchmark's.
+ * The job process of scripts/bench/partitions.ts and of scripts/bench/kafka-peers.ts (the kstate
+ * engine): the count job (connectors/kafka/test/jobs/count-job.ts: exactly-once) through
+ * `runKafkaJob` with the framework's defaults (heap state, filesystem checkpoint storage under
+ * STATE_DIR) except the checkpoint interval, alone in its process so that its CPU time and its
+ * connections can be measured apart from the benchmark's.
  *
  *   KAFKA_BROKERS, JOB_ID, INPUT, OUTPUT, STATE_DIR, CHECKPOINT_MS (default 1000), TASKS (the
  *   input's partition count)
