@@ -1,6 +1,7 @@
 /**
  * The layering of STYLE.md, enforced in `npm test`.
- * api <- graph, state, checkpoint <- runtime; one importer per native or vendor package.
+ * api <- graph, state, checkpoint <- runtime; api, graph <- windows, joins, dedup, cep <- datastream;
+ * one importer per native or vendor package.
  */
 module.exports = {
   forbidden: [
@@ -13,10 +14,12 @@ module.exports = {
       to: { path: '^(framework/(?!api/)|connectors/|examples/)' },
     },
     {
-      name: 'graph-is-pure',
+      name: 'graph-is-the-model',
+      comment:
+        'framework/graph is the job model (graph types, validation, planning) and imports only framework/api: the libraries built on it (windows, joins, dedup, CEP, ML) and the DataStream API that composes them (framework/datastream) sit above it, never below',
       severity: 'error',
       from: { path: '^framework/graph/', pathNot: '\\.test\\.ts$' },
-      to: { path: '^(framework/(runtime|checkpoint|state|metrics|testing)/|connectors/|examples/)' },
+      to: { path: '^(framework/|connectors/|examples/)', pathNot: '^framework/(api|graph)/' },
     },
     {
       name: 'state-below-runtime',
@@ -27,10 +30,21 @@ module.exports = {
     {
       name: 'libraries-on-the-public-api',
       comment:
-        'windows, joins, dedup, CEP and ML are built on the public API (framework/api and the graph builder) only, so they are checkpointed and exactly-once like any user function',
+        'windows, joins, dedup, CEP and ML are built on the public API (framework/api, and for ML the DataStream API) only, so they are checkpointed and exactly-once like any user function',
       severity: 'error',
       from: { path: '^framework/(windows|joins|dedup|cep|ml)/', pathNot: '(\\.test\\.ts$|/test-support/)' },
       to: { path: '^(framework/(runtime|state|checkpoint|metrics|service|testing)/|connectors/|examples/)' },
+    },
+    {
+      name: 'libraries-below-the-datastream-api',
+      comment:
+        'the DataStream API (framework/datastream) composes windows, joins and dedup into KeyedStream methods: they never import it (nor does the runtime, which runs graphs, not streams)',
+      severity: 'error',
+      from: {
+        path: '^framework/(windows|joins|dedup|runtime|state|checkpoint)/',
+        pathNot: '(\\.test\\.ts$|/test-support/|/test/)',
+      },
+      to: { path: '^framework/datastream/' },
     },
     {
       name: 'framework-not-on-connectors',

@@ -4,9 +4,9 @@ import { isStreamError } from '../api/errors.ts';
 import type { KeyedProcessFunction } from '../api/functions.ts';
 import type { Partitioner } from '../api/keys.ts';
 import type { Source } from '../api/source.ts';
+import { StreamJob } from '../datastream/index.ts';
 import { CollectingSink } from '../testing/sinks.ts';
 import { TestSource } from '../testing/sources.ts';
-import { StreamJob } from './builder.ts';
 import { planJob } from './plan.ts';
 
 /** A two-partition source whose producers used `partitioner`. */

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { isStreamError } from '../api/errors.ts';
+import { StreamJob } from '../datastream/index.ts';
 import { CollectingSink } from '../testing/sinks.ts';
 import { TestSource } from '../testing/sources.ts';
-import { StreamJob } from './builder.ts';
 import { planJob } from './plan.ts';
 import type { JobGraph } from './types.ts';
 import { validateGraph } from './validate.ts';

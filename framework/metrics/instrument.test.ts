@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { MemoryCheckpointStorage } from '../checkpoint/storage/memory.ts';
-import { StreamJob } from '../graph/builder.ts';
+import { StreamJob } from '../datastream/index.ts';
 import { type RunningJob, runJob } from '../runtime/job.ts';
 import { ManualClock } from '../testing/clock.ts';
 import { CollectingSink } from '../testing/sinks.ts';

@@ -1,4 +1,4 @@
-import type { DataStream, KeyedStream } from '../graph/builder.ts';
+import type { DataStream, KeyedStream } from '../datastream/index.ts';
 import type {
   EvaluationRecord,
   LearnerOutput,

@@ -10,7 +10,7 @@ import type { SourceRecord } from '../api/source.ts';
 import { FilesystemCheckpointStorage } from '../checkpoint/storage/filesystem.ts';
 import { MemoryCheckpointStorage } from '../checkpoint/storage/memory.ts';
 import type { CheckpointMetadata, CheckpointStorage } from '../checkpoint/storage/storage.ts';
-import { StreamJob } from '../graph/builder.ts';
+import { StreamJob } from '../datastream/index.ts';
 import { planJob } from '../graph/plan.ts';
 import { type JobListener, runJob } from '../runtime/job.ts';
 import { HeapKeyedStateBackend } from '../state/backends/heap/heap.ts';

@@ -14,7 +14,7 @@ import type { KeyedProcessFunction } from '../api/functions.ts';
 import type { Partitioner } from '../api/keys.ts';
 import type { SourceRecord } from '../api/source.ts';
 import { MemoryCheckpointStorage } from '../checkpoint/storage/memory.ts';
-import { StreamJob } from '../graph/builder.ts';
+import { StreamJob } from '../datastream/index.ts';
 import { runJob } from '../runtime/job.ts';
 import { keyGroupOf, keyId } from '../state/keys.ts';
 import { CollectingSink } from '../testing/sinks.ts';

@@ -16,7 +16,7 @@ import type {
 import type { SourceRecord } from '../api/source.ts';
 import type { ListState } from '../api/state.ts';
 import { MemoryCheckpointStorage } from '../checkpoint/storage/memory.ts';
-import { StreamJob } from '../graph/builder.ts';
+import { StreamJob } from '../datastream/index.ts';
 import { keyedStateValue } from '../runtime/inspect.ts';
 import { runJob } from '../runtime/job.ts';
 import { keyGroupOf, keyId } from '../state/keys.ts';

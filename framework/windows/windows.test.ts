@@ -5,7 +5,7 @@ import { isStreamError } from '../api/errors.ts';
 import { type KeyedProcessFunction, outputTag } from '../api/functions.ts';
 import type { AggregateFunction } from '../api/state.ts';
 import { MemoryCheckpointStorage } from '../checkpoint/storage/memory.ts';
-import { StreamJob } from '../graph/builder.ts';
+import { StreamJob } from '../datastream/index.ts';
 import { runJob } from '../runtime/job.ts';
 import { levelBackend } from '../state/backends/level/level.ts';
 import { temporaryDirectory } from '../state/backends/level/testing.ts';

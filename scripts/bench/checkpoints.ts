@@ -32,7 +32,7 @@ import type { KeyedContext, KeyedProcessFunction } from '../../framework/api/fun
 import type { Source, SourceReader, SourceRecord } from '../../framework/api/source.ts';
 import { FilesystemCheckpointStorage } from '../../framework/checkpoint/storage/filesystem.ts';
 import type { Scope } from '../../framework/checkpoint/storage/storage.ts';
-import { StreamJob } from '../../framework/graph/builder.ts';
+import { StreamJob } from '../../framework/datastream/index.ts';
 import { runJob } from '../../framework/runtime/job.ts';
 import type {
   CheckpointFiles,

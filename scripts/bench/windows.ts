@@ -22,7 +22,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AggregateFunction } from '../../framework/api/state.ts';
 import { FilesystemCheckpointStorage } from '../../framework/checkpoint/storage/filesystem.ts';
-import { StreamJob } from '../../framework/graph/builder.ts';
+import { StreamJob } from '../../framework/datastream/index.ts';
 import { runJob } from '../../framework/runtime/job.ts';
 import { HeapKeyedStateBackend } from '../../framework/state/backends/heap/heap.ts';
 import { LevelKeyedStateBackend } from '../../framework/state/backends/level/level.ts';

@@ -7,7 +7,7 @@ import { isStreamError, StreamJob } from '../../../framework/index.ts';
 import type { ServiceConfig } from './config.ts';
 import { loadJobModule } from './job-module.ts';
 
-const builder = new URL('../../../framework/graph/builder.ts', import.meta.url).href;
+const builder = new URL('../../../framework/datastream/stream-job.ts', import.meta.url).href;
 let dir: string;
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'job-module-'));

@@ -34,7 +34,7 @@ export async function loadJobModule(path: string, config: ServiceConfig): Promis
     );
   }
   // Recognised by its brand, not instanceof: the module may use another copy of kstate than this
-  // runner (framework/graph/builder.ts STREAM_JOB_BRAND), as long as the job-graph contract matches.
+  // runner (framework/datastream/stream-job.ts STREAM_JOB_BRAND), as long as the job-graph contract matches.
   const version = job[STREAM_JOB_BRAND];
   if (version !== JOB_GRAPH_VERSION) {
     throw new StreamError(

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { SourceRecord } from '../../api/source.ts';
 import { MemoryCheckpointStorage } from '../../checkpoint/storage/memory.ts';
-import { StreamJob } from '../../graph/builder.ts';
+import { StreamJob } from '../../datastream/index.ts';
 import { runJob } from '../../runtime/job.ts';
 import { temporaryLevelBackend } from '../../state/backends/level/testing.ts';
 import { plannedFaults } from '../../testing/faults.ts';

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { outputTag } from '../../api/functions.ts';
 import type { SourceRecord } from '../../api/source.ts';
 import { MemoryCheckpointStorage } from '../../checkpoint/storage/memory.ts';
-import { StreamJob } from '../../graph/builder.ts';
+import { StreamJob } from '../../datastream/index.ts';
 import { runJob } from '../../runtime/job.ts';
 import { CollectingSink } from '../../testing/sinks.ts';
 import { TestSource } from '../../testing/sources.ts';

@@ -15,7 +15,7 @@ import type { KeyedContext, KeyedProcessFunction } from '../../api/functions.ts'
 import type { CheckpointCommitter, CheckpointPointer, Sink, SinkWriter } from '../../api/sink.ts';
 import { MemoryCheckpointStorage } from '../../checkpoint/storage/memory.ts';
 import type { FileRef, Scope } from '../../checkpoint/storage/storage.ts';
-import { StreamJob } from '../../graph/builder.ts';
+import { StreamJob } from '../../datastream/index.ts';
 import { TestSource } from '../../testing/sources.ts';
 import { runJob } from '../job.ts';
 import { until } from './helpers.ts';

@@ -10,7 +10,7 @@ import type {
 import { outputTag } from '../../api/functions.ts';
 import type { ListState } from '../../api/state.ts';
 import { MemoryCheckpointStorage } from '../../checkpoint/storage/memory.ts';
-import { StreamJob } from '../../graph/builder.ts';
+import { StreamJob } from '../../datastream/index.ts';
 import { ManualClock } from '../../testing/clock.ts';
 import { KeyedOperatorHarness } from '../../testing/harness.ts';
 import { CollectingSink } from '../../testing/sinks.ts';

@@ -13,7 +13,7 @@ import type {
   OnTimerContext,
 } from '../../api/functions.ts';
 import type { SourceRecord } from '../../api/source.ts';
-import { StreamJob } from '../../graph/builder.ts';
+import { StreamJob } from '../../datastream/index.ts';
 import type { JobGraph } from '../../graph/types.ts';
 import { CollectingSink } from '../../testing/sinks.ts';
 import { TestSource } from '../../testing/sources.ts';

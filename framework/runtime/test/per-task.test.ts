@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Collector, KeyedContext, KeyedProcessFunction } from '../../api/functions.ts';
 import { MemoryCheckpointStorage } from '../../checkpoint/storage/memory.ts';
-import { StreamJob } from '../../graph/builder.ts';
+import { StreamJob } from '../../datastream/index.ts';
 import { CollectingSink } from '../../testing/sinks.ts';
 import { TestSource } from '../../testing/sources.ts';
 import { runJob } from '../job.ts';

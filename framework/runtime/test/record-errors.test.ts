@@ -11,7 +11,7 @@ import { type KeyedProcessFunction, outputTag } from '../../api/functions.ts';
 import type { Partitioner } from '../../api/keys.ts';
 import type { RecordRejection, RecordVerdict, SourceRecord } from '../../api/source.ts';
 import { MemoryCheckpointStorage } from '../../checkpoint/storage/memory.ts';
-import { StreamJob } from '../../graph/builder.ts';
+import { StreamJob } from '../../datastream/index.ts';
 import { keyGroupOf, keyId } from '../../state/keys.ts';
 import { CollectingSink } from '../../testing/sinks.ts';
 import { TestSource } from '../../testing/sources.ts';

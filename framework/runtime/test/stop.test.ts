@@ -5,7 +5,7 @@ import { isStreamError } from '../../api/errors.ts';
 import type { Collector, KeyedContext, KeyedProcessFunction } from '../../api/functions.ts';
 import { MemoryCheckpointStorage } from '../../checkpoint/storage/memory.ts';
 import type { CheckpointMetadata, Scope } from '../../checkpoint/storage/storage.ts';
-import { StreamJob } from '../../graph/builder.ts';
+import { StreamJob } from '../../datastream/index.ts';
 import { CollectingSink } from '../../testing/sinks.ts';
 import { TestSource } from '../../testing/sources.ts';
 import { runJob } from '../job.ts';

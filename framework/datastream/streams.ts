@@ -10,9 +10,9 @@ import type {
 } from '../api/functions.ts';
 import type { Key } from '../api/keys.ts';
 import type { Sink } from '../api/sink.ts';
-import type { Source, WatermarkStrategy } from '../api/source.ts';
 import type { AggregateFunction } from '../api/state.ts';
 import { Deduplicate, type DedupOptions } from '../dedup/dedup.ts';
+import type { GraphEdge, KeySelector, OperatorSpec } from '../graph/types.ts';
 import {
   IntervalJoin,
   type IntervalJoinOptions,
@@ -32,91 +32,18 @@ import {
   type WindowOptions,
   windowOperator,
 } from '../windows/operator.ts';
-import type { GraphEdge, GraphNode, JobGraph, KeySelector, OperatorSpec } from './types.ts';
-import { validateGraph } from './validate.ts';
 
 /**
- * The brand of a StreamJob, shared by every copy of kstate in a process (`Symbol.for`): a job module
- * may import `StreamJob` from another copy of the package than the one that runs it (a second
- * install, a bundled copy), so runners recognise a job by this brand, never by `instanceof`. Its value
- * is the version of the job-graph contract between the builder and the runtime (JOB_GRAPH_VERSION).
+ * The streams of the DataStream API (see StreamJob): immutable handles on a node of the job's graph;
+ * every transformation adds a node and returns a new stream. This is the layer that composes the
+ * graph model (framework/graph) with the libraries built on the public API (windows, joins, dedup):
+ * they never import it, and the graph imports none of them.
  */
-export const STREAM_JOB_BRAND: unique symbol = Symbol.for('kstate.StreamJob');
-/** Bumped when `JobGraph` changes incompatibly; a runner refuses a job of another version. */
-export const JOB_GRAPH_VERSION = 1;
 
-/** A StreamJob from any copy of kstate (see STREAM_JOB_BRAND). */
-export function isStreamJob(value: unknown): value is StreamJob {
-  return typeof value === 'object' && value !== null && STREAM_JOB_BRAND in value;
-}
-
-/**
- * The DataStream API. A `StreamJob` collects the dataflow; `build()` validates it and returns the
- * plain `JobGraph` the runtime executes. Streams are immutable handles: every transformation adds a
- * node and returns a new stream.
- *
- *   const job = new StreamJob('orders');
- *   job.source(orders, { watermarks: { maxOutOfOrdernessMs: 5_000 } })
- *     .keyBy((o) => o.customer)
- *     .process(new CountPerCustomer(), { uid: 'count' })
- *     .sinkTo(out);
- */
-export class StreamJob {
-  readonly jobId: string;
-  /** See STREAM_JOB_BRAND. */
-  readonly [STREAM_JOB_BRAND] = JOB_GRAPH_VERSION;
-  readonly #nodes: GraphNode[] = [];
-
-  constructor(jobId: string) {
-    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/.test(jobId)) {
-      throw new StreamError(
-        'CONFIG_INVALID',
-        `jobId ${JSON.stringify(jobId)} is not valid: use letters, digits, '.', '_' and '-' (it names Kafka groups, topics and transactional ids)`,
-      );
-    }
-    this.jobId = jobId;
-  }
-
-  /** Read a source. `broadcast: true` gives every task all partitions (see `DataStream.broadcast`). */
-  source<T>(source: Source<T>, options: { watermarks?: WatermarkStrategy<T> } = {}): DataStream<T> {
-    const id = this.addNode(
-      {
-        kind: 'source',
-        source: source as Source<unknown>,
-        watermarks: (options.watermarks ?? {}) as WatermarkStrategy<unknown>,
-        broadcast: false,
-      },
-      [],
-      source.uid,
-    );
-    return new DataStream<T>(this, { from: id });
-  }
-
-  /** Validate and return the graph. Throws GRAPH_INVALID naming the operator at fault. */
-  build(): JobGraph {
-    const graph: JobGraph = { jobId: this.jobId, nodes: [...this.#nodes] };
-    validateGraph(graph);
-    return graph;
-  }
-
-  /** @internal */
-  addNode(spec: OperatorSpec, inputs: GraphEdge[], uid: string | undefined): number {
-    const id = this.#nodes.length;
-    this.#nodes.push({ id, uid: uid ?? `${spec.kind}-${id}`, uidExplicit: uid !== undefined, spec, inputs });
-    return id;
-  }
-
-  /** @internal */
-  markBroadcast(nodeId: number): void {
-    const node = this.#nodes[nodeId];
-    if (node?.spec.kind !== 'source') {
-      throw new StreamError(
-        'GRAPH_INVALID',
-        `broadcast() is only supported directly on a source (operator ${node?.uid ?? nodeId}): every task reads all partitions of a broadcast source`,
-      );
-    }
-    this.#nodes[nodeId] = { ...node, spec: { ...node.spec, broadcast: true } };
-  }
+/** What a stream needs of its job: adding nodes to the graph (StreamJob implements it). */
+export interface JobNodes {
+  addNode(spec: OperatorSpec, inputs: GraphEdge[], uid: string | undefined): number;
+  markBroadcast(nodeId: number): void;
 }
 
 export interface OperatorOptions {
@@ -129,11 +56,11 @@ export interface StatefulOptions {
 }
 
 export class DataStream<T> {
-  readonly #job: StreamJob;
+  readonly #job: JobNodes;
   /** @internal */
   readonly edge: GraphEdge;
 
-  constructor(job: StreamJob, edge: GraphEdge) {
+  constructor(job: JobNodes, edge: GraphEdge) {
     this.#job = job;
     this.edge = edge;
   }
@@ -200,11 +127,11 @@ export class DataStream<T> {
 }
 
 export class KeyedStream<T, K extends Key> {
-  readonly #job: StreamJob;
+  readonly #job: JobNodes;
   /** @internal */
   readonly edge: GraphEdge;
 
-  constructor(job: StreamJob, edge: GraphEdge) {
+  constructor(job: JobNodes, edge: GraphEdge) {
     this.#job = job;
     this.edge = edge;
   }
@@ -336,10 +263,10 @@ export class WindowedStream<T, K extends Key> {
 }
 
 export class ConnectedStreams<T1, T2> {
-  readonly #job: StreamJob;
+  readonly #job: JobNodes;
   readonly #a: GraphEdge;
   readonly #b: GraphEdge;
-  constructor(job: StreamJob, a: GraphEdge, b: GraphEdge) {
+  constructor(job: JobNodes, a: GraphEdge, b: GraphEdge) {
     this.#job = job;
     this.#a = a;
     this.#b = b;
@@ -352,10 +279,10 @@ export class ConnectedStreams<T1, T2> {
 }
 
 export class ConnectedKeyedStreams<T1, T2, K extends Key> {
-  readonly #job: StreamJob;
+  readonly #job: JobNodes;
   readonly #a: GraphEdge;
   readonly #b: GraphEdge;
-  constructor(job: StreamJob, a: GraphEdge, b: GraphEdge) {
+  constructor(job: JobNodes, a: GraphEdge, b: GraphEdge) {
     this.#job = job;
     this.#a = a;
     this.#b = b;
@@ -380,10 +307,10 @@ export class BroadcastStream<T> {
 }
 
 export class BroadcastConnectedStream<T, B, K extends Key> {
-  readonly #job: StreamJob;
+  readonly #job: JobNodes;
   readonly #keyed: GraphEdge;
   readonly #broadcast: BroadcastStream<B>;
-  constructor(job: StreamJob, keyed: GraphEdge, broadcast: BroadcastStream<B>) {
+  constructor(job: JobNodes, keyed: GraphEdge, broadcast: BroadcastStream<B>) {
     this.#job = job;
     this.#keyed = keyed;
     this.#broadcast = broadcast;
