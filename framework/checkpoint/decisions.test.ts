@@ -1,7 +1,16 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { DEFAULT_CHECKPOINTS } from '../runtime/config.ts';
-import { checkpointPhase, decideOnCheckpointFailure, decideRestart, decideTrigger } from './decisions.ts';
+import {
+  checkpointPhase,
+  decideOnCheckpointFailure,
+  decideRestart,
+  decideRestore,
+  decideTrigger,
+  firstCheckpointId,
+  isDamagedCheckpoint,
+  type RestoreFacts,
+} from './decisions.ts';
 
 const c = { ...DEFAULT_CHECKPOINTS, intervalMs: 100, minPauseMs: 50, maxConcurrent: 2 };
 const facts = { now: 1000, lastTriggerAt: 950, lastCompletedAt: undefined, inFlight: 0, aligning: false };
@@ -112,5 +121,67 @@ describe('restart decisions', () => {
       });
       assert.equal(decideRestart(s, { restarts: 0, ranForMs: 60_000, permanent: false }).restart, true);
     }
+  });
+});
+
+describe('restore decisions', () => {
+  const latest = { kind: 'latest' } as const;
+  const base: RestoreFacts = { from: latest, committer: false, newest: undefined, restoreFallback: 'refuse' };
+  const newest = { checkpointId: 7, fromSavepoint: undefined };
+
+  test('latest: the newest committed checkpoint, or an empty start when there is none', () => {
+    assert.deepEqual(decideRestore(base), {
+      target: { kind: 'empty' },
+      onDamaged: 'refuse-suggest-previous',
+      lineage: { kind: 'carried' },
+    });
+    assert.deepEqual(decideRestore({ ...base, newest }).target, { kind: 'newest' });
+    assert.deepEqual(decideRestore({ ...base, newest, committer: true }).target, { kind: 'newest' });
+  });
+
+  test('a damaged newest checkpoint: the fallback only where no committed output would be emitted again', () => {
+    const plan = (committer: boolean, restoreFallback: 'refuse' | 'previous') =>
+      decideRestore({ ...base, newest, committer, restoreFallback }).onDamaged;
+    assert.equal(plan(false, 'refuse'), 'refuse-suggest-previous');
+    assert.equal(plan(false, 'previous'), 'older');
+    // A committer's output up to the newest checkpoint is committed: never an older one.
+    assert.equal(plan(true, 'refuse'), 'refuse');
+    assert.equal(plan(true, 'previous'), 'refuse-committed');
+  });
+
+  test('a savepoint, unless the run has checkpointed past it (its lineage names it)', () => {
+    const from = { kind: 'savepoint', name: 'sp' } as const;
+    assert.deepEqual(decideRestore({ ...base, from, restoreFallback: 'previous' }), {
+      target: { kind: 'savepoint', name: 'sp' },
+      onDamaged: 'refuse',
+      lineage: { kind: 'savepoint', name: 'sp' },
+    });
+    assert.deepEqual(decideRestore({ ...base, from, newest }).target, { kind: 'savepoint', name: 'sp' });
+    assert.deepEqual(
+      decideRestore({ ...base, from, newest: { checkpointId: 9, fromSavepoint: 'other' } }).target,
+      { kind: 'savepoint', name: 'sp' },
+    );
+    const past = decideRestore({ ...base, from, newest: { checkpointId: 9, fromSavepoint: 'sp' } });
+    assert.deepEqual(past.target, { kind: 'newest' });
+    assert.deepEqual(past.lineage, { kind: 'savepoint', name: 'sp' });
+  });
+
+  test('a checkpoint asked for by id: that one, no fallback', () => {
+    const from = { kind: 'checkpoint', checkpointId: 3 } as const;
+    assert.deepEqual(decideRestore({ ...base, from, newest, restoreFallback: 'previous' }), {
+      target: { kind: 'checkpoint', checkpointId: 3 },
+      onDamaged: 'refuse',
+      lineage: { kind: 'carried' },
+    });
+  });
+
+  test('damaged means a corrupt or missing file; ids continue above every id the storage holds', () => {
+    assert.equal(isDamagedCheckpoint('CHECKPOINT_CORRUPT'), true);
+    assert.equal(isDamagedCheckpoint('CHECKPOINT_NOT_FOUND'), true);
+    assert.equal(isDamagedCheckpoint('SERIALIZER_MISMATCH'), false);
+    assert.equal(isDamagedCheckpoint(undefined), false);
+    assert.equal(firstCheckpointId(undefined, undefined), 1);
+    assert.equal(firstCheckpointId(4, 9), 10);
+    assert.equal(firstCheckpointId(12, 9), 13);
   });
 });

@@ -98,3 +98,115 @@ export function decideRestart(s: RestartStrategy, f: RestartFacts): RestartDecis
     }
   }
 }
+
+/** Where a task restores from when it starts. */
+export type RestoreFrom =
+  | { readonly kind: 'latest' }
+  | { readonly kind: 'savepoint'; readonly name: string }
+  | { readonly kind: 'checkpoint'; readonly checkpointId: number };
+
+/** What a task knows when it starts, before it reads any snapshot. */
+export interface RestoreFacts {
+  readonly from: RestoreFrom;
+  /**
+   * The task's sink commits its checkpoints (a CheckpointCommitter: the Kafka transaction carries
+   * output, input positions and the pointer to the checkpoint). Its output up to the newest
+   * checkpoint is committed, so an older checkpoint would emit it again.
+   */
+  readonly committer: boolean;
+  /**
+   * The newest committed checkpoint: the one the committer's pointer names, else the storage's
+   * newest; with the savepoint its run started from (`TaskPayload.fromSavepoint`). Undefined when
+   * there is none, and not looked up for `from.kind === 'checkpoint'`.
+   */
+  readonly newest: { readonly checkpointId: number; readonly fromSavepoint: string | undefined } | undefined;
+  readonly restoreFallback: 'refuse' | 'previous';
+}
+
+/** The checkpoint (or savepoint) a task restores first. */
+export type RestoreTarget =
+  | { readonly kind: 'empty' }
+  | { readonly kind: 'newest' }
+  | { readonly kind: 'savepoint'; readonly name: string }
+  | { readonly kind: 'checkpoint'; readonly checkpointId: number };
+
+/**
+ * When the target's files are corrupt or missing (CHECKPOINT_CORRUPT, CHECKPOINT_NOT_FOUND):
+ * - `refuse`: fail with that error (a savepoint or a checkpoint asked for by id; a committer's task
+ *   left at the default);
+ * - `refuse-suggest-previous`: fail, saying that `checkpoints.restoreFallback = 'previous'` would
+ *   restore the newest older intact checkpoint;
+ * - `refuse-committed`: fail, saying why the fallback cannot apply (the output is committed);
+ * - `older`: restore the newest older retained checkpoint that is intact, with a warning.
+ */
+export type OnDamagedRestore = 'refuse' | 'refuse-suggest-previous' | 'refuse-committed' | 'older';
+
+export interface RestorePlan {
+  readonly target: RestoreTarget;
+  readonly onDamaged: OnDamagedRestore;
+  /**
+   * The savepoint lineage the run's checkpoints carry (`TaskPayload.fromSavepoint`): the named
+   * savepoint, or `carried` on from the checkpoint restored (an instance started without the
+   * savepoint may hold the partition in between).
+   */
+  readonly lineage: { readonly kind: 'savepoint'; readonly name: string } | { readonly kind: 'carried' };
+}
+
+/**
+ * The restore choice. A savepoint restores the newest committed checkpoint instead once the run has
+ * checkpointed past it (its lineage names the savepoint): restoring the savepoint again would emit
+ * the output since then a second time. `latest` restores the newest committed checkpoint, or starts
+ * empty when there is none. It never starts empty when a savepoint or a checkpoint was asked for.
+ */
+export function decideRestore(f: RestoreFacts): RestorePlan {
+  const carried = { kind: 'carried' } as const;
+  switch (f.from.kind) {
+    case 'savepoint': {
+      const { name } = f.from;
+      const past = f.newest !== undefined && f.newest.fromSavepoint === name;
+      return {
+        target: past ? { kind: 'newest' } : { kind: 'savepoint', name },
+        onDamaged: 'refuse',
+        lineage: { kind: 'savepoint', name },
+      };
+    }
+    case 'checkpoint':
+      return {
+        target: { kind: 'checkpoint', checkpointId: f.from.checkpointId },
+        onDamaged: 'refuse',
+        lineage: carried,
+      };
+    case 'latest': {
+      const onDamaged: OnDamagedRestore =
+        f.restoreFallback === 'previous'
+          ? f.committer
+            ? 'refuse-committed'
+            : 'older'
+          : f.committer
+            ? 'refuse'
+            : 'refuse-suggest-previous';
+      return {
+        target: f.newest === undefined ? { kind: 'empty' } : { kind: 'newest' },
+        onDamaged,
+        lineage: carried,
+      };
+    }
+  }
+}
+
+/** Whether a restore that failed with `code` failed on a damaged checkpoint (a file corrupt or missing). */
+export function isDamagedCheckpoint(code: string | undefined): boolean {
+  return code === 'CHECKPOINT_CORRUPT' || code === 'CHECKPOINT_NOT_FOUND';
+}
+
+/**
+ * The first checkpoint id of a run: after the checkpoint restored and after the highest id the
+ * storage holds for the task, so no id is used twice (a failed run may have written files under ids
+ * above the restored one).
+ */
+export function firstCheckpointId(
+  restoredId: number | undefined,
+  storageLatestId: number | undefined,
+): number {
+  return Math.max(restoredId ?? 0, storageLatestId ?? 0) + 1;
+}

@@ -2,9 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Clock } from '../api/clock.ts';
 import type { RuntimeConfig } from '../api/config.ts';
-import { isStreamError, StreamError } from '../api/errors.ts';
+import { StreamError } from '../api/errors.ts';
 import type { CheckpointCommitter } from '../api/sink.ts';
 import type { WatermarkStrategy } from '../api/source.ts';
+import type { RestoreFrom } from '../checkpoint/decisions.ts';
 import { checkpointPhase, decideOnCheckpointFailure, decideTrigger } from '../checkpoint/decisions.ts';
 import type { CheckpointMetadata, CheckpointStorage, FileRef, Scope } from '../checkpoint/storage/storage.ts';
 import type { JobPlan, StagePlan } from '../graph/plan.ts';
@@ -14,11 +15,10 @@ import { type AlignmentResult, BarrierAligner } from './alignment.ts';
 import { type InflightRecord, InputChannel } from './channel.ts';
 import type { FaultInjector } from './faults.ts';
 import type { OperatorSnapshot } from './operators/types.ts';
+import { restoreTask } from './restore.ts';
 import {
   type ChannelPosition,
   checkpointFiles,
-  readPointedMetadata,
-  readTaskSnapshot,
   TASK_SNAPSHOT_FORMAT,
   type TaskPayload,
   writeKeyedFile,
@@ -27,11 +27,7 @@ import {
 import { WatermarkValve } from './watermark-valve.ts';
 import { createOperators, type OperatorWiring } from './wiring.ts';
 
-/** Where a task restores from when it starts. */
-export type RestoreFrom =
-  | { readonly kind: 'latest' }
-  | { readonly kind: 'savepoint'; readonly name: string }
-  | { readonly kind: 'checkpoint'; readonly checkpointId: number };
+export type { RestoreFrom };
 
 export interface CheckpointStats {
   readonly taskId: string;
@@ -288,47 +284,19 @@ export class Task {
     }
     this.#committer = [...committers][0];
 
-    const latest = await storage.latest(this.scope);
-    let meta: CheckpointMetadata | undefined;
-    if (restoreFrom.kind === 'savepoint') {
-      // Once the run has checkpointed past the savepoint, a restore continues from there, not from
-      // the savepoint again (which would emit the output since then a second time).
-      const newest = this.#committer ? await this.#committedByCommitter(this.#committer) : latest;
-      const from = (newest?.payload as TaskPayload | undefined)?.fromSavepoint;
-      meta = from === restoreFrom.name ? newest : await storage.loadSavepoint(restoreFrom.name, this.scope);
-      this.#fromSavepoint = restoreFrom.name;
-    } else if (restoreFrom.kind === 'checkpoint')
-      meta = await storage.load(this.scope, restoreFrom.checkpointId);
-    else if (this.#committer) meta = await this.#committedByCommitter(this.#committer);
-    else meta = latest;
-    let restored: Awaited<ReturnType<typeof readTaskSnapshot>> | undefined;
-    try {
-      restored = meta ? await this.#restoreState(meta) : undefined;
-    } catch (e) {
-      const older = await this.#olderCheckpoints(meta!, e, restoreFrom.kind);
-      restored = undefined;
-      for (const m of older) {
-        try {
-          restored = await this.#restoreState(m);
-        } catch (again) {
-          if (!isStreamError(again, 'CHECKPOINT_CORRUPT') && !isStreamError(again, 'CHECKPOINT_NOT_FOUND'))
-            throw again;
-          continue;
-        }
-        process.emitWarning(
-          `task ${this.scope.taskId}: checkpoint ${meta!.checkpointId} cannot be restored (${e instanceof Error ? e.message : String(e)}); restored the older checkpoint ${m.checkpointId} instead (checkpoints.restoreFallback = 'previous')`,
-          'CheckpointRestoreWarning',
-        );
-        meta = m;
-        break;
-      }
-      if (!restored) throw e;
-    }
-    this.#nextCheckpointId = Math.max(meta?.checkpointId ?? 0, latest?.checkpointId ?? 0) + 1;
-    // The lineage carries on through restores of checkpoints (an instance started without the
-    // savepoint may hold the partition in between).
-    if (restoreFrom.kind !== 'savepoint')
-      this.#fromSavepoint = (meta?.payload as TaskPayload | undefined)?.fromSavepoint;
+    const { restored, nextCheckpointId, fromSavepoint } = await restoreTask({
+      storage,
+      scope: this.scope,
+      attempt: this.#attempt,
+      backend: this.#backend,
+      partitions: stage.partitions,
+      from: restoreFrom,
+      restoreFallback: this.#o.config.checkpoints.restoreFallback,
+      committer: this.#committer,
+      inputs: this.#wiring.sources.flatMap((s) => (s.broadcast ? [] : [{ source: s.source, partition }])),
+    });
+    this.#nextCheckpointId = nextCheckpointId;
+    this.#fromSavepoint = fromSavepoint;
 
     // The next checkpoint may build on the restored one.
     this.#previousHandle = Promise.resolve(restored?.keyedHandle);
@@ -378,81 +346,9 @@ export class Task {
     if (restored) this.#completedIds.add(restored.meta.checkpointId);
     listener?.restored?.({
       taskId: this.scope.taskId,
-      checkpointId: meta?.checkpointId,
+      checkpointId: restored?.meta.checkpointId,
       ms: performance.now() - started,
     });
-  }
-
-  /** Read a checkpoint's snapshot and load its keyed state into the backend (replacing all state). */
-  async #restoreState(meta: CheckpointMetadata): Promise<Awaited<ReturnType<typeof readTaskSnapshot>>> {
-    const storage = this.#o.storage;
-    const restored = await readTaskSnapshot(storage, meta);
-    if (restored.payload.partitions !== this.#o.stage.partitions) {
-      throw new StreamError(
-        'CHECKPOINT_NOT_FOUND',
-        `checkpoint ${meta.checkpointId} of task ${this.scope.taskId} was taken with ${restored.payload.partitions} partitions, the job now has ${this.#o.stage.partitions}: rescale the savepoint offline first`,
-      );
-    }
-    if (restored.keyed) await this.#backend.restore(restored.keyed);
-    if (restored.keyedHandle) {
-      const h = restored.keyedHandle;
-      if (h.backend !== this.#backend.kind || !this.#backend.restoreHandle) {
-        throw new StreamError(
-          'SNAPSHOT_FORMAT_UNSUPPORTED',
-          `checkpoint ${meta.checkpointId} of task ${this.scope.taskId} holds keyed state in the '${h.backend}' backend's format, but the job now uses '${this.#backend.kind}': restore with the '${h.backend}' backend, or from a savepoint (savepoints are portable)`,
-        );
-      }
-      await this.#backend.restoreHandle(
-        h,
-        checkpointFiles(storage, this.scope, meta.checkpointId, this.#attempt),
-      );
-    }
-    return restored;
-  }
-
-  /**
-   * After the restore of `failed` threw `error`: the older retained checkpoints to try instead,
-   * newest first, when `checkpoints.restoreFallback` is 'previous' and the error is a corrupt or
-   * missing file. Otherwise rethrows `error`, saying how to fall back when that is possible. Never
-   * for a task whose sink commits checkpoints (Kafka exactly-once): its output up to `failed` is
-   * already committed, and restoring an older checkpoint would emit it again.
-   */
-  async #olderCheckpoints(
-    failed: CheckpointMetadata,
-    error: unknown,
-    from: RestoreFrom['kind'],
-  ): Promise<CheckpointMetadata[]> {
-    if (!isStreamError(error, 'CHECKPOINT_CORRUPT') && !isStreamError(error, 'CHECKPOINT_NOT_FOUND'))
-      throw error;
-    if (from !== 'latest') throw error;
-    if (this.#o.config.checkpoints.restoreFallback !== 'previous') {
-      if (this.#committer) throw error;
-      throw new StreamError(
-        error.code,
-        `${error.message}; to restore the newest older checkpoint that is intact instead, set checkpoints.restoreFallback = 'previous'`,
-        { cause: error },
-      );
-    }
-    if (this.#committer) {
-      throw new StreamError(
-        error.code,
-        `${error.message}; checkpoints.restoreFallback cannot apply: this task's sink committed the output up to checkpoint ${failed.checkpointId}, and an older checkpoint would emit it again. Restore from a savepoint, or repair the file`,
-        { cause: error },
-      );
-    }
-    const all = await this.#o.storage.list(this.scope).catch(() => []);
-    return all
-      .filter((m) => m.checkpointId < failed.checkpointId)
-      .sort((a, b) => b.checkpointId - a.checkpointId);
-  }
-
-  /** The checkpoint the task's committer last committed (its pointer names the metadata file). */
-  async #committedByCommitter(committer: CheckpointCommitter): Promise<CheckpointMetadata | undefined> {
-    const inputs = this.#wiring.sources.flatMap((s) =>
-      s.broadcast ? [] : [{ source: s.source, partition: this.#o.partition }],
-    );
-    const pointer = await committer.latestCheckpoint(inputs);
-    return pointer ? readPointedMetadata(this.#o.storage, pointer, this.scope.taskId) : undefined;
   }
 
   // ---------------------------------------------------------------- the loop
