@@ -60,6 +60,7 @@ const LISTENER_METHODS: Record<keyof JobListener, true> = {
   taskFailed: true,
   taskStarted: true,
   taskStopped: true,
+  taskEnding: true,
 };
 
 /**

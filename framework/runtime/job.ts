@@ -60,6 +60,12 @@ export interface JobListener extends TaskListener {
   taskFailed?(info: { taskId: string; error: unknown; restarting: boolean; delayMs: number }): void;
   taskStarted?(info: { taskId: string; partition: number }): void;
   taskStopped?(info: { taskId: string; partition: number }): void;
+  /**
+   * The task's incarnation ended (stopped, revoked or failed) and is torn down next: called before
+   * its keyed backend is closed (interactive queries stop reading it here). `taskStopped` or
+   * `taskFailed` follows once the teardown is done.
+   */
+  taskEnding?(info: { taskId: string; partition: number }): void;
 }
 
 /** A running job: its tasks, each restarted on failure per the restart strategy. */
@@ -187,10 +193,14 @@ export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
       options.listener?.taskStarted?.({ taskId: task.scope.taskId, partition });
       try {
         await task.run();
-        if (stopped || sup.revoked) await task.abort();
+        if (stopped || sup.revoked) {
+          options.listener?.taskEnding?.({ taskId: task.scope.taskId, partition });
+          await task.abort();
+        }
         options.listener?.taskStopped?.({ taskId: task.scope.taskId, partition });
         return;
       } catch (error) {
+        options.listener?.taskEnding?.({ taskId: task.scope.taskId, partition });
         await task.abort();
         if (stopped || stopping || sup.revoked) {
           options.listener?.taskStopped?.({ taskId: task.scope.taskId, partition });

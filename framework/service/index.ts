@@ -7,15 +7,13 @@ export {
   type ServiceHttpOptions,
   startServiceHttp,
 } from './http.ts';
+export { StateQueries, type StateQueriesOptions } from './queries.ts';
 export {
   type KeyRangeQuery,
-  localRouting,
-  type PartitionOwner,
   type QueryAnswer,
-  type QueryRouting,
+  type QueryAnswerer,
   queryRoutes,
-  StateQueries,
-  type StateQueriesOptions,
   type StateQuery,
-  StateQueryRegistry,
-} from './queries.ts';
+} from './query-http.ts';
+export { StateQueryRegistry } from './query-registry.ts';
+export { localRouting, type PartitionOwner, type QueryRouting } from './query-routing.ts';
