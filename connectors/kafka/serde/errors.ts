@@ -2,9 +2,14 @@ import { type ErrorCode, StreamError } from '../../../framework/index.ts';
 
 /**
  * The errors of the serde layer: StreamErrors of the one catalogue (framework/api/errors.ts), each with
- * its `code`, a message that says what is wrong and what to do, the underlying `cause`, and the
- * catalogue's `retriable` flag (true only for SCHEMA_REGISTRY_UNAVAILABLE). `retryable` is the same
- * flag under its older name, kept for readers that use it.
+ * its `code`, a message that says what is wrong, the underlying `cause` when there is one, and the
+ * catalogue's `retriable` flag (of the serde's codes, true only for SCHEMA_REGISTRY_UNAVAILABLE).
+ * `retryable` is the same flag under its older name, a getter per class; the Kafka source reads it
+ * to tell an unreachable registry (the task fails and retries) from a bad record (its policy).
+ *
+ * A DeserializationError carries the topic only. `at()` returns a copy placed at its partition and
+ * offset, for code that reads records itself; the Kafka source does not use it: it names topic,
+ * partition and offset in its own error (onDecodeError 'fail') or in the dead-letter record.
  */
 
 /** The serde's codes (a subset of the catalogue), with what each means for a serde. */
@@ -37,7 +42,7 @@ export type DeserializationReason =
   /** Not valid UTF-8, or not valid JSON. */
   | 'invalid-encoding';
 
-/** Where the record is; the serde knows the topic, the source fills in the rest with `at()`. */
+/** Where a record is, for `DeserializationError.at()` (the serde knows only the topic). */
 export interface RecordLocation {
   readonly partition: number;
   /** Kafka offsets are strings in kafkajs (64-bit). */
@@ -50,7 +55,7 @@ export class DeserializationError extends StreamError {
   readonly reason: DeserializationReason;
   readonly format: string;
   readonly topic: string;
-  /** Filled in by the source with `at()`; undefined until then. */
+  /** Set on a copy made by `at()`; undefined on the error the serde throws. */
   readonly partition: number | undefined;
   readonly offset: string | undefined;
   readonly field: 'key' | 'value' | undefined;

@@ -9,8 +9,8 @@
  * - Null is Kafka's "no bytes" (a tombstone, a record without key): `deserialize(null)` is `null` and
  *   `serialize(null)` is `null`, for every serde.
  * - A record whose bytes cannot be read throws (or rejects with) a `DeserializationError`: a poison
- *   record, which the source handles by its policy (fail, skip, dead-letter) after filling in the
- *   partition and offset with `error.at(...)`.
+ *   record, which the source handles by its policy (fail, skip, dead-letter), naming the record's
+ *   partition and offset itself (the serde knows only the topic).
  * - A registry that cannot be reached, after the retries of the serde's registry client, throws
  *   `RegistryUnavailableError`: retryable, never a reason to skip a record. Any other error is a bug or a
  *   configuration problem (`RegistryRequestError` for a refused request) and fails the task.

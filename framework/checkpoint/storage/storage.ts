@@ -36,7 +36,13 @@ export interface CheckpointStorage {
 /** One task of one job: the unit that checkpoints. */
 export interface Scope {
   readonly jobId: string;
-  /** e.g. `s0-p3`: stage and partition. */
+  /**
+   * The task's stage and partition, as `taskScope` (framework/runtime) names it: the stage's
+   * non-broadcast source uids, sorted and joined by `.`, then `-p<partition>`: e.g. `kafka-orders-p3`
+   * (a KafkaSource of topic `orders`), or `kafka-orders.kafka-payments-p0` for a stage reading two
+   * sources. Only `[A-Za-z0-9._-]` (any other character becomes `_`, and the uids part is cut at 180
+   * characters), so storages use it as a path segment.
+   */
   readonly taskId: string;
 }
 
