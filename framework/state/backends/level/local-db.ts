@@ -56,7 +56,10 @@ export class LocalDb {
   readonly #options: LevelDbOptions;
   readonly #warn: (message: string) => void;
   #db!: Db;
-  /** What the database held when it was opened (registry and marker), if anything. */
+  /**
+   * What the database holds (registry and marker), if anything: read when it is opened, then kept
+   * up to date by the backend's batches as they land (flush.ts) and by its restores (restore.ts).
+   */
   registry: RegistryEntry[] | undefined;
   marker: string | undefined;
 

@@ -6,7 +6,8 @@ import { OP_PUT, RunBuilder, RunReader } from './run-file.ts';
 
 /**
  * Checkpoint chains: how a backend's own checkpoints (`KeyedStateCapture.writeCheckpoint`) are laid
- * out in checkpoint storage, shared by the level and the heap backend.
+ * out in checkpoint storage, shared by the level and the heap backend (this folder imports no native
+ * module). write-checkpoint.ts writes one; `readChain` reads one back.
  *
  *     checkpoint  files written          handle.files                      layout
  *     n           base runs (all state)  base                              { base, deltas: [] }
@@ -240,7 +241,7 @@ function checkFileConcurrency(where: string, n: number): void {
  * Errors: after a write fails no other write starts (cut files not started are dropped), and
  * `ready()` and `finish()` reject with the first failure only once every write already started has
  * settled, so a rejected checkpoint never has a write still landing behind it (discarding its files
- * then finds them all).
+ * then finds them all). A caller that fails itself calls `abandon()`, for the same reason.
  */
 export class RunFilesWriter {
   readonly #files: CheckpointFiles;
@@ -304,6 +305,17 @@ export class RunFilesWriter {
         bytes: this.#refs.reduce((s, r) => s + r.bytes, 0),
       },
     };
+  }
+
+  /**
+   * Gives up on the checkpoint (its caller failed while building files): no other write starts, and
+   * it resolves once every write already started has settled, so that nothing of a rejected
+   * checkpoint lands after the rejection.
+   */
+  async abandon(): Promise<void> {
+    this.#failed = true;
+    this.#waiting.length = 0;
+    while (this.#running > 0) await this.#settled();
   }
 
   #cutFile(): true {
@@ -408,23 +420,44 @@ export async function readChainEntries(
   handle: KeyedStateHandle,
   layout: ChainLayout,
   files: CheckpointFiles,
+  concurrency: number = DEFAULT_CHAIN_POLICY.fileConcurrency,
 ): Promise<Map<string, Map<KeyId, Uint8Array>>> {
   const states = new Map<string, Map<KeyId, Uint8Array>>();
   for (const s of layout.states) states.set(s.meta.name, new Map());
-  await readChain(handle, layout, files, (r) => {
+  const read = (r: RunReader): void => {
     while (r.next()) {
       const m = states.get(r.state);
-      if (m === undefined) {
-        throw new StreamError(
-          'CHECKPOINT_CORRUPT',
-          `keyed state run file ${r.fileName} holds state '${r.state}', which the checkpoint's layout does not list`,
-        );
-      }
+      if (m === undefined) throw unlistedState(r);
       if (r.op === OP_PUT) m.set(r.key, Uint8Array.prototype.slice.call(r.value!));
       else m.delete(r.key);
     }
-  });
+  };
+  await readChain(handle, layout, files, read, concurrency);
   return states;
+}
+
+/** The error of a run file record of a state the checkpoint's layout does not list. */
+export function unlistedState(r: RunReader): StreamError {
+  return new StreamError(
+    'CHECKPOINT_CORRUPT',
+    `keyed state run file ${r.fileName} holds state '${r.state}', which the checkpoint's layout does not list`,
+  );
+}
+
+/**
+ * CHECKPOINT_CORRUPT unless the chain's files held as many entries of each state as its layout
+ * recorded at the capture (`found(name)`: the entries a restore ended with).
+ */
+export function checkChainEntryCounts(layout: ChainLayout, found: (state: string) => number): void {
+  for (const s of layout.states) {
+    const n = found(s.meta.name);
+    if (n !== s.entries) {
+      throw new StreamError(
+        'CHECKPOINT_CORRUPT',
+        `the files of checkpoint token ${layout.token} hold ${n} entries of state '${s.meta.name}', its layout says ${s.entries}`,
+      );
+    }
+  }
 }
 
 /** A capture token: unique per backend instance and capture. */
