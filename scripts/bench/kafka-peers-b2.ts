@@ -5,7 +5,8 @@
  * outside like the job and Kafka Streams.
  *
  *   KAFKA_BROKERS, GROUP_ID (also the transactional id prefix), INPUT, OUTPUT, PARTITIONS (the
- *   input's), INTERVAL_MS (default 1000)
+ *   input's), INTERVAL_MS (default 1000), ORDERED (true: a batch's sends one after the other, which
+ *   keeps each key's order; default false: all in flight at once, as kafka-throughput.ts's B2)
  *
  * Prints `first-record <epoch ms>` once the first record was taken. Runs until SIGTERM (aborts what
  * is open, disconnects, exits 0); exits 1 when a send or commit fails.
@@ -27,6 +28,7 @@ const loop = await startTransactionalLoop(kafka, {
   transactionalIdPrefix: env('GROUP_ID'),
   partitions: Number(env('PARTITIONS')),
   intervalMs: Number(process.env.INTERVAL_MS ?? 1000),
+  orderedSends: process.env.ORDERED === 'true',
 });
 const firstRecord = setInterval(() => {
   const at = loop.firstRecordAt();

@@ -12,6 +12,10 @@
  *   b2                 the raw kafkajs transactional loop (kafka-raw-loops.ts, scripts/bench/
  *                      kafka-peers-b2.ts as a process): per partition one transaction committed every
  *                      `--interval` ms, its state in a Map (a limit, not a correct stateful program).
+ *                      Its sends of a fetched batch are all in flight at once, as kafka-throughput.ts's
+ *                      B2, and kafkajs then commits some keys' outputs out of order.
+ *   b2-ordered         the same loop sending a batch's chunks one after the other: each key's order
+ *                      holds.
  *
  * Every engine does the same work per record: parse the JSON value, add one to the key's count and
  * `n` to its sum, emit `{k, n, count, sum}` keyed by k. One input topic (`--records` records over
@@ -86,7 +90,7 @@ function intFlag(name: string, fallback: number): number {
   return v;
 }
 
-const ENGINE_IDS = ['kstate', 'kstreams-rocksdb', 'kstreams-memory', 'b2'] as const;
+const ENGINE_IDS = ['kstate', 'kstreams-rocksdb', 'kstreams-memory', 'b2', 'b2-ordered'] as const;
 type EngineId = (typeof ENGINE_IDS)[number];
 
 const RECORDS = intFlag('records', 1_000_000);
@@ -195,21 +199,33 @@ const ENGINE_INFO: Record<EngineId, Engine> = {
     what: 'B2: raw kafkajs transactional loop',
     state: 'Map',
     keepsOrder: false,
-    launch: (c) => ({
-      command: process.execPath,
-      args: [join(HERE, 'kafka-peers-b2.ts')],
-      env: {
-        KAFKA_BROKERS: c.brokers,
-        GROUP_ID: c.id,
-        INPUT: c.input,
-        OUTPUT: c.output,
-        PARTITIONS: String(PARTITIONS),
-        INTERVAL_MS: String(INTERVAL_MS),
-      },
-      groupId: c.id,
-    }),
+    launch: (c) => rawLoop(c, false),
+  },
+  'b2-ordered': {
+    id: 'b2-ordered',
+    what: 'B2, sends in order',
+    state: 'Map',
+    keepsOrder: true,
+    launch: (c) => rawLoop(c, true),
   },
 };
+
+function rawLoop(c: RunContext, ordered: boolean): Launch {
+  return {
+    command: process.execPath,
+    args: [join(HERE, 'kafka-peers-b2.ts')],
+    env: {
+      KAFKA_BROKERS: c.brokers,
+      GROUP_ID: c.id,
+      INPUT: c.input,
+      OUTPUT: c.output,
+      PARTITIONS: String(PARTITIONS),
+      INTERVAL_MS: String(INTERVAL_MS),
+      ORDERED: String(ordered),
+    },
+    groupId: c.id,
+  };
+}
 
 function kafkaStreams(c: RunContext, store: 'rocksdb' | 'memory'): Launch {
   return {
@@ -263,6 +279,9 @@ interface RunResult {
   readonly firstCommitted: number;
   /** Spawn to the first record taken, as the process reports it (undefined if it did not). */
   readonly firstRecordMs: number | undefined;
+  /** Spawn to kstate's first completed checkpoint, or to Kafka Streams' RUNNING state. */
+  readonly firstCheckpointMs: number | undefined;
+  readonly runningMs: number | undefined;
   /** CPU of the process from spawn to the last commit, and between the first and the last commit. */
   readonly cpuMs: number | undefined;
   readonly steadyCpuMs: number | undefined;
@@ -271,6 +290,7 @@ interface RunResult {
   readonly commitsSeen: number;
   readonly load: number;
   readonly verified: string;
+  readonly verifiedShort: string;
   readonly verifiedOk: boolean;
 }
 
@@ -285,7 +305,8 @@ const runTag = Date.now().toString(36);
 
 /**
  * Lines of a child's stdout and stderr: the last ones kept for a failure message, and the first time
- * of each event the process reports as `<event> <epoch ms>` (`first-record`; Kafka Streams `running`).
+ * of each event the process reports as `<event> <epoch ms>` (`first-record`; kstate `first-commit`,
+ * its first completed checkpoint, with or without output; Kafka Streams `running`).
  */
 function collectOutput(child: ChildProcess): { tail: string[]; events: Map<string, number> } {
   const tail: string[] = [];
@@ -295,7 +316,7 @@ function collectOutput(child: ChildProcess): { tail: string[]; events: Map<strin
     createInterface({ input: stream }).on('line', (line) => {
       tail.push(line);
       if (tail.length > 30) tail.shift();
-      const m = /^(first-record|running) (\d+)$/.exec(line);
+      const m = /^(first-record|first-commit|running) (\d+)$/.exec(line);
       if (m && !events.has(m[1]!)) events.set(m[1]!, Number(m[2]));
     });
   }
@@ -343,6 +364,10 @@ async function runEngine(
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const out = collectOutput(child);
+  const since = (event: string) => {
+    const at = out.events.get(event);
+    return at === undefined ? undefined : at - startEpoch;
+  };
   let exit: string | undefined;
   child.once('exit', (code, signal) => {
     exit = `exited with ${signal ?? `code ${code}`}`;
@@ -384,9 +409,9 @@ async function runEngine(
           totalMs,
           firstOutputMs: first!.ms,
           firstCommitted: first!.committed,
-          firstRecordMs: out.events.has('first-record')
-            ? out.events.get('first-record')! - startEpoch
-            : undefined,
+          firstRecordMs: since('first-record'),
+          firstCheckpointMs: since('first-commit'),
+          runningMs: since('running'),
           cpuMs: cpu,
           steadyCpuMs: cpu === undefined || first!.cpu === undefined ? undefined : cpu - first!.cpu,
           brokerCpuMs:
@@ -394,6 +419,7 @@ async function runEngine(
           commitsSeen,
           load,
           verified: v.text,
+          verifiedShort: v.short,
           verifiedOk: v.ok,
         };
       }
@@ -427,15 +453,16 @@ interface OutRecord {
  * offset order counts 1..n with running sums and inputs in order (reported, and required only when
  * `ordered`).
  */
-async function checkOutput(topic: string, ordered: boolean): Promise<{ text: string; ok: boolean }> {
+async function checkOutput(
+  topic: string,
+  ordered: boolean,
+): Promise<{ text: string; short: string; ok: boolean }> {
   let records: Awaited<ReturnType<typeof kcatRecords<OutRecord>>>;
   try {
     records = await kcatRecords<OutRecord>(topic);
   } catch (e) {
-    return {
-      text: `not checked (kcat: ${e instanceof Error ? e.message.split('\n')[0] : String(e)})`,
-      ok: false,
-    };
+    const text = `not checked (kcat: ${e instanceof Error ? e.message.split('\n')[0] : String(e)})`;
+    return { text, short: text, ok: false };
   }
   const seen = new Uint8Array(RECORDS);
   let duplicates = 0;
@@ -465,7 +492,12 @@ async function checkOutput(topic: string, ordered: boolean): Promise<{ text: str
     wrongKey === 0 &&
     (!ordered || seq.broken.length === 0);
   const text = `${records.length} records, ${missing} missing, ${duplicates} duplicates${foreign ? `, ${foreign} foreign` : ''}${wrongKey ? `, ${wrongKey} keyed wrong` : ''}; ${seq.broken.length === 0 ? `per key counts 1..n in order (${seq.keys} keys)` : `${ordered ? '' : 'order not required: '}${describeSequences(seq)}`}`;
-  return { text, ok };
+  const order =
+    seq.broken.length === 0
+      ? 'per key counts 1..n in order'
+      : `per key order broken in ${seq.broken.length} of ${seq.keys} keys${ordered ? '' : ' (not required)'}`;
+  const short = `${records.length} records, ${missing} missing, ${duplicates} duplicates; ${order}`;
+  return { text, short, ok };
 }
 
 // ---------------------------------------------------------------- the table
@@ -474,6 +506,7 @@ const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[Math.flo
 const fmtRate = (r: number) => Math.round(r).toLocaleString('en-US');
 const fmtUs = (cpuMs: number | undefined, records: number) =>
   cpuMs === undefined || records <= 0 ? '?' : `${((cpuMs * 1000) / records).toFixed(1)} µs`;
+const secs = (ms: number | undefined) => (ms === undefined ? '?' : `${(ms / 1000).toFixed(2)} s`);
 const defined = (xs: readonly (number | undefined)[]): number[] => xs.filter((x) => x !== undefined);
 
 interface Row {
@@ -507,7 +540,7 @@ function table(rows: readonly Row[]): string[] {
     const failed = r.runs.filter((x) => !x.verifiedOk);
     const firstRecord = defined(r.runs.map((x) => x.firstRecordMs));
     lines.push(
-      `| ${r.engine.what} | ${r.engine.state} | ${fmtRate(r.fromStart)} | ${fmtRate(r.steady)} | ${r.runs.map((x) => `${Math.round(fromStart(x) / 1000)}k / ${Math.round(steady(x) / 1000)}k`).join(', ')} | ${(r.firstOutputMs / 1000).toFixed(2)} s | ${firstRecord.length ? `${(median(firstRecord) / 1000).toFixed(2)} s` : '?'} | ${fmtUs(cpu.length ? median(cpu) : undefined, RECORDS)} | ${fmtUs(steadyCpu.length ? median(steadyCpu) : undefined, steadyRecords)} | ${fmtUs(broker.length ? median(broker) : undefined, RECORDS)} | ${median(r.runs.map((x) => x.commitsSeen))} | ${r.runs.map((x) => x.load.toFixed(1)).join(', ')} | ${failed.length === 0 ? r.runs[0]!.verified : `**FAILED** ${failed[0]!.verified}`} |`,
+      `| ${r.engine.what} | ${r.engine.state} | ${fmtRate(r.fromStart)} | ${fmtRate(r.steady)} | ${r.runs.map((x) => `${Math.round(fromStart(x) / 1000)}k / ${Math.round(steady(x) / 1000)}k`).join(', ')} | ${(r.firstOutputMs / 1000).toFixed(2)} s | ${firstRecord.length ? `${(median(firstRecord) / 1000).toFixed(2)} s` : '?'} | ${fmtUs(cpu.length ? median(cpu) : undefined, RECORDS)} | ${fmtUs(steadyCpu.length ? median(steadyCpu) : undefined, steadyRecords)} | ${fmtUs(broker.length ? median(broker) : undefined, RECORDS)} | ${median(r.runs.map((x) => x.commitsSeen))} | ${r.runs.map((x) => x.load.toFixed(1)).join(', ')} | ${failed.length === 0 ? r.runs[0]!.verifiedShort : `**FAILED** ${failed[0]!.verifiedShort}`} |`,
     );
   }
   return lines;
@@ -602,7 +635,7 @@ async function main(): Promise<void> {
         const r = await runEngine(ENGINE_INFO[id], admin, brokers, input, ends, label);
         runs.get(id)!.push(r);
         say(
-          `  ${label}: ${fmtRate(fromStart(r))} records/s from start, ${fmtRate(steady(r))} steady; first committed output after ${(r.firstOutputMs / 1000).toFixed(2)} s (${r.firstCommitted} records), first record after ${r.firstRecordMs === undefined ? '?' : `${(r.firstRecordMs / 1000).toFixed(2)} s`}; CPU per record ${fmtUs(r.cpuMs, RECORDS)} (steady ${fmtUs(r.steadyCpuMs, RECORDS - r.firstCommitted)}), broker ${fmtUs(r.brokerCpuMs, RECORDS)}; ${r.commitsSeen} commits seen; output: ${r.verified}${r.verifiedOk ? '' : ' -- CHECK FAILED'}`,
+          `  ${label}: ${fmtRate(fromStart(r))} records/s from start, ${fmtRate(steady(r))} steady; first committed output after ${(r.firstOutputMs / 1000).toFixed(2)} s (${r.firstCommitted} records), first record after ${secs(r.firstRecordMs)}${r.firstCheckpointMs === undefined ? '' : `, first checkpoint after ${secs(r.firstCheckpointMs)}`}${r.runningMs === undefined ? '' : `, RUNNING after ${secs(r.runningMs)}`}; CPU per record ${fmtUs(r.cpuMs, RECORDS)} (steady ${fmtUs(r.steadyCpuMs, RECORDS - r.firstCommitted)}), broker ${fmtUs(r.brokerCpuMs, RECORDS)}; ${r.commitsSeen} commits seen; output: ${r.verified}${r.verifiedOk ? '' : ' -- CHECK FAILED'}`,
         );
         if (id === 'kstate' && PROFILE_DIR !== '') reportProfile();
       }

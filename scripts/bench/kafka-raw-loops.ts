@@ -71,6 +71,11 @@ export interface TransactionalLoopOptions {
   readonly intervalMs: number | undefined;
   /** After each commit: partition `p`'s outputs are committed up to input offset `next` (exclusive). */
   readonly committed?: (p: number, next: bigint) => void;
+  /**
+   * Send a batch's chunks one after the other (default false: all in flight at once, which is
+   * faster but lets kafkajs reorder them, so a key's outputs may be committed out of order).
+   */
+  readonly orderedSends?: boolean;
 }
 
 export interface TransactionalLoop {
@@ -180,7 +185,9 @@ export async function startTransactionalLoop(
             open[p] = txn;
           }
           const t = txn.txn;
-          await Promise.all(chunks(messages).map((c) => t.send({ topic: o.output, messages: c })));
+          if (o.orderedSends)
+            for (const c of chunks(messages)) await t.send({ topic: o.output, messages: c });
+          else await Promise.all(chunks(messages).map((c) => t.send({ topic: o.output, messages: c })));
           txn.next = next;
           if (intervalMs === undefined) await commit(p);
         });
