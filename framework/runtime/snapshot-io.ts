@@ -1,6 +1,7 @@
 import { pack, unpack } from 'msgpackr';
 import { StreamError } from '../api/errors.ts';
 import type { CheckpointPointer } from '../api/sink.ts';
+import { decodePointedMetadata } from '../checkpoint/storage/pointer-codec.ts';
 import type { CheckpointMetadata, CheckpointStorage, FileRef, Scope } from '../checkpoint/storage/storage.ts';
 import type {
   CheckpointFiles,
@@ -116,7 +117,8 @@ export function writeOperatorsFile(files: CheckpointFiles, operators: OperatorsF
 
 /**
  * The metadata a committed checkpoint pointer names (a sink committed it with the task's output and
- * offsets: `CheckpointCommitter.latestCheckpoint`), checked to be that checkpoint of `taskId`.
+ * offsets: `CheckpointCommitter.latestCheckpoint`), decoded by the pointer codec and checked to be
+ * that checkpoint of `taskId` (CHECKPOINT_CORRUPT otherwise).
  */
 export async function readPointedMetadata(
   storage: CheckpointStorage,
@@ -124,26 +126,7 @@ export async function readPointedMetadata(
   taskId: string,
 ): Promise<CheckpointMetadata> {
   const { checkpointId, ...ref } = pointer;
-  const bytes = await storage.readFile(ref);
-  let meta: CheckpointMetadata;
-  try {
-    meta = JSON.parse(new TextDecoder().decode(bytes)) as CheckpointMetadata;
-  } catch (e) {
-    throw new StreamError(
-      'CHECKPOINT_CORRUPT',
-      `metadata file ${ref.path} of checkpoint ${checkpointId} is not JSON`,
-      {
-        cause: e,
-      },
-    );
-  }
-  if (meta.checkpointId !== checkpointId || meta.taskId !== taskId) {
-    throw new StreamError(
-      'CHECKPOINT_CORRUPT',
-      `metadata file ${ref.path} holds checkpoint ${meta.checkpointId} of task ${meta.taskId}, but the committed pointer names checkpoint ${checkpointId} of task ${taskId}`,
-    );
-  }
-  return meta;
+  return decodePointedMetadata(await storage.readFile(ref), { checkpointId, taskId, path: ref.path });
 }
 
 /** Load and check everything a task needs to restore from `meta`. Never returns partial state. */

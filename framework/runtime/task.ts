@@ -7,6 +7,7 @@ import type { CheckpointCommitter } from '../api/sink.ts';
 import type { WatermarkStrategy } from '../api/source.ts';
 import type { RestoreFrom } from '../checkpoint/decisions.ts';
 import { checkpointPhase, decideOnCheckpointFailure, decideTrigger } from '../checkpoint/decisions.ts';
+import { encodePointedMetadata } from '../checkpoint/storage/pointer-codec.ts';
 import type { CheckpointMetadata, CheckpointStorage, FileRef, Scope } from '../checkpoint/storage/storage.ts';
 import type { JobPlan, StagePlan } from '../graph/plan.ts';
 import type { KeyedStateBackend, KeyedStateCapture, KeyedStateHandle } from '../state/backend.ts';
@@ -711,7 +712,7 @@ export class Task {
         // to the metadata file, atomically. Its failure fails the task (fencing decides on restart).
         try {
           const files = checkpointFiles(storage, this.scope, p.id, this.#attempt);
-          const metaFile = await files.write('metadata', new TextEncoder().encode(JSON.stringify(meta)));
+          const metaFile = await files.write('metadata', encodePointedMetadata(meta));
           await this.#committer.commitCheckpoint({
             checkpointId: p.id,
             // Broadcast inputs are every task's to read: their positions live in the snapshot only.

@@ -355,9 +355,10 @@ export async function checkCommittedPointers(o: {
       );
       continue;
     }
-    const meta = JSON.parse(new TextDecoder().decode(body)) as {
-      files: { path: string; bytes: number }[];
-    };
+    // The pointer codec's envelope (framework/checkpoint/storage/pointer-codec.ts), or the bare
+    // metadata of a build before it.
+    const doc = JSON.parse(new TextDecoder().decode(body)) as { metadata?: unknown };
+    const meta = (doc.metadata ?? doc) as { files: { path: string; bytes: number }[] };
     for (const f of meta.files) {
       files++;
       try {
