@@ -30,6 +30,8 @@ export type {
   SinkWriter,
 } from './api/sink.ts';
 export type {
+  PollingSourceReader,
+  PullSourceReader,
   RecordRejection,
   RecordVerdict,
   Source,

@@ -6,10 +6,16 @@ import type { Partitioner } from './keys.ts';
  * splits); task p of a stage reads partition p of each of its sources, and every partition of a
  * broadcast source.
  *
+ * Readers are pulled, with an availability signal (FLIP-27's `SourceReader.pollNext` and
+ * `isAvailable`): the task's input channel of a partition (its one buffer) asks `pollNext` for what
+ * the reader has *now*, never waiting, and when the answer is "nothing" it hands the reader a
+ * listener (`onAvailable`) that the reader calls once it has something. No side polls on a timer.
+ *
  * Position contract: a reader's position is the point to resume from, *after* the records it has
- * returned. `poll` returns the position after the records of its batch; the runtime records that
- * position at the barrier, so that a restore resumes exactly after the last record before the
- * barrier, with no gap and no duplicate (the off-by-one bytewax warns about).
+ * returned. Each batch carries the position after its records; the runtime records it in the same
+ * synchronous step as it queues them, and a barrier queued after them carries it, so that a restore
+ * resumes exactly after the last record before the barrier, with no gap and no duplicate (the
+ * off-by-one bytewax warns about).
  */
 export interface Source<T> {
   /** Stable identifier of the source; part of the snapshot. */
@@ -76,11 +82,55 @@ export interface SourceBatch<T> {
   readonly idle?: boolean;
 }
 
-export interface SourceReader<T> {
+/**
+ * The reader of one source partition, pulled by the task's input channel of that partition.
+ *
+ * - `pollNext(max)` answers at once, never waits and never returns a promise: a batch of at most
+ *   `max` records with the position after them; `'end'` when a bounded partition is exhausted (and
+ *   from then on); or `undefined` when it has nothing new. A batch without records moves the
+ *   position only (records the source filtered out) or reports idleness; after one the channel
+ *   asks once more, and after `undefined` it waits for the signal. A reader fails by throwing from
+ *   `pollNext` (the task fails and restarts from its last checkpoint).
+ * - `onAvailable(listener)`: the channel calls it after `pollNext` returned `undefined` (or an empty
+ *   batch). The reader calls `listener` once, as soon as `pollNext` has something again (records, a
+ *   new position, the end, or a failure to throw), or at once when it has something now. It may call
+ *   it synchronously from the code that receives its data: the channel then takes the records in
+ *   the same step (the Kafka consumer's fetch goes straight into the channel). A later call
+ *   replaces the listener.
+ *
+ * Backpressure: the channel takes at most its capacity (`bufferRecords`, else the job's
+ * `channelCapacity`) and asks again when the task has drained it to half. A reader whose data
+ * arrives on its own (a Kafka fetch) keeps what the channel could not take and stops its supply
+ * until the channel took it (the Kafka reader pauses its partition).
+ */
+export interface PullSourceReader<T> {
+  pollNext(max: number): SourceBatch<T> | 'end' | undefined;
+  onAvailable(listener: () => void): void;
+  /** Records the task's input channel holds for this reader. Default: the job's `channelCapacity`. */
+  readonly bufferRecords?: number;
+  /** Stop reading; `pollNext` is not called any more. */
+  close(): Promise<void>;
+}
+
+/**
+ * The earlier, polling reader contract, still taken by `Source.createReader` (the runtime adapts it:
+ * one `poll` at a time, started when the channel asks and has room). Prefer `PullSourceReader`: a
+ * polling reader must wait inside `poll` for data (usually on a timer) and hands every batch over
+ * through a promise.
+ *
+ * @deprecated implement `PullSourceReader` (`pollNext` and `onAvailable`).
+ */
+export interface PollingSourceReader<T> {
   /** Up to `max` records; `'end'` when a bounded partition is exhausted. */
   poll(max: number): Promise<SourceBatch<T> | 'end'>;
   close(): Promise<void>;
 }
+
+/**
+ * What `Source.createReader` returns: a `PullSourceReader`, or a reader of the earlier polling
+ * contract (adapted by the runtime; a class implements one of the two).
+ */
+export type SourceReader<T> = PullSourceReader<T> | PollingSourceReader<T>;
 
 /** How event time and watermarks are derived from a source's records. */
 export interface WatermarkStrategy<T> {

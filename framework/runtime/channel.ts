@@ -1,4 +1,10 @@
-import type { SourceReader } from '../api/source.ts';
+import type {
+  PollingSourceReader,
+  PullSourceReader,
+  SourceBatch,
+  SourceReader,
+  SourceRecord,
+} from '../api/source.ts';
 
 /** What flows through an input channel, in order. */
 export type ChannelElement =
@@ -21,20 +27,44 @@ export interface InflightRecord {
   readonly origin?: unknown;
 }
 
+/** A barrier or the end in the queue; everything else in it is a record (a SourceRecord). */
+class Marker {
+  readonly element: Extract<ChannelElement, { kind: 'barrier' | 'end' }>;
+  constructor(element: Extract<ChannelElement, { kind: 'barrier' | 'end' }>) {
+    this.element = element;
+  }
+}
+
+type Queued = SourceRecord<unknown> | InflightRecord | Marker;
+
+/** The record element `take` hands out: one per channel, filled anew by each take. */
+interface RecordSlot {
+  kind: 'record';
+  value: unknown;
+  timestamp: number | undefined;
+  tag: string | undefined;
+  origin: unknown;
+}
+
 /**
- * One input channel of a task: a bounded queue between one source partition's reader (the pump,
- * asynchronous) and the task loop (synchronous). Backpressure: the pump stops polling while the
- * queue is full.
+ * One input channel of a task: the one buffer between a source partition's reader and the task loop.
+ * The channel pulls the reader (`pollNext`, synchronous) up to its capacity, and again once the task
+ * has drained it to half; when the reader has nothing it waits for the reader's availability signal
+ * (`onAvailable`) instead of asking again on a timer. A reader whose data arrives on its own (a Kafka
+ * fetch) may signal from the code that receives it: the records then go into the queue in the same
+ * step. Backpressure is this one rule; a Kafka reader keeps what the channel could not take and
+ * pauses its partition until the channel took it.
  *
- * Position contract: `position` is the source position after the last record *pushed* into the
- * queue, updated in the same synchronous step as the push, so a barrier appended at the tail
- * carries exactly the resume point of the records before it.
+ * Position contract: `position` is the source position after the last record *queued*, updated in
+ * the same synchronous step as the records are queued, so a barrier appended at the tail carries
+ * exactly the resume point of the records before it.
  */
 export class InputChannel {
   readonly index: number;
   readonly sourceUid: string;
   readonly partition: number;
-  readonly capacity: number;
+  /** Records (and barriers) the channel holds before it stops pulling its reader. */
+  capacity: number;
   position: unknown;
   /** Blocked by barrier alignment; the task does not take elements from it. */
   blocked = false;
@@ -44,17 +74,34 @@ export class InputChannel {
   finished = false;
   /** The reader reported it has no data now. */
   sourceIdle = false;
-  /** Highest event timestamp taken from this channel. */
-  maxTimestamp = Number.NEGATIVE_INFINITY;
-  /** Processing time of the last record taken (for idleness). */
-  lastRecordAt: number;
+  /** Why the reader failed (thrown by its `pollNext`); the task fails with it. */
   failure: unknown;
 
-  #queue: ChannelElement[] = [];
+  #queue: Queued[] = [];
   #head = 0;
+  #reader: PullSourceReader<unknown> | undefined;
+  #maxBatch = 1;
+  /** The reader said it has nothing; it calls `#onAvailable` when it has. */
+  #waiting = false;
+  /** Inside `#fill`: a listener called synchronously only asks the running fill to go on. */
+  #filling = false;
+  #again = false;
+  /** The reader returned 'end' (queued); it is not asked again. */
+  #ended = false;
   #stopped = false;
-  #spaceWaiter: (() => void) | undefined;
+  readonly #slot: RecordSlot = {
+    kind: 'record',
+    value: undefined,
+    timestamp: undefined,
+    tag: undefined,
+    origin: undefined,
+  };
   readonly #wake: () => void;
+  readonly #onAvailable = (): void => {
+    this.#waiting = false;
+    if (this.#filling) this.#again = true;
+    else this.#fill(true);
+  };
 
   constructor(opts: {
     index: number;
@@ -62,7 +109,9 @@ export class InputChannel {
     partition: number;
     capacity: number;
     position: unknown;
-    now: number;
+    /** Unused (the watermark valve keeps the time of each channel's last record). */
+    now?: number;
+    /** Called when records (or the end, or a failure) were queued outside the task loop. */
     wake: () => void;
   }) {
     this.index = opts.index;
@@ -70,7 +119,6 @@ export class InputChannel {
     this.partition = opts.partition;
     this.capacity = opts.capacity;
     this.position = opts.position;
-    this.lastRecordAt = opts.now;
     this.#wake = opts.wake;
   }
 
@@ -82,36 +130,58 @@ export class InputChannel {
     return !this.blocked && !this.held && !this.finished && this.length > 0;
   }
 
-  peek(): ChannelElement | undefined {
-    return this.#queue[this.#head];
+  /**
+   * Start taking `reader`'s records (at most `maxBatch` per `pollNext`). A reader of the earlier
+   * polling contract is adapted (`pullReader`). Its `bufferRecords`, when set, is the capacity.
+   */
+  attach(reader: SourceReader<unknown>, maxBatch: number): void {
+    const r = pullReader(reader);
+    this.#reader = r;
+    this.#maxBatch = Math.max(1, maxBatch);
+    if (r.bufferRecords !== undefined && r.bufferRecords >= 1) this.capacity = r.bufferRecords;
+    this.#fill(false);
   }
 
+  /**
+   * @deprecated the channel has no pump any more: `attach(reader, maxBatch)`. Kept for callers not
+   * yet moved; resolves at once.
+   */
+  pump(reader: SourceReader<unknown>, maxBatch: number, _idlePollMs?: number): Promise<void> {
+    this.attach(reader, maxBatch);
+    return Promise.resolve();
+  }
+
+  peek(): ChannelElement | undefined {
+    const q = this.#queue[this.#head];
+    return q === undefined ? undefined : this.#element(q);
+  }
+
+  /**
+   * The next element. A record element is valid until the next `take` (one object per channel,
+   * filled anew). Taking the queue down to half its capacity asks the reader for more.
+   */
   take(): ChannelElement | undefined {
     if (this.#head >= this.#queue.length) return undefined;
-    const e = this.#queue[this.#head]!;
-    this.#queue[this.#head++] = undefined as unknown as ChannelElement;
+    const q = this.#queue[this.#head]!;
+    this.#queue[this.#head++] = undefined as unknown as Queued;
     if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
       this.#queue = this.#queue.slice(this.#head);
       this.#head = 0;
     }
-    if (this.#spaceWaiter && this.length < this.capacity) {
-      const w = this.#spaceWaiter;
-      this.#spaceWaiter = undefined;
-      w();
-    }
+    const e = this.#element(q);
+    if (!this.#waiting && this.#reader !== undefined && this.length * 2 <= this.capacity) this.#fill(false);
     return e;
   }
 
   /** Put records replayed from channel state in front of everything the reader will deliver. */
   prepend(records: readonly InflightRecord[]): void {
-    const rest = this.#queue.slice(this.#head);
-    this.#queue = [...records.map((r) => ({ kind: 'record' as const, ...r })), ...rest];
+    this.#queue = [...records, ...this.#queue.slice(this.#head)];
     this.#head = 0;
   }
 
   /** Append barrier `id` at the tail with the current position. */
   appendBarrier(checkpointId: number): void {
-    this.#queue.push({ kind: 'barrier', checkpointId, position: this.position });
+    this.#queue.push(new Marker({ kind: 'barrier', checkpointId, position: this.position }));
     this.#wake();
   }
 
@@ -119,15 +189,17 @@ export class InputChannel {
   recordsBefore(checkpointId?: number): InflightRecord[] {
     const out: InflightRecord[] = [];
     for (let i = this.#head; i < this.#queue.length; i++) {
-      const e = this.#queue[i]!;
-      if (e.kind === 'barrier' && e.checkpointId === checkpointId) break;
-      if (e.kind === 'record')
-        out.push({
-          value: e.value,
-          timestamp: e.timestamp,
-          ...(e.tag === undefined ? {} : { tag: e.tag }),
-          ...(e.origin === undefined ? {} : { origin: e.origin }),
-        });
+      const q = this.#queue[i]!;
+      if (q instanceof Marker) {
+        if (q.element.kind === 'barrier' && q.element.checkpointId === checkpointId) break;
+        continue;
+      }
+      out.push({
+        value: q.value,
+        timestamp: q.timestamp,
+        ...(q.tag === undefined ? {} : { tag: q.tag }),
+        ...(q.origin === undefined ? {} : { origin: q.origin }),
+      });
     }
     return out;
   }
@@ -135,10 +207,10 @@ export class InputChannel {
   /** Remove barrier `id` from the queue (it was overtaken) and return its position. */
   removeBarrier(checkpointId: number): unknown {
     for (let i = this.#head; i < this.#queue.length; i++) {
-      const e = this.#queue[i]!;
-      if (e.kind === 'barrier' && e.checkpointId === checkpointId) {
+      const q = this.#queue[i]!;
+      if (q instanceof Marker && q.element.kind === 'barrier' && q.element.checkpointId === checkpointId) {
         this.#queue.splice(i, 1);
-        return e.position;
+        return q.element.position;
       }
     }
     return undefined;
@@ -147,54 +219,149 @@ export class InputChannel {
   /** Drop every barrier of the given checkpoint ids (aborted checkpoints). */
   dropBarriers(ids: ReadonlySet<number>): void {
     for (let i = this.#queue.length - 1; i >= this.#head; i--) {
-      const e = this.#queue[i]!;
-      if (e.kind === 'barrier' && ids.has(e.checkpointId)) this.#queue.splice(i, 1);
+      const q = this.#queue[i]!;
+      if (q instanceof Marker && q.element.kind === 'barrier' && ids.has(q.element.checkpointId))
+        this.#queue.splice(i, 1);
     }
   }
 
-  /** Run the reader until it ends or the channel stops. Errors are kept in `failure`. */
-  async pump(reader: SourceReader<unknown>, maxBatch: number, idlePollMs: number): Promise<void> {
+  /** Stop taking from the reader (the task closes the reader itself). */
+  stop(): void {
+    this.#stopped = true;
+  }
+
+  #element(q: Queued): ChannelElement {
+    if (q instanceof Marker) return q.element;
+    const slot = this.#slot;
+    slot.value = q.value;
+    slot.timestamp = q.timestamp;
+    slot.tag = q.tag;
+    slot.origin = q.origin;
+    return slot;
+  }
+
+  /**
+   * Pull the reader until the queue is full or the reader has nothing (then wait for its signal).
+   * `signalled`: called from the reader's signal, outside the task loop, which is woken when
+   * something was queued.
+   */
+  #fill(signalled: boolean): void {
+    const reader = this.#reader;
+    if (reader === undefined || this.#stopped || this.#ended || this.#waiting || this.#filling) return;
+    this.#filling = true;
+    let queued = false;
+    let empties = 0;
     try {
-      while (!this.#stopped) {
-        const room = this.capacity - this.length;
-        if (room <= 0) {
-          await new Promise<void>((resolve) => {
-            this.#spaceWaiter = resolve;
-          });
-          continue;
-        }
-        const batch = await reader.poll(Math.min(maxBatch, room));
+      while (this.length < this.capacity) {
+        const b = reader.pollNext(Math.min(this.#maxBatch, this.capacity - this.length));
         if (this.#stopped) return;
-        if (batch === 'end') {
-          this.#queue.push({ kind: 'end' });
-          this.#wake();
+        if (b === 'end') {
+          this.#ended = true;
+          this.#queue.push(END);
+          queued = true;
           return;
         }
-        for (const r of batch.records)
-          this.#queue.push({
-            kind: 'record',
-            value: r.value,
-            timestamp: r.timestamp,
-            tag: r.tag,
-            origin: r.origin,
-          });
-        this.position = batch.position;
-        this.sourceIdle = batch.records.length === 0 && batch.idle === true;
-        if (batch.records.length > 0) this.#wake();
-        else await new Promise((resolve) => setTimeout(resolve, idlePollMs));
+        if (b === undefined || (b.records.length === 0 && ++empties > 1)) {
+          if (b !== undefined) this.#took(b);
+          // Nothing now: wait for the signal (the reader may give it at once, even from inside).
+          this.#waiting = true;
+          this.#again = false;
+          reader.onAvailable(this.#onAvailable);
+          if (!this.#again) return;
+          continue;
+        }
+        if (b.records.length > 0) {
+          empties = 0;
+          queued = true;
+        }
+        this.#took(b);
       }
     } catch (e) {
       if (!this.#stopped) {
         this.failure = e;
-        this.#wake();
+        queued = true;
       }
+    } finally {
+      this.#filling = false;
+      if (queued && signalled) this.#wake();
     }
   }
 
-  stop(): void {
-    this.#stopped = true;
-    const w = this.#spaceWaiter;
-    this.#spaceWaiter = undefined;
-    w?.();
+  #took(b: SourceBatch<unknown>): void {
+    const q = this.#queue;
+    for (const r of b.records) q.push(r);
+    this.position = b.position;
+    this.sourceIdle = b.records.length === 0 && b.idle === true;
+  }
+}
+
+const END = new Marker({ kind: 'end' });
+
+/**
+ * `reader` as a pulled reader: itself, or an adapter over a reader of the earlier polling contract
+ * (`PollingSourceReader`): `pollNext` starts one `poll(max)` when nothing is at hand and returns
+ * `undefined`; when the poll settles, the adapter signals, and the next `pollNext` returns its batch
+ * (or throws its error). An empty batch of such a reader (it waited for data in vain) starts the
+ * next poll at once, as the old runtime asked again.
+ */
+export function pullReader<T>(reader: SourceReader<T>): PullSourceReader<T> {
+  if (typeof (reader as PullSourceReader<T>).pollNext === 'function') return reader as PullSourceReader<T>;
+  return new PollingReaderAdapter(reader as PollingSourceReader<T>);
+}
+
+class PollingReaderAdapter<T> implements PullSourceReader<T> {
+  readonly #reader: PollingSourceReader<T>;
+  #result: SourceBatch<T> | 'end' | undefined;
+  #failure: { error: unknown } | undefined;
+  #polling = false;
+  #listener: (() => void) | undefined;
+
+  constructor(reader: PollingSourceReader<T>) {
+    this.#reader = reader;
+  }
+
+  pollNext(max: number): SourceBatch<T> | 'end' | undefined {
+    if (this.#failure) throw this.#failure.error;
+    const r = this.#result;
+    if (r === 'end') return r;
+    if (r !== undefined) {
+      this.#result = undefined;
+      if (r.records.length === 0) this.#poll(max);
+      return r;
+    }
+    this.#poll(max);
+    return undefined;
+  }
+
+  onAvailable(listener: () => void): void {
+    this.#listener = listener;
+    if (this.#result !== undefined || this.#failure) this.#signal();
+  }
+
+  close(): Promise<void> {
+    return this.#reader.close();
+  }
+
+  #poll(max: number): void {
+    if (this.#polling) return;
+    this.#polling = true;
+    this.#reader.poll(max).then(
+      (b) => {
+        this.#polling = false;
+        this.#result = b;
+        this.#signal();
+      },
+      (e: unknown) => {
+        this.#polling = false;
+        this.#failure = { error: e };
+        this.#signal();
+      },
+    );
+  }
+
+  #signal(): void {
+    const l = this.#listener;
+    this.#listener = undefined;
+    l?.();
   }
 }

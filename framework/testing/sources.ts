@@ -1,18 +1,23 @@
 import type { Key } from '../api/keys.ts';
-import type { Source, SourceBatch, SourceReader, SourceRecord } from '../api/source.ts';
+import type { PullSourceReader, Source, SourceBatch, SourceRecord } from '../api/source.ts';
 import { keyGroupOf, keyId } from '../state/keys.ts';
 
 /**
  * A source over in-memory partitions, with positions that snapshot and restore: the position is
  * the index of the next record. Bounded partitions end after their last record (like bytewax's
- * testing source with an EOF marker); unbounded ones report `idle` and wait for `append`.
+ * testing source with an EOF marker); unbounded ones wait for `append` (signalling their channel
+ * then, never polled on a timer), and with `reportIdle` say once that they have no data.
  */
 export class TestSource<T> implements Source<T> {
   readonly uid: string;
   readonly #partitions: SourceRecord<T>[][];
   readonly #bounded: boolean;
   readonly #waiters = new Set<() => void>();
-  /** Optional hook called before each poll (tests inject reader failures and delays here). */
+  /**
+   * Optional hook called before each batch a reader hands out, and before its end (tests inject
+   * reader failures and delays here): a thrown error or a rejected promise fails the reader; while a
+   * returned promise is pending, the reader has nothing.
+   */
   beforePoll: ((partition: number, position: number) => void | Promise<void>) | undefined;
   /** Readers opened so far (a restart opens new ones). */
   readersOpened = 0;
@@ -57,11 +62,13 @@ export class TestSource<T> implements Source<T> {
 
   append(partition: number, records: SourceRecord<T>[]): void {
     for (const r of records) this.#partitions[partition]!.push(r);
-    for (const w of this.#waiters) w();
+    // A signalled reader may wait again at once (its partition got nothing): clear first.
+    const waiters = [...this.#waiters];
     this.#waiters.clear();
+    for (const w of waiters) w();
   }
 
-  createReader(partition: number, position: unknown): SourceReader<T> {
+  createReader(partition: number, position: unknown): PullSourceReader<T> {
     if (
       position !== undefined &&
       (typeof position !== 'number' || !Number.isInteger(position) || position < 0)
@@ -74,25 +81,69 @@ export class TestSource<T> implements Source<T> {
     let next = (position as number | undefined) ?? 0;
     const data = this.#partitions[partition]!;
     const self = this;
+    /** A promise of `beforePoll` that has not settled: nothing until it does. */
+    let gate: Promise<void> | undefined;
+    /** `beforePoll` ran (and settled) for the batch that goes out next. */
+    let passed = false;
+    let failure: { readonly error: unknown } | undefined;
+    let idleReported = false;
+    let closed = false;
+    let listener: (() => void) | undefined;
+    const signal = () => {
+      const l = listener;
+      listener = undefined;
+      l?.();
+    };
+    const ready = () =>
+      failure !== undefined ||
+      (gate === undefined && (next < data.length || self.#bounded || (self.#reportIdle && !idleReported)));
     return {
-      async poll(max: number): Promise<SourceBatch<T> | 'end'> {
-        await self.beforePoll?.(partition, next);
-        if (next >= data.length) {
-          if (self.#bounded) return 'end';
-          await new Promise<void>((resolve) => {
-            const t = setTimeout(resolve, 20);
-            self.#waiters.add(() => {
-              clearTimeout(t);
-              resolve();
-            });
-          });
-          if (next >= data.length) return { records: [], position: next, idle: self.#reportIdle };
+      pollNext(max: number): SourceBatch<T> | 'end' | undefined {
+        if (failure) throw failure.error;
+        if (closed || gate) return undefined;
+        const has = next < data.length;
+        if (!has && !self.#bounded) {
+          if (self.#reportIdle && !idleReported) {
+            idleReported = true;
+            return { records: [], position: next, idle: true };
+          }
+          self.#waiters.add(signal);
+          return undefined;
         }
+        if (!passed && self.beforePoll) {
+          const r = self.beforePoll(partition, next);
+          if (r !== undefined && typeof (r as Promise<void>).then === 'function') {
+            gate = Promise.resolve(r).then(
+              () => {
+                passed = true;
+                gate = undefined;
+                signal();
+              },
+              (e: unknown) => {
+                failure = { error: e };
+                gate = undefined;
+                signal();
+              },
+            );
+            return undefined;
+          }
+        }
+        passed = false;
+        if (!has) return 'end';
         const records = data.slice(next, next + max);
         next += records.length;
+        idleReported = false;
         return { records, position: next };
       },
-      async close() {},
+      onAvailable(l: () => void): void {
+        listener = l;
+        if (ready()) signal();
+      },
+      async close() {
+        closed = true;
+        listener = undefined;
+        self.#waiters.delete(signal);
+      },
     };
   }
 }

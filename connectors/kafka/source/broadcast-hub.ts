@@ -20,7 +20,8 @@ export interface BroadcastHubOptions {
  * Several readers (one per task) may read one partition from different positions: the partition is
  * fetched from the earliest position any of them needs (a registration behind the others seeks it
  * back) and every batch is offered to all of them; a reader drops what it has already seen. The
- * partition pauses while any of its readers is full, so the slowest task sets the pace.
+ * partition pauses while any of its readers holds records its channel could not take yet, so the
+ * slowest task sets the pace.
  */
 export class BroadcastHub {
   readonly #kafka: Kafka;

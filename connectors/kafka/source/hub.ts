@@ -39,7 +39,10 @@ export interface MembershipView {
 
 /**
  * The instance's one consumer-group member: it subscribes to every Kafka source topic of the job,
- * reports the group's assignment, and feeds the partition readers of the tasks running here.
+ * reports the group's assignment, and feeds the partition readers of the tasks running here: each
+ * fetched batch is offered to its partition's reader, which signals its task's input channel, so the
+ * records go into the channel during eachBatch; a reader left holding part of a fetch (the channel is
+ * full) pauses the partition until its channel took the rest (`onRoom`).
  * A partition without a reader (its task is still restoring, or was revoked) is paused; a reader's
  * registration seeks the partition to the reader's start offset and resumes it. Offsets are never
  * committed by this consumer: the tasks' transactions commit them with their checkpoints.

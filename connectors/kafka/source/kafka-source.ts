@@ -59,7 +59,12 @@ export interface KafkaSourceOptions<T> {
    * records that fail to decode: same task, same transaction, so each lands there once).
    */
   readonly onWrongPartition?: RecordErrorPolicy;
-  /** Records buffered per partition before the partition is paused (plus at most one fetch). Default 5000. */
+  /**
+   * Records the task's input channel of a partition holds (decoded) before the partition is paused;
+   * the rest of the fetch that filled it waits, undecoded, until the task drained it to half.
+   * Memory per partition is thus bounded by this many records plus one fetch
+   * (`maxBytesPerPartition`). Default 5000.
+   */
   readonly bufferRecords?: number;
 }
 
@@ -167,7 +172,6 @@ export class KafkaSource<T> implements Source<T> {
       partition,
       startOffset: start,
       capacity: this.#o.bufferRecords ?? 5000,
-      idleWaitMs: 50,
       decode,
       onDecodeError: this.#o.onDecodeError ?? 'fail',
       onSkip: (r, e) => {

@@ -1,6 +1,6 @@
 import {
+  type PullSourceReader,
   type SourceBatch,
-  type SourceReader,
   type SourceRecord,
   StreamError,
 } from '../../../framework/index.ts';
@@ -57,32 +57,57 @@ export interface ReaderOptions<T> {
   readonly topic: string;
   readonly partition: number;
   readonly startOffset: bigint;
+  /** Records the task's input channel holds for this reader (`KafkaSource` `bufferRecords`). */
   readonly capacity: number;
-  readonly idleWaitMs: number;
   readonly decode: (r: KafkaRecordIn) => T | Promise<T>;
   readonly onDecodeError: DecodeErrorPolicy;
-  /** Called when the buffer drained below half after having been full (the hub resumes the partition). */
+  /** Called when the channel took every record the reader had kept after a fetch it could not take whole (the hub resumes the partition). */
   readonly onRoom: () => void;
   readonly onSkip?: (r: KafkaRecordIn, error: unknown) => void;
 }
 
+/** The part of one fetched batch not yet handed to the channel. */
+interface Segment {
+  readonly messages: readonly KafkaMessage[];
+  /** The next message to hand out. */
+  i: number;
+  /** The position once every message is handed out, when the fetch covered filtered records after them. */
+  to: bigint | undefined;
+}
+
+/** A decode that returned a promise (a registry fetching a schema): its message and, once settled, the outcome. */
+interface AsyncDecode<T> {
+  readonly message: KafkaMessage;
+  outcome: { readonly value: T } | { readonly error: unknown } | undefined;
+}
+
 /**
  * The reader of one topic partition, fed by the instance's consumer (`offer`, from eachBatch) and
- * drained by the task (`poll`). Records before `expected` (a refetch after a seek or a resume) are
- * dropped, so the task sees every offset at most once and, from its start offset on, in order.
+ * pulled by the task's input channel (`pollNext`). It holds no buffer of its own: `offer` signals
+ * the channel, which takes the fetched records at once (decoding them on the way in) up to its
+ * capacity. What the channel could not take (it is full) stays in the fetched batch, the hub pauses
+ * the partition, and the channel takes the rest when the task has drained it to half; then the
+ * partition is resumed (`onRoom`). Memory is thus bounded by the channel's capacity plus one fetch.
+ *
+ * Records before `expected` (a refetch after a seek or a resume) are dropped, so the task sees every
+ * offset at most once and, from its start offset on, in order.
  */
-export class PartitionReader<T> implements SourceReader<T> {
+export class PartitionReader<T> implements PullSourceReader<T> {
   readonly topic: string;
   readonly partition: number;
+  readonly bufferRecords: number;
   readonly #o: ReaderOptions<T>;
-  #buffer: KafkaMessage[] = [];
-  /** Filtered ranges behind buffered records: once `after` is taken, the position moves to `to`. */
-  #skips: { after: KafkaMessage; to: bigint }[] = [];
+  /** Fetched batches not yet handed out whole, oldest first. */
+  #segments: Segment[] = [];
   /** The next offset the reader accepts. */
   #expected: bigint;
-  /** The offset after the last record handed to the task: the position. */
+  /** The offset after the last record handed to the channel: the position. */
   #position: bigint;
-  #waiter: (() => void) | undefined;
+  /** The position moved without records (a filtered fetch) and the channel has not been told. */
+  #moved = false;
+  #decoding: AsyncDecode<T> | undefined;
+  #failure: { readonly error: unknown } | undefined;
+  #listener: (() => void) | undefined;
   #full = false;
   #closed = false;
   skipped = 0;
@@ -91,11 +116,12 @@ export class PartitionReader<T> implements SourceReader<T> {
     this.#o = o;
     this.topic = o.topic;
     this.partition = o.partition;
+    this.bufferRecords = o.capacity;
     this.#expected = o.startOffset;
     this.#position = o.startOffset;
   }
 
-  /** Whether the buffer is full (its feeder pauses the partition until the task drained half). */
+  /** Whether the reader keeps fetched records the channel could not take (its partition is paused). */
   get isFull(): boolean {
     return this.#full;
   }
@@ -104,11 +130,18 @@ export class PartitionReader<T> implements SourceReader<T> {
     return this.#o.startOffset;
   }
 
+  /** Fetched records not yet handed to the channel. */
+  get held(): number {
+    let n = 0;
+    for (const s of this.#segments) n += s.messages.length - s.i;
+    return n;
+  }
+
   /**
-   * Take a fetched batch whole (a fetch is already bounded by the consumer's bytes per partition, so
-   * memory stays within the buffer plus one fetch; refetching the rest of a batch would decode it
-   * twice). Returns the offset of the last message and whether the buffer is now full, in which case
-   * the hub pauses the partition until the task drained half of it.
+   * A fetched batch, taken whole: the channel gets what it has room for at once (the reader signals
+   * it), the rest stays here and the reader reports `full`, in which case the hub pauses the
+   * partition until the channel took the rest. Returns the offset to resolve (the last message, or
+   * the end of the fetched range) and whether the partition must pause.
    *
    * `fetched`, when given, is the offset range the fetch covered (first and last raw record at or
    * after the fetch offset, including control records and records of aborted transactions, which the
@@ -122,88 +155,95 @@ export class PartitionReader<T> implements SourceReader<T> {
     messages: readonly KafkaMessage[],
     fetched?: { readonly first: string; readonly last: string },
   ): { lastTaken: string | undefined; full: boolean } {
+    if (this.#closed) return { lastTaken: undefined, full: true };
     const expectedBefore = this.#expected;
     let lastTaken: string | undefined;
-    for (const m of messages) {
-      const off = BigInt(m.offset);
-      lastTaken = m.offset;
-      if (off < this.#expected) continue;
-      this.#buffer.push(m);
-      this.#expected = off + 1n;
+    let segment: Segment | undefined;
+    const n = messages.length;
+    if (n > 0) {
+      lastTaken = messages[n - 1]!.offset;
+      // Offsets rise within a batch: everything from the first one expected on is new.
+      let start = 0;
+      while (start < n && BigInt(messages[start]!.offset) < expectedBefore) start++;
+      if (start < n) {
+        segment = { messages, i: start, to: undefined };
+        this.#segments.push(segment);
+        this.#expected = BigInt(lastTaken) + 1n;
+      }
     }
     if (fetched !== undefined && BigInt(fetched.first) <= expectedBefore) {
       const end = BigInt(fetched.last) + 1n;
       if (end > this.#expected) {
         this.#expected = end;
         lastTaken = fetched.last;
-        if (this.#buffer.length === 0) this.#position = end;
-        else this.#skips.push({ after: this.#buffer.at(-1)!, to: end });
+        const last = this.#segments.at(-1);
+        if (last === undefined) {
+          this.#position = end;
+          this.#moved = true;
+        } else last.to = end;
       }
     }
-    this.#wake();
-    this.#full = this.#buffer.length >= this.#o.capacity;
+    this.#signal();
+    if (this.#holds()) this.#full = true;
     return { lastTaken, full: this.#full };
   }
 
-  async poll(max: number): Promise<SourceBatch<T> | 'end'> {
-    if (this.#buffer.length === 0 && !this.#closed) {
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, this.#o.idleWaitMs);
-        this.#waiter = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      this.#waiter = undefined;
+  pollNext(max: number): SourceBatch<T> | undefined {
+    if (this.#failure) throw this.#failure.error;
+    if (this.#closed) return undefined;
+    const records: SourceRecord<T>[] = [];
+    // The position after what this call hands out: the last message, or a segment's end.
+    let lastMessage: KafkaMessage | undefined;
+    let endTo: bigint | undefined;
+    while (records.length < max) {
+      const seg = this.#segments[0];
+      if (seg === undefined) break;
+      const m = seg.messages[seg.i]!;
+      const r = recordIn(this.topic, this.partition, m);
+      let outcome: { value: T } | { error: unknown } | 'waiting';
+      const d = this.#decoding;
+      if (d !== undefined) {
+        if (d.outcome === undefined) break;
+        outcome = d.outcome;
+        this.#decoding = undefined;
+      } else outcome = this.#decode(r);
+      if (outcome === 'waiting') break;
+      if ('error' in outcome) {
+        const taken = this.#failed(r, outcome.error);
+        if (taken === undefined) break;
+        if (taken !== null) records.push(taken);
+      } else records.push({ value: outcome.value, timestamp: r.timestamp, origin: r });
+      lastMessage = m;
+      endTo = undefined;
+      if (++seg.i === seg.messages.length) {
+        this.#segments.shift();
+        if (seg.to !== undefined) {
+          endTo = seg.to;
+          lastMessage = undefined;
+        }
+      }
     }
-    // Never reported idle: a partition without data for a moment must not let event time run ahead
-    // of it (its next records would be late). Idleness is the job's choice: watermarks.idleTimeoutMs.
-    if (this.#buffer.length === 0) return { records: [], position: this.position() };
-    const taken = this.#buffer.splice(0, max);
-    if (this.#full && this.#buffer.length <= this.#o.capacity / 2) {
+    if (endTo !== undefined) this.#position = endTo;
+    else if (lastMessage !== undefined) this.#position = BigInt(lastMessage.offset) + 1n;
+    if (this.#full && !this.#holds()) {
       this.#full = false;
       this.#o.onRoom();
     }
-    const records: SourceRecord<T>[] = [];
-    for (const m of taken) {
-      const r: KafkaRecordIn = {
-        topic: this.topic,
-        partition: this.partition,
-        offset: m.offset,
-        key: m.key ?? null,
-        value: m.value ?? null,
-        headers: m.headers,
-        timestamp: Number(m.timestamp),
-      };
-      try {
-        // The record as read goes along (origin): should a keyed operator find it in the wrong
-        // partition, the source's policy dead-letters it as it was.
-        records.push({ value: await this.#o.decode(r), timestamp: r.timestamp, origin: r });
-      } catch (e) {
-        // An unreachable schema registry is not a bad record: never skipped, the task retries.
-        if ((e as { retryable?: unknown }).retryable === true) throw e;
-        if (this.#o.onDecodeError === 'fail') {
-          throw new StreamError(
-            'RECORD_DESERIALIZATION_FAILED',
-            `record ${this.topic}/${this.partition}@${m.offset} could not be deserialized: ${e instanceof Error ? e.message : String(e)}; set the source's onDecodeError to 'skip' or 'dead-letter' to go on`,
-            { cause: e },
-          );
-        }
-        this.skipped++;
-        this.#o.onSkip?.(r, e);
-        if (this.#o.onDecodeError === 'dead-letter') {
-          const dl: DeadLetter = {
-            ...r,
-            error: e instanceof Error ? e.message : String(e),
-            code: 'RECORD_DESERIALIZATION_FAILED',
-          };
-          records.push({ value: dl as unknown as T, timestamp: r.timestamp, tag: DEAD_LETTER_TAG });
-        }
-      }
-      this.#position = BigInt(m.offset) + 1n;
-      if (this.#skips[0]?.after === m) this.#position = this.#skips.shift()!.to;
+    if (records.length === 0 && lastMessage === undefined && endTo === undefined && !this.#moved) {
+      // Nothing handed out: a failure of the first record is thrown now.
+      const failure = this.#failure as { readonly error: unknown } | undefined;
+      if (failure) throw failure.error;
+      return undefined;
     }
+    this.#moved = false;
+    // Never reported idle: a partition without data for a moment must not let event time run ahead
+    // of it (its next records would be late). Idleness is the job's choice: watermarks.idleTimeoutMs.
     return { records, position: this.position() };
+  }
+
+  onAvailable(listener: () => void): void {
+    this.#listener = listener;
+    if (this.#hasSomething()) this.#signal();
   }
 
   position(): KafkaPosition {
@@ -212,12 +252,98 @@ export class PartitionReader<T> implements SourceReader<T> {
 
   async close(): Promise<void> {
     this.#closed = true;
-    this.#wake();
+    this.#segments = [];
+    this.#listener = undefined;
   }
 
-  #wake(): void {
-    this.#waiter?.();
+  /** Whether fetched records wait to be handed out (or to finish decoding). */
+  #holds(): boolean {
+    return this.#segments.length > 0;
   }
+
+  #hasSomething(): boolean {
+    if (this.#failure || this.#moved) return true;
+    if (this.#decoding) return this.#decoding.outcome !== undefined;
+    return this.#segments.length > 0;
+  }
+
+  #signal(): void {
+    const l = this.#listener;
+    if (l === undefined || !this.#hasSomething()) return;
+    this.#listener = undefined;
+    l();
+  }
+
+  /** Decode one record; a decoder that answers with a promise is waited for (the reader signals when it settles). */
+  #decode(r: KafkaRecordIn): { value: T } | { error: unknown } | 'waiting' {
+    let v: T | Promise<T>;
+    try {
+      v = this.#o.decode(r);
+    } catch (error) {
+      return { error };
+    }
+    if (!(v instanceof Promise)) return { value: v };
+    const d: AsyncDecode<T> = {
+      message: this.#segments[0]!.messages[this.#segments[0]!.i]!,
+      outcome: undefined,
+    };
+    this.#decoding = d;
+    v.then(
+      (value) => {
+        d.outcome = { value };
+        if (this.#decoding === d) this.#signal();
+      },
+      (error: unknown) => {
+        d.outcome = { error };
+        if (this.#decoding === d) this.#signal();
+      },
+    );
+    return 'waiting';
+  }
+
+  /**
+   * A record that failed to decode, by policy: `null` when skipped, a dead letter to hand out, or
+   * `undefined` when the reader fails (the error is thrown by the next `pollNext`: the records before
+   * it go out first).
+   */
+  #failed(r: KafkaRecordIn, e: unknown): SourceRecord<T> | null | undefined {
+    // An unreachable schema registry is not a bad record: never skipped, the task retries.
+    if ((e as { retryable?: unknown }).retryable === true) {
+      this.#failure = { error: e };
+      return undefined;
+    }
+    if (this.#o.onDecodeError === 'fail') {
+      this.#failure = {
+        error: new StreamError(
+          'RECORD_DESERIALIZATION_FAILED',
+          `record ${this.topic}/${this.partition}@${r.offset} could not be deserialized: ${e instanceof Error ? e.message : String(e)}; set the source's onDecodeError to 'skip' or 'dead-letter' to go on`,
+          { cause: e },
+        ),
+      };
+      return undefined;
+    }
+    this.skipped++;
+    this.#o.onSkip?.(r, e);
+    if (this.#o.onDecodeError !== 'dead-letter') return null;
+    const dl: DeadLetter = {
+      ...r,
+      error: e instanceof Error ? e.message : String(e),
+      code: 'RECORD_DESERIALIZATION_FAILED',
+    };
+    return { value: dl as unknown as T, timestamp: r.timestamp, tag: DEAD_LETTER_TAG };
+  }
+}
+
+function recordIn(topic: string, partition: number, m: KafkaMessage): KafkaRecordIn {
+  return {
+    topic,
+    partition,
+    offset: m.offset,
+    key: m.key ?? null,
+    value: m.value ?? null,
+    headers: m.headers,
+    timestamp: Number(m.timestamp),
+  };
 }
 
 /** The side output of a Kafka source that carries records it could not decode (policy dead-letter). */
