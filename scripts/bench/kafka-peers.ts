@@ -40,13 +40,13 @@
  * exactly `--records` outputs, every input n once, and per key, in offset order, counts 1..n with
  * running sums and inputs in order (connectors/kafka/test/sequence-check.ts).
  *
- *     node scripts/bench/kafka-peers.ts                 # one run of each engine: about 5 minutes on 2 cores
- *     node scripts/bench/kafka-peers.ts --repeat=3      # medians of 3: about 15 minutes
+ *     node scripts/bench/kafka-peers.ts                 # one run of each engine: about 3 minutes on 2 cores
+ *     node scripts/bench/kafka-peers.ts --repeat=3      # medians of 3: about 7 minutes
  *     node scripts/bench/kafka-peers.ts --engines=kstate --repeat=1 --profile=/tmp/kstate-prof
  *
  * Flags: --records=1000000 --partitions=4 --keys=1000 --value-bytes=100 --interval=1000 (checkpoint,
  * commit.interval.ms and B2 commit interval, ms) --repeat=1 --engines=kstate,kstreams-rocksdb,
- * kstreams-memory,b2 --warmup=false (skip the untimed B2 run made first) --timeout=600 (s per run)
+ * kstreams-memory,b2,b2-ordered --warmup=false (skip the untimed B2 run made first) --timeout=600 (s per run)
  * --dir=<scratch directory> --broker-pid=<pid> (with KAFKA_BROKERS: the broker's CPU from /proc)
  * --profile=<dir> (the kstate process runs with node --cpu-prof into <dir>; its top functions are
  * printed; the profiler's cost makes those runs slower: not for the table) --ks-threads=1
