@@ -4,11 +4,13 @@
  * the project's (./install-read-committed.ts, ./read-committed.ts), and on load a fetch the upstream
  * filter gets wrong is run through kafkajs's own `Batch` to prove the replacement is in use. If
  * something loaded kafkajs before this module, that check fails and the process refuses to go on
- * rather than hand records of aborted transactions to a job. ./request-queue.ts stops the 1 ms timer
- * loop every idle kafkajs connection runs; ./create-topics-wait.ts keeps `createTopics` waiting for
- * leaders when the broker does not know the new topics yet.
+ * rather than hand records of aborted transactions to a job. ./producer-grouping.ts replaces the
+ * producer's grouping of a send's records by partition (quadratic upstream). ./request-queue.ts stops
+ * the 1 ms timer loop every idle kafkajs connection runs; ./create-topics-wait.ts keeps `createTopics`
+ * waiting for leaders when the broker does not know the new topics yet.
  */
 import './install-read-committed.ts';
+import './producer-grouping.ts';
 import './request-queue.ts';
 import { createRequire } from 'node:module';
 import kafkajs, {
