@@ -51,7 +51,6 @@ export {
 export { FilesystemCheckpointStorage } from './checkpoint/storage/filesystem.ts';
 export { MemoryCheckpointStorage } from './checkpoint/storage/memory.ts';
 export type { CheckpointMetadata, CheckpointStorage, FileRef, Scope } from './checkpoint/storage/storage.ts';
-export { Deduplicate, type DedupOptions } from './dedup/dedup.ts';
 export {
   BroadcastConnectedStream,
   BroadcastStream,
@@ -64,7 +63,8 @@ export {
   STREAM_JOB_BRAND,
   StreamJob,
   WindowedStream,
-} from './graph/builder.ts';
+} from './datastream/index.ts';
+export { Deduplicate, type DedupOptions } from './dedup/dedup.ts';
 export type { GraphEdge, GraphNode, JobGraph } from './graph/types.ts';
 export * from './joins/index.ts';
 export * from './ml/index.ts';
