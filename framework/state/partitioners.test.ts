@@ -86,11 +86,15 @@ describe('built-in partitioners', () => {
   });
 
   test('a partitioner function is checked: its result must be an integer in [0, n)', () => {
-    assert.equal(keyGroupOf('a', 4, (_k, n) => n - 1), 3);
+    assert.equal(
+      keyGroupOf('a', 4, (_k, n) => n - 1),
+      3,
+    );
     const bad = (_k: Uint8Array, n: number) => n;
     assert.throws(
       () => keyGroupOf('a', 4, bad),
-      (e: unknown) => isStreamError(e, 'CONFIG_INVALID') && /partitioner custom:bad returned 4 for 4/.test(e.message),
+      (e: unknown) =>
+        isStreamError(e, 'CONFIG_INVALID') && /partitioner custom:bad returned 4 for 4/.test(e.message),
     );
   });
 
@@ -99,7 +103,9 @@ describe('built-in partitioners', () => {
       () => checkPartitioner('consistent_random', "KafkaSource 'in'"),
       (e: unknown) =>
         isStreamError(e, 'CONFIG_INVALID') &&
-        e.message.includes(`KafkaSource 'in': partitioner is "consistent_random"; allowed: 'murmur2', 'crc32', 'fnv1a'`),
+        e.message.includes(
+          `KafkaSource 'in': partitioner is "consistent_random"; allowed: 'murmur2', 'crc32', 'fnv1a'`,
+        ),
     );
     for (const name of PARTITIONER_NAMES) assert.equal(partitionerFromName(partitionerName(name)), name);
     assert.equal(partitionerFromName(undefined), 'murmur2'); // snapshots from before it was recorded

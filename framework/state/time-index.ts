@@ -288,7 +288,10 @@ function arrayStore(backend: KeyedStateBackend, name: string): VersionStore {
 
 export function checkTime(what: string, t: unknown): number {
   if (typeof t !== 'number' || !Number.isFinite(t)) {
-    throw new StreamError('USER_FUNCTION_FAILED', `${what} must be a finite number (event-time ms), got ${String(t)}`);
+    throw new StreamError(
+      'USER_FUNCTION_FAILED',
+      `${what} must be a finite number (event-time ms), got ${String(t)}`,
+    );
   }
   return t;
 }

@@ -220,7 +220,8 @@ export function unpackVersionBytes(bytes: Uint8Array, state: string, key: KeyId)
     if (!Array.isArray(item) || typeof item[0] !== 'number' || !(item[1] instanceof Uint8Array)) {
       throw bad('expected [time, bytes]');
     }
-    if (!Number.isFinite(item[0]) || item[0] <= last) throw bad('times must be finite and strictly ascending');
+    if (!Number.isFinite(item[0]) || item[0] <= last)
+      throw bad('times must be finite and strictly ascending');
     last = item[0];
     return [item[0], item[1]];
   });

@@ -118,7 +118,11 @@ type Kind = 'level' | 'heap';
 async function openBackend(kind: Kind, options: KeyedBackendOptions = {}): Promise<KeyedStateBackend> {
   const backend =
     kind === 'level'
-      ? await LevelKeyedStateBackend.open({ directory: temporaryDirectory(), fileBytes: FILE_BYTES, ...options })
+      ? await LevelKeyedStateBackend.open({
+          directory: temporaryDirectory(),
+          fileBytes: FILE_BYTES,
+          ...options,
+        })
       : new HeapKeyedStateBackend({ fileBytes: FILE_BYTES, ...options });
   backend.register(META);
   return backend;
@@ -142,83 +146,99 @@ for (const kind of ['level', 'heap'] as const) {
   const open = (options?: KeyedBackendOptions) => openBackend(kind, options);
 
   describe(`${kind} checkpoint chain: parallel run file transfers`, () => {
-    test('uploads overlap up to fileConcurrency; the handle lists the files in the order they were cut', HELD, async () => {
-      const backend = await open({ fileConcurrency: 3 });
-      try {
-        fill(backend, 0, 600, 'v1');
-        const io = new HeldFiles();
-        // The same state, unheld first: how many files a full checkpoint of it makes.
-        const count = (await checkpoint(backend, io.plain())).files.length;
-        assert.ok(count >= 8, `${count} run files`);
-        io.expect = (released) => Math.min(3, count - released);
-        const handle = await checkpoint(backend, io.files());
-        assert.equal(io.maxRunning, 3, 'three uploads at once, never more');
-        assert.notDeepEqual(io.finished, io.started, 'the uploads finished in another order than they started');
-        const names = handle.files.map((f) => f.path.replace(/^.*\/\d+-/, ''));
-        assert.deepEqual(
-          names,
-          names.map((_, i) => `keyed-full-${i}`),
-        );
-        const expected = contents(backend);
-        const fresh = await open();
+    test(
+      'uploads overlap up to fileConcurrency; the handle lists the files in the order they were cut',
+      HELD,
+      async () => {
+        const backend = await open({ fileConcurrency: 3 });
         try {
-          await fresh.restoreHandle!(handle, io.plain());
+          fill(backend, 0, 600, 'v1');
+          const io = new HeldFiles();
+          // The same state, unheld first: how many files a full checkpoint of it makes.
+          const count = (await checkpoint(backend, io.plain())).files.length;
+          assert.ok(count >= 8, `${count} run files`);
+          io.expect = (released) => Math.min(3, count - released);
+          const handle = await checkpoint(backend, io.files());
+          assert.equal(io.maxRunning, 3, 'three uploads at once, never more');
+          assert.notDeepEqual(
+            io.finished,
+            io.started,
+            'the uploads finished in another order than they started',
+          );
+          const names = handle.files.map((f) => f.path.replace(/^.*\/\d+-/, ''));
+          assert.deepEqual(
+            names,
+            names.map((_, i) => `keyed-full-${i}`),
+          );
+          const expected = contents(backend);
+          const fresh = await open();
+          try {
+            await fresh.restoreHandle!(handle, io.plain());
+            assert.deepEqual(contents(fresh), expected);
+          } finally {
+            await fresh.close();
+          }
+        } finally {
+          await backend.close();
+        }
+      },
+    );
+
+    test(
+      'a restore reads ahead up to fileConcurrency and applies base and deltas in chain order',
+      HELD,
+      async () => {
+        const backend = await open();
+        const io = new HeldFiles();
+        let handle: KeyedStateHandle;
+        let expected: [string, unknown][];
+        try {
+          // Order matters: each delta overwrites and deletes keys of the base and of the delta before.
+          fill(backend, 0, 300, 'base');
+          const base = await checkpoint(backend, io.plain());
+          fill(backend, 0, 150, 'delta one');
+          for (let i = 150; i < 200; i++) backend.delete('counts', `key-${i}`);
+          const one = await checkpoint(backend, io.plain(), base);
+          fill(backend, 0, 50, 'delta two');
+          fill(backend, 160, 170, 'back in delta two');
+          backend.delete('counts', 'key-299');
+          handle = await checkpoint(backend, io.plain(), one);
+          assert.equal(parseChainLayout(handle, kind).deltas.length, 2);
+          expected = contents(backend);
+        } finally {
+          await backend.close();
+        }
+        const paths = chainPaths(handle);
+        assert.ok(paths.length >= 10, `${paths.length} run files`);
+
+        // Through the backend: reads held and let go newest first.
+        io.expect = (released) => Math.min(3, paths.length - released);
+        const fresh = await open({ fileConcurrency: 3 });
+        try {
+          await fresh.restoreHandle!(handle, io.files());
+          if (fresh instanceof LevelKeyedStateBackend) assert.equal(fresh.lastRestore?.from, 'storage');
+          assert.equal(io.maxRunning, 3, 'three reads at once, never more');
+          assert.notDeepEqual(
+            io.finished,
+            io.started,
+            'the reads finished in another order than they started',
+          );
           assert.deepEqual(contents(fresh), expected);
         } finally {
           await fresh.close();
         }
-      } finally {
-        await backend.close();
-      }
-    });
 
-    test('a restore reads ahead up to fileConcurrency and applies base and deltas in chain order', HELD, async () => {
-      const backend = await open();
-      const io = new HeldFiles();
-      let handle: KeyedStateHandle;
-      let expected: [string, unknown][];
-      try {
-        // Order matters: each delta overwrites and deletes keys of the base and of the delta before.
-        fill(backend, 0, 300, 'base');
-        const base = await checkpoint(backend, io.plain());
-        fill(backend, 0, 150, 'delta one');
-        for (let i = 150; i < 200; i++) backend.delete('counts', `key-${i}`);
-        const one = await checkpoint(backend, io.plain(), base);
-        fill(backend, 0, 50, 'delta two');
-        fill(backend, 160, 170, 'back in delta two');
-        backend.delete('counts', 'key-299');
-        handle = await checkpoint(backend, io.plain(), one);
-        assert.equal(parseChainLayout(handle, kind).deltas.length, 2);
-        expected = contents(backend);
-      } finally {
-        await backend.close();
-      }
-      const paths = chainPaths(handle);
-      assert.ok(paths.length >= 10, `${paths.length} run files`);
-
-      // Through the backend: reads held and let go newest first.
-      io.expect = (released) => Math.min(3, paths.length - released);
-      const fresh = await open({ fileConcurrency: 3 });
-      try {
-        await fresh.restoreHandle!(handle, io.files());
-        if (fresh instanceof LevelKeyedStateBackend) assert.equal(fresh.lastRestore?.from, 'storage');
-        assert.equal(io.maxRunning, 3, 'three reads at once, never more');
-        assert.notDeepEqual(io.finished, io.started, 'the reads finished in another order than they started');
-        assert.deepEqual(contents(fresh), expected);
-      } finally {
-        await fresh.close();
-      }
-
-      // readChain itself: the callback sees the files in chain order.
-      const again = new HeldFiles(io.storage);
-      again.expect = (released) => Math.min(4, paths.length - released);
-      const applied: string[] = [];
-      await readChain(handle, parseChainLayout(handle, kind), again.files(), (r) => {
-        applied.push(r.fileName);
-      });
-      assert.equal(again.maxRunning, 4, 'the default: four reads at once');
-      assert.deepEqual(applied, paths);
-    });
+        // readChain itself: the callback sees the files in chain order.
+        const again = new HeldFiles(io.storage);
+        again.expect = (released) => Math.min(4, paths.length - released);
+        const applied: string[] = [];
+        await readChain(handle, parseChainLayout(handle, kind), again.files(), (r) => {
+          applied.push(r.fileName);
+        });
+        assert.equal(again.maxRunning, 4, 'the default: four reads at once');
+        assert.deepEqual(applied, paths);
+      },
+    );
 
     test('fileConcurrency 1 transfers one file after the other', HELD, async () => {
       const backend = await open({ fileConcurrency: 1 });
@@ -242,90 +262,101 @@ for (const kind of ['level', 'heap'] as const) {
       }
     });
 
-    test('a failed upload among parallel ones rejects the checkpoint once the others have settled; no upload starts after it', HELD, async () => {
-      const backend = await open({ fileConcurrency: 4 });
-      try {
-        fill(backend, 0, 400, 'v1');
+    test(
+      'a failed upload among parallel ones rejects the checkpoint once the others have settled; no upload starts after it',
+      HELD,
+      async () => {
+        const backend = await open({ fileConcurrency: 4 });
+        try {
+          fill(backend, 0, 400, 'v1');
+          const io = new HeldFiles();
+          io.expect = () => 4;
+          io.fail = (name) =>
+            name === 'keyed-full-1'
+              ? new StreamError('CHECKPOINT_STORAGE_FAILED', `cannot write ${name}: 503 SlowDown (test)`)
+              : undefined;
+          const capture = backend.capture(1);
+          let runningAtRejection = -1;
+          await assert.rejects(
+            capture.writeCheckpoint!(io.files(), undefined).finally(() => {
+              runningAtRejection = io.running;
+            }),
+            (e: unknown) => isStreamError(e, 'CHECKPOINT_STORAGE_FAILED') && /keyed-full-1/.test(e.message),
+          );
+          capture.release();
+          assert.equal(runningAtRejection, 0, 'no upload was still running when the checkpoint rejected');
+          assert.deepEqual(io.started, ['keyed-full-0', 'keyed-full-1', 'keyed-full-2', 'keyed-full-3']);
+          // The backend goes on: the next checkpoint is whole and restores.
+          fill(backend, 0, 10, 'v2');
+          const expected = contents(backend);
+          const handle = await checkpoint(backend, io.plain());
+          const fresh = await open();
+          try {
+            await fresh.restoreHandle!(handle, io.plain());
+            assert.deepEqual(contents(fresh), expected);
+          } finally {
+            await fresh.close();
+          }
+        } finally {
+          await backend.close();
+        }
+      },
+    );
+
+    test(
+      'a failed read rejects the restore at its turn: the files before it applied, none after it',
+      HELD,
+      async () => {
+        const backend = await open();
+        let handle: KeyedStateHandle;
         const io = new HeldFiles();
-        io.expect = () => 4;
-        io.fail = (name) =>
-          name === 'keyed-full-1'
-            ? new StreamError('CHECKPOINT_STORAGE_FAILED', `cannot write ${name}: 503 SlowDown (test)`)
+        try {
+          fill(backend, 0, 300, 'v1');
+          handle = await checkpoint(backend, io.plain());
+        } finally {
+          await backend.close();
+        }
+        const paths = chainPaths(handle);
+        const bad = paths[2]!;
+        io.expect = (released) => Math.min(4, paths.length - released);
+        io.fail = (path) =>
+          path === bad
+            ? new StreamError('CHECKPOINT_NOT_FOUND', `checkpoint file ${path} does not exist`)
             : undefined;
-        const capture = backend.capture(1);
-        let runningAtRejection = -1;
+        const applied: string[] = [];
         await assert.rejects(
-          capture.writeCheckpoint!(io.files(), undefined).finally(() => {
-            runningAtRejection = io.running;
-          }),
-          (e: unknown) => isStreamError(e, 'CHECKPOINT_STORAGE_FAILED') && /keyed-full-1/.test(e.message),
+          readChain(
+            handle,
+            parseChainLayout(handle, kind),
+            io.files(),
+            (r) => {
+              applied.push(r.fileName);
+            },
+            4,
+          ),
+          (e: unknown) => isStreamError(e, 'CHECKPOINT_NOT_FOUND') && e.message.includes(bad),
         );
-        capture.release();
-        assert.equal(runningAtRejection, 0, 'no upload was still running when the checkpoint rejected');
-        assert.deepEqual(io.started, ['keyed-full-0', 'keyed-full-1', 'keyed-full-2', 'keyed-full-3']);
-        // The backend goes on: the next checkpoint is whole and restores.
-        fill(backend, 0, 10, 'v2');
-        const expected = contents(backend);
-        const handle = await checkpoint(backend, io.plain());
+        assert.deepEqual(applied, paths.slice(0, 2));
+        // Through the backend: the restore fails naming the file and leaves an empty backend.
         const fresh = await open();
         try {
-          await fresh.restoreHandle!(handle, io.plain());
-          assert.deepEqual(contents(fresh), expected);
+          await assert.rejects(fresh.restoreHandle!(handle, io.files()), (e: unknown) =>
+            isStreamError(e, 'CHECKPOINT_NOT_FOUND'),
+          );
+          assert.deepEqual(contents(fresh), []);
         } finally {
           await fresh.close();
         }
-      } finally {
-        await backend.close();
-      }
-    });
-
-    test('a failed read rejects the restore at its turn: the files before it applied, none after it', HELD, async () => {
-      const backend = await open();
-      let handle: KeyedStateHandle;
-      const io = new HeldFiles();
-      try {
-        fill(backend, 0, 300, 'v1');
-        handle = await checkpoint(backend, io.plain());
-      } finally {
-        await backend.close();
-      }
-      const paths = chainPaths(handle);
-      const bad = paths[2]!;
-      io.expect = (released) => Math.min(4, paths.length - released);
-      io.fail = (path) =>
-        path === bad ? new StreamError('CHECKPOINT_NOT_FOUND', `checkpoint file ${path} does not exist`) : undefined;
-      const applied: string[] = [];
-      await assert.rejects(
-        readChain(
-          handle,
-          parseChainLayout(handle, kind),
-          io.files(),
-          (r) => {
-            applied.push(r.fileName);
-          },
-          4,
-        ),
-        (e: unknown) => isStreamError(e, 'CHECKPOINT_NOT_FOUND') && e.message.includes(bad),
-      );
-      assert.deepEqual(applied, paths.slice(0, 2));
-      // Through the backend: the restore fails naming the file and leaves an empty backend.
-      const fresh = await open();
-      try {
-        await assert.rejects(fresh.restoreHandle!(handle, io.files()), (e: unknown) =>
-          isStreamError(e, 'CHECKPOINT_NOT_FOUND'),
-        );
-        assert.deepEqual(contents(fresh), []);
-      } finally {
-        await fresh.close();
-      }
-    });
+      },
+    );
 
     test('fileConcurrency must be an integer from 1 to 64', async () => {
       for (const bad of [0, 65, 1.5]) {
         await assert.rejects(
           open({ fileConcurrency: bad }),
           (e: unknown) =>
-            isStreamError(e, 'CONFIG_INVALID') && e.message.includes(`${kind} backend.fileConcurrency must be`),
+            isStreamError(e, 'CONFIG_INVALID') &&
+            e.message.includes(`${kind} backend.fileConcurrency must be`),
         );
       }
       const files = new HeldFiles().plain();
@@ -335,41 +366,45 @@ for (const kind of ['level', 'heap'] as const) {
 }
 
 describe('heap checkpoint chain: a value that fails to serialize mid-checkpoint', () => {
-  test('the checkpoint rejects only once no upload of it runs, and starts none after the failure', HELD, async () => {
-    const text = new TextEncoder();
-    const serializer = userSerializer<string>(
-      'user:picky',
-      1,
-      (v) => {
-        if (v === 'bad') throw new Error('cannot encode bad');
-        return text.encode(v);
-      },
-      (b) => new TextDecoder().decode(b),
-    );
-    const backend = new HeapKeyedStateBackend({ fileBytes: FILE_BYTES, fileConcurrency: 4 });
-    try {
-      backend.register({ ...META, serializerId: 'user:picky' }, serializer);
-      fill(backend, 0, 600, 'v1');
-      backend.put('counts', 'last', 'bad'); // written last, so read last: files are uploading by then
-      const io = new HeldFiles();
-      const capture = backend.capture(1);
-      let runningAtRejection = -1;
-      await assert.rejects(
-        capture.writeCheckpoint!(io.files(), undefined).finally(() => {
-          runningAtRejection = io.running;
-        }),
-        (e: unknown) => isStreamError(e, 'CHECKPOINT_DECLINED') && /'counts' key "last"/.test(e.message),
+  test(
+    'the checkpoint rejects only once no upload of it runs, and starts none after the failure',
+    HELD,
+    async () => {
+      const text = new TextEncoder();
+      const serializer = userSerializer<string>(
+        'user:picky',
+        1,
+        (v) => {
+          if (v === 'bad') throw new Error('cannot encode bad');
+          return text.encode(v);
+        },
+        (b) => new TextDecoder().decode(b),
       );
-      capture.release();
-      assert.ok(io.started.length >= 1, 'uploads had started');
-      assert.equal(runningAtRejection, 0, 'no upload was still running when the checkpoint rejected');
-      const started = io.started.length;
-      await new Promise((r) => setImmediate(r));
-      assert.equal(io.started.length, started, 'no upload started after the rejection');
-    } finally {
-      await backend.close();
-    }
-  });
+      const backend = new HeapKeyedStateBackend({ fileBytes: FILE_BYTES, fileConcurrency: 4 });
+      try {
+        backend.register({ ...META, serializerId: 'user:picky' }, serializer);
+        fill(backend, 0, 600, 'v1');
+        backend.put('counts', 'last', 'bad'); // written last, so read last: files are uploading by then
+        const io = new HeldFiles();
+        const capture = backend.capture(1);
+        let runningAtRejection = -1;
+        await assert.rejects(
+          capture.writeCheckpoint!(io.files(), undefined).finally(() => {
+            runningAtRejection = io.running;
+          }),
+          (e: unknown) => isStreamError(e, 'CHECKPOINT_DECLINED') && /'counts' key "last"/.test(e.message),
+        );
+        capture.release();
+        assert.ok(io.started.length >= 1, 'uploads had started');
+        assert.equal(runningAtRejection, 0, 'no upload was still running when the checkpoint rejected');
+        const started = io.started.length;
+        await new Promise((r) => setImmediate(r));
+        assert.equal(io.started.length, started, 'no upload started after the rejection');
+      } finally {
+        await backend.close();
+      }
+    },
+  );
 });
 
 describe('level checkpoint chain: a failed upload in a running job', () => {
@@ -393,7 +428,10 @@ describe('level checkpoint chain: a failed upload in a running job', () => {
         // Every upload takes turns of the event loop, so the others are in flight meanwhile.
         for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
         if (fails) {
-          throw new StreamError('CHECKPOINT_STORAGE_FAILED', `cannot write ${name}: 500 InternalError (test)`);
+          throw new StreamError(
+            'CHECKPOINT_STORAGE_FAILED',
+            `cannot write ${name}: 500 InternalError (test)`,
+          );
         }
         for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
         return await super.writeFile(scope, id, name, bytes);
@@ -452,8 +490,14 @@ describe('level checkpoint chain: a failed upload in a running job', () => {
     for (const [taskId, failedId] of storage.failed) {
       const scope = { jobId: 'parallel-fail', taskId };
       const ids = (await storage.list(scope)).map((m) => m.checkpointId);
-      assert.ok(!ids.includes(failedId), `${taskId}: no metadata of checkpoint ${failedId} (${ids.join(', ')})`);
-      assert.ok(ids.some((id) => id > failedId), `${taskId}: later checkpoints completed`);
+      assert.ok(
+        !ids.includes(failedId),
+        `${taskId}: no metadata of checkpoint ${failedId} (${ids.join(', ')})`,
+      );
+      assert.ok(
+        ids.some((id) => id > failedId),
+        `${taskId}: later checkpoints completed`,
+      );
       assert.deepEqual(
         storage.paths().filter((p) => p.startsWith(`parallel-fail/${taskId}/files/${failedId}-`)),
         [],

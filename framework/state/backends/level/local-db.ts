@@ -299,7 +299,11 @@ export async function scan(
 }
 
 /** The keys in `range` of `db`, in key order (as `scan`). */
-export async function scanKeys(db: Db, range: { gte: string; lt: string }, each: (key: string) => void): Promise<void> {
+export async function scanKeys(
+  db: Db,
+  range: { gte: string; lt: string },
+  each: (key: string) => void,
+): Promise<void> {
   const it = db.keys({ ...range, highWaterMarkBytes: SCAN_BYTES });
   try {
     let next = it.nextv(SCAN_ENTRIES * 4);
