@@ -49,7 +49,10 @@
  * kstreams-memory,b2,b2-ordered --warmup=false (skip the untimed B2 run made first) --timeout=600 (s per run)
  * --dir=<scratch directory> --broker-pid=<pid> (with KAFKA_BROKERS: the broker's CPU from /proc)
  * --profile=<dir> (the kstate process runs with node --cpu-prof into <dir>; its top functions are
- * printed; the profiler's cost makes those runs slower: not for the table) --ks-threads=1
+ * printed; the profiler's cost makes those runs slower: not for the table) --kstate-tree=<dir>
+ * (another kstate tree, e.g. an export of an older commit with its node_modules: its
+ * scripts/bench/partitions-runner.ts runs as engine kstate-tree, for a before/after in one run; the
+ * ratios are then also printed against it) --ks-threads=1
  * (num.stream.threads) --ks-cache=true (the store's record cache) --build=false (skip mvn).
  *
  * Uses KAFKA_BROKERS when set, else starts a broker with the harness (and stops it at the end).
@@ -90,7 +93,14 @@ function intFlag(name: string, fallback: number): number {
   return v;
 }
 
-const ENGINE_IDS = ['kstate', 'kstreams-rocksdb', 'kstreams-memory', 'b2', 'b2-ordered'] as const;
+const ENGINE_IDS = [
+  'kstate',
+  'kstate-tree',
+  'kstreams-rocksdb',
+  'kstreams-memory',
+  'b2',
+  'b2-ordered',
+] as const;
 type EngineId = (typeof ENGINE_IDS)[number];
 
 const RECORDS = intFlag('records', 1_000_000);
@@ -106,7 +116,9 @@ const SCRATCH = flag('dir', tmpdir());
 const PROFILE_DIR = flag('profile', '');
 const KS_THREADS = intFlag('ks-threads', 1);
 const KS_CACHE = flag('ks-cache', 'true') !== 'false';
-const ENGINES = flag('engines', ENGINE_IDS.join(','))
+/** Another checkout or export of kstate whose partitions-runner.ts runs as engine `kstate-tree`. */
+const OTHER_TREE = flag('kstate-tree', '');
+const ENGINES = flag('engines', ENGINE_IDS.filter((e) => e !== 'kstate-tree' || OTHER_TREE !== '').join(','))
   .split(',')
   .map((s) => s.trim())
   .filter((s) => s.length > 0) as EngineId[];
@@ -114,6 +126,8 @@ for (const e of ENGINES) {
   if (!(ENGINE_IDS as readonly string[]).includes(e))
     throw new Error(`--engines: unknown engine ${e} (known: ${ENGINE_IDS.join(', ')})`);
 }
+if (ENGINES.includes('kstate-tree') && OTHER_TREE === '')
+  throw new Error('--engines: kstate-tree needs --kstate-tree=<another kstate tree>');
 /** How often the group's committed offsets are polled: the resolution of every commit time. */
 const POLL_MS = 50;
 
@@ -162,23 +176,14 @@ const ENGINE_INFO: Record<EngineId, Engine> = {
     what: 'kstate (runKafkaJob, partitions-runner.ts)',
     state: 'heap',
     keepsOrder: true,
-    launch: (c) => ({
-      command: process.execPath,
-      args: [
-        ...(PROFILE_DIR === '' ? [] : ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`]),
-        join(HERE, 'partitions-runner.ts'),
-      ],
-      env: {
-        KAFKA_BROKERS: c.brokers,
-        JOB_ID: c.id,
-        INPUT: c.input,
-        OUTPUT: c.output,
-        STATE_DIR: c.dir,
-        CHECKPOINT_MS: String(INTERVAL_MS),
-        TASKS: String(PARTITIONS),
-      },
-      groupId: c.id,
-    }),
+    launch: (c) => kstateJob(c, join(HERE, 'partitions-runner.ts'), PROFILE_DIR),
+  },
+  'kstate-tree': {
+    id: 'kstate-tree',
+    what: `kstate at ${OTHER_TREE}`,
+    state: 'heap',
+    keepsOrder: true,
+    launch: (c) => kstateJob(c, join(OTHER_TREE, 'scripts', 'bench', 'partitions-runner.ts'), ''),
   },
   'kstreams-rocksdb': {
     id: 'kstreams-rocksdb',
@@ -222,6 +227,24 @@ function rawLoop(c: RunContext, ordered: boolean): Launch {
       PARTITIONS: String(PARTITIONS),
       INTERVAL_MS: String(INTERVAL_MS),
       ORDERED: String(ordered),
+    },
+    groupId: c.id,
+  };
+}
+
+/** The count job through `runner` (a partitions-runner.ts), with node's CPU profiler when `profileDir` is set. */
+function kstateJob(c: RunContext, runner: string, profileDir: string): Launch {
+  return {
+    command: process.execPath,
+    args: [...(profileDir === '' ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}`]), runner],
+    env: {
+      KAFKA_BROKERS: c.brokers,
+      JOB_ID: c.id,
+      INPUT: c.input,
+      OUTPUT: c.output,
+      STATE_DIR: c.dir,
+      CHECKPOINT_MS: String(INTERVAL_MS),
+      TASKS: String(PARTITIONS),
     },
     groupId: c.id,
   };
