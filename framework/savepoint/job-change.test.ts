@@ -273,13 +273,14 @@ describe('job changes: state found by operator uid wherever the stages now are',
       fenced.push([...ids]);
     };
     let firstJoined = false;
-    // B polls the group like the Kafka hook: once the first instance joined, it is a member.
+    // B polls the group like the Kafka hook (a look per event-loop turn here, no wall clock): once
+    // the first instance joined, it is a member.
     const b = decideV2(storage, {
       async exclusive(superseded?: () => Promise<boolean>) {
         for (;;) {
           if (await superseded?.()) return 'superseded';
           if (firstJoined) throw new StreamError('JOB_CHANGE_BLOCKED', 'the group still has 1 member: A');
-          await new Promise((r) => setTimeout(r, 5));
+          await new Promise((r) => setImmediate(r));
         }
       },
       fence,

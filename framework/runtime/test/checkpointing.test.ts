@@ -6,11 +6,12 @@ import { describe, test } from 'node:test';
 import { isStreamError } from '../../api/errors.ts';
 import { FilesystemCheckpointStorage } from '../../checkpoint/storage/filesystem.ts';
 import { MemoryCheckpointStorage } from '../../checkpoint/storage/memory.ts';
+import { ManualClock } from '../../testing/clock.ts';
 import { CollectingSink } from '../../testing/sinks.ts';
 import { SlowStorage } from '../../testing/slow-storage.ts';
 import { TestSource } from '../../testing/sources.ts';
 import { runJob } from '../job.ts';
-import { sorted, until } from './helpers.ts';
+import { sorted, turn, turnsUntil, until } from './helpers.ts';
 import { buildJob, makeInput, type Order, type Payment } from './jobs.ts';
 
 const input = makeInput(3000, 20);
@@ -63,6 +64,8 @@ function buildJobWith(
 
 describe('asynchronous and synchronous snapshots', () => {
   test('(c) async mode keeps processing while a slow storage write is in progress; sync mode does not', async () => {
+    // Event-loop turns the async mode took to process the new input while the write hung.
+    let asyncTurns = 0;
     for (const mode of ['async', 'sync'] as const) {
       const storage = new SlowStorage(new MemoryCheckpointStorage());
       const u = unboundedJob(`slow-${mode}`, 1000);
@@ -81,10 +84,15 @@ describe('asynchronous and synchronous snapshots', () => {
             more.filter((r) => TestSource.byKey('x', [r], (o: Order) => o.user, 2).records(p).length),
           );
         if (mode === 'async') {
-          await until(() => u.sink.written >= before + 500, 5000, 'records to flow during the slow write');
+          asyncTurns = await turnsUntil(
+            () => u.sink.written >= before + 500,
+            10_000_000,
+            'records to flow during the slow write',
+          );
           assert.ok(u.sink.written >= before + 500);
         } else {
-          await new Promise((r) => setTimeout(r, 300));
+          // Four times the event-loop turns the async mode needed for the same input (at least 1000).
+          for (let i = 0; i < Math.max(4 * asyncTurns, 1000); i++) await turn();
           assert.equal(
             u.sink.written,
             before,
@@ -171,7 +179,8 @@ describe('savepoints', () => {
       await change(new Map([[0, new Set([1])]]));
       await change(new Map([[0, new Set([0, 1])]]));
       await until(() => totals().length >= 3000, 10_000, 'every order to be committed');
-      await new Promise((r) => setTimeout(r, 100));
+      // A savepoint of every task commits what each processed by now (a repeated order too).
+      await job2.savepoint('settled');
       await job2.stop();
       assert.equal(new Set(totals()).size, totals().length, 'an order was committed twice');
       assert.equal(totals().length, 3000);
@@ -197,28 +206,47 @@ describe('unaligned checkpoints under backpressure', () => {
     const ref = await referenceOutput();
     for (const unaligned of [false, true]) {
       const j = buildJob(`held-${unaligned}`, input, 2);
+      // The task clock is a manual one: checkpoint intervals and timeouts pass when the test says.
+      const clock = new ManualClock(0);
       const completions: { unaligned: boolean; inflight: number }[] = [];
+      const timedOut = new Set<string>();
       const job = runJob(j.graph, {
         storage: new MemoryCheckpointStorage(),
+        clock,
         channelCapacity: 64,
-        checkpoints: { intervalMs: 20, unaligned },
+        checkpoints: { intervalMs: 20, timeoutMs: 200, tolerableFailures: 1000, unaligned },
         listener: {
           checkpointCompleted: (s) =>
             completions.push({ unaligned: s.unaligned, inflight: s.inflightRecords }),
+          checkpointFailed: (f) => {
+            if (isStreamError(f.error, 'CHECKPOINT_DECLINED') && /timed out/.test(f.error.message))
+              timedOut.add(f.taskId);
+          },
         },
       });
       job.hold('payments', true);
       // Orders flow (and fill the sink) while payments are held back.
       await until(() => j.sink.written > 0, 5000, 'orders to flow');
-      await new Promise((r) => setTimeout(r, 300));
-      if (unaligned) {
-        assert.ok(completions.length > 0, 'no unaligned checkpoint completed while an input was held back');
-        assert.ok(completions.every((c) => c.unaligned));
-        assert.ok(
-          completions.some((c) => c.inflight > 0),
-          'the held-back records were not stored as channel state',
+      /** Until `done`, let a checkpoint interval pass at each look. */
+      const intervalsUntil = (done: () => boolean, what: string) =>
+        until(
+          () => {
+            if (done()) return true;
+            clock.advance(20);
+            return false;
+          },
+          10_000,
+          what,
         );
+      if (unaligned) {
+        await intervalsUntil(
+          () => completions.some((c) => c.inflight > 0),
+          'an unaligned checkpoint storing the held-back records as channel state',
+        );
+        assert.ok(completions.every((c) => c.unaligned));
       } else {
+        // Each task's checkpoint waits for the held input's barrier until its timeout aborts it.
+        await intervalsUntil(() => timedOut.size === 2, "each task's aligned checkpoint to time out");
         assert.equal(
           completions.length,
           0,

@@ -16,7 +16,7 @@ import { KeyedOperatorHarness } from '../../testing/harness.ts';
 import { CollectingSink } from '../../testing/sinks.ts';
 import { TestSource } from '../../testing/sources.ts';
 import { runJob } from '../job.ts';
-import { sorted, until } from './helpers.ts';
+import { sorted, turn, until } from './helpers.ts';
 
 interface Ev {
   readonly k: string;
@@ -32,6 +32,7 @@ describe('broadcast state', () => {
       .broadcast('divisors');
     const sink = new CollectingSink<string>('out');
     // Each task sees every rule (both partitions of the broadcast source).
+    let rulesTaken = 0;
     const fn: KeyedBroadcastProcessFunction<string, Ev, number, string> = {
       processElement(e, ctx, out) {
         const divisors = ctx
@@ -42,6 +43,7 @@ describe('broadcast state', () => {
       },
       processBroadcastElement(d, ctx) {
         ctx.broadcastState<number, boolean>('divisors').put(d, true);
+        rulesTaken++;
       },
     };
     // Events are held back until the rules arrived (a rule set is loaded before events flow).
@@ -54,7 +56,8 @@ describe('broadcast state', () => {
       .sinkTo(sink);
     const running = runJob(job.build(), { storage: new MemoryCheckpointStorage() });
     running.hold('events', true);
-    await new Promise((r) => setTimeout(r, 50));
+    // Both rules reached both tasks (one per partition of the events).
+    await until(() => rulesTaken === 4, 5000, 'both rules in both tasks');
     running.hold('events', false);
     await running.done;
     const expected = events
@@ -243,17 +246,24 @@ describe('watermarks and idle inputs', () => {
         .keyBy(() => 'k')
         .process(fn, { uid: 'timers' })
         .sinkTo(sink);
+      const completed: number[] = [];
       const running = runJob(job.build(), {
         storage: new MemoryCheckpointStorage(),
         clock,
-        checkpoints: { intervalMs: 10 },
+        // A checkpoint every interval, idle or not: each one shows that the task ran at that time.
+        checkpoints: { intervalMs: 10, whenIdle: 'checkpoint' },
+        listener: { checkpointCompleted: (s) => completed.push(s.checkpointId) },
       });
+      /** Move the clock, then wait until the task completed a checkpoint triggered at the new time. */
+      const advance = async (ms: number) => {
+        const before = completed.length;
+        clock.advance(ms);
+        await until(() => completed.length > before, 2000, `a checkpoint after ${ms} ms more`);
+      };
       try {
-        await new Promise((r) => setTimeout(r, 50));
-        clock.advance(100); // past the idle timeout of `quiet`
-        await new Promise((r) => setTimeout(r, 50));
-        clock.advance(20); // a checkpoint commits what fired
-        await new Promise((r) => setTimeout(r, 50));
+        await until(() => running.tasks()[0]?.recordsIn === 3, 2000, 'the records of `busy`');
+        await advance(100); // past the idle timeout of `quiet`
+        await advance(20); // a checkpoint commits what fired
         if (idleTimeoutMs === undefined)
           assert.equal(sink.written, 0, 'timers fired although an input without data holds event time');
         else {
@@ -297,11 +307,11 @@ describe('idle tasks', () => {
     return { clock, src, out, completed, running };
   }
 
-  /** Advance the clock an interval at a time, letting the task run between steps. */
+  /** Advance the clock an interval at a time, letting the task run between steps (event-loop turns). */
   async function intervals(clock: ManualClock, n: number): Promise<void> {
     for (let i = 0; i < n; i++) {
       clock.advance(100);
-      await new Promise((r) => setTimeout(r, 5));
+      for (let t = 0; t < 20; t++) await turn();
     }
   }
 

@@ -65,6 +65,21 @@ export function sorted(xs: readonly string[]): string[] {
   return [...xs].sort();
 }
 
+/** One turn of the event loop (after the microtasks queued so far): the runtime's steps, no wall clock. */
+export function turn(): Promise<void> {
+  return new Promise((r) => setImmediate(r));
+}
+
+/** Turns the event loop until `cond` holds; returns how many turns it took; throws after `max`. */
+export async function turnsUntil(cond: () => boolean, max: number, what: string): Promise<number> {
+  let turns = 0;
+  for (; !cond(); turns++) {
+    if (turns >= max) throw new Error(`not reached after ${max} event-loop turns: ${what}`);
+    await turn();
+  }
+  return turns;
+}
+
 /** Resolve when `cond` holds, polling on the event loop; reject after `ms`. */
 export async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
   const end = Date.now() + ms;
