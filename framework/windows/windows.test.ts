@@ -454,19 +454,48 @@ describe('windows: configuration errors name the operator and the fix', () => {
     });
   }
 
-  test('without merge, tumbling windows and naive sliding windows work', () => {
-    const count = {
+  test('without merge, tumbling windows and naive sliding windows work', async () => {
+    // An aggregate function without merge(a, b): windows that never merge accumulators need none.
+    const count: AggregateFunction<Ev, number, number> = {
       createAccumulator: () => 0,
-      add: (_: Ev, a: number) => a + 1,
-      getResult: (a: number) => a,
+      add: (_, a) => a + 1,
+      getResult: (a) => a,
     };
-    windowOperator(tumblingEventTime({ sizeMs: 10 }), {}, aggregateWindows(count, undefined), 'q');
-    windowOperator(
-      slidingEventTime({ sizeMs: 10, slideMs: 5 }),
-      { assignment: 'naive' },
-      aggregateWindows(count, undefined),
-      'q',
-    );
+    const counting = (assigner: WindowAssigner, options: WindowOptions<Ev>) =>
+      windowOperator(
+        assigner,
+        options,
+        aggregateWindows<string, Ev, number, number, Row>(count, (n, ctx) => ({
+          key: ctx.key,
+          ...ctx.window,
+          sum: n,
+        })),
+        'q',
+      ) as KeyedProcessFunction<string, Ev, Row>;
+    const cases: [WindowAssigner, WindowOptions<Ev>, string[]][] = [
+      [tumblingEventTime({ sizeMs: 10 }), {}, ['a [0,10) 2', 'a [10,20) 1', 'b [0,10) 1']],
+      [
+        slidingEventTime({ sizeMs: 10, slideMs: 5 }),
+        { assignment: 'naive' },
+        ['a [-5,5) 2', 'a [0,10) 2', 'a [10,20) 1', 'a [5,15) 1', 'b [0,10) 1', 'b [5,15) 1'],
+      ],
+    ];
+    for (const [assigner, options, want] of cases) {
+      const h = await KeyedOperatorHarness.create(counting(assigner, options), (e: Ev) => e.k);
+      for (const [k, t] of [
+        ['a', 1],
+        ['a', 2],
+        ['b', 6],
+        ['a', 11],
+      ] as const)
+        h.processElement({ k, v: 0 }, t);
+      h.advanceWatermark(100);
+      assert.deepEqual(rows(h).sort(), want, `${assigner.kind} ${options.assignment ?? ''}`);
+      for (const r of h.output) assert.equal(r.timestamp, r.value.end - 1);
+      for (const s of ['slices', 'windows'])
+        assert.equal(h.stateEntries(s), 0, `${s} left after the windows fired`);
+      await h.close();
+    }
   });
 
   test('a window operator without uid is refused when the job is built', () => {
