@@ -108,6 +108,12 @@ export interface PullSourceReader<T> {
   onAvailable(listener: () => void): void;
   /** Records the task's input channel holds for this reader. Default: the job's `channelCapacity`. */
   readonly bufferRecords?: number;
+  /**
+   * The form in which a record's `origin` is kept in an unaligned checkpoint's channel state, when
+   * the reader's own form is not the one to store (the Kafka reader hands out the fetched message
+   * itself and stores a `KafkaRecordIn`). Default: as it is.
+   */
+  storedOrigin?(origin: unknown): unknown;
   /** Stop reading; `pollNext` is not called any more. */
   close(): Promise<void>;
 }

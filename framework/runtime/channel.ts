@@ -188,17 +188,20 @@ export class InputChannel {
   /** Records queued before barrier `id` (or all records when `id` is undefined). */
   recordsBefore(checkpointId?: number): InflightRecord[] {
     const out: InflightRecord[] = [];
+    const reader = this.#reader;
+    const store = reader?.storedOrigin?.bind(reader);
     for (let i = this.#head; i < this.#queue.length; i++) {
       const q = this.#queue[i]!;
       if (q instanceof Marker) {
         if (q.element.kind === 'barrier' && q.element.checkpointId === checkpointId) break;
         continue;
       }
+      const origin = q.origin === undefined || store === undefined ? q.origin : store(q.origin);
       out.push({
         value: q.value,
         timestamp: q.timestamp,
         ...(q.tag === undefined ? {} : { tag: q.tag }),
-        ...(q.origin === undefined ? {} : { origin: q.origin }),
+        ...(origin === undefined ? {} : { origin }),
       });
     }
     return out;

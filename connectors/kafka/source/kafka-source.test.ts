@@ -50,6 +50,28 @@ describe('a record a keyed operator found in the wrong partition', () => {
     assert.equal(v.kind === 'fail' && v.error.message, `record clicks/3@1207: ${error.message}`);
   });
 
+  test('the origin as the reader hands it out (the fetched kafkajs message) is named the same way', async () => {
+    const message = {
+      offset: '1207',
+      key: Buffer.from('user-17'),
+      value: Buffer.from('{"user":"user-17"}'),
+      timestamp: '1',
+      headers: {},
+      attributes: 0,
+    };
+    const s = new KafkaSource({ topic: 'clicks', onWrongPartition: 'dead-letter' });
+    const warned = new Promise<Error>((r) => process.once('warning', r));
+    const v = s.rejected({ error, keyBytes: Buffer.from('user-17'), origin: message, partition: 3 });
+    assert.match((await warned).message, /record clicks\/3@1207: /);
+    assert.equal(v.kind, 'emit');
+    const d = (v.kind === 'emit' ? v.value : undefined) as DeadLetter;
+    assert.deepEqual(
+      [d.topic, d.partition, d.offset, String(d.key), String(d.value)],
+      ['clicks', 3, '1207', 'user-17', '{"user":"user-17"}'],
+    );
+    assert.equal(d.error, `record clicks/3@1207: ${error.message}`);
+  });
+
   test('says when the Kafka key is not the selected key, or there is none: no partitioner setting can help', () => {
     const s = new KafkaSource({ topic: 'clicks' });
     const other = s.rejected(rejection({ key: Buffer.from('session-9') }));

@@ -21,6 +21,7 @@ import {
   type KafkaRecordIn,
   type PartitionReader,
   type RecordErrorPolicy,
+  recordIn,
 } from './partition-reader.ts';
 
 export interface KafkaSourceOptions<T> {
@@ -102,7 +103,7 @@ export class KafkaSource<T> implements Source<T> {
    * can help.
    */
   rejected(r: RecordRejection): RecordVerdict {
-    const origin = isRecordIn(r.origin) ? r.origin : undefined;
+    const origin = isOrigin(r.origin) ? recordIn(this.topic, r.partition, r.origin) : undefined;
     const where = origin
       ? `record ${origin.topic}/${origin.partition}@${origin.offset}`
       : `a record of ${this.topic}/${r.partition} (replayed from an unaligned checkpoint: offset unknown)`;
@@ -162,17 +163,20 @@ export class KafkaSource<T> implements Source<T> {
       );
     }
     const serde = this.#o.serde;
-    const decode =
-      this.#o.decode ??
-      (serde
-        ? (r: KafkaRecordIn) => serde.deserialize(r.value, r.topic) as T | Promise<T>
-        : (r: KafkaRecordIn) => JSON.parse(r.value?.toString('utf8') ?? 'null') as T);
+    // A serde or JSON needs the value only: no KafkaRecordIn is made per record for them.
+    const decoding = this.#o.decode
+      ? { decode: this.#o.decode }
+      : {
+          decodeValue: serde
+            ? (value: Buffer | null, topic: string) => serde.deserialize(value, topic) as T | Promise<T>
+            : (value: Buffer | null) => (value === null ? null : JSON.parse(value.toString('utf8'))) as T,
+        };
     const reader = hub.register<T>({
       topic: this.topic,
       partition,
       startOffset: start,
       capacity: this.#o.bufferRecords ?? 5000,
-      decode,
+      ...decoding,
       onDecodeError: this.#o.onDecodeError ?? 'fail',
       onSkip: (r, e) => {
         this.skipped++;
@@ -219,7 +223,8 @@ function policy(p: RecordErrorPolicy | undefined, where: string): RecordErrorPol
   );
 }
 
-function isRecordIn(o: unknown): o is KafkaRecordIn {
+/** A record's origin as the reader keeps it: the fetched kafkajs message (or, restored from an unaligned checkpoint, it or a KafkaRecordIn). */
+function isOrigin(o: unknown): o is Parameters<typeof recordIn>[2] {
   return typeof o === 'object' && o !== null && typeof (o as KafkaRecordIn).offset === 'string';
 }
 

@@ -285,6 +285,24 @@ describe('PartitionReader into the input channel', () => {
     });
   });
 
+  test("a record's origin is the fetched message itself; channel state stores it as a KafkaRecordIn", () => {
+    const w = wired();
+    const fetch = messages(0);
+    w.offer(fetch);
+    const r = w.channel.take()!;
+    assert.equal(r.origin, fetch[0], 'no copy per record');
+    assert.equal(r.timestamp, 1000);
+    assert.deepEqual(w.reader.storedOrigin(r.origin), {
+      topic: 't',
+      partition: 0,
+      offset: '0',
+      key: Buffer.from('k0'),
+      value: Buffer.from('{"n":0}'),
+      headers: {},
+      timestamp: 1000,
+    });
+  });
+
   test('an asynchronous decoder (a registry fetching a schema): records go in, in order, as each settles', async () => {
     const pending: (() => void)[] = [];
     const w = wired({

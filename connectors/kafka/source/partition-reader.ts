@@ -59,7 +59,10 @@ export interface ReaderOptions<T> {
   readonly startOffset: bigint;
   /** Records the task's input channel holds for this reader (`KafkaSource` `bufferRecords`). */
   readonly capacity: number;
-  readonly decode: (r: KafkaRecordIn) => T | Promise<T>;
+  /** The record -> element function (a user's `decode`), given each record as a `KafkaRecordIn`... */
+  readonly decode?: (r: KafkaRecordIn) => T | Promise<T>;
+  /** ... or a function of the value only (a serde, JSON), which needs no `KafkaRecordIn` per record. */
+  readonly decodeValue?: (value: Buffer | null, topic: string) => T | Promise<T>;
   readonly onDecodeError: DecodeErrorPolicy;
   /** Called when the channel took every record the reader had kept after a fetch it could not take whole (the hub resumes the partition). */
   readonly onRoom: () => void;
@@ -75,11 +78,14 @@ interface Segment {
   to: bigint | undefined;
 }
 
-/** A decode that returned a promise (a registry fetching a schema): its message and, once settled, the outcome. */
+/** A decode that returned a promise (a registry fetching a schema): its outcome, once settled. */
 interface AsyncDecode<T> {
-  readonly message: KafkaMessage;
   outcome: { readonly value: T } | { readonly error: unknown } | undefined;
 }
+
+/** `#decode`'s answers besides a value: the error is in `#decodeError`; a promise is being waited for. */
+const FAILED: unique symbol = Symbol('decode failed');
+const WAITING: unique symbol = Symbol('decode pending');
 
 /**
  * The reader of one topic partition, fed by the instance's consumer (`offer`, from eachBatch) and
@@ -107,6 +113,7 @@ export class PartitionReader<T> implements PullSourceReader<T> {
   #moved = false;
   #decoding: AsyncDecode<T> | undefined;
   #failure: { readonly error: unknown } | undefined;
+  #decodeError: unknown;
   #listener: (() => void) | undefined;
   #full = false;
   #closed = false;
@@ -199,20 +206,28 @@ export class PartitionReader<T> implements PullSourceReader<T> {
       const seg = this.#segments[0];
       if (seg === undefined) break;
       const m = seg.messages[seg.i]!;
-      const r = recordIn(this.topic, this.partition, m);
-      let outcome: { value: T } | { error: unknown } | 'waiting';
+      let v: T | typeof FAILED | typeof WAITING;
       const d = this.#decoding;
       if (d !== undefined) {
-        if (d.outcome === undefined) break;
-        outcome = d.outcome;
+        const o = d.outcome;
+        if (o === undefined) break;
         this.#decoding = undefined;
-      } else outcome = this.#decode(r);
-      if (outcome === 'waiting') break;
-      if ('error' in outcome) {
-        const taken = this.#failed(r, outcome.error);
+        if ('error' in o) {
+          this.#decodeError = o.error;
+          v = FAILED;
+        } else v = o.value;
+      } else v = this.#decode(m);
+      if (v === WAITING) break;
+      if (v === FAILED) {
+        const taken = this.#failed(m, this.#decodeError);
+        this.#decodeError = undefined;
         if (taken === undefined) break;
         if (taken !== null) records.push(taken);
-      } else records.push({ value: outcome.value, timestamp: r.timestamp, origin: r });
+      } else {
+        // The record as read goes along (origin: the fetched message itself, no copy): should a keyed
+        // operator find it in the wrong partition, the source's policy dead-letters it as it was.
+        records.push({ value: v, timestamp: Number(m.timestamp), origin: m });
+      }
       lastMessage = m;
       endTo = undefined;
       if (++seg.i === seg.messages.length) {
@@ -239,6 +254,11 @@ export class PartitionReader<T> implements PullSourceReader<T> {
     // Never reported idle: a partition without data for a moment must not let event time run ahead
     // of it (its next records would be late). Idleness is the job's choice: watermarks.idleTimeoutMs.
     return { records, position: this.position() };
+  }
+
+  /** Origins are the fetched messages; channel state stores them as `KafkaRecordIn`. */
+  storedOrigin(origin: unknown): unknown {
+    return recordIn(this.topic, this.partition, origin as KafkaMessage);
   }
 
   onAvailable(listener: () => void): void {
@@ -275,18 +295,19 @@ export class PartitionReader<T> implements PullSourceReader<T> {
   }
 
   /** Decode one record; a decoder that answers with a promise is waited for (the reader signals when it settles). */
-  #decode(r: KafkaRecordIn): { value: T } | { error: unknown } | 'waiting' {
+  #decode(m: KafkaMessage): T | typeof FAILED | typeof WAITING {
     let v: T | Promise<T>;
     try {
-      v = this.#o.decode(r);
+      const byValue = this.#o.decodeValue;
+      v = byValue
+        ? byValue(m.value ?? null, this.topic)
+        : this.#o.decode!(recordIn(this.topic, this.partition, m));
     } catch (error) {
-      return { error };
+      this.#decodeError = error;
+      return FAILED;
     }
-    if (!(v instanceof Promise)) return { value: v };
-    const d: AsyncDecode<T> = {
-      message: this.#segments[0]!.messages[this.#segments[0]!.i]!,
-      outcome: undefined,
-    };
+    if (!(v instanceof Promise)) return v;
+    const d: AsyncDecode<T> = { outcome: undefined };
     this.#decoding = d;
     v.then(
       (value) => {
@@ -298,7 +319,7 @@ export class PartitionReader<T> implements PullSourceReader<T> {
         if (this.#decoding === d) this.#signal();
       },
     );
-    return 'waiting';
+    return WAITING;
   }
 
   /**
@@ -306,9 +327,9 @@ export class PartitionReader<T> implements PullSourceReader<T> {
    * `undefined` when the reader fails (the error is thrown by the next `pollNext`: the records before
    * it go out first).
    */
-  #failed(r: KafkaRecordIn, e: unknown): SourceRecord<T> | null | undefined {
+  #failed(m: KafkaMessage, e: unknown): SourceRecord<T> | null | undefined {
     // An unreachable schema registry is not a bad record: never skipped, the task retries.
-    if ((e as { retryable?: unknown }).retryable === true) {
+    if ((e as { retryable?: unknown } | undefined)?.retryable === true) {
       this.#failure = { error: e };
       return undefined;
     }
@@ -316,12 +337,13 @@ export class PartitionReader<T> implements PullSourceReader<T> {
       this.#failure = {
         error: new StreamError(
           'RECORD_DESERIALIZATION_FAILED',
-          `record ${this.topic}/${this.partition}@${r.offset} could not be deserialized: ${e instanceof Error ? e.message : String(e)}; set the source's onDecodeError to 'skip' or 'dead-letter' to go on`,
+          `record ${this.topic}/${this.partition}@${m.offset} could not be deserialized: ${e instanceof Error ? e.message : String(e)}; set the source's onDecodeError to 'skip' or 'dead-letter' to go on`,
           { cause: e },
         ),
       };
       return undefined;
     }
+    const r = recordIn(this.topic, this.partition, m);
     this.skipped++;
     this.#o.onSkip?.(r, e);
     if (this.#o.onDecodeError !== 'dead-letter') return null;
@@ -334,7 +356,22 @@ export class PartitionReader<T> implements PullSourceReader<T> {
   }
 }
 
-function recordIn(topic: string, partition: number, m: KafkaMessage): KafkaRecordIn {
+/**
+ * The record as decoders see it. Also the Kafka source's normal form of a record's `origin` (a
+ * fetched kafkajs message, or a record restored from an unaligned checkpoint): `topic` and
+ * `partition` fill in what a message does not carry.
+ */
+export function recordIn(
+  topic: string,
+  partition: number,
+  m: {
+    readonly offset: string;
+    readonly key?: Buffer | null;
+    readonly value?: Buffer | null;
+    readonly headers?: KafkaMessage['headers'];
+    readonly timestamp: string | number;
+  },
+): KafkaRecordIn {
   return {
     topic,
     partition,

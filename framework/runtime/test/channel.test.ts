@@ -130,6 +130,32 @@ describe('InputChannel', () => {
     assert.equal(listened, 1);
   });
 
+  test("unaligned channel state: the records before a barrier, origins in the reader's stored form", () => {
+    const reader: PullSourceReader<number> = {
+      pollNext: (() => {
+        let done = false;
+        return () => {
+          if (done) return undefined;
+          done = true;
+          return {
+            records: [1, 2].map((value) => ({ value, timestamp: value, origin: { raw: value } })),
+            position: 2,
+          };
+        };
+      })(),
+      onAvailable() {},
+      storedOrigin: (o) => `stored ${(o as { raw: number }).raw}`,
+      async close() {},
+    };
+    const c = channel(10);
+    c.attach(reader, 10);
+    c.appendBarrier(4);
+    assert.deepEqual(c.recordsBefore(4), [
+      { value: 1, timestamp: 1, origin: 'stored 1' },
+      { value: 2, timestamp: 2, origin: 'stored 2' },
+    ]);
+  });
+
   test('a reader that throws fails the channel (the task fails with it)', () => {
     const c = channel(10);
     c.attach(
