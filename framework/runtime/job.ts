@@ -61,9 +61,10 @@ export interface JobListener extends TaskListener {
   taskStarted?(info: { taskId: string; partition: number }): void;
   taskStopped?(info: { taskId: string; partition: number }): void;
   /**
-   * The task's incarnation ended (stopped, revoked or failed) and is torn down next: called before
-   * its keyed backend is closed (interactive queries stop reading it here). `taskStopped` or
-   * `taskFailed` follows once the teardown is done.
+   * The task's incarnation was stopped, revoked or failed and is torn down next: called before its
+   * keyed backend is closed (interactive queries stop reading it here). `taskStopped` or
+   * `taskFailed` follows once the teardown is done. Not called for a task that ends its input: it
+   * closes its backend itself at the end of `run()`, before `taskStopped`.
    */
   taskEnding?(info: { taskId: string; partition: number }): void;
 }
