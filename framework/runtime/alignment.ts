@@ -12,17 +12,23 @@ export interface AlignmentResult {
 }
 
 /**
- * Barrier alignment of one task, as small state transitions (Flink's BarrierHandlerState):
- * idle -> aligning(id) -> idle, returning an AlignmentResult when the snapshot may be taken.
+ * Barrier alignment of one task, one checkpoint at a time: idle, or aligning checkpoint `id` since
+ * `startedAt`. A call that completes the alignment returns the AlignmentResult (the snapshot may be
+ * taken) and is idle again; the others return undefined. A barrier of another id (a checkpoint
+ * aborted meanwhile) is ignored.
  *
- * - exactly-once, aligned: a channel that delivered barrier n is blocked until every active channel
- *   delivered it; the snapshot then holds no record after the barrier.
- * - at-least-once: nothing is blocked; records after the barrier of a fast channel are processed
- *   before the snapshot and replayed after a restore.
- * - unaligned (or after the alignment timeout): barriers overtake the queued records; the records
- *   they overtook become channel state, replayed first on restore (FLIP-76).
+ * - `start(id)`: the caller appended barrier `id` at the tail of every active channel. Exactly-once:
+ *   `onBarrier` blocks the channel that delivered it (`blocked`), so the snapshot holds no record
+ *   after the barrier. At-least-once: nothing is blocked; records after a fast channel's barrier are
+ *   processed before the snapshot and replayed after a restore. The aligner never unblocks: the
+ *   caller unblocks every channel when a result comes, and after `cancel`.
+ * - `timeout()`: the caller decided the alignment took too long: each barrier still queued is removed
+ *   and the records before it become channel state (an unaligned result).
+ * - `unaligned(id)`: no barrier is queued; every queued record becomes channel state and each
+ *   channel's current position its resume point, at once (FLIP-76).
+ * - A finished channel (end of input) counts as having delivered every barrier (`onChannelFinished`).
  *
- * Channels that finished (end of input) count as having delivered every barrier.
+ * The channel state of an unaligned result is stored with the snapshot and replayed first on restore.
  */
 export class BarrierAligner {
   readonly #guarantee: 'exactly-once' | 'at-least-once';

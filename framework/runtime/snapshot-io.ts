@@ -1,11 +1,12 @@
 import { pack, unpack } from 'msgpackr';
 import { StreamError } from '../api/errors.ts';
-import type { CheckpointPointer } from '../api/sink.ts';
-import { decodePointedMetadata } from '../checkpoint/storage/pointer-codec.ts';
+import type { CheckpointCommitter, CheckpointPointer } from '../api/sink.ts';
+import { decodePointedMetadata, encodePointedMetadata } from '../checkpoint/storage/pointer-codec.ts';
 import type { CheckpointMetadata, CheckpointStorage, FileRef, Scope } from '../checkpoint/storage/storage.ts';
 import type {
   CheckpointFiles,
   KeyedStateBackend,
+  KeyedStateCapture,
   KeyedStateHandle,
   KeyedStateSnapshot,
 } from '../state/backend.ts';
@@ -52,6 +53,12 @@ export interface TaskPayload {
    */
   readonly fromSavepoint?: string;
 }
+
+/** The payload fields a task's checkpoints share (stage, partitions, backend, lineage ...). */
+export type TaskPayloadBase = Omit<
+  TaskPayload,
+  'unaligned' | 'channels' | 'keyedFile' | 'keyedHandle' | 'operatorsFile'
+>;
 
 /** Content of the operators file: operator snapshots and channel state. */
 export interface OperatorsFile {
@@ -113,6 +120,124 @@ export function writeKeyedFile(files: CheckpointFiles, keyed: KeyedStateSnapshot
 
 export function writeOperatorsFile(files: CheckpointFiles, operators: OperatorsFile): Promise<FileRef> {
   return files.write('operators', pack(operators));
+}
+
+/** What the asynchronous part of checkpoint `checkpointId` writes (see writeCheckpointFiles). */
+export interface CheckpointWrite {
+  readonly storage: CheckpointStorage;
+  readonly scope: Scope;
+  readonly jobId: string;
+  readonly attempt: string;
+  readonly checkpointId: number;
+  readonly capture: KeyedStateCapture;
+  /** Keyed state in the backend's own format where it has one (not for savepoints: canonical). */
+  readonly ownFormat: boolean;
+  /** The incremental base: the previous capture's handle once its checkpoint settled (undefined: full). */
+  readonly base: Promise<KeyedStateHandle | undefined> | undefined;
+  readonly payload: TaskPayloadBase & Pick<TaskPayload, 'unaligned' | 'channels'>;
+  readonly operators: OperatorsFile['operators'];
+  readonly inflight: OperatorsFile['inflight'];
+  /** Also write the metadata as a file of the checkpoint, for a committer's pointer (pointer codec). */
+  readonly pointedMetadata: boolean;
+}
+
+/**
+ * The files of one checkpoint: keyed state (the backend's own format, possibly incremental, or the
+ * canonical keyed file), the operators file, and with `pointedMetadata` the metadata file a
+ * committer's pointer names (then last in `meta.files`). Returns the metadata to commit.
+ */
+export async function writeCheckpointFiles(w: CheckpointWrite): Promise<{
+  meta: CheckpointMetadata;
+  handle: KeyedStateHandle | undefined;
+  pointedFile: FileRef | undefined;
+}> {
+  const files = checkpointFiles(w.storage, w.scope, w.checkpointId, w.attempt);
+  let keyedFile: FileRef | undefined;
+  let handle: KeyedStateHandle | undefined;
+  if (w.capture.writeCheckpoint && w.ownFormat) {
+    handle = await w.capture.writeCheckpoint(files, w.base === undefined ? undefined : await w.base);
+  } else {
+    keyedFile = await writeKeyedFile(files, await w.capture.materialize());
+  }
+  const operatorsFile = await writeOperatorsFile(files, {
+    format: TASK_SNAPSHOT_FORMAT,
+    operators: w.operators,
+    inflight: w.inflight,
+  });
+  const payload: TaskPayload = {
+    ...w.payload,
+    ...(keyedFile ? { keyedFile: keyedFile.path } : { keyedHandle: handle }),
+    operatorsFile: operatorsFile.path,
+  };
+  let meta: CheckpointMetadata = {
+    formatVersion: 1,
+    jobId: w.jobId,
+    taskId: w.scope.taskId,
+    checkpointId: w.checkpointId,
+    timestamp: Date.now(),
+    files: [...(keyedFile ? [keyedFile] : handle!.files), operatorsFile],
+    type: handle?.type ?? 'full',
+    payload,
+  };
+  let pointedFile: FileRef | undefined;
+  if (w.pointedMetadata) {
+    pointedFile = await files.write('metadata', encodePointedMetadata(meta));
+    meta = { ...meta, files: [...meta.files, pointedFile] };
+  }
+  return { meta, handle, pointedFile };
+}
+
+/** A commit's outcome: the metadata committed (with a savepoint's name), and what failed after it. */
+export interface Committed {
+  readonly meta: CheckpointMetadata;
+  /** The storage index after a committer's commit (listing and retention; the checkpoint stands). */
+  readonly indexError: { readonly error: unknown } | undefined;
+  /** A savepoint's second metadata (the checkpoint stands; the savepoint request fails). */
+  readonly savepointError: { readonly error: unknown } | undefined;
+}
+
+/**
+ * Commit checkpoint `meta`: with a committer, its transaction is the commit (output, the input
+ * positions, broadcast inputs excluded, and the pointer to `pointedFile`), and the storage index
+ * follows; without one, the storage's metadata commit. Then, for a savepoint, a second metadata over
+ * the same files. Resolves with `{ error }` when the commit itself failed.
+ */
+export async function commitCheckpoint(c: {
+  readonly storage: CheckpointStorage;
+  readonly meta: CheckpointMetadata;
+  readonly savepoint: string | undefined;
+  readonly committer?: CheckpointCommitter;
+  readonly pointedFile?: FileRef;
+  readonly broadcastUids?: ReadonlySet<string>;
+}): Promise<Committed | { readonly error: unknown }> {
+  let meta = c.meta;
+  try {
+    if (c.committer) {
+      await c.committer.commitCheckpoint({
+        checkpointId: meta.checkpointId,
+        positions: (meta.payload as TaskPayload).channels
+          .filter((ch) => !c.broadcastUids?.has(ch.source))
+          .map((ch) => ({ source: ch.source, partition: ch.partition, position: ch.position })),
+        pointer: { checkpointId: meta.checkpointId, ...c.pointedFile! },
+      });
+    } else {
+      await c.storage.commit(meta);
+    }
+  } catch (error) {
+    return { error };
+  }
+  const failed = (p: Promise<void>) =>
+    p.then(
+      () => undefined,
+      (error: unknown) => ({ error }),
+    );
+  const indexError = c.committer ? await failed(c.storage.commit(meta)) : undefined;
+  let savepointError: { error: unknown } | undefined;
+  if (c.savepoint !== undefined) {
+    meta = { ...meta, savepoint: c.savepoint };
+    savepointError = await failed(c.storage.commit(meta));
+  }
+  return { meta, indexError, savepointError };
 }
 
 /**

@@ -7,9 +7,14 @@ import type { KeyedStateBackend } from '../../state/backend.ts';
 import type { OperatorStateSnapshot } from '../../state/operator-state.ts';
 
 /**
- * The runtime side of an operator: what a task calls. One required behaviour (`process`) and
- * defaulted hooks, all called from the task loop only. `snapshot` is the synchronous part of a
- * checkpoint: it returns plain data that no later processing changes.
+ * The runtime side of an operator: what a task calls. Every member is required except the sink's
+ * three (`committer`, `flush`, `ready`); the interface has no defaults, StatelessOperator
+ * (stateless.ts) gives operators without state or timers no-op hooks, and FunctionOperator
+ * (process.ts) implements them all. The task calls every member on its own turn, never from a promise
+ * continuation: `open` while it restores, `abort` when it is torn down, the rest from its loop; the
+ * asynchronous ones (`flush`, `notifyComplete`) are started there and their outcome comes back
+ * through the task's mailbox, while records go on being processed. `snapshot` is the synchronous
+ * part of a checkpoint: it returns plain data that no later processing changes.
  */
 export interface RuntimeOperator {
   readonly uid: string;

@@ -1,0 +1,24 @@
+/** What one checkpoint of a task took (TaskListener.checkpointCompleted). */
+export interface CheckpointStats {
+  readonly taskId: string;
+  readonly checkpointId: number;
+  readonly savepoint: string | undefined;
+  readonly final: boolean;
+  readonly unaligned: boolean;
+  readonly alignmentMs: number;
+  readonly syncMs: number;
+  readonly asyncMs: number;
+  readonly bytes: number;
+  /** The keyed state backend kind (heap, level ...). */
+  readonly backend: string;
+  readonly inflightRecords: number;
+}
+
+/** What a task reports (metrics, the service's log): called on the task loop's turn. */
+export interface TaskListener {
+  checkpointCompleted?(stats: CheckpointStats): void;
+  checkpointFailed?(info: { taskId: string; checkpointId: number; error: unknown }): void;
+  restored?(info: { taskId: string; checkpointId: number | undefined; ms: number }): void;
+  /** A checkpoint committed by a sink's transaction could not be added to the storage index. */
+  indexFailed?(info: { taskId: string; checkpointId: number; error: unknown }): void;
+}
