@@ -668,7 +668,7 @@ export class Checkpointer {
 
   /**
    * Start each of `calls` (operators' flushes or notifications: user code) now, on the loop's turn,
-   * and post their joint outcome (the first failure) as `mail` once all settled.
+   * and post their joint outcome as `mail`: ok once every one resolved, or the first failure.
    */
   #settleInMail(calls: (() => Promise<void>)[], mail: (outcome: Outcome) => CheckpointMail): void {
     const started = calls.map((call) => {

@@ -22,7 +22,7 @@ type TaskMail =
   | { readonly kind: 'source-failed'; readonly channel: InputChannel; readonly error: unknown }
   | { readonly kind: 'failed'; readonly error: unknown };
 
-/** Records taken from one channel per round before the loop moves to the next channel. */
+/** Records taken from one channel per round before the loop moves to the next one. */
 const ROUND_BATCH = 64;
 
 /**
@@ -30,10 +30,9 @@ const ROUND_BATCH = 64;
  * source partitions (`TaskInputs`), one keyed backend, its event time (`WatermarkValve`) and its
  * checkpoints (`Checkpointer`: each one a consistent snapshot of this task alone).
  *
- * Lifecycle (`task-state.ts`): `run()` restores, then loops until the input ends (a final
- * checkpoint is taken and committed first: finished) or `stop()` is called; it rejects when the task
- * fails. The owner then calls `abort()`, which guarantees that nothing of this incarnation commits
- * afterwards (closed), and starts a new Task after a failure.
+ * Lifecycle (`task-state.ts`): `run()` restores, then loops until the input ends (after the final
+ * checkpoint committed: finished) or `stop()`; it rejects when the task fails. The owner then calls
+ * `abort()` (closed: nothing of this incarnation commits afterwards), and after a failure starts a new Task.
  *
  * The loop owns the task: each turn it applies the mailbox (what asynchronous work posted: a
  * checkpoint's asynchronous part done, its commit, a timeout, a source failure), then triggers
