@@ -109,8 +109,6 @@ export class InputChannel {
     partition: number;
     capacity: number;
     position: unknown;
-    /** Unused (the watermark valve keeps the time of each channel's last record). */
-    now?: number;
     /** Called when records (or the end, or a failure) were queued outside the task loop. */
     wake: () => void;
   }) {
@@ -140,15 +138,6 @@ export class InputChannel {
     this.#maxBatch = Math.max(1, maxBatch);
     if (r.bufferRecords !== undefined && r.bufferRecords >= 1) this.capacity = r.bufferRecords;
     this.#fill(false);
-  }
-
-  /**
-   * @deprecated the channel has no pump any more: `attach(reader, maxBatch)`. Kept for callers not
-   * yet moved; resolves at once.
-   */
-  pump(reader: SourceReader<unknown>, maxBatch: number, _idlePollMs?: number): Promise<void> {
-    this.attach(reader, maxBatch);
-    return Promise.resolve();
   }
 
   peek(): ChannelElement | undefined {
