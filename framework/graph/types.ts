@@ -10,7 +10,7 @@ import type { Key } from '../api/keys.ts';
 import type { Sink } from '../api/sink.ts';
 import type { Source, WatermarkStrategy } from '../api/source.ts';
 
-/** The logical dataflow of a job: plain data, built by `builder.ts`, checked by `validate.ts`. */
+/** The logical dataflow of a job: plain data, built by the DataStream API (`framework/datastream/`), checked by `validate.ts`. */
 export interface JobGraph {
   readonly jobId: string;
   readonly nodes: readonly GraphNode[];

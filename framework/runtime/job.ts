@@ -60,13 +60,6 @@ export interface JobListener extends TaskListener {
   taskFailed?(info: { taskId: string; error: unknown; restarting: boolean; delayMs: number }): void;
   taskStarted?(info: { taskId: string; partition: number }): void;
   taskStopped?(info: { taskId: string; partition: number }): void;
-  /**
-   * The task's incarnation was stopped, revoked or failed and is torn down next: called before its
-   * keyed backend is closed (interactive queries stop reading it here). `taskStopped` or
-   * `taskFailed` follows once the teardown is done. Not called for a task that ends its input: it
-   * closes its backend itself at the end of `run()`, before `taskStopped`.
-   */
-  taskEnding?(info: { taskId: string; partition: number }): void;
 }
 
 /** A running job: its tasks, each restarted on failure per the restart strategy. */
@@ -313,6 +306,9 @@ export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
         await Promise.race([all, failed]);
       } catch (e) {
         stopped = true;
+        for (const s of supervisors.values())
+          if (s.task)
+            options.listener?.taskEnding?.({ taskId: s.task.scope.taskId, partition: s.task.partition });
         await Promise.allSettled([...supervisors.values()].map((s) => s.task?.abort()));
         throw e;
       }

@@ -21,4 +21,10 @@ export interface TaskListener {
   restored?(info: { taskId: string; checkpointId: number | undefined; ms: number }): void;
   /** A checkpoint committed by a sink's transaction could not be added to the storage index. */
   indexFailed?(info: { taskId: string; checkpointId: number; error: unknown }): void;
+  /**
+   * The task's keyed backend closes next (interactive queries stop reading it here): sent by the
+   * job before it tears down a stopped, revoked or failed task, and by the task itself before it
+   * closes its backend at the end of its input. `taskStopped` or `taskFailed` follows.
+   */
+  taskEnding?(info: { taskId: string; partition: number }): void;
 }

@@ -42,6 +42,7 @@ const ROUND_BATCH = 64;
  */
 export class Task {
   readonly scope: Scope;
+  readonly partition: number;
   readonly #o: TaskOptions;
   readonly #attempt = randomBytes(4).toString('hex');
   #state: TaskState = { name: 'created' };
@@ -69,6 +70,7 @@ export class Task {
   constructor(options: TaskOptions) {
     this.#o = options;
     this.scope = taskScope(options.jobId, options.plan, options.stage, options.partition);
+    this.partition = options.partition;
     this.#mailbox = new Mailbox(options.clock);
     this.#checkpointer = new Checkpointer({
       scope: this.scope,
@@ -392,6 +394,7 @@ export class Task {
     }
     for (const op of this.#wiring!.operators) await op.close();
     await this.#inputs.closeReaders();
+    this.#o.listener?.taskEnding?.({ taskId: this.scope.taskId, partition: this.partition });
     this.#backendClosed = true;
     await this.#backend!.close();
     this.#to({ name: 'finished' });

@@ -12,11 +12,11 @@ import { HeapKeyedStateBackend } from '../state/backends/heap/heap.ts';
  *   the runtime opens for a task incarnation is registered under the task's id, replacing the
  *   previous incarnation's registration;
  * - lifecycle: `listener()` is a job listener (the observer the runtime calls): `restored` makes the
- *   task live; `taskEnding`, which the runtime calls before the incarnation's teardown closes its
- *   backend, disposes the registration (as `taskStopped` and `taskFailed` do, should a runtime not
- *   call it), so a backend is never read while or after it closes, nor kept once closed. (A task of
- *   a bounded job that ends its input closes its backend before `taskStopped` without a
- *   `taskEnding`: a query in that moment may find its states gone, 404.)
+ *   task live; `taskEnding`, which the runtime sends before any task's backend closes (a teardown
+ *   by the job, the end of a bounded task's input, the abort of a failed job's other tasks),
+ *   disposes the registration (as `taskStopped` and `taskFailed` do, should a runtime not call
+ *   it), so a backend is never read while or after it closes, nor kept once closed
+ *   (query-close.test.ts).
  *
  * A task is live from its `restored` event until its registration is disposed; queries read only a
  * live task's backend (`live`). A backend opened for another scope than a task's (the job-change
