@@ -18,7 +18,7 @@ if (r.status !== 0) {
   process.stderr.write(`build: tsc failed (exit ${r.status})\n`);
   process.exit(1);
 }
-chmodSync(join(dist, 'connectors/kafka/service/bin.js'), 0o755);
+chmodSync(join(dist, 'connectors/kafka/cli/bin.js'), 0o755);
 
 const files = readdirSync(dist, { recursive: true, withFileTypes: true })
   .filter((e) => e.isFile())

@@ -1,12 +1,12 @@
 /** The public entry point of the Kafka connectors. */
 import '../../framework/node/require.js';
 
+export type { ServiceConfig } from './cli/config.ts';
 export { createKafka, type KafkaConnection } from './client.ts';
 export { classifyKafkaError, type KafkaFailure } from './errors.ts';
 export { type KafkaEventMap, kafkaEvents } from './events.ts';
+export { type KafkaJobOptions, type KafkaRunningJob, runKafkaJob } from './run-kafka-job.ts';
 export * as serde from './serde/index.ts';
-export type { ServiceConfig } from './service/config.ts';
-export { type KafkaJobOptions, type KafkaRunningJob, runKafkaJob } from './service.ts';
 export { type KafkaRecordOut, KafkaSink, type KafkaSinkOptions } from './sink/kafka-sink.ts';
 export type { PartitionLag } from './source/hub.ts';
 export { KafkaSource, type KafkaSourceOptions } from './source/kafka-source.ts';

@@ -4,7 +4,7 @@ import type { Key, Partitioner, PartitionerFunction, PartitionerName } from '../
 /**
  * Partitioners: the function key bytes -> partition a topic's producers used, which is a keyed
  * stage's key -> key group function (docs/kafka.md "Partitioners"). The built-ins are bit-exact
- * copies of the clients' own (checked against kcat on a broker by connectors/kafka/test/partitioner.test.ts):
+ * copies of the clients' own (checked against kcat on a broker by connectors/kafka/test/source/partitioner.test.ts):
  *
  * | name | partition of key bytes `k` among `n` | clients |
  * | --- | --- | --- |

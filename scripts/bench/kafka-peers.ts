@@ -38,7 +38,7 @@
  *
  * Afterwards (untimed) the process gets SIGTERM and kcat reads the output in read_committed mode:
  * exactly `--records` outputs, every input n once, and per key, in offset order, counts 1..n with
- * running sums and inputs in order (connectors/kafka/test/sequence-check.ts).
+ * running sums and inputs in order (connectors/kafka/test/support/sequence-check.ts).
  *
  *     node scripts/bench/kafka-peers.ts                 # one run of each engine: about 3 minutes on 2 cores
  *     node scripts/bench/kafka-peers.ts --repeat=3      # medians of 3: about 7 minutes
@@ -72,7 +72,7 @@ import {
   checkRunningTotals,
   describeSequences,
   kcatRecords,
-} from '../../connectors/kafka/test/sequence-check.ts';
+} from '../../connectors/kafka/test/support/sequence-check.ts';
 import { summarizeProfile } from './cpu-profile.ts';
 import { createTopics, processCpuMs, produceInput } from './kafka-bench-input.ts';
 

@@ -28,7 +28,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createKafka } from '../../connectors/kafka/index.ts';
 
-const CLI = fileURLToPath(new URL('../../connectors/kafka/service/cli.ts', import.meta.url));
+const CLI = fileURLToPath(new URL('../../connectors/kafka/cli/cli.ts', import.meta.url));
 const ORDERS = fileURLToPath(new URL('../../examples/orders/service.ts', import.meta.url));
 
 function flag(name: string, fallback: number): number {

@@ -1,7 +1,7 @@
 /**
  * The one source of truth for the test broker's configuration: the harness writes it into
  * `server.properties`, and docker-compose.kafka.yml repeats it as `KAFKA_*` environment variables
- * (connectors/kafka/test/compose.test.ts keeps the two in step).
+ * (connectors/kafka/test/local/compose.test.ts keeps the two in step).
  */
 
 /**

@@ -3,7 +3,7 @@
  * input positions and the pointer in one transaction) must not commit any checkpoint after one of
  * its checkpoints failed: the failed checkpoint's transaction holds the output of its interval and
  * is aborted when the task restarts, so a later commit would carry the input positions (and state)
- * past records whose output is lost. Seen in connectors/kafka/test/s3-crash.test.ts: checkpoint 9
+ * past records whose output is lost. Seen in connectors/kafka/test/crash/s3-crash.test.ts: checkpoint 9
  * failed while the S3 store refused connections, the task removed it from its pending checkpoints
  * and then awaited the storage's discard of its files (seconds, against a store that is down) before
  * it recorded the failure; meanwhile checkpoint 10 was triggered and committed; 256 orders had no

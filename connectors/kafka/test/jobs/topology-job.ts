@@ -1,5 +1,5 @@
 /**
- * The job of the topology-change test (connectors/kafka/test/topology-change.test.ts), as a module for
+ * The job of the topology-change test (connectors/kafka/test/savepoint/topology-change.test.ts), as a module for
  * `kstate run`, in four versions (TC_VERSION) that change its stages between runs:
  *
  * 1. page views keyed by their key, counted per key in 10 s tumbling event-time windows (uid

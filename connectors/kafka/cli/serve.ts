@@ -1,0 +1,468 @@
+import cluster, { type Worker } from 'node:cluster';
+import { rm } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import pino, { type Logger } from 'pino';
+import {
+  clusterMetrics,
+  combineListeners,
+  createPrometheusMetrics,
+  instrumentJob,
+  type JobListener,
+  LevelKeyedStateBackend,
+  levelBackend,
+  type Metrics,
+  queryRoutes,
+  type ServiceHttp,
+  type ServiceRoute,
+  StateQueries,
+  StateQueryRegistry,
+  StreamError,
+  type StreamJob,
+  shareWithPrimary,
+  startServiceHttp,
+} from '../../../framework/index.ts';
+import { type KafkaEventMap, kafkaEvents } from '../events.ts';
+import { type KafkaRunningJob, runKafkaJob } from '../run-kafka-job.ts';
+import type { ServiceConfig } from './config.ts';
+import { EXIT } from './exit-codes.ts';
+import { ShutdownSignals } from './signals.ts';
+import { STATUS_HTML, StatusBoard } from './status.ts';
+import { answerStatusRequests, workerStatusRoutes } from './status-workers.ts';
+import { openCheckpointStorage } from './storage.ts';
+
+/**
+ * The service around one job: the job as a consumer-group member, /metrics, /livez, /readyz, the
+ * status page (/status, /status.json), a savepoint trigger (POST /savepoint?name=...), structured
+ * logs with the task and checkpoint in every line about them, and graceful shutdown: the first
+ * SIGTERM/SIGINT takes a final checkpoint, commits it, leaves the group and exits 0 within
+ * shutdownTimeoutMs; a second signal, or the deadline, exits at once (130), losing nothing committed.
+ * A signal during the start (`signals` installed by the CLI first thing) exits 0 before the job joins
+ * its group, or stops it gracefully as soon as it has started.
+ */
+export async function serve(
+  job: StreamJob,
+  config: ServiceConfig,
+  o: { savepointOnStop?: string; fromSavepoint?: string } = {},
+  signals: ShutdownSignals = new ShutdownSignals().install(),
+): Promise<void> {
+  const log = pino({
+    level: config.logLevel,
+    base: { service: 'kstate', job: job.jobId, ...(cluster.isWorker ? { worker: cluster.worker?.id } : {}) },
+  });
+  // Time since the process started: Node's start, module loading and building the job.
+  log.info({ loadedMs: Math.round(performance.now()) }, 'starting');
+  signals.deadline(config.shutdownTimeoutMs + 5_000, () => {
+    log.warn('shutdown deadline passed: exiting at once; tasks resume from their last committed checkpoint');
+    process.exit(EXIT.FORCED);
+  });
+  let http: ServiceHttp | undefined;
+  /** Before each slow step of the start: a signal so far stops the service here, nothing to commit. */
+  const stopIfRequested = async (): Promise<void> => {
+    if (signals.requested === undefined) return;
+    await http?.close();
+    log.info({ signal: signals.requested }, 'stopped before the job started');
+    process.exit(EXIT.OK);
+  };
+  await stopIfRequested();
+  const metrics = createPrometheusMetrics();
+  if (cluster.isWorker) shareWithPrimary(metrics);
+  const instrumented = instrumentJob(metrics, job.jobId);
+  const board = new StatusBoard(job.jobId);
+  // Under --workers, the primary's status page asks each worker for its board.
+  answerStatusRequests(board);
+  const kafkaMetrics = kafkaMetricsOf(metrics, job.jobId);
+  // HTTP first: a port in use is refused before the job joins its group.
+  let running: KafkaRunningJob | undefined;
+  // Interactive queries (docs/queries.md): the tasks' live backends, routed by the group's assignment.
+  const registry = new StateQueryRegistry();
+  let endpoint: string | undefined;
+  const queries = new StateQueries({
+    jobId: job.jobId,
+    plan: () => running?.plan,
+    registry,
+    routing: {
+      owner: async (p, fresh) =>
+        running === undefined
+          ? { kind: 'moving', reason: 'the job is still starting' }
+          : running.queryRouting.owner(p, fresh),
+      isSelf: (owner, p) => running?.queryRouting.isSelf(owner, p) ?? false,
+    },
+    get self() {
+      return endpoint;
+    },
+  });
+  const routes: Record<string, ServiceRoute> = {
+    ...queryRoutes(queries),
+    '/status': async () => ({ status: 200, type: 'text/html; charset=utf-8', body: STATUS_HTML }),
+    '/status.json': async () => ({
+      status: 200,
+      type: 'application/json',
+      body: JSON.stringify(board.json()),
+    }),
+    '/savepoint': async ({ method, query }) => {
+      const name = query.get('name');
+      if (method !== 'POST' || !name)
+        return { status: 400, type: 'text/plain', body: 'POST /savepoint?name=<name>\n' };
+      try {
+        if (!running) return { status: 503, type: 'text/plain', body: 'the job is still starting\n' };
+        const metas = await running.savepoint(name);
+        log.info({ savepoint: name, tasks: metas.length }, 'savepoint taken');
+        return {
+          status: 200,
+          type: 'application/json',
+          body: JSON.stringify({ savepoint: name, tasks: metas.map((m) => m.taskId) }),
+        };
+      } catch (e) {
+        return {
+          status: 503,
+          type: 'text/plain',
+          body: `savepoint failed: ${e instanceof Error ? e.message : String(e)}\n`,
+        };
+      }
+    },
+  };
+  if (config.httpPort !== 0 && !cluster.isWorker) {
+    http = await startServiceHttp({
+      port: config.httpPort,
+      host: config.httpHost,
+      metrics,
+      ready: () => instrumented.readiness(),
+      routes,
+    });
+    // Where other instances forward queries: the advertised host, else the bound address (this
+    // machine's name when bound to every interface, which is no address to connect to).
+    const wildcard = http.host === '0.0.0.0' || http.host === '::';
+    const advertised = config.advertisedHost ?? (wildcard ? hostname() : http.host);
+    endpoint = `${advertised.includes(':') ? `[${advertised}]` : advertised}:${http.port}`;
+    log.info({ url: http.url }, 'http endpoints: /metrics /livez /readyz /status /query /query/keys');
+  }
+  await stopIfRequested();
+  // Storage before the group: a missing bucket or refused credentials stop the start with what to do
+  // (cli.ts: exit 69 / 77), rather than fail every checkpoint of a running job.
+  const storage = await openCheckpointStorage(config, { purpose: 'run' });
+  // Under --workers, the primary hears of it and starts no new worker (a refused start, not a crash).
+  await storage.check?.().catch(tellPrimaryStartFailed);
+  // Where a job change reads old level checkpoints (docs/savepoints.md "Job changes"); removed after the start.
+  const scratch = join(config.stateDir, '.restructure', String(process.pid));
+  running = await runKafkaJob(job, {
+    connection: { brokers: config.brokers },
+    storage,
+    backend: registry.track(config.backend === 'level' ? levelBackend(config.stateDir) : undefined),
+    ...(endpoint === undefined ? {} : { queryEndpoint: endpoint }),
+    // kstate run --from-savepoint: every task starts from that savepoint (docs/savepoints.md).
+    ...(o.fromSavepoint ? { savepoint: o.fromSavepoint } : {}),
+    allowNonRestoredState: config.allowNonRestoredState,
+    scratchBackend: (scope) => LevelKeyedStateBackend.open({ directory: join(scratch, scope.taskId) }),
+    checkpoints: {
+      intervalMs: config.checkpointIntervalMs,
+      timeoutMs: config.checkpointTimeoutMs,
+      incremental: config.incremental,
+    },
+    restart: { kind: 'exponential-backoff', initialDelayMs: 200, maxDelayMs: 30_000, multiplier: 2 },
+    consumer: {
+      sessionTimeoutMs: config.sessionTimeoutMs,
+      heartbeatIntervalMs: Math.min(1000, Math.floor(config.sessionTimeoutMs / 3)),
+    },
+    listener: combineListeners(instrumented, board.listener(), logListener(log), registry.listener()),
+  })
+    .catch(tellPrimaryStartFailed)
+    .finally(() => rm(scratch, { recursive: true, force: true }).catch(() => {}));
+  const detach = instrumented.attach(running);
+  board.watch(running);
+  const lagTimer = setInterval(() => kafkaMetrics.sample(running), 2000);
+  lagTimer.unref();
+
+  if (cluster.isWorker) {
+    const tick = setInterval(() => process.send?.({ kstate: 'readiness', ...instrumented.readiness() }), 500);
+    tick.unref();
+  }
+  log.info({ brokers: config.brokers, backend: config.backend }, 'service running');
+
+  const stop = (signal: NodeJS.Signals) => {
+    log.info(
+      { signal, timeoutMs: config.shutdownTimeoutMs },
+      'stopping: final checkpoint, then leaving the group',
+    );
+    void (async () => {
+      if (o.savepointOnStop) {
+        await running.savepoint(o.savepointOnStop).then(
+          (metas) => log.info({ savepoint: o.savepointOnStop, tasks: metas.length }, 'savepoint taken'),
+          (e: unknown) => log.error({ err: String(e) }, 'savepoint on stop failed'),
+        );
+      }
+      const report = await running.stop({ finalCheckpoint: true, timeoutMs: config.shutdownTimeoutMs });
+      detach();
+      board.stop();
+      clearInterval(lagTimer);
+      kafkaMetrics.detach();
+      await http?.close();
+      log.info(report, 'stopped');
+      process.exit(EXIT.OK);
+    })();
+  };
+  signals.onStop(stop, (signal) =>
+    log.warn({ signal }, 'second signal: exiting at once; tasks resume from their last committed checkpoint'),
+  );
+  running.done.catch((e: unknown) => {
+    const code = e instanceof StreamError ? { code: e.code } : {};
+    log.fatal({ ...code, err: e instanceof Error ? e.message : String(e) }, 'job failed');
+    // A permanent failure (errors.md) would fail a new worker the same way: the primary must not start one.
+    if (cluster.isWorker && e instanceof StreamError && e.permanent && process.send) {
+      process.send({ kstate: 'failed', code: e.code }, () => process.exit(EXIT.JOB_FAILED));
+      return;
+    }
+    process.exit(EXIT.JOB_FAILED);
+  });
+}
+
+/**
+ * A worker whose start was refused (a StreamError not retriable: STATE_NOT_RESTORED, JOB_CHANGE_BLOCKED,
+ * a missing topic) tells the primary before it exits (cli.ts: 78 for these): a new worker would be
+ * refused the same way, so the primary starts none, stops the others and exits with this worker's code.
+ */
+async function tellPrimaryStartFailed(e: unknown): Promise<never> {
+  if (cluster.isWorker && e instanceof StreamError && !e.retriable && process.send) {
+    const sent = process.send.bind(process);
+    await new Promise<void>((r) => {
+      sent({ kstate: 'failed', code: e.code }, () => r());
+    });
+  }
+  throw e;
+}
+
+function logListener(log: Logger): JobListener {
+  return {
+    jobStart: (s) =>
+      log.info(
+        {
+          savepoint: s.savepoint ?? null,
+          ...(s.changed
+            ? {
+                changes: s.changed.changes,
+                derived: s.changed.derived ?? null,
+                dropped: s.changed.dropped.length,
+              }
+            : {}),
+        },
+        s.changed ? 'job changed: state re-cut by operator uid' : 'start decided',
+      ),
+    jobNotice: (n) => (n.level === 'warn' ? log.warn(n.message) : log.info(n.message)),
+    taskStarted: (t) => log.info({ task: t.taskId }, 'task started'),
+    taskStopped: (t) => log.info({ task: t.taskId }, 'task stopped'),
+    restored: (r) =>
+      log.info({ task: r.taskId, checkpoint: r.checkpointId ?? null, ms: Math.round(r.ms) }, 'task restored'),
+    checkpointCompleted: (s) =>
+      log.debug(
+        { task: s.taskId, checkpoint: s.checkpointId, bytes: s.bytes, asyncMs: Math.round(s.asyncMs) },
+        'checkpoint committed',
+      ),
+    checkpointFailed: (f) =>
+      log.warn(
+        { task: f.taskId, checkpoint: f.checkpointId, ...codesOf(f.error), err: String(f.error) },
+        'checkpoint failed',
+      ),
+    taskFailed: (f) =>
+      log.error(
+        {
+          task: f.taskId,
+          ...codesOf(f.error),
+          err: String(f.error),
+          restarting: f.restarting,
+          delayMs: f.delayMs,
+        },
+        'task failed',
+      ),
+  };
+}
+
+/**
+ * The catalogued codes of an error (docs/errors.md) for its log line: `code`, and `cause` when an
+ * error it wraps has another (a CHECKPOINT_DECLINED task failure caused by CHECKPOINT_STORAGE_FAILED).
+ */
+function codesOf(e: unknown): { code?: string; cause?: string } {
+  const codes: string[] = [];
+  for (let x = e, depth = 0; x !== undefined && x !== null && depth < 8; depth++) {
+    if (x instanceof StreamError && !codes.includes(x.code)) codes.push(x.code);
+    x = (x as { cause?: unknown }).cause;
+  }
+  return {
+    ...(codes[0] === undefined ? {} : { code: codes[0] }),
+    ...(codes[1] === undefined ? {} : { cause: codes[1] }),
+  };
+}
+
+/**
+ * Several workers in one process: the primary forks `workers` copies of this command (each a
+ * member of the consumer group) and serves one /metrics merging theirs, /readyz (ready when every
+ * worker is), /livez. A signal is passed on to the workers as a message (they stop gracefully; a second
+ * one stops them at once), so that a signal sent to the whole process group counts once in a worker.
+ */
+export async function servePrimary(
+  workers: number,
+  config: ServiceConfig,
+  signals: ShutdownSignals = new ShutdownSignals().install(),
+): Promise<void> {
+  const log = pino({ level: config.logLevel, base: { service: 'kstate', role: 'primary' } });
+  if (signals.requested !== undefined) {
+    log.info({ signal: signals.requested }, 'stopped before the workers started');
+    process.exit(EXIT.OK);
+  }
+  const ready = new Map<number, { ready: boolean; reason?: string }>();
+  for (let i = 0; i < workers; i++) cluster.fork();
+  /**
+   * A worker's job failed permanently, or its start was refused (errors.md, permanent codes): no new
+   * worker; the service exits with that worker's exit code (1 for a job failure, 78 for a refused start).
+   */
+  let failed: { code: string; worker: number; exit?: number } | undefined;
+  cluster.on(
+    'message',
+    (worker, msg: { kstate?: string; ready?: boolean; reason?: string; code?: string }) => {
+      if (msg?.kstate === 'readiness')
+        ready.set(worker.id, { ready: msg.ready === true, ...(msg.reason ? { reason: msg.reason } : {}) });
+      if (msg?.kstate === 'failed' && failed === undefined) {
+        failed = { code: msg.code ?? 'unknown', worker: worker.id };
+        stopping = true;
+        log.fatal(
+          { worker: worker.id, code: failed.code },
+          'job failed permanently in a worker: stopping the others',
+        );
+        tell('stop');
+      }
+    },
+  );
+  let stopping = false;
+  cluster.on('exit', (worker, code, signal) => {
+    // A message sent before the exit ('failed') is read before the worker's channel closes.
+    if (worker.isConnected()) worker.once('disconnect', () => exited(worker, code, signal));
+    else exited(worker, code, signal);
+  });
+  const exited = (worker: Worker, code: number | null, signal: string | null) => {
+    ready.delete(worker.id);
+    if (failed?.worker === worker.id) failed.exit = code ?? EXIT.JOB_FAILED;
+    if (!stopping) {
+      log.error({ worker: worker.id, code, signal }, 'worker exited; starting a new one');
+      cluster.fork();
+    } else if (Object.keys(cluster.workers ?? {}).length === 0) {
+      log.info('all workers stopped');
+      process.exit(failed === undefined ? EXIT.OK : failed.exit || EXIT.JOB_FAILED);
+    }
+  };
+  const tell = (kstate: 'stop' | 'force') => {
+    for (const w of Object.values(cluster.workers ?? {})) if (w?.isConnected()) w.send({ kstate });
+  };
+  // The workers' own deadline comes first; this one bounds a worker that hangs.
+  signals.deadline(config.shutdownTimeoutMs + 10_000, () => {
+    log.warn('shutdown deadline passed: exiting at once');
+    process.exit(EXIT.FORCED);
+  });
+  signals.onStop(
+    () => {
+      stopping = true;
+      tell('stop');
+    },
+    () => tell('force'),
+  );
+  if (config.httpPort === 0)
+    throw new StreamError(
+      'CONFIG_INVALID',
+      'httpPort 0 with several workers: the primary needs a port for /metrics',
+    );
+  const http = await startServiceHttp({
+    port: config.httpPort,
+    host: config.httpHost,
+    metrics: clusterMetrics(),
+    // /status and /status.json over every worker's tasks (status-workers.ts).
+    routes: workerStatusRoutes(workers),
+    ready: () => {
+      const states = [...ready.values()];
+      const all = states.length === workers && states.every((s) => s.ready);
+      return {
+        ready: all,
+        reason: all
+          ? `${workers} workers ready`
+          : `${states.filter((s) => s.ready).length} of ${workers} workers ready`,
+      };
+    },
+  });
+  log.info({ url: http.url, workers }, 'primary serving /metrics and /status for all workers');
+}
+
+/**
+ * The metrics only a Kafka service has: consumer lag per partition, records out per operator,
+ * watermark lag, transactions committed and aborted, records that failed to decode (dead-lettered or
+ * skipped), and sampled end-to-end latency.
+ */
+function kafkaMetricsOf(metrics: Metrics, jobId: string) {
+  const lag = metrics.gauge({
+    name: 'consumer_lag',
+    help: 'Records between a partition position and its last stable offset',
+    labels: ['job_id', 'topic', 'partition'],
+  });
+  const out = metrics.counter({
+    name: 'records_out_total',
+    help: 'Records emitted, per task and operator',
+    labels: ['job_id', 'task', 'operator'],
+  });
+  const wmLag = metrics.gauge({
+    name: 'watermark_lag_seconds',
+    help: 'Processing time minus the event-time watermark, per task and operator',
+    labels: ['job_id', 'task', 'operator'],
+  });
+  const txns = metrics.counter({
+    name: 'transactions_total',
+    help: 'Kafka transactions of the tasks, by outcome',
+    labels: ['job_id', 'outcome'],
+  });
+  const bad = metrics.counter({
+    name: 'records_undecodable_total',
+    help: 'Input records that failed to decode, by source and policy (dead-letter, skip)',
+    labels: ['job_id', 'source', 'policy'],
+  });
+  const latency = metrics.histogram({
+    name: 'end_to_end_latency_seconds',
+    help: 'Sampled time from a record timestamp to its write by a Kafka sink',
+    labels: ['job_id', 'topic'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+  });
+  const seen = new Map<string, number>();
+  const onTxn = (e: KafkaEventMap['transaction'][0]) => {
+    if (e.jobId === jobId) txns.inc({ job_id: jobId, outcome: e.outcome });
+  };
+  const onBad = (e: KafkaEventMap['decode-error'][0]) =>
+    bad.inc({ job_id: jobId, source: e.source, policy: e.policy });
+  const onLatency = (e: KafkaEventMap['latency'][0]) =>
+    latency.observe({ job_id: jobId, topic: e.topic }, e.ms / 1000);
+  kafkaEvents.on('transaction', onTxn);
+  kafkaEvents.on('decode-error', onBad);
+  kafkaEvents.on('latency', onLatency);
+  return {
+    sample(running: KafkaRunningJob) {
+      const now = Date.now();
+      for (const t of running.tasks()) {
+        const task = t.scope.taskId;
+        for (const o of t.recordsOut()) {
+          const key = `${task}|${o.uid}`;
+          const delta = o.records - (seen.get(key) ?? 0);
+          if (delta > 0) out.inc({ job_id: jobId, task, operator: o.uid }, delta);
+          seen.set(key, o.records);
+        }
+        for (const w of t.watermarks()) {
+          if (Number.isFinite(w.watermark))
+            wmLag.set({ job_id: jobId, task, operator: w.uid }, Math.max(0, (now - w.watermark) / 1000));
+        }
+      }
+      running.lag().then(
+        (rows) => {
+          for (const r of rows) lag.set({ job_id: jobId, topic: r.topic, partition: r.partition }, r.lag);
+        },
+        () => {},
+      );
+    },
+    detach() {
+      kafkaEvents.off('transaction', onTxn);
+      kafkaEvents.off('decode-error', onBad);
+      kafkaEvents.off('latency', onLatency);
+    },
+  };
+}
