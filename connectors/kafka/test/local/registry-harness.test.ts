@@ -112,7 +112,7 @@ describe('registry harness', () => {
     timeout: TEST_TIMEOUT_MS,
   }, async () => {
     const script = `
-      import { startRegistry } from '../scripts/registry/registry.ts';
+      import { startRegistry } from './scripts/registry/registry.ts';
       const r = await startRegistry();
       console.log(JSON.stringify({ pid: r.pid, dir: r.dataDir }));
       setInterval(() => {}, 1 << 30);

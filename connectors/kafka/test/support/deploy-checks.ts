@@ -609,7 +609,7 @@ export function nodeVersionSupported(version: string): boolean {
     [
       '--input-type=module',
       '-e',
-      `import { nodeSupported } from '../framework/node/support.js'; process.exit(nodeSupported(${JSON.stringify(version)}) ? 0 : 1)`,
+      `import { nodeSupported } from './framework/node/support.js'; process.exit(nodeSupported(${JSON.stringify(version)}) ? 0 : 1)`,
     ],
     { cwd: REPO_ROOT },
   );
