@@ -15,7 +15,9 @@ export function tableSource<V>(
   const { serde, ...rest } = o;
   return new KafkaSource<TableUpdate<V>>({
     ...rest,
-    decode: async (r: KafkaRecordIn) => {
+    // Synchronous unless the serde answers with a promise (a registry fetching a schema): the reader
+    // waits for a decoder's promise record by record, so a table is not decoded through one each.
+    decode: (r: KafkaRecordIn): TableUpdate<V> | Promise<TableUpdate<V>> => {
       if (r.key === null) {
         throw new StreamError(
           'RECORD_DESERIALIZATION_FAILED',
@@ -24,10 +26,11 @@ export function tableSource<V>(
       }
       const key = r.key.toString('utf8');
       if (r.value === null) return { key, value: null };
-      const value = serde
-        ? ((await serde.deserialize(r.value, r.topic)) as V)
-        : (JSON.parse(r.value.toString('utf8')) as V);
-      return { key, value };
+      if (!serde) return { key, value: JSON.parse(r.value.toString('utf8')) as V };
+      const value = serde.deserialize(r.value, r.topic);
+      return value instanceof Promise
+        ? value.then((v) => ({ key, value: v as V }))
+        : { key, value: value as V };
     },
   });
 }
