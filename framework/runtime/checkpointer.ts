@@ -555,14 +555,16 @@ export class Checkpointer {
    * Checkpoint `cp` failed: out of the in-flight ones and recorded as failed before anything is
    * awaited (with a committer the task fails here: the loop must not trigger and commit a later
    * checkpoint, with input positions past this interval's output, while the discard below waits on a
-   * store that is down). Then its files are discarded.
+   * store that is down). It is reported here, on the loop's turn (a task failed by it closes its
+   * mailbox, so the report cannot wait for the discard). Then its files are discarded.
    */
   #failCheckpoint(cp: Checkpoint, error: unknown): void {
-    const { scope, storage } = this.#o;
+    const { scope, storage, listener } = this.#o;
     this.#pending = this.#pending.filter((p) => p !== cp);
     cp.cancelTimeout();
     cp.settleHandle(undefined);
     cp.failure = error;
+    listener?.checkpointFailed?.({ taskId: scope.taskId, checkpointId: cp.id, error });
     if (this.#rt.committer) {
       this.#o.fail(
         new StreamError(
@@ -581,12 +583,11 @@ export class Checkpointer {
     this.#commitNext();
   }
 
-  /** The failed checkpoint's files are gone: report it, notify the operators, count it. */
+  /** The failed checkpoint's files are gone: notify the waiters and operators, count it. */
   #discarded(cp: Checkpoint): void {
-    const { scope, listener, config } = this.#o;
+    const { scope, config } = this.#o;
     this.#failing.delete(cp.id);
     const error = cp.failure;
-    listener?.checkpointFailed?.({ taskId: scope.taskId, checkpointId: cp.id, error });
     const waiter = this.#waiters.get(cp.id);
     this.#waiters.delete(cp.id);
     waiter?.reject(error);

@@ -96,11 +96,13 @@ test('after a failed checkpoint, a task with a checkpoint committer commits no l
     .process(() => new PassOn(), { uid: 'pass' })
     .sinkTo(sink);
   const failures: { code?: string; committed: number[] }[] = [];
+  const reported: number[] = [];
   const running = runJob(job.build(), {
     storage,
     checkpoints: { intervalMs: 10, whenIdle: 'checkpoint' },
     restart: { kind: 'fixed-delay', delayMs: 10, attempts: 5 },
     listener: {
+      checkpointFailed: (f) => reported.push(f.checkpointId),
       taskFailed: (f) =>
         failures.push({ code: (f.error as { code?: string }).code, committed: [...sink.commits] }),
     },
@@ -121,6 +123,9 @@ test('after a failed checkpoint, a task with a checkpoint committer commits no l
     }
     assert.deepEqual(sink.commits, [1], 'checkpoints committed by the first incarnation');
     assert.equal(failures[0]?.code, 'CHECKPOINT_DECLINED');
+    // Reported when it failed (the service logs 'checkpoint failed' with the storage's error), not
+    // after the discard, which a failed task never waits for.
+    assert.deepEqual(reported, [2], 'checkpointFailed reported for checkpoint 2');
   } finally {
     storage.release();
     await running.stop({ finalCheckpoint: false, timeoutMs: 10_000 }).catch(() => {});
