@@ -55,7 +55,7 @@ export class Task {
   /** Records, timers and watermark steps so far (a checkpoint is skipped when nothing happened). */
   #activity = 0;
   /** The record being emitted from a source, while its operators process it (for record errors). */
-  #current: { channel: InputChannel; origin: unknown; timestamp: number | undefined } | undefined;
+  readonly #current: { channel?: InputChannel; origin?: unknown; timestamp?: number } = {};
   /** The sink backpressure promise the loop last waited on (woken once when it settles). */
   #backpressure: Promise<void> | undefined;
   /** The final checkpoint's id, once triggered. */
@@ -128,7 +128,7 @@ export class Task {
         checkpointer: this.#checkpointer,
         operatorHooks: {
           watermarkOf: (i) => this.#valve?.of(i) ?? Number.NEGATIVE_INFINITY,
-          currentSource: () => this.#current?.channel.sourceUid,
+          currentSource: () => this.#current.channel?.sourceUid,
           recordError: (error, keyBytes) => this.#recordError(error, keyBytes),
         },
         wake: () => this.#mailbox.wake(),
@@ -297,9 +297,12 @@ export class Task {
         this.recordsIn++;
         this.#activity++;
         const ts = this.#valve!.onRecord(c.index, c.sourceUid, e.value, e.timestamp, now);
-        this.#current = { channel: c, origin: e.origin, timestamp: ts };
+        const cur = this.#current; // one object, filled per record (no allocation per record)
+        cur.channel = c;
+        cur.origin = e.origin;
+        cur.timestamp = ts;
         this.#wiring!.emitFromSource(c.sourceUid, e.value, ts, e.tag);
-        this.#current = undefined;
+        cur.channel = cur.origin = undefined;
         return;
       }
       case 'barrier':
@@ -320,7 +323,7 @@ export class Task {
    */
   #recordError(error: StreamError, keyBytes: Uint8Array): true | StreamError {
     const cur = this.#current;
-    if (cur === undefined) return error;
+    if (cur.channel === undefined) return error;
     const uid = cur.channel.sourceUid;
     const source = this.#wiring!.sources.find((s) => s.uid === uid)?.source;
     const verdict = source?.rejected?.({
