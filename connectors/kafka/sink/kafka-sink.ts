@@ -89,6 +89,9 @@ export class KafkaSink<T> implements Sink<T> {
       this.options.encode ?? ((v: T) => ({ value: JSON.stringify(v) }));
     const topic = this.topic;
     let written = 0;
+    // Records written together mostly share their millisecond: format each distinct timestamp once.
+    let lastTs: number | undefined;
+    let lastTsText = '';
     return {
       committer: tx,
       write(value, timestamp) {
@@ -101,7 +104,13 @@ export class KafkaSink<T> implements Sink<T> {
         if (r.headers) m.headers = r.headers;
         if (r.partition !== undefined) m.partition = r.partition;
         const ts = r.timestamp ?? timestamp;
-        if (ts !== undefined) m.timestamp = String(ts);
+        if (ts !== undefined) {
+          if (ts !== lastTs) {
+            lastTs = ts;
+            lastTsText = String(ts);
+          }
+          m.timestamp = lastTsText;
+        }
         tx.send(topic, m);
       },
       prepareCommit(checkpointId) {

@@ -202,6 +202,9 @@ export class PartitionReader<T> implements PullSourceReader<T> {
     // The position after what this call hands out: the last message, or a segment's end.
     let lastMessage: KafkaMessage | undefined;
     let endTo: bigint | undefined;
+    // Records of a fetch mostly share their millisecond: parse each distinct timestamp string once.
+    let tsText: string | undefined;
+    let ts = 0;
     while (records.length < max) {
       const seg = this.#segments[0];
       if (seg === undefined) break;
@@ -226,7 +229,11 @@ export class PartitionReader<T> implements PullSourceReader<T> {
       } else {
         // The record as read goes along (origin: the fetched message itself, no copy): should a keyed
         // operator find it in the wrong partition, the source's policy dead-letters it as it was.
-        records.push({ value: v, timestamp: Number(m.timestamp), origin: m });
+        if (m.timestamp !== tsText) {
+          tsText = m.timestamp;
+          ts = Number(tsText);
+        }
+        records.push({ value: v, timestamp: ts, origin: m });
       }
       lastMessage = m;
       endTo = undefined;
