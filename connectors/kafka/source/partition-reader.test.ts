@@ -222,6 +222,11 @@ describe('PartitionReader into the input channel', () => {
       assert.deepEqual(w.take(2), [0, 1]);
       assert.equal(offsetOf(w.channel.position), '13', 'records 4, 5 taken, then past both ranges');
       assert.deepEqual(w.take(), [2, 3, 4, 5]);
+      // Later ranges still apply (on 4a78fce the second range attached to one record stayed queued and
+      // blocked every later one: positions 9 here, then 15 below).
+      w.offer(messages(13, 14), range(13, 20));
+      assert.deepEqual(w.take(), [13, 14]);
+      assert.equal(offsetOf(w.channel.position), '21');
     });
 
     test('a range that starts after the expected offset (stale, or a compaction gap) moves nothing', () => {
