@@ -35,13 +35,9 @@ import { sha256Hex } from '../../framework/checkpoint/storage/metadata-codec.ts'
 import type { FileRef, Scope } from '../../framework/checkpoint/storage/storage.ts';
 import type { CheckpointFiles, KeyedStateHandle, StateMeta } from '../../framework/state/backend.ts';
 import { LevelKeyedStateBackend } from '../../framework/state/backends/level/level.ts';
+import { flag } from './flags.ts';
 
 // ---------------------------------------------------------------- flags
-
-function flag(name: string, fallback: string): string {
-  const a = process.argv.find((x) => x.startsWith(`--${name}=`));
-  return a === undefined ? fallback : a.slice(name.length + 3);
-}
 
 function bytesOf(s: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB)?$/i.exec(s.trim());

@@ -43,13 +43,9 @@ import type {
 import { HeapKeyedStateBackend } from '../../framework/state/backends/heap/heap.ts';
 import { LevelKeyedStateBackend } from '../../framework/state/backends/level/level.ts';
 import { CollectingSink } from '../../framework/testing/sinks.ts';
+import { flag } from './flags.ts';
 
 // ---------------------------------------------------------------- flags
-
-function flag(name: string, fallback: string): string {
-  const a = process.argv.find((x) => x.startsWith(`--${name}=`));
-  return a === undefined ? fallback : a.slice(name.length + 3);
-}
 
 function bytesOf(s: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB)?$/i.exec(s.trim());

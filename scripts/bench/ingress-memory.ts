@@ -29,12 +29,8 @@ import { join } from 'node:path';
 import { createKafka, KafkaSink, KafkaSource, runKafkaJob, serde } from '../../connectors/kafka/index.ts';
 import { startBroker } from '../../connectors/kafka/local/broker.ts';
 import { FilesystemCheckpointStorage, HeapKeyedStateBackend, StreamJob } from '../../framework/index.ts';
+import { flag } from './flags.ts';
 import { createTopics, produceInput } from './kafka-bench-input.ts';
-
-function flag(name: string, fallback: string): string {
-  const a = process.argv.find((x) => x.startsWith(`--${name}=`));
-  return a === undefined ? fallback : a.slice(name.length + 3);
-}
 
 const RECORDS = Number(flag('records', '600000'));
 const PARTITIONS = Number(flag('partitions', '4'));

@@ -74,24 +74,13 @@ import {
   kcatRecords,
 } from '../../connectors/kafka/test/support/sequence-check.ts';
 import { summarizeProfile } from './cpu-profile.ts';
+import { flag, intFlag } from './flags.ts';
 import { createTopics, processCpuMs, produceInput } from './kafka-bench-input.ts';
 
 type Kafka = ReturnType<typeof createKafka>;
 type Admin = ReturnType<Kafka['admin']>;
 
 // ---------------------------------------------------------------- flags
-
-function flag(name: string, fallback: string): string {
-  const a = process.argv.find((x) => x.startsWith(`--${name}=`));
-  return a === undefined ? fallback : a.slice(name.length + 3);
-}
-
-function intFlag(name: string, fallback: number): number {
-  const raw = flag(name, String(fallback));
-  const v = Number(raw);
-  if (!Number.isInteger(v) || v <= 0) throw new Error(`--${name} must be a positive integer, got ${raw}`);
-  return v;
-}
 
 const ENGINE_IDS = [
   'kstate',

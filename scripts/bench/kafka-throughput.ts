@@ -57,6 +57,7 @@ import {
   valueState,
 } from '../../framework/index.ts';
 import { summarizeProfile } from './cpu-profile.ts';
+import { flag, intFlag } from './flags.ts';
 import { createTopics, processCpuMs, produceInput } from './kafka-bench-input.ts';
 import {
   chunks,
@@ -72,18 +73,6 @@ type Producer = ReturnType<Kafka['producer']>;
 type Admin = ReturnType<Kafka['admin']>;
 
 // ---------------------------------------------------------------- flags
-
-function flag(name: string, fallback: string): string {
-  const a = process.argv.find((x) => x.startsWith(`--${name}=`));
-  return a === undefined ? fallback : a.slice(name.length + 3);
-}
-
-function intFlag(name: string, fallback: number): number {
-  const raw = flag(name, String(fallback));
-  const v = Number(raw);
-  if (!Number.isInteger(v) || v <= 0) throw new Error(`--${name} must be a positive integer, got ${raw}`);
-  return v;
-}
 
 const ALL = ['A', 'B1', 'B2', 'C', 'D', 'E', 'F'] as const;
 type ScenarioId = (typeof ALL)[number];

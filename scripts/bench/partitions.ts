@@ -41,23 +41,12 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { createKafka } from '../../connectors/kafka/index.ts';
 import { startBroker } from '../../connectors/kafka/local/broker.ts';
+import { flag, intFlag } from './flags.ts';
 
 type Kafka = ReturnType<typeof createKafka>;
 type Admin = ReturnType<Kafka['admin']>;
 
 // ---------------------------------------------------------------- flags
-
-function flag(name: string, fallback: string): string {
-  const a = process.argv.find((x) => x.startsWith(`--${name}=`));
-  return a === undefined ? fallback : a.slice(name.length + 3);
-}
-
-function intFlag(name: string, fallback: number): number {
-  const raw = flag(name, String(fallback));
-  const v = Number(raw);
-  if (!Number.isInteger(v) || v <= 0) throw new Error(`--${name} must be a positive integer, got ${raw}`);
-  return v;
-}
 
 const PARTITIONS = flag('partitions', '4,16,64,128,256')
   .split(',')

@@ -29,11 +29,7 @@ import { LevelKeyedStateBackend } from '../../framework/state/backends/level/lev
 import { CollectingSink } from '../../framework/testing/sinks.ts';
 import { TestSource } from '../../framework/testing/sources.ts';
 import { slidingEventTime } from '../../framework/windows/assigners.ts';
-
-function flag(name: string, fallback: string): string {
-  const a = process.argv.find((x) => x.startsWith(`--${name}=`));
-  return a === undefined ? fallback : a.slice(name.length + 3);
-}
+import { flag } from './flags.ts';
 
 const events = Number(flag('events', '300000'));
 const keys = Number(flag('keys', '200'));
