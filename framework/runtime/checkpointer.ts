@@ -78,6 +78,8 @@ export interface CheckpointerRuntime {
   readonly backend: KeyedStateBackend;
   readonly operators: readonly RuntimeOperator[];
   readonly inputs: TaskInputs;
+  /** The highest event timestamp taken from channel `channel` (the watermark valve's), if any. */
+  readonly eventTime: (channel: number) => number | undefined;
   readonly committer: CheckpointCommitter | undefined;
   /** Uids of broadcast sources: every task reads them, their positions live in the snapshot only. */
   readonly broadcastUids: ReadonlySet<string>;
@@ -160,6 +162,12 @@ export class Checkpointer {
   #lastCompletedAt: number | undefined;
   #activityAtTrigger = -1;
   #positionsAtTrigger = '';
+  /**
+   * Per channel index, its event time when it delivered the aligning checkpoint's barrier: with
+   * at-least-once alignment the channel goes on past its barrier, and the snapshot must carry the
+   * event time of its position, not of the records taken after it.
+   */
+  #eventTimeAtBarrier = new Map<number, number | undefined>();
   #consecutiveFailures = 0;
   #closed = false;
 
@@ -271,6 +279,7 @@ export class Checkpointer {
       this.#alignmentResult(this.#aligner.unaligned(id, active, now));
     } else {
       for (const c of active) c.appendBarrier(id);
+      this.#eventTimeAtBarrier = new Map();
       this.#alignmentResult(this.#aligner.start(id, active, now));
     }
     return id;
@@ -302,6 +311,7 @@ export class Checkpointer {
 
   /** Barrier `id` taken from channel `c`. */
   onBarrier(c: InputChannel, id: number, position: unknown): void {
+    if (id === this.#aligner.checkpointId) this.#eventTimeAtBarrier.set(c.index, this.#rt.eventTime(c.index));
     this.#alignmentResult(this.#aligner.onBarrier(c, id, position, this.#rt.inputs.active()));
   }
 
@@ -339,11 +349,17 @@ export class Checkpointer {
       });
       for (const c of this.#rt.inputs.channels) {
         const records = a.inflight.get(c.index) ?? [];
+        // Event time as taken up to the channel's barrier, or up to its in-flight records (unaligned:
+        // they are replayed, and move it again, after a restore).
+        const eventTime = this.#eventTimeAtBarrier.has(c.index)
+          ? this.#eventTimeAtBarrier.get(c.index)
+          : this.#rt.eventTime(c.index);
         channels.push({
           source: c.sourceUid,
           partition: c.partition,
           position: a.positions.get(c.index) ?? c.position,
           inflight: records.length,
+          ...(eventTime !== undefined ? { eventTime } : {}),
         });
         inflight.push(records);
       }

@@ -24,6 +24,13 @@ export interface ChannelPosition {
   readonly position: unknown;
   /** Number of in-flight records stored in the operators file (unaligned checkpoints). */
   readonly inflight: number;
+  /**
+   * The highest event timestamp the task had taken from the channel when the snapshot was taken
+   * (absent: none). A restore gives it back to the watermark valve, so event time resumes where the
+   * snapshot left it: timers due at that watermark fire although no record follows, and a record
+   * late before the failure is late after it.
+   */
+  readonly eventTime?: number;
 }
 
 /** The runtime's part of checkpoint metadata (`CheckpointMetadata.payload`). */

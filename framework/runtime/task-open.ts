@@ -67,9 +67,10 @@ export interface TaskOpening {
 /**
  * Open a task, in this order: its keyed backend; its operators (they hold no state yet, and a sink
  * may be the task's checkpoint committer); the restored state (`restoreTask`); the input channels,
- * positioned as restored; event time (the watermark valve over the channels); the operators opened
- * with their restored snapshots; the readers started; the checkpointer, whose first periodic
- * checkpoint falls at this task's phase of the interval (spread, not all tasks together).
+ * positioned as restored; event time (the watermark valve over the channels, at the channels'
+ * restored event time); the operators opened with their restored snapshots; the readers started;
+ * the checkpointer, whose first periodic checkpoint falls at this task's phase of the interval
+ * (spread, not all tasks together).
  */
 export async function openTask(t: TaskOpening): Promise<{ valve: WatermarkValve }> {
   const { storage, restoreFrom, listener, plan, stage, partition, jobId, clock, config } = t.options;
@@ -111,7 +112,15 @@ export async function openTask(t: TaskOpening): Promise<{ valve: WatermarkValve 
   const strategies = inputs.channels.map(
     (c) => wiring.sources.find((s) => s.uid === c.sourceUid)!.watermarks,
   );
-  const valve = new WatermarkValve(strategies, wiring.upstreamChannels, clock.now());
+  const eventTimes = new Map(
+    (restored?.payload.channels ?? []).map((c) => [`${c.source}#${c.partition}`, c.eventTime]),
+  );
+  const valve = new WatermarkValve(
+    strategies,
+    wiring.upstreamChannels,
+    clock.now(),
+    inputs.channels.map((c) => eventTimes.get(`${c.sourceUid}#${c.partition}`)),
+  );
 
   const snapshots = restored?.operators.operators ?? {};
   for (const op of wiring.operators) await op.open(restored ? (snapshots[op.uid] ?? {}) : undefined);
@@ -122,6 +131,7 @@ export async function openTask(t: TaskOpening): Promise<{ valve: WatermarkValve 
       backend,
       operators: wiring.operators,
       inputs,
+      eventTime: (c) => valve.eventTime(c),
       committer,
       broadcastUids: new Set(wiring.sources.filter((s) => s.broadcast).map((s) => s.uid)),
       payload: {

@@ -40,20 +40,29 @@ export class WatermarkValve {
 
   /**
    * `strategies[c]` is the watermark strategy of channel c's source, `upstream[i]` the channels
-   * upstream of operator i; `now` is when the channels opened (idleness counts from there).
+   * upstream of operator i; `now` is when the channels opened (idleness counts from there);
+   * `restored[c]` the highest event timestamp channel c had taken when the restored snapshot was
+   * taken (`eventTime`; the operators' watermarks follow at the first `update`).
    */
   constructor(
     strategies: readonly WatermarkStrategy<unknown>[],
     upstream: readonly Iterable<number>[],
     now: number,
+    restored: readonly (number | undefined)[] = [],
   ) {
     this.#strategies = strategies;
     this.#upstream = upstream;
-    this.#maxTimestamp = strategies.map(() => Number.NEGATIVE_INFINITY);
+    this.#maxTimestamp = strategies.map((_, c) => restored[c] ?? Number.NEGATIVE_INFINITY);
     this.#lastRecordAt = strategies.map(() => now);
     this.#marks = upstream.map(() => Number.NEGATIVE_INFINITY);
     this.#channelMark = strategies.map(() => Number.NEGATIVE_INFINITY);
     this.#channelIdle = strategies.map(() => false);
+  }
+
+  /** The highest event timestamp taken from channel `channel` (or restored), undefined before any. */
+  eventTime(channel: number): number | undefined {
+    const t = this.#maxTimestamp[channel];
+    return t === undefined || t === Number.NEGATIVE_INFINITY ? undefined : t;
   }
 
   /** The current watermark of operator `op` (-∞ before the first). */

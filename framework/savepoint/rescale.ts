@@ -199,14 +199,27 @@ function rescaleChannels(
     for (const source of sources) {
       const old = stage.tasks[p]?.payload.channels.find((c) => c.source === source && c.partition === p);
       const pos = position({ source, partition: p, broadcast: false, old: old?.position });
-      if (pos !== undefined) channels.push({ source, partition: p, position: pos, inflight: 0 });
+      if (pos !== undefined)
+        channels.push({ source, partition: p, position: pos, inflight: 0, ...eventTimeAt(old, pos) });
     }
     for (const c of broadcast) {
       const pos = position({ source: c.source, partition: c.partition, broadcast: true, old: c.position });
       if (pos !== undefined)
-        channels.push({ source: c.source, partition: c.partition, position: pos, inflight: 0 });
+        channels.push({
+          source: c.source,
+          partition: c.partition,
+          position: pos,
+          inflight: 0,
+          ...eventTimeAt(c, pos),
+        });
     }
     out.push(channels);
   }
   return out;
+}
+
+/** The old channel's event time, when the new position is the old one (it is the event time up to there). */
+function eventTimeAt(old: ChannelPosition | undefined, position: unknown): { eventTime?: number } {
+  if (old?.eventTime === undefined || JSON.stringify(old.position) !== JSON.stringify(position)) return {};
+  return { eventTime: old.eventTime };
 }

@@ -51,6 +51,7 @@ test('a ranged read whose later part 404s (object deleted mid-read) is CHECKPOIN
   const s = new Exposed({ bucket: 'bkt', client, partSizeBytes: 5 * MIB });
   const e = await s.read('j/t/files/1-x').catch((x: unknown) => x);
   assert.ok(isStreamError(e, 'CHECKPOINT_NOT_FOUND'), `got ${String(e)}`);
+  assert.ok(gets >= 2, `the 404 came from a later part, after the first was read (${gets} GETs)`);
 });
 
 test('concurrency bounds downloads: bodies are read inside the limit', async () => {
