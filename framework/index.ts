@@ -49,6 +49,7 @@ export {
   type StorageOptions,
 } from './checkpoint/storage/base.ts';
 export { FilesystemCheckpointStorage } from './checkpoint/storage/filesystem.ts';
+export { checkSavepointName } from './checkpoint/storage/layout.ts';
 export { MemoryCheckpointStorage } from './checkpoint/storage/memory.ts';
 export type { CheckpointMetadata, CheckpointStorage, FileRef, Scope } from './checkpoint/storage/storage.ts';
 export {
@@ -89,12 +90,15 @@ export { DirectorySavepointFiles, type SavepointFiles, textLines } from './savep
 export { fromJsonValue, toJsonValue } from './savepoint/json-values.ts';
 export type { NdjsonManifest } from './savepoint/manifest.ts';
 export {
+  estimateRescale,
   exportSavepointToDirectory,
   importSavepointFromDirectory,
   type RescaleReport,
   type RescaleSavepointOptions,
   rescaleSavepoint,
+  type SavepointSizeEstimate,
 } from './savepoint/operations.ts';
+export type { SavepointWriteProgress } from './savepoint/publish.ts';
 export type { PositionQuery } from './savepoint/rescale.ts';
 export { type JobSavepoint, readJobSavepoint } from './savepoint/savepoint-io.ts';
 export * from './service/index.ts';

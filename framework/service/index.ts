@@ -1,6 +1,7 @@
 /** Running a job as a service: metrics, health endpoints. */
 export * from '../metrics/index.ts';
-export type { ServiceRoute } from './http.ts';
+export type { AdminAccess } from './admin-auth.ts';
+export type { ServiceAnswer, ServiceRoute } from './http.ts';
 export {
   type ReadyVerdict,
   type ServiceHttp,

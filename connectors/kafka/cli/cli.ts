@@ -91,7 +91,8 @@ against the generator's tally, and exits 1 if one is off. DEMO_RATE sets the ord
 Runs the job the module exports (default export: a StreamJob, or a function of the configuration
 returning one) as a member of the consumer group <jobId>. SIGTERM or SIGINT takes a final checkpoint,
 commits it, leaves the group and exits 0 within shutdownTimeoutMs; a second signal exits at once (130).
-HTTP (httpPort): /metrics /livez /readyz /status, POST /savepoint?name=. With --workers n, n workers
+HTTP (httpPort): /metrics /livez /readyz /status; POST /savepoint?name= only with an admin token
+(KSTATE_ADMIN_TOKEN; docs/service.md "Exposing the HTTP port"). With --workers n, n workers
 (node:cluster) join the group and the primary serves one /metrics for all of them. --from-savepoint
 starts every task from that savepoint instead of its latest checkpoint (start one instance with it,
 and without it once that instance has committed a checkpoint: docs/savepoints.md). When the job's
@@ -121,8 +122,10 @@ kstate savepoint export <jobId> <savepoint> --out <dir | s3://bucket/prefix>
 kstate savepoint import <jobId> --from <dir | s3://bucket/prefix> --as <name> [--partitions n]
 
 Without a subcommand: asks the service listening on --port (default: httpPort of the configuration)
-for a savepoint. The subcommands work offline on the checkpoint storage, a directory or
-s3://bucket/prefix (KSTATE_CHECKPOINT_STORAGE; stop the job first):
+for a savepoint, with the admin token the service was started with (KSTATE_ADMIN_TOKEN or
+KSTATE_ADMIN_TOKEN_FILE; over HTTPS when KSTATE_HTTP_TLS_CERT is set; docs/service.md). The
+subcommands work offline on the checkpoint storage, a directory or s3://bucket/prefix
+(KSTATE_CHECKPOINT_STORAGE; stop the job first):
   rescale  re-shards savepoint <savepoint> to M partitions (--to M, or --to stage=M,...) as <name>:
            keyed state re-hashed into the new key groups, operator state split/union/broadcast.
            When the brokers answer, each input topic must have M partitions (else exit 65);
@@ -243,7 +246,7 @@ async function main(argv: string[]): Promise<void> {
     case 'savepoint':
       if (arg === 'rescale' || arg === 'export' || arg === 'import')
         return savepointCommand(arg, positionals.slice(1), values as Record<string, unknown>, config);
-      return requestSavepoint(arg, Number(values.port ?? config.httpPort));
+      return requestSavepoint(arg, Number(values.port ?? config.httpPort), config);
   }
 }
 
@@ -466,20 +469,10 @@ function jsonKey(raw: string): Key | undefined {
   }
 }
 
-async function requestSavepoint(name: string, port: number): Promise<void> {
-  let res: Response;
-  try {
-    res = await fetch(`http://127.0.0.1:${port}/savepoint?name=${encodeURIComponent(name)}`, {
-      method: 'POST',
-    });
-  } catch {
-    throw new NotFound(
-      `no service answers on port ${port}: is the job running (kstate run), and is --port its httpPort?`,
-    );
-  }
-  const body = await res.text();
-  if (!res.ok) throw new NotFound(`the service refused the savepoint (${res.status}): ${body.trim()}`);
-  process.stdout.write(`${body.trim()}\n`);
+/** `kstate savepoint <name>`: POST /savepoint with the admin token (savepoint-trigger.ts). */
+async function requestSavepoint(name: string, port: number, config: ServiceConfig): Promise<void> {
+  const { triggerSavepoint } = await import('./savepoint-trigger.ts');
+  process.stdout.write(`${await triggerSavepoint(name, port, config)}\n`);
 }
 
 class NotFound extends Error {}

@@ -40,6 +40,22 @@ export interface ServiceConfig {
    * bound address, or this machine's host name when bound to every interface.
    */
   readonly advertisedHost: string | undefined;
+  /**
+   * A file holding the admin token that turns the HTTP actions (POST /savepoint) on; the token itself
+   * comes only from the environment (KSTATE_ADMIN_TOKEN), never the config file. Neither set: actions
+   * are off (404). Read by ./http-access.ts.
+   */
+  readonly adminTokenFile: string | undefined;
+  /** More `host` or `host:port` names requests for actions may carry in Host and Origin (a proxy's). */
+  readonly httpAllowedHosts: readonly string[];
+  /** PEM certificate and key files: the HTTP server serves HTTPS (both or neither). */
+  readonly httpTlsCert: string | undefined;
+  readonly httpTlsKey: string | undefined;
+  /**
+   * /readyz turns 503 when no broker has answered the instance for longer than this (ms), and 200
+   * again once one does (connectors/kafka/broker-watch.ts); 0: not watched.
+   */
+  readonly brokerLossTimeoutMs: number;
   readonly shutdownTimeoutMs: number;
   /**
    * The consumer-group session timeout: how long the group waits for a member that stopped
@@ -144,6 +160,32 @@ export const CONFIG_FIELDS: Readonly<Record<Field, FieldSpec>> = {
     allowed: 'a host name or IP address other instances can reach',
     parse: host,
   },
+  adminTokenFile: {
+    env: 'KSTATE_ADMIN_TOKEN_FILE',
+    allowed: 'the path of a file holding the admin token',
+    parse: text,
+  },
+  httpAllowedHosts: {
+    env: 'KSTATE_HTTP_ALLOWED_HOSTS',
+    allowed: 'host or host:port names, comma-separated',
+    parse: (raw) => {
+      const items = typeof raw === 'string' ? raw.split(',') : Array.isArray(raw) ? raw : undefined;
+      const clean = items?.map((h) => String(h).trim()).filter((h) => h !== '');
+      return clean?.every((h) => /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)(:\d{1,5})?$/.test(h))
+        ? clean
+        : undefined;
+    },
+  },
+  httpTlsCert: { env: 'KSTATE_HTTP_TLS_CERT', allowed: 'the path of a PEM certificate file', parse: text },
+  httpTlsKey: { env: 'KSTATE_HTTP_TLS_KEY', allowed: 'the path of a PEM private key file', parse: text },
+  brokerLossTimeoutMs: {
+    env: 'KSTATE_BROKER_LOSS_TIMEOUT_MS',
+    allowed: 'an integer >= 1000, or 0 (not watched)',
+    parse: (r) => {
+      const n = int(0)(r);
+      return n === 0 || (n !== undefined && (n as number) >= 1000) ? n : undefined;
+    },
+  },
   shutdownTimeoutMs: { env: 'KSTATE_SHUTDOWN_TIMEOUT_MS', allowed: 'an integer >= 0', parse: int(0) },
   sessionTimeoutMs: {
     env: 'KSTATE_SESSION_TIMEOUT_MS',
@@ -169,6 +211,10 @@ const OLD_NAMES: Readonly<Record<string, { readonly field: Field; readonly env: 
 
 /** Fields that look like credentials: refused with where credentials go instead. */
 const CREDENTIAL = /access.?key|secret|session.?token|credential|password/i;
+/** A field that looks like the admin token: refused with where the token goes instead. */
+const TOKEN = /token/i;
+const TOKEN_HINT =
+  'The admin token is never read from the config file: set KSTATE_ADMIN_TOKEN, or adminTokenFile / KSTATE_ADMIN_TOKEN_FILE naming a file that holds it; docs/service.md';
 const CREDENTIALS_HINT =
   'Object-store credentials are never read from the config file: the AWS SDK default chain reads them (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE, a web identity such as IRSA); docs/service.md';
 
@@ -188,6 +234,11 @@ export const CONFIG_DEFAULTS: Omit<ServiceConfig, 'brokers'> = {
   httpPort: 9464,
   httpHost: '127.0.0.1',
   advertisedHost: undefined,
+  adminTokenFile: undefined,
+  httpAllowedHosts: [],
+  httpTlsCert: undefined,
+  httpTlsKey: undefined,
+  brokerLossTimeoutMs: 15_000,
   shutdownTimeoutMs: 30_000,
   sessionTimeoutMs: 10_000,
   allowNonRestoredState: false,
@@ -230,7 +281,7 @@ export function loadConfig(
     if (unknown.length > 0) {
       throw new StreamError(
         'CONFIG_INVALID',
-        `config file ${file}: unknown field ${unknown.map((k) => `'${k}'`).join(', ')}; known fields: ${Object.keys(CONFIG_FIELDS).join(', ')}${unknown.some((k) => CREDENTIAL.test(k)) ? `. ${CREDENTIALS_HINT}` : ''}`,
+        `config file ${file}: unknown field ${unknown.map((k) => `'${k}'`).join(', ')}; known fields: ${Object.keys(CONFIG_FIELDS).join(', ')}${unknown.some((k) => CREDENTIAL.test(k)) ? `. ${CREDENTIALS_HINT}` : ''}${unknown.some((k) => TOKEN.test(k) && !CREDENTIAL.test(k)) ? `. ${TOKEN_HINT}` : ''}`,
       );
     }
   }

@@ -22,10 +22,13 @@ import {
   shareWithPrimary,
   startServiceHttp,
 } from '../../../framework/index.ts';
+import { BrokerWatch } from '../broker-watch.ts';
 import { type KafkaEventMap, kafkaEvents } from '../events.ts';
 import { type KafkaRunningJob, runKafkaJob } from '../run-kafka-job.ts';
 import type { ServiceConfig } from './config.ts';
 import { EXIT } from './exit-codes.ts';
+import { adminAccess, tlsFiles } from './http-access.ts';
+import { savepointRoute } from './savepoint-route.ts';
 import { ShutdownSignals } from './signals.ts';
 import { STATUS_HTML, StatusBoard } from './status.ts';
 import { answerStatusRequests, workerStatusRoutes } from './status-workers.ts';
@@ -100,47 +103,53 @@ export async function serve(
       type: 'application/json',
       body: JSON.stringify(board.json()),
     }),
-    '/savepoint': async ({ method, query }) => {
-      const name = query.get('name');
-      if (method !== 'POST' || !name)
-        return { status: 400, type: 'text/plain', body: 'POST /savepoint?name=<name>\n' };
-      try {
-        if (!running) return { status: 503, type: 'text/plain', body: 'the job is still starting\n' };
-        const metas = await running.savepoint(name);
-        log.info({ savepoint: name, tasks: metas.length }, 'savepoint taken');
-        return {
-          status: 200,
-          type: 'application/json',
-          body: JSON.stringify({ savepoint: name, tasks: metas.map((m) => m.taskId) }),
-        };
-      } catch (e) {
-        return {
-          status: 503,
-          type: 'text/plain',
-          body: `savepoint failed: ${e instanceof Error ? e.message : String(e)}\n`,
-        };
-      }
-    },
+  };
+  // Actions change state: off unless an admin token is configured (docs/service.md, "Exposing the HTTP port").
+  let storage: Awaited<ReturnType<typeof openCheckpointStorage>> | undefined;
+  const actions: Record<string, ServiceRoute> = {
+    '/savepoint': savepointRoute({
+      jobId: job.jobId,
+      running: () => running,
+      storage: () => storage,
+      onTaken: (name, tasks) => log.info({ savepoint: name, tasks }, 'savepoint taken'),
+      onFailed: (name, e) => log.warn({ savepoint: name, ...codesOf(e), err: String(e) }, 'savepoint failed'),
+    }),
+  };
+  // Not ready while no broker has answered for brokerLossTimeoutMs (set once the job has started).
+  let brokers: BrokerWatch | undefined;
+  const ready = () => {
+    const b = brokers?.verdict();
+    return b !== undefined && !b.ready ? { ...instrumented.readiness(), ...b } : instrumented.readiness();
   };
   if (config.httpPort !== 0 && !cluster.isWorker) {
+    const admin = adminAccess(config);
+    const tls = tlsFiles(config);
     http = await startServiceHttp({
       port: config.httpPort,
       host: config.httpHost,
       metrics,
-      ready: () => instrumented.readiness(),
+      ready,
       routes,
+      actions,
+      ...(admin === undefined ? {} : { admin }),
+      ...(config.advertisedHost === undefined ? {} : { advertisedHost: config.advertisedHost }),
+      ...(tls === undefined ? {} : { tls }),
+      onError: (e, path) => log.error({ path, ...codesOf(e), err: String(e) }, 'http request failed'),
     });
     // Where other instances forward queries: the advertised host, else the bound address (this
     // machine's name when bound to every interface, which is no address to connect to).
     const wildcard = http.host === '0.0.0.0' || http.host === '::';
     const advertised = config.advertisedHost ?? (wildcard ? hostname() : http.host);
     endpoint = `${advertised.includes(':') ? `[${advertised}]` : advertised}:${http.port}`;
-    log.info({ url: http.url }, 'http endpoints: /metrics /livez /readyz /status /query /query/keys');
+    log.info(
+      { url: http.url, actions: admin === undefined ? 'off' : 'on' },
+      'http endpoints: /metrics /livez /readyz /status /query /query/keys; actions: POST /savepoint',
+    );
   }
   await stopIfRequested();
   // Storage before the group: a missing bucket or refused credentials stop the start with what to do
   // (cli.ts: exit 69 / 77), rather than fail every checkpoint of a running job.
-  const storage = await openCheckpointStorage(config, { purpose: 'run' });
+  storage = await openCheckpointStorage(config, { purpose: 'run' });
   // Under --workers, the primary hears of it and starts no new worker (a refused start, not a crash).
   await storage.check?.().catch(tellPrimaryStartFailed);
   // Where a job change reads old level checkpoints (docs/savepoints.md "Job changes"); removed after the start.
@@ -169,12 +178,21 @@ export async function serve(
     .catch(tellPrimaryStartFailed)
     .finally(() => rm(scratch, { recursive: true, force: true }).catch(() => {}));
   const detach = instrumented.attach(running);
+  if (config.brokerLossTimeoutMs > 0)
+    brokers = new BrokerWatch({
+      connection: { brokers: config.brokers },
+      lostAfterMs: config.brokerLossTimeoutMs,
+      onChange: (v) =>
+        v.ready
+          ? log.info('the brokers answer again')
+          : log.warn({ reason: v.reason }, 'lost the brokers: /readyz is 503'),
+    });
   board.watch(running);
   const lagTimer = setInterval(() => kafkaMetrics.sample(running), 2000);
   lagTimer.unref();
 
   if (cluster.isWorker) {
-    const tick = setInterval(() => process.send?.({ kstate: 'readiness', ...instrumented.readiness() }), 500);
+    const tick = setInterval(() => process.send?.({ kstate: 'readiness', ...ready() }), 500);
     tick.unref();
   }
   log.info({ brokers: config.brokers, backend: config.backend }, 'service running');
@@ -196,6 +214,7 @@ export async function serve(
       board.stop();
       clearInterval(lagTimer);
       kafkaMetrics.detach();
+      await brokers?.stop();
       await http?.close();
       log.info(report, 'stopped');
       process.exit(EXIT.OK);
@@ -368,9 +387,11 @@ export async function servePrimary(
       'CONFIG_INVALID',
       'httpPort 0 with several workers: the primary needs a port for /metrics',
     );
+  const tls = tlsFiles(config);
   const http = await startServiceHttp({
     port: config.httpPort,
     host: config.httpHost,
+    ...(tls === undefined ? {} : { tls }),
     metrics: clusterMetrics(),
     // /status and /status.json over every worker's tasks (status-workers.ts).
     routes: workerStatusRoutes(workers),

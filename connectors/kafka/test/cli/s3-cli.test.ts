@@ -96,6 +96,8 @@ describe('kstate CLI with S3 checkpoint storage (real broker, S3Proxy)', {
     KSTATE_CHECKPOINT_INTERVAL_MS: '500',
     KSTATE_HTTP_PORT: '0',
     KSTATE_SHUTDOWN_TIMEOUT_MS: '20000',
+    // POST /savepoint is an action: on only with an admin token (docs/service.md).
+    KSTATE_ADMIN_TOKEN: 's3-cli-test-admin-token',
   });
 
   /** Per key, count, sum and buckets of a savepoint in the bucket, read through S3CheckpointStorage. */

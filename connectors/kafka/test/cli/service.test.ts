@@ -134,6 +134,8 @@ describe('the service: status page, savepoints, workers', () => {
       KSTATE_CHECKPOINT_DIR: join(dir, n.stem, 'checkpoints'),
       KSTATE_CHECKPOINT_INTERVAL_MS: '300',
       KSTATE_HTTP_PORT: String(port),
+      // POST /savepoint is an action: on only with an admin token (docs/service.md).
+      KSTATE_ADMIN_TOKEN: 'service-test-admin-token',
     };
     return { input, output, env, port, jobId: env.ORDERS_JOB_ID, produce };
   }
