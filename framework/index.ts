@@ -90,15 +90,12 @@ export { DirectorySavepointFiles, type SavepointFiles, textLines } from './savep
 export { fromJsonValue, toJsonValue } from './savepoint/json-values.ts';
 export type { NdjsonManifest } from './savepoint/manifest.ts';
 export {
-  estimateRescale,
   exportSavepointToDirectory,
   importSavepointFromDirectory,
   type RescaleReport,
   type RescaleSavepointOptions,
   rescaleSavepoint,
-  type SavepointSizeEstimate,
 } from './savepoint/operations.ts';
-export type { SavepointWriteProgress } from './savepoint/publish.ts';
 export type { PositionQuery } from './savepoint/rescale.ts';
 export { type JobSavepoint, readJobSavepoint } from './savepoint/savepoint-io.ts';
 export * from './service/index.ts';
