@@ -43,9 +43,10 @@ export interface MembershipView {
  * fetched batch is offered to its partition's reader, which signals its task's input channel, so the
  * records go into the channel during eachBatch; a reader left holding part of a fetch (the channel is
  * full) pauses the partition until its channel took the rest (`onRoom`).
- * A partition without a reader (its task is still restoring, or was revoked) is paused; a reader's
- * registration seeks the partition to the reader's start offset and resumes it. Offsets are never
- * committed by this consumer: the tasks' transactions commit them with their checkpoints.
+ * A partition without a reader (its task is still restoring, or was revoked) is paused, from the
+ * join on (before its first fetch); a reader's registration seeks the partition to the reader's
+ * start offset and resumes it. Offsets are never committed by this consumer: the tasks'
+ * transactions commit them with their checkpoints.
  */
 export class ConsumerHub {
   readonly #kafka: Kafka;
@@ -109,6 +110,16 @@ export class ConsumerHub {
       for (const [topic, parts] of Object.entries(e.payload.memberAssignment))
         assigned.set(topic, parts as number[]);
       this.#owned = [...new Set([...assigned.values()].flat())];
+      // Before the first fetch of this generation (kafkajs emits GROUP_JOIN, then fetches): a partition
+      // whose task has no reader yet is paused now, not after a fetch whose records would be thrown
+      // away (up to maxBytesPerPartition each, fetched and decoded again once the reader seeks).
+      const idle = [...assigned]
+        .map(([topic, parts]) => ({
+          topic,
+          partitions: parts.filter((p) => !this.#readers.has(`${topic}:${p}`)),
+        }))
+        .filter((t) => t.partitions.length > 0);
+      if (idle.length > 0) this.#consumer.pause(idle);
       onAssignment(assigned);
     });
     // A fetch whose records were all filtered out (transaction markers, aborted transactions) never
