@@ -16,7 +16,15 @@ export {
   timeIndexedState,
   valueState,
 } from './api/descriptors.ts';
-export { type ErrorCode, ErrorCodes, isStreamError, PERMANENT_CODES, StreamError } from './api/errors.ts';
+export {
+  type ErrorCode,
+  ErrorCodes,
+  type FailureClass,
+  failureClass,
+  isStreamError,
+  PERMANENT_CODES,
+  StreamError,
+} from './api/errors.ts';
 export type * from './api/functions.ts';
 export { outputTag } from './api/functions.ts';
 export type { Key, KeyId, Partitioner, PartitionerFunction, PartitionerName } from './api/keys.ts';
@@ -32,6 +40,7 @@ export type {
 export type {
   PollingSourceReader,
   PullSourceReader,
+  RecordErrorPolicy,
   RecordRejection,
   RecordVerdict,
   Source,
@@ -90,12 +99,15 @@ export { DirectorySavepointFiles, type SavepointFiles, textLines } from './savep
 export { fromJsonValue, toJsonValue } from './savepoint/json-values.ts';
 export type { NdjsonManifest } from './savepoint/manifest.ts';
 export {
+  estimateRescale,
   exportSavepointToDirectory,
   importSavepointFromDirectory,
   type RescaleReport,
   type RescaleSavepointOptions,
   rescaleSavepoint,
+  type SavepointSizeEstimate,
 } from './savepoint/operations.ts';
+export type { SavepointWriteProgress } from './savepoint/publish.ts';
 export type { PositionQuery } from './savepoint/rescale.ts';
 export { type JobSavepoint, readJobSavepoint } from './savepoint/savepoint-io.ts';
 export * from './service/index.ts';

@@ -15,6 +15,7 @@ import {
 } from '../runtime/snapshot-io.ts';
 import type { KeyedStateBackend } from '../state/backend.ts';
 import { KEYED_SNAPSHOT_FORMAT_VERSION } from '../state/state-meta.ts';
+import { completeSavepointWrites } from './publish.ts';
 import { restructureJob, type TargetStage, type UnclaimedState } from './restructure.ts';
 import {
   parseTaskId,
@@ -262,6 +263,8 @@ async function fromSavepoint(
   // Another layout than the last run's: as for a change of the last run, no instance of it may still
   // run, and what its killed tasks left open (of stages this layout may not have) is aborted first.
   if (!rec || !sameLayout(rec.topology, topology)) await quiesce(o, rec ? [rec.topology] : [], superseded);
+  // An offline write of it (rescale, import) interrupted after its commit point is finished first.
+  await completeSavepointWrites(o.storage, o.jobId, name, o.info);
   const recorded = await readSavepointTopology(o.storage, o.jobId, name);
   if (recorded && sameLayout(recorded, topology)) return { savepoint: name };
   const derived = `${name.slice(0, 150)}.${layoutHash(topology)}`;

@@ -5,6 +5,7 @@ import { checkExportTarget, exportSavepoint } from './export.ts';
 import { type SavepointFiles, savepointFiles } from './files.ts';
 import { importNdjson } from './import.ts';
 import type { NdjsonManifest } from './manifest.ts';
+import type { SavepointWriteProgress } from './publish.ts';
 import { type PositionQuery, rescaleStage } from './rescale.ts';
 import {
   highestCheckpointId,
@@ -31,6 +32,10 @@ export interface RescaleSavepointOptions {
   readonly openBackend?: (scope: Scope) => Promise<KeyedStateBackend>;
   /** The savepoint, when the caller has read it already (`readJobSavepoint`). */
   readonly savepoint?: JobSavepoint;
+  /** Called as the new savepoint's tasks are written (see `SavepointWriteProgress`). */
+  readonly progress?: (p: SavepointWriteProgress) => void;
+  /** Lines worth a person's attention (leftovers of an interrupted write removed ...). */
+  readonly log?: (line: string) => void;
 }
 
 export interface RescaleReport {
@@ -55,9 +60,10 @@ export async function rescaleSavepoint(
       ...(o.partitioner?.(s.stage) === undefined ? {} : { partitioner: o.partitioner(s.stage)! }),
     }),
   );
-  const scopes = [
-    ...new Set([...taskIds, ...stages.flatMap((s) => s.tasks.map((_, p) => `${s.stage}-p${p}`))]),
-  ].map((taskId) => ({ jobId, taskId }));
+  const scopes = await storedScopes(storage, jobId, [
+    ...taskIds,
+    ...stages.flatMap((s) => s.tasks.map((_, p) => `${s.stage}-p${p}`)),
+  ]);
   const checkpointId =
     (await highestCheckpointId(
       storage,
@@ -67,6 +73,8 @@ export async function rescaleSavepoint(
   const written = await writeJobSavepoint(storage, jobId, o.as, stages, {
     checkpointId,
     backend: 'savepoint',
+    ...(o.progress ? { progress: o.progress } : {}),
+    ...(o.log ? { log: o.log } : {}),
   });
   return {
     stages: sp.stages.map((s, i) => ({
@@ -78,6 +86,68 @@ export async function rescaleSavepoint(
     checkpointId,
     written,
   };
+}
+
+/**
+ * The scopes among `taskIds` that exist in storage (one listing of the job): only they can hold
+ * checkpoints, and a rescale to 100,000 tasks should not look into 100,000 empty directories.
+ */
+async function storedScopes(
+  storage: CheckpointStorage,
+  jobId: string,
+  taskIds: readonly string[],
+): Promise<Scope[]> {
+  const stored = new Set(await storage.tasks(jobId));
+  return [...new Set(taskIds)].filter((t) => stored.has(t)).map((taskId) => ({ jobId, taskId }));
+}
+
+/** What writing a savepoint of `tasks` tasks is expected to take, from a savepoint read before. */
+export interface SavepointSizeEstimate {
+  /** Tasks and bytes of the source savepoint's files. */
+  readonly sourceTasks: number;
+  readonly sourceBytes: number;
+  readonly tasks: number;
+  /** Bytes of the new savepoint's state files: the state moves, the per-task part repeats. */
+  readonly bytes: number;
+  /** The part of each source task's files that is not keyed entries (headers, operator state). */
+  readonly perTaskBytes: number;
+}
+
+/**
+ * Estimate the size of `sp` rescaled to `partitions` (from the source's file sizes): keyed entries
+ * are moved, not copied, so they count once; the rest of a task's files (format headers, state
+ * descriptors, operator, broadcast and union state, timers) is counted once per new task, at its
+ * average in the source.
+ */
+export function estimateRescale(
+  sp: JobSavepoint,
+  partitions: (stage: string, old: number) => number,
+): SavepointSizeEstimate {
+  let sourceTasks = 0;
+  let sourceBytes = 0;
+  let tasks = 0;
+  let bytes = 0;
+  let perTask = 0;
+  for (const s of sp.stages) {
+    const m = partitions(s.stage, s.partitions);
+    const files = s.tasks.reduce((n, t) => n + (t.bytes ?? 0), 0);
+    const entries = s.tasks.reduce(
+      (n, t) =>
+        n +
+        t.keyed.states.reduce(
+          (a, st) => a + st.entries.reduce((b, [k, v]) => b + Buffer.byteLength(String(k)) + v.byteLength, 0),
+          0,
+        ),
+      0,
+    );
+    const overhead = Math.max(0, files - entries) / Math.max(1, s.tasks.length);
+    sourceTasks += s.tasks.length;
+    sourceBytes += files;
+    tasks += m;
+    bytes += Math.min(entries, files) + m * overhead;
+    perTask = Math.max(perTask, overhead);
+  }
+  return { sourceTasks, sourceBytes, tasks, bytes: Math.round(bytes), perTaskBytes: Math.round(perTask) };
 }
 
 function keyCount(snaps: readonly { states: readonly { entries: readonly unknown[] }[] }[]): number {
@@ -118,6 +188,10 @@ export async function importSavepointFromDirectory(
     existingTaskIds?: readonly string[];
     /** A stage's partitioner, when the manifest names a function (see `importNdjson`). */
     partitioner?: (stage: string) => Partitioner | undefined;
+    /** Called as the savepoint's tasks are written (see `SavepointWriteProgress`). */
+    progress?: (p: SavepointWriteProgress) => void;
+    /** Lines worth a person's attention (leftovers of an interrupted write removed ...). */
+    log?: (line: string) => void;
   },
 ): Promise<{ manifest: NdjsonManifest; checkpointId: number; written: readonly CheckpointMetadata[] }> {
   const { manifest, stages } = await importNdjson(savepointFiles(dir), {
@@ -125,13 +199,16 @@ export async function importSavepointFromDirectory(
     ...(o.known ? { known: o.known } : {}),
     ...(o.partitioner ? { partitioner: o.partitioner } : {}),
   });
-  const scopes = [
-    ...new Set([
-      ...(o.existingTaskIds ?? []),
-      ...stages.flatMap((s) => s.tasks.map((_, p) => `${s.stage}-p${p}`)),
-    ]),
-  ].map((taskId) => ({ jobId, taskId }));
+  const scopes = await storedScopes(storage, jobId, [
+    ...(o.existingTaskIds ?? []),
+    ...stages.flatMap((s) => s.tasks.map((_, p) => `${s.stage}-p${p}`)),
+  ]);
   const checkpointId = (await highestCheckpointId(storage, scopes)) + 1;
-  const written = await writeJobSavepoint(storage, jobId, o.as, stages, { checkpointId, backend: 'import' });
+  const written = await writeJobSavepoint(storage, jobId, o.as, stages, {
+    checkpointId,
+    backend: 'import',
+    ...(o.progress ? { progress: o.progress } : {}),
+    ...(o.log ? { log: o.log } : {}),
+  });
   return { manifest, checkpointId, written };
 }

@@ -1,16 +1,19 @@
 import { isStreamError, StreamError } from '../api/errors.ts';
-import type { CheckpointMetadata, CheckpointStorage, FileRef, Scope } from '../checkpoint/storage/storage.ts';
+import type { CheckpointMetadata, CheckpointStorage, Scope } from '../checkpoint/storage/storage.ts';
 import {
   checkpointFiles,
   materializeKeyedHandle,
   type OperatorsFile,
   readTaskSnapshot,
-  TASK_SNAPSHOT_FORMAT,
   type TaskPayload,
-  writeKeyedFile,
-  writeOperatorsFile,
 } from '../runtime/snapshot-io.ts';
 import type { KeyedStateBackend, KeyedStateSnapshot } from '../state/backend.ts';
+import {
+  completeSavepointWrites,
+  type PublishOptions,
+  publishJobSavepoint,
+  type StageSavepointContent,
+} from './publish.ts';
 
 /**
  * Savepoints as whole-job values: read every task's part of a named savepoint, and write one.
@@ -31,6 +34,8 @@ export interface TaskSavepoint {
   readonly payload: TaskPayload;
   readonly keyed: KeyedStateSnapshot;
   readonly operators: OperatorsFile;
+  /** Bytes of its files in storage (keyed and operators), when read from storage. */
+  readonly bytes?: number;
 }
 
 export interface StageSavepoint {
@@ -49,20 +54,7 @@ export interface JobSavepoint {
   readonly stages: readonly StageSavepoint[];
 }
 
-/** What `writeJobSavepoint` writes for one task. */
-export interface TaskSavepointContent {
-  readonly keyed: KeyedStateSnapshot;
-  readonly operators: OperatorsFile;
-  readonly channels: TaskPayload['channels'];
-}
-
-export interface StageSavepointContent {
-  readonly stage: string;
-  /** The partitioner name its keys are placed by (recorded in every task's payload; absent: murmur2). */
-  readonly partitioner?: string;
-  /** `tasks[p]` for partition p; the stage has `tasks.length` partitions. */
-  readonly tasks: readonly TaskSavepointContent[];
-}
+export type { StageSavepointContent, TaskSavepointContent } from './publish.ts';
 
 const TASK_ID = /^(.+)-p(\d+)$/;
 
@@ -86,6 +78,8 @@ export async function readJobSavepoint(
   name: string,
   openBackend?: (scope: Scope) => Promise<KeyedStateBackend>,
 ): Promise<JobSavepoint> {
+  // A write of it interrupted after its commit point: its tasks' metadata are written first.
+  await completeSavepointWrites(storage, jobId, name);
   const byStage = new Map<string, TaskSavepoint[]>();
   for (const taskId of taskIds) {
     // Not a task (`<stage>-p<n>`): e.g. the job's topology records (`_topology`, topology.ts).
@@ -167,82 +161,26 @@ async function readTask(
     payload: restored.payload,
     keyed,
     operators: restored.operators,
+    bytes: meta.files.reduce((n, f) => n + f.bytes, 0),
   };
 }
 
 /**
  * Write savepoint `name` of job `jobId`: for each stage and partition p, a keyed file and an
- * operators file in scope `<stage>-p<p>`, then its metadata. The savepoint's checkpoint id is
- * `checkpointId` (give one above every checkpoint the job has, so that the savepoint reads as the
- * newest state). Refuses a name any target task already has (CONFIG_INVALID) before writing
- * anything. Should a commit fail half-way, the parts already committed are deleted again when the
- * storage can (`deleteSavepoint`), and the error is rethrown.
+ * operators file in scope `<stage>-p<p>`, then its metadata; all of it appears at once, or nothing
+ * under `name` (publish.ts: the files first, then one commit record, then the tasks' metadata). The
+ * savepoint's checkpoint id is `checkpointId` (give one above every checkpoint the job has, so that
+ * the savepoint reads as the newest state). Refuses a name any existing target task already has
+ * (CONFIG_INVALID) before writing anything.
  */
 export async function writeJobSavepoint(
   storage: CheckpointStorage,
   jobId: string,
   name: string,
   stages: readonly StageSavepointContent[],
-  o: { checkpointId: number; backend: string; timestamp?: number },
+  o: PublishOptions,
 ): Promise<CheckpointMetadata[]> {
-  const scopes = stages.flatMap((s) => s.tasks.map((_, p) => ({ jobId, taskId: `${s.stage}-p${p}` })));
-  for (const scope of scopes) {
-    let taken = false;
-    try {
-      await storage.loadSavepoint(name, scope);
-      taken = true;
-    } catch (e) {
-      if (!(e instanceof StreamError && e.code === 'CHECKPOINT_NOT_FOUND')) throw e;
-    }
-    if (taken) {
-      throw new StreamError(
-        'CONFIG_INVALID',
-        `task ${scope.taskId} of job ${jobId} already has a savepoint '${name}': choose another name`,
-      );
-    }
-  }
-  const committed: CheckpointMetadata[] = [];
-  try {
-    for (const s of stages) {
-      for (const [p, t] of s.tasks.entries()) {
-        const scope = { jobId, taskId: `${s.stage}-p${p}` };
-        const files = checkpointFiles(storage, scope, o.checkpointId, `sp-${name}`);
-        const keyedFile: FileRef = await writeKeyedFile(files, t.keyed);
-        const operatorsFile = await writeOperatorsFile(files, t.operators);
-        const payload: TaskPayload = {
-          format: TASK_SNAPSHOT_FORMAT,
-          stage: s.stage,
-          partition: p,
-          partitions: s.tasks.length,
-          ...(s.partitioner === undefined ? {} : { partitioner: s.partitioner }),
-          backend: o.backend,
-          unaligned: false,
-          channels: t.channels,
-          keyedFile: keyedFile.path,
-          operatorsFile: operatorsFile.path,
-        };
-        const meta: CheckpointMetadata = {
-          formatVersion: 1,
-          jobId,
-          taskId: scope.taskId,
-          checkpointId: o.checkpointId,
-          savepoint: name,
-          timestamp: o.timestamp ?? Date.now(),
-          files: [keyedFile, operatorsFile],
-          type: 'full',
-          payload,
-        };
-        await storage.commit(meta);
-        committed.push(meta);
-      }
-    }
-  } catch (e) {
-    const del = (storage as { deleteSavepoint?: (n: string, s: Scope) => Promise<void> }).deleteSavepoint;
-    for (const m of committed)
-      await del?.call(storage, name, { jobId, taskId: m.taskId }).catch(() => undefined);
-    throw e;
-  }
-  return committed;
+  return publishJobSavepoint(storage, jobId, name, stages, o);
 }
 
 /** The highest checkpoint id committed in any of `scopes` (latest checkpoints and savepoints), or 0. */

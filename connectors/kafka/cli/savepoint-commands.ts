@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import {
+  estimateRescale,
   exportSavepointToDirectory,
   importSavepointFromDirectory,
   type JobSavepoint,
@@ -7,6 +8,8 @@ import {
   type PositionQuery,
   readJobSavepoint,
   rescaleSavepoint,
+  type SavepointSizeEstimate,
+  type SavepointWriteProgress,
   StreamError,
 } from '../../../framework/index.ts';
 import { type Admin, Kafka, logLevel } from '../internal/kafkajs.ts';
@@ -53,6 +56,91 @@ function needTasks(config: ServiceConfig, jobId: string, taskIds: string[]): str
 function scratch(config: ServiceConfig) {
   const dir = join(config.stateDir, '.savepoint', String(process.pid));
   return (scope: { taskId: string }) => LevelKeyedStateBackend.open({ directory: join(dir, scope.taskId) });
+}
+
+/** A new savepoint of at least this many tasks, or bytes, gets the size and time warning. */
+const LARGE_TASKS = 1000;
+const LARGE_BYTES = 1024 ** 3;
+/** A progress line at most this often (KSTATE_PROGRESS_INTERVAL_MS overrides it, for tests). */
+const PROGRESS_INTERVAL_MS = 5000;
+/** The time estimate waits for this long a sample of the writing. */
+const SAMPLE_MS = 1000;
+
+function formatBytes(n: number): string {
+  if (n < 1024 * 1024) return `${Math.max(1, Math.round(n / 1024))} KB`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MB`;
+  return `${(n / 1024 ** 3).toFixed(1)} GB`;
+}
+
+function formatDuration(ms: number): string {
+  const s = Math.round(ms / 1000);
+  if (s < 120) return `${s} s`;
+  if (s < 7200) return `${Math.round(s / 60)} min`;
+  return `${(s / 3600).toFixed(1)} h`;
+}
+
+/**
+ * What a savepoint write says on stderr: with `estimate` of a large one, a warning with its size
+ * before anything is written (`before()`) and one with the time once the first tasks give the rate;
+ * a progress line every few seconds (tasks, bytes, time, time left); and the commit point.
+ */
+function writeReporter(
+  warn: Warn,
+  command: string,
+  name: string,
+  o: { estimate?: SavepointSizeEstimate; tasks?: number; from?: string; filesystem: boolean },
+) {
+  const interval = Number(process.env.KSTATE_PROGRESS_INTERVAL_MS) || PROGRESS_INTERVAL_MS;
+  const tasks = o.estimate?.tasks ?? o.tasks;
+  const large =
+    tasks !== undefined &&
+    (tasks >= LARGE_TASKS || (o.estimate !== undefined && o.estimate.bytes >= LARGE_BYTES));
+  let timed = !large;
+  let last = Date.now();
+  let committed = false;
+  return {
+    before(): void {
+      if (!large || o.estimate === undefined) return;
+      const e = o.estimate;
+      // A directory also holds 3 directories and 3 files per task (metadata included), in blocks.
+      const disk = o.filesystem ? `, about ${formatBytes(e.bytes + e.tasks * 6 * 4096)} on disk` : '';
+      warn(
+        `kstate: warning: savepoint '${name}' will have ${e.tasks} tasks: about ${formatBytes(e.bytes)} of state files${disk} (estimated from ${o.from ? `'${o.from}'` : 'the source'}: ${e.sourceTasks} tasks, ${formatBytes(e.sourceBytes)}, ${formatBytes(e.perTaskBytes)} per task besides its keys); the time follows once the first tasks are written. Nothing is visible under '${name}' until the write completes: stopping it (Ctrl-C) leaves nothing there, and the next command removes what it wrote`,
+      );
+    },
+    progress(p: SavepointWriteProgress): void {
+      const now = Date.now();
+      if (!timed && p.phase === 'files' && p.elapsedMs >= SAMPLE_MS && p.done > 0) {
+        timed = true;
+        const left = (p.elapsedMs / p.done) * (p.total - p.done);
+        warn(
+          `kstate: warning: writing savepoint '${name}' (${p.total} tasks) takes about ${formatDuration(p.elapsedMs + left * 1.5)} in all, at the rate of its first ${p.done} tasks (${(p.done / (p.elapsedMs / 1000)).toFixed(0)} tasks/s; the metadata after them adds about half)`,
+        );
+        last = now;
+      }
+      if (p.phase === 'publish' && !committed) {
+        committed = true;
+        if (p.total >= LARGE_TASKS || p.elapsedMs >= interval)
+          warn(
+            `kstate: ${command} '${name}': all ${p.total} tasks' files written (${formatBytes(p.bytes)}, ${formatDuration(p.elapsedMs)}); committed, writing the tasks' metadata`,
+          );
+        last = now;
+        return;
+      }
+      if (now - last < interval || p.done === p.total) return;
+      last = now;
+      const rate = p.done / Math.max(1, p.elapsedMs);
+      const left = (p.total - p.done) / Math.max(rate, 1e-9);
+      warn(
+        p.phase === 'files'
+          ? `kstate: ${command} '${name}': ${p.done} of ${p.total} tasks written (${formatBytes(p.bytes)}), ${formatDuration(p.elapsedMs)}, about ${formatDuration(left)} left before the commit`
+          : `kstate: ${command} '${name}': committed; metadata of ${p.done} of ${p.total} tasks written, about ${formatDuration(left)} left`,
+      );
+    },
+    log(line: string): void {
+      warn(`kstate: ${line}`);
+    },
+  };
 }
 
 /**
@@ -243,12 +331,20 @@ async function rescale(
     const start = topic ? low.get(topic.now)?.get(q.partition) : undefined;
     return start === undefined ? undefined : { topic: topic!.now, offset: start };
   };
+  const reporter = writeReporter(warn, 'rescale', o.as, {
+    estimate: estimateRescale(sp, counts),
+    from: savepoint,
+    filesystem: storage.kind === 'filesystem',
+  });
+  reporter.before();
   const report = await rescaleSavepoint(storage, jobId, taskIds, savepoint, {
     as: o.as,
     partitions: counts,
     position,
     openBackend: scratch(config),
     savepoint: sp,
+    progress: reporter.progress,
+    log: reporter.log,
   });
   out(
     JSON.stringify({
@@ -300,17 +396,27 @@ export async function importCommand(
   jobId: string,
   o: { from: string; as: string; partitions: string | undefined },
   out: Out,
+  warn: Warn = (line) => process.stderr.write(`${line}\n`),
 ): Promise<void> {
   const counts = o.partitions ? parseCounts(o.partitions, '--partitions') : (_: string, n: number) => n;
   const files = await openSavepointFiles(o.from, config, '--from');
   try {
-    const r = await withStorage(config, jobId, (storage, taskIds) =>
-      importSavepointFromDirectory(storage, jobId, files, {
+    const r = await withStorage(config, jobId, (storage, taskIds) => {
+      let reporter: ReturnType<typeof writeReporter> | undefined;
+      return importSavepointFromDirectory(storage, jobId, files, {
         as: o.as,
         partitions: counts,
         existingTaskIds: taskIds,
-      }),
-    );
+        progress: (p) => {
+          reporter ??= writeReporter(warn, 'import', o.as, {
+            tasks: p.total,
+            filesystem: storage.kind === 'filesystem',
+          });
+          reporter.progress(p);
+        },
+        log: (line) => warn(`kstate: ${line}`),
+      });
+    });
     out(
       JSON.stringify({
         savepoint: o.as,

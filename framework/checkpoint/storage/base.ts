@@ -118,6 +118,8 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
   protected abstract _describe(path: string): string;
   /** Removes leftovers of interrupted writes in the scope (temporary files). */
   protected async _sweepLeftovers(_scope: Scope): Promise<void> {}
+  /** Removes the scope's directories if they hold nothing (a directory storage; object stores have none). */
+  protected async _removeEmptyDirs(_scope: Scope): Promise<void> {}
 
   // ---- CheckpointStorage -------------------------------------------------------------------------
 
@@ -441,6 +443,50 @@ export abstract class BaseCheckpointStorage implements CheckpointStorage {
       const index = this.#index.get(scopeDir(scope));
       if (index !== undefined) index.metas = index.metas.filter((m) => m.savepoint !== name);
       await this.#collect(scope);
+    });
+  }
+
+  /**
+   * Deletes those of `paths` (data files of the scope, as FileRef paths) that exist and no committed
+   * metadata of the scope lists, then the scope's directories if that left them empty: the leftovers
+   * of an offline write that never committed (an interrupted `kstate savepoint rescale`, which knows
+   * the names it wrote). Returns the paths deleted. Reads every metadata of the scope: not for the
+   * hot path. Refuses (CHECKPOINT_CORRUPT) to delete anything while a metadata file is unreadable.
+   */
+  async deleteUnreferenced(scope: Scope, paths: readonly string[]): Promise<string[]> {
+    checkScope(scope);
+    for (const path of paths) {
+      const loc = parseDataFilePath(path);
+      if (loc?.jobId !== scope.jobId || loc.taskId !== scope.taskId)
+        throw new StreamError(
+          'CONFIG_INVALID',
+          `deleteUnreferenced: ${path} is no data file of ${describeScope(scope)}`,
+        );
+    }
+    return this.#exclusive(scope, async () => {
+      if (!(await this._root('probe'))) return [];
+      const metas = await this.#storedMetas(scope);
+      const unreadable = metas.find((m) => m.files === undefined);
+      if (unreadable !== undefined)
+        throw new StreamError(
+          'CHECKPOINT_CORRUPT',
+          `metadata ${unreadable.location} is unreadable, so which files of ${describeScope(scope)} it lists is unknown: nothing deleted`,
+        );
+      const referenced = referencedBy(metas);
+      const inFlight = new Set(
+        [...(this.#inFlight.get(scopeDir(scope))?.values() ?? [])].flatMap((s) => [...s]),
+      );
+      const deleted: string[] = [];
+      for (const path of paths) {
+        if (referenced.has(path) || inFlight.has(path) || (await this._size(path)) === undefined) continue;
+        await this.#deleteFile(scope, path);
+        deleted.push(path);
+      }
+      if (metas.length === 0) {
+        await this._sweepLeftovers(scope);
+        await this._removeEmptyDirs(scope);
+      }
+      return deleted;
     });
   }
 

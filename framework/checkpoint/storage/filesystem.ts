@@ -20,7 +20,7 @@ import type { Scope } from './storage.ts';
 /** The file system calls the storage makes; tests pass a facade to inject failures. */
 export type CheckpointFs = Pick<
   typeof nodeFs,
-  'mkdir' | 'open' | 'link' | 'rename' | 'unlink' | 'readdir' | 'readFile' | 'stat'
+  'mkdir' | 'open' | 'link' | 'rename' | 'unlink' | 'readdir' | 'readFile' | 'stat' | 'rmdir'
 >;
 
 export interface FilesystemStorageOptions extends StorageOptions {
@@ -301,6 +301,20 @@ export class FilesystemCheckpointStorage extends BaseCheckpointStorage {
 
   protected _describe(path: string): string {
     return this.#abs(path);
+  }
+
+  /** rmdir of the scope's files, savepoints and own directory; one that is not empty stays. */
+  protected override async _removeEmptyDirs(scope: Scope): Promise<void> {
+    for (const dir of [filesDir(scope), savepointsDir(scope), scopeDir(scope)]) {
+      const abs = this.#abs(dir);
+      try {
+        await this.#fs.rmdir(abs);
+      } catch (e) {
+        const code = errnoCode(e);
+        if (code !== 'ENOENT' && code !== 'ENOTEMPTY' && code !== 'EEXIST')
+          throw this.#failed('delete', abs, e);
+      }
+    }
   }
 
   /** Removes `.tmp-*` files that interrupted writes (crashes) left in the scope. */
