@@ -16,7 +16,15 @@ export {
   timeIndexedState,
   valueState,
 } from './api/descriptors.ts';
-export { type ErrorCode, ErrorCodes, isStreamError, PERMANENT_CODES, StreamError } from './api/errors.ts';
+export {
+  type ErrorCode,
+  ErrorCodes,
+  type FailureClass,
+  failureClass,
+  isStreamError,
+  PERMANENT_CODES,
+  StreamError,
+} from './api/errors.ts';
 export type * from './api/functions.ts';
 export { outputTag } from './api/functions.ts';
 export type { Key, KeyId, Partitioner, PartitionerFunction, PartitionerName } from './api/keys.ts';
@@ -32,6 +40,7 @@ export type {
 export type {
   PollingSourceReader,
   PullSourceReader,
+  RecordErrorPolicy,
   RecordRejection,
   RecordVerdict,
   Source,

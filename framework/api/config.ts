@@ -1,3 +1,5 @@
+import type { RecordErrorPolicy } from './source.ts';
+
 /** Checkpointing of a job; every field has a default (see `resolveRuntimeConfig`). */
 export interface CheckpointConfig {
   /** Time between checkpoint triggers; 0 disables periodic checkpoints (final and savepoints still run). Default 1000. */
@@ -53,6 +55,14 @@ export type RestartStrategy =
 
 export interface RuntimeConfig {
   readonly checkpoints: CheckpointConfig;
+  /**
+   * Records a user function throws on (a key selector, map, filter, flatMap, process function, sink
+   * encoder), for operators without their own `onError`: `fail` (default: the task fails, and the
+   * restart strategy counts it), `skip` (counted in `kstate_records_failed_total` and logged), or
+   * `dead-letter` (emitted with the error on the side output of the source the record came from,
+   * in the task's transaction). Errors of permanent codes always fail.
+   */
+  readonly onUserFunctionError: RecordErrorPolicy;
   readonly restart: RestartStrategy;
   /** Records buffered per input channel before the source is paused. Default 1024. */
   readonly channelCapacity: number;

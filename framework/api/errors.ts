@@ -14,6 +14,8 @@ export const ErrorCodes = {
   SERIALIZER_MISMATCH: 'a snapshot was written by another serializer, or a newer version of it',
   SNAPSHOT_FORMAT_UNSUPPORTED: 'a snapshot was written in a format version this build cannot read',
   CHECKPOINT_CORRUPT: 'a checkpoint or savepoint file is truncated or fails its checksum',
+  LOCAL_STATE_DAMAGED:
+    "a task's local state database (level backend) lost or damaged data: it is rebuilt from checkpoint storage",
   CHECKPOINT_NOT_FOUND: 'the checkpoint, savepoint or checkpoint directory asked for does not exist',
   CHECKPOINT_STORAGE_FAILED: 'writing or reading checkpoint storage failed (disk full, permissions ...)',
   CHECKPOINT_STORAGE_DENIED:
@@ -67,13 +69,78 @@ export const RETRIABLE_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
 ]);
 
 /**
- * The codes whose errors are permanent: the failure is in the input itself, so restarting the task
- * from its last checkpoint replays the same record and fails the same way. The restart strategy is
- * not consulted (`decideRestart`): the job fails at once, with the error itself, instead of
- * restarting forever. A record error of this kind has a poison-record policy (skip, dead-letter)
- * where the job should go on.
+ * The codes whose errors are permanent: trying again cannot help, because the fault is in the job's
+ * configuration, in the state or savepoint it restores, or in the input itself (a restart replays the
+ * same record and fails the same way). The restart strategy is not consulted (`failureClass`,
+ * `decideRestart`): the job fails at once with the error itself instead of restarting forever, and
+ * `kstate run` exits with the code its class has (docs/service.md "Exit codes"). A record error of this
+ * kind has a poison-record policy (skip, dead-letter) where the job should go on.
  */
-export const PERMANENT_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['KEY_GROUP_MISMATCH']);
+export const PERMANENT_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'CONFIG_INVALID',
+  'GRAPH_INVALID',
+  'KEY_GROUP_MISMATCH',
+  'STATE_DESCRIPTOR_CONFLICT',
+  'SERIALIZER_MISMATCH',
+  'SNAPSHOT_FORMAT_UNSUPPORTED',
+  'CHECKPOINT_CORRUPT',
+  'CHECKPOINT_NOT_FOUND',
+  'CHECKPOINT_STORAGE_DENIED',
+  'RESCALE_UNSUPPORTED',
+  'STATE_NOT_RESTORED',
+  'KAFKA_CLIENT_UNVERIFIED',
+]);
+
+/**
+ * How the job treats a task failure (docs/runtime.md "Failures and restarts"):
+ * - `permanent`: no restart can help (a permanent code, or the storage's path is unusable: a component
+ *   of it is a file, or access is denied); the job fails at once;
+ * - `transient`: the environment is away (a retriable code: the broker, the schema registry; or the
+ *   network to the object store): the task restarts with backoff for as long as it lasts, and the
+ *   restart strategy does not count it;
+ * - `counted`: anything else (a user function that throws, a lost transaction, a failed checkpoint):
+ *   the restart strategy counts it, and gives up past its limit.
+ */
+export type FailureClass = 'permanent' | 'transient' | 'counted';
+
+/** errno codes of a path that cannot be used as it is: a person must change it. */
+const PERMANENT_ERRNOS: ReadonlySet<string> = new Set(['ENOTDIR', 'EISDIR', 'EACCES', 'EPERM', 'EROFS']);
+/** errno codes (and SDK error names) of a network that does not answer now. */
+const NETWORK_ERRNOS: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EPIPE',
+  'TimeoutError',
+]);
+
+/**
+ * The class of a failure: its error, then each `cause` in turn, decides by the first that says
+ * something (a catalogued code that is permanent or retriable, an errno or error name above); a chain
+ * that says nothing is `counted`. So a checkpoint declined because the directory is under a regular
+ * file (CHECKPOINT_DECLINED <- CHECKPOINT_STORAGE_FAILED <- ENOTDIR) is permanent, and one declined
+ * because the object store is unreachable (<- ECONNREFUSED) is transient.
+ */
+export function failureClass(error: unknown): FailureClass {
+  let e = error;
+  for (let depth = 0; depth < 8 && e !== null && e !== undefined; depth++) {
+    if (e instanceof StreamError) {
+      if (e.permanent) return 'permanent';
+      if (e.retriable) return 'transient';
+    } else if (typeof e === 'object') {
+      const { code, name } = e as { code?: unknown; name?: unknown };
+      if (typeof code === 'string' && PERMANENT_ERRNOS.has(code)) return 'permanent';
+      if (typeof code === 'string' && NETWORK_ERRNOS.has(code)) return 'transient';
+      if (typeof name === 'string' && NETWORK_ERRNOS.has(name)) return 'transient';
+    }
+    e = (e as { cause?: unknown }).cause;
+  }
+  return 'counted';
+}
 
 export class StreamError extends Error {
   readonly code: ErrorCode;

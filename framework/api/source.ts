@@ -30,20 +30,37 @@ export interface Source<T> {
   /** Open a reader of one partition, resuming from `position` (undefined: from the beginning). */
   createReader(partition: number, position: unknown): SourceReader<T> | Promise<SourceReader<T>>;
   /**
-   * A record of this source that an operator of the stage cannot take (a record error: a keyed
-   * operator found its key outside the task's key group, KEY_GROUP_MISMATCH). The source's
-   * poison-record policy answers with a verdict. Without this method the task fails with
-   * `rejection.error`.
+   * A record of this source that an operator of the stage cannot take (a record error): a keyed
+   * operator found its key outside the task's key group (KEY_GROUP_MISMATCH: the source's own
+   * poison-record policy answers), or a user function threw on it (USER_FUNCTION_FAILED: `policy` is
+   * the operator's, and the source applies it). The answer is a verdict. Without this method the
+   * task fails with `rejection.error`, or skips the record when `policy` is 'skip'.
    */
   rejected?(rejection: RecordRejection): RecordVerdict;
 }
 
+/**
+ * What to do with a record that cannot be processed: `fail` the task, `skip` it (counted and logged),
+ * or `dead-letter` it (emitted with the error on the source's dead-letter side output, in the task's
+ * transaction).
+ */
+export type RecordErrorPolicy = 'fail' | 'skip' | 'dead-letter';
+
 /** A record an operator rejected, and why (see `Source.rejected`). */
 export interface RecordRejection {
-  /** The error that fails the task unless the source's policy takes the record. */
+  /** The error that fails the task unless the policy takes the record. */
   readonly error: StreamError;
-  /** The key the operator selected, as bytes (what the stage's partitioner hashed). */
+  /**
+   * The key the operator selected, as bytes (what the stage's partitioner hashed); empty when a user
+   * function threw before a key was selected.
+   */
   readonly keyBytes: Uint8Array;
+  /**
+   * The policy of the operator whose user function threw on the record (its `onError`, else the
+   * job's `onUserFunctionError`); undefined for a record in the wrong key group (the source's own
+   * policy decides).
+   */
+  readonly policy?: RecordErrorPolicy;
   /** The reader's `SourceRecord.origin` of the record. */
   readonly origin: unknown;
   /** The source partition the record came from. */

@@ -93,9 +93,24 @@ export function decideRestart(s: RestartStrategy, f: RestartFacts): RestartDecis
     case 'exponential-backoff': {
       const restarts = f.ranForMs >= (s.resetAfterMs ?? 60_000) ? 0 : f.restarts;
       if (s.maxAttempts !== undefined && restarts >= s.maxAttempts) return { restart: false };
-      const delayMs = Math.min(s.maxDelayMs, s.initialDelayMs * s.multiplier ** restarts);
-      return { restart: true, delayMs, restarts: restarts + 1 };
+      return { restart: true, delayMs: restartDelay(s, restarts), restarts: restarts + 1 };
     }
+  }
+}
+
+/**
+ * The delay before restart number `n + 1` of a streak under strategy `s` (fixed: its delay; backoff:
+ * growing to its maximum). Also the delay of a transient failure's restart, which no strategy limits
+ * (`failureClass`: the job keeps its own streak of those).
+ */
+export function restartDelay(s: RestartStrategy, n: number): number {
+  switch (s.kind) {
+    case 'none':
+      return 0;
+    case 'fixed-delay':
+      return s.delayMs;
+    case 'exponential-backoff':
+      return Math.min(s.maxDelayMs, s.initialDelayMs * s.multiplier ** n);
   }
 }
 

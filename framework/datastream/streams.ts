@@ -10,6 +10,7 @@ import type {
 } from '../api/functions.ts';
 import type { Key } from '../api/keys.ts';
 import type { Sink } from '../api/sink.ts';
+import type { RecordErrorPolicy } from '../api/source.ts';
 import type { AggregateFunction } from '../api/state.ts';
 import { Deduplicate, type DedupOptions } from '../dedup/dedup.ts';
 import type { GraphEdge, KeySelector, OperatorSpec } from '../graph/types.ts';
@@ -49,11 +50,24 @@ export interface JobNodes {
 export interface OperatorOptions {
   /** Stable id of the operator; required for stateful operators, so their state survives code changes. */
   readonly uid?: string;
+  /**
+   * Records this operator's function (or the key selector of its keyed input) throws on: `fail`,
+   * `skip` (counted and logged) or `dead-letter` (on the side output of the source the record came
+   * from, with the error, in the task's transaction). Default: the job's `onUserFunctionError`
+   * (RuntimeConfig; 'fail' unless set).
+   */
+  readonly onError?: RecordErrorPolicy;
 }
 
 export interface StatefulOptions {
   readonly uid: string;
+  /** See OperatorOptions.onError. */
+  readonly onError?: RecordErrorPolicy;
 }
+
+/** The spec fields of an operator's options (its onError, when set). */
+const withPolicy = (o: { readonly onError?: RecordErrorPolicy }) =>
+  o.onError === undefined ? {} : { onError: o.onError };
 
 export class DataStream<T> {
   readonly #job: JobNodes;
@@ -66,15 +80,15 @@ export class DataStream<T> {
   }
 
   map<R>(fn: (value: T) => R, options: OperatorOptions = {}): DataStream<R> {
-    return this.#add<R>({ kind: 'map', fn }, options.uid);
+    return this.#add<R>({ kind: 'map', fn, ...withPolicy(options) }, options.uid);
   }
 
   filter(fn: (value: T) => boolean, options: OperatorOptions = {}): DataStream<T> {
-    return this.#add<T>({ kind: 'filter', fn }, options.uid);
+    return this.#add<T>({ kind: 'filter', fn, ...withPolicy(options) }, options.uid);
   }
 
   flatMap<R>(fn: (value: T) => Iterable<R>, options: OperatorOptions = {}): DataStream<R> {
-    return this.#add<R>({ kind: 'flatMap', fn }, options.uid);
+    return this.#add<R>({ kind: 'flatMap', fn, ...withPolicy(options) }, options.uid);
   }
 
   /**
@@ -95,7 +109,7 @@ export class DataStream<T> {
   }
 
   process<R>(fn: PerTask<ProcessFunction<T, R>>, options: StatefulOptions): DataStream<R> {
-    return this.#add<R>({ kind: 'process', fn }, options.uid);
+    return this.#add<R>({ kind: 'process', fn, ...withPolicy(options) }, options.uid);
   }
 
   union(...others: DataStream<T>[]): DataStream<T> {
@@ -137,7 +151,11 @@ export class KeyedStream<T, K extends Key> {
   }
 
   process<R>(fn: PerTask<KeyedProcessFunction<K, T, R>>, options: StatefulOptions): DataStream<R> {
-    const id = this.#job.addNode({ kind: 'keyedProcess', fn }, [this.edge], options.uid);
+    const id = this.#job.addNode(
+      { kind: 'keyedProcess', fn, ...withPolicy(options) },
+      [this.edge],
+      options.uid,
+    );
     return new DataStream<R>(this.#job, { from: id });
   }
 
@@ -273,7 +291,11 @@ export class ConnectedStreams<T1, T2> {
   }
 
   process<R>(fn: PerTask<CoProcessFunction<T1, T2, R>>, options: StatefulOptions): DataStream<R> {
-    const id = this.#job.addNode({ kind: 'coProcess', fn }, [this.#a, this.#b], options.uid);
+    const id = this.#job.addNode(
+      { kind: 'coProcess', fn, ...withPolicy(options) },
+      [this.#a, this.#b],
+      options.uid,
+    );
     return new DataStream<R>(this.#job, { from: id });
   }
 }
@@ -289,7 +311,11 @@ export class ConnectedKeyedStreams<T1, T2, K extends Key> {
   }
 
   process<R>(fn: PerTask<KeyedCoProcessFunction<K, T1, T2, R>>, options: StatefulOptions): DataStream<R> {
-    const id = this.#job.addNode({ kind: 'keyedCoProcess', fn }, [this.#a, this.#b], options.uid);
+    const id = this.#job.addNode(
+      { kind: 'keyedCoProcess', fn, ...withPolicy(options) },
+      [this.#a, this.#b],
+      options.uid,
+    );
     return new DataStream<R>(this.#job, { from: id });
   }
 }
@@ -321,7 +347,7 @@ export class BroadcastConnectedStream<T, B, K extends Key> {
     options: StatefulOptions,
   ): DataStream<R> {
     const id = this.#job.addNode(
-      { kind: 'broadcastProcess', fn, states: this.#broadcast.stateNames },
+      { kind: 'broadcastProcess', fn, states: this.#broadcast.stateNames, ...withPolicy(options) },
       [this.#keyed, this.#broadcast.edge],
       options.uid,
     );

@@ -8,7 +8,7 @@ import type {
 } from '../api/functions.ts';
 import type { Key } from '../api/keys.ts';
 import type { Sink } from '../api/sink.ts';
-import type { Source, WatermarkStrategy } from '../api/source.ts';
+import type { RecordErrorPolicy, Source, WatermarkStrategy } from '../api/source.ts';
 
 /** The logical dataflow of a job: plain data, built by the DataStream API (`framework/datastream/`), checked by `validate.ts`. */
 export interface JobGraph {
@@ -44,6 +44,12 @@ export interface GraphNode {
 // biome-ignore lint/suspicious/noExplicitAny: user functions of any element type are stored side by side
 type AnyFn = any;
 
+/** What a user-function operator may carry besides its function: its policy for records it throws on. */
+interface UserFunctionSpec {
+  /** See OperatorOptions.onError (framework/datastream); default: the job's onUserFunctionError. */
+  readonly onError?: RecordErrorPolicy;
+}
+
 export type OperatorSpec =
   | {
       readonly kind: 'source';
@@ -51,23 +57,29 @@ export type OperatorSpec =
       readonly watermarks: WatermarkStrategy<unknown>;
       readonly broadcast: boolean;
     }
-  | { readonly kind: 'map'; readonly fn: (value: AnyFn) => unknown }
-  | { readonly kind: 'filter'; readonly fn: (value: AnyFn) => boolean }
-  | { readonly kind: 'flatMap'; readonly fn: (value: AnyFn) => Iterable<unknown> }
+  | ({ readonly kind: 'map'; readonly fn: (value: AnyFn) => unknown } & UserFunctionSpec)
+  | ({ readonly kind: 'filter'; readonly fn: (value: AnyFn) => boolean } & UserFunctionSpec)
+  | ({ readonly kind: 'flatMap'; readonly fn: (value: AnyFn) => Iterable<unknown> } & UserFunctionSpec)
   | { readonly kind: 'union' }
-  | { readonly kind: 'process'; readonly fn: PerTask<ProcessFunction<AnyFn, unknown>> }
-  | { readonly kind: 'keyedProcess'; readonly fn: PerTask<KeyedProcessFunction<AnyFn, AnyFn, unknown>> }
-  | { readonly kind: 'coProcess'; readonly fn: PerTask<CoProcessFunction<AnyFn, AnyFn, unknown>> }
-  | {
+  | ({ readonly kind: 'process'; readonly fn: PerTask<ProcessFunction<AnyFn, unknown>> } & UserFunctionSpec)
+  | ({
+      readonly kind: 'keyedProcess';
+      readonly fn: PerTask<KeyedProcessFunction<AnyFn, AnyFn, unknown>>;
+    } & UserFunctionSpec)
+  | ({
+      readonly kind: 'coProcess';
+      readonly fn: PerTask<CoProcessFunction<AnyFn, AnyFn, unknown>>;
+    } & UserFunctionSpec)
+  | ({
       readonly kind: 'keyedCoProcess';
       readonly fn: PerTask<KeyedCoProcessFunction<AnyFn, AnyFn, AnyFn, unknown>>;
-    }
-  | {
+    } & UserFunctionSpec)
+  | ({
       readonly kind: 'broadcastProcess';
       readonly fn: PerTask<KeyedBroadcastProcessFunction<AnyFn, AnyFn, AnyFn, unknown>>;
       /** Names of the broadcast states the function may use. */
       readonly states: readonly string[];
-    }
+    } & UserFunctionSpec)
   | { readonly kind: 'sink'; readonly sink: Sink<unknown> };
 
 export type OperatorKind = OperatorSpec['kind'];

@@ -61,6 +61,7 @@ const LISTENER_METHODS: Record<keyof JobListener, true> = {
   taskStarted: true,
   taskStopped: true,
   taskEnding: true,
+  recordFailed: true,
 };
 
 /**
@@ -187,6 +188,11 @@ export function instrumentJob(metrics: Metrics, jobId: string): InstrumentedJob 
     name: 'task_assignment_changes_total',
     help: 'Tasks started for a newly assigned partition (change="assigned") or stopped because revoked or the job stopped (change="revoked"); restarts after failures are not counted.',
     labels: ['job_id', 'change'],
+  });
+  const recordsFailed = metrics.counter({
+    name: 'records_failed_total',
+    help: "Records a user function threw on that its policy took (policy: skip, dead-letter), by task and operator; under 'fail' the task fails instead (task_failures_total).",
+    labels: ['job_id', 'task', 'operator', 'policy'],
   });
   const tasksGauge = metrics.gauge({
     name: 'tasks',
@@ -338,6 +344,9 @@ export function instrumentJob(metrics: Metrics, jobId: string): InstrumentedJob 
     },
     indexFailed({ taskId }) {
       indexFailed.inc({ job_id: jobId, task: taskId });
+    },
+    recordFailed({ taskId, operator, policy }) {
+      recordsFailed.inc({ job_id: jobId, task: taskId, operator, policy });
     },
   };
   refreshStates();

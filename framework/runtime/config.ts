@@ -1,5 +1,6 @@
 import type { CheckpointConfig, RestartStrategy, RuntimeConfig } from '../api/config.ts';
 import { StreamError } from '../api/errors.ts';
+import type { RecordErrorPolicy } from '../api/source.ts';
 
 export interface RuntimeConfigInput {
   readonly checkpoints?: Partial<CheckpointConfig>;
@@ -8,6 +9,8 @@ export interface RuntimeConfigInput {
   readonly pollBatch?: number;
   /** See RuntimeConfig.allowNonRestoredState. Default false. */
   readonly allowNonRestoredState?: boolean;
+  /** See RuntimeConfig.onUserFunctionError. Default 'fail'. */
+  readonly onUserFunctionError?: RecordErrorPolicy;
 }
 
 export const DEFAULT_CHECKPOINTS: CheckpointConfig = {
@@ -85,11 +88,21 @@ export function resolveRuntimeConfig(input: RuntimeConfigInput = {}): RuntimeCon
   }
   const allow = input.allowNonRestoredState ?? false;
   if (typeof allow !== 'boolean') bad('allowNonRestoredState', allow, 'true | false');
+  const onUserFunctionError = recordErrorPolicy('onUserFunctionError', input.onUserFunctionError ?? 'fail');
   return {
     allowNonRestoredState: allow,
+    onUserFunctionError,
     checkpoints: c,
     restart,
     channelCapacity: int('channelCapacity', input.channelCapacity ?? 1024, 1),
     pollBatch: int('pollBatch', input.pollBatch ?? 256, 1),
   };
+}
+
+const POLICIES: readonly RecordErrorPolicy[] = ['fail', 'skip', 'dead-letter'];
+
+/** A record-error policy, checked (CONFIG_INVALID naming `field` otherwise). */
+export function recordErrorPolicy(field: string, p: unknown): RecordErrorPolicy {
+  if (!POLICIES.includes(p as RecordErrorPolicy)) bad(field, p, "'fail' | 'skip' | 'dead-letter'");
+  return p as RecordErrorPolicy;
 }

@@ -1,7 +1,7 @@
 import type { Clock } from '../api/clock.ts';
 import { systemClock } from '../api/clock.ts';
-import { isStreamError, StreamError } from '../api/errors.ts';
-import { decideRestart } from '../checkpoint/decisions.ts';
+import { type FailureClass, failureClass, StreamError } from '../api/errors.ts';
+import { decideRestart, restartDelay } from '../checkpoint/decisions.ts';
 import type { CheckpointMetadata, CheckpointStorage, Scope } from '../checkpoint/storage/storage.ts';
 import { type JobPlan, planJob } from '../graph/plan.ts';
 import type { JobGraph } from '../graph/types.ts';
@@ -57,7 +57,18 @@ export interface JobListener extends TaskListener {
   jobStart?(info: JobStart): void;
   /** A line worth a log entry about the start (a job change, dropped state). */
   jobNotice?(info: { level: 'info' | 'warn'; message: string }): void;
-  taskFailed?(info: { taskId: string; error: unknown; restarting: boolean; delayMs: number }): void;
+  /**
+   * A task failed: `restarting` after `delayMs`, or not (the job fails with it: a permanent failure, or
+   * the restart strategy gave up). `failure` is its class (`failureClass`): transient ones are not
+   * counted by the restart strategy.
+   */
+  taskFailed?(info: {
+    taskId: string;
+    error: unknown;
+    restarting: boolean;
+    delayMs: number;
+    failure?: FailureClass;
+  }): void;
   taskStarted?(info: { taskId: string; partition: number }): void;
   taskStopped?(info: { taskId: string; partition: number }): void;
 }
@@ -104,6 +115,9 @@ export interface StopReport {
   readonly uncheckpointed: number;
 }
 
+/** A task that ran this long before a transient failure starts its backoff from the first delay again. */
+const RESET_TRANSIENT_AFTER_MS = 60_000;
+
 interface Supervisor {
   readonly key: string;
   /** The current incarnation; while `waking` is set, the failed one, torn down. */
@@ -116,11 +130,15 @@ interface Supervisor {
 
 /**
  * Run a job in this process: one task per stage x owned partition. A failed task alone is torn down
- * and restored from its last committed checkpoint (tasks share nothing, so a failure is local),
- * after the delay the restart strategy decides; when the strategy gives up the job fails with
- * RESTART_LIMIT_EXCEEDED carrying the last error. A permanent failure (a StreamError whose code is in
- * PERMANENT_CODES, e.g. a record in the wrong partition) is not restarted: the job fails at once
- * with that error.
+ * and restored from its last committed checkpoint (tasks share nothing, so a failure is local). How
+ * depends on the failure's class (`failureClass`, docs/runtime.md "Failures and restarts"):
+ * - counted (a user function threw, a checkpoint failed ...): after the delay the restart strategy
+ *   decides; when it gives up, the job fails with RESTART_LIMIT_EXCEEDED carrying the last error;
+ * - transient (the broker, the schema registry or the object store unreachable): restarted with the
+ *   strategy's backoff for as long as it lasts, not counted (only strategy 'none' never restarts);
+ * - permanent (a code in PERMANENT_CODES: configuration, a corrupt or missing savepoint or checkpoint,
+ *   incompatible state, a record in the wrong partition; or an unusable storage path): not restarted,
+ *   the job fails at once with that error.
  */
 export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
   const plan = planJob(graph);
@@ -167,6 +185,8 @@ export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
     let restoreFrom: RestoreFrom =
       start.savepoint !== undefined ? { kind: 'savepoint', name: start.savepoint } : { kind: 'latest' };
     let windowRestarts = 0;
+    /** Transient failures in a row (their backoff grows; no strategy limits them). */
+    let transientStreak = 0;
     for (;;) {
       const task = new Task({
         jobId: graph.jobId,
@@ -202,16 +222,27 @@ export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
         }
         // Once this run committed a checkpoint, restarts resume from the latest one.
         if (task.lastCompletedCheckpoint !== undefined) restoreFrom = { kind: 'latest' };
-        const d = decideRestart(config.restart, {
-          restarts: windowRestarts,
-          ranForMs: clock.now() - started,
-          permanent: isStreamError(error) && error.permanent,
-        });
+        const failure = failureClass(error);
+        const ranForMs = clock.now() - started;
+        if (ranForMs >= RESET_TRANSIENT_AFTER_MS || failure !== 'transient') transientStreak = 0;
+        const d =
+          failure === 'transient' && config.restart.kind !== 'none'
+            ? {
+                restart: true as const,
+                delayMs: restartDelay(config.restart, transientStreak++),
+                restarts: windowRestarts,
+              }
+            : decideRestart(config.restart, {
+                restarts: windowRestarts,
+                ranForMs,
+                permanent: failure === 'permanent',
+              });
         options.listener?.taskFailed?.({
           taskId: task.scope.taskId,
           error,
           restarting: d.restart,
           delayMs: d.restart ? d.delayMs : 0,
+          failure,
         });
         if (!d.restart) {
           // A permanent failure would fail every restart the same way: the job fails with it.

@@ -27,4 +27,14 @@ export interface TaskListener {
    * closes its backend at the end of its input. `taskStopped` or `taskFailed` follows.
    */
   taskEnding?(info: { taskId: string; partition: number }): void;
+  /**
+   * A user function threw on a record, and the policy took it (`skip`: dropped; `dead-letter`: on the
+   * source's dead-letter output). Called for each such record, on the task loop's turn.
+   */
+  recordFailed?(info: {
+    taskId: string;
+    operator: string;
+    policy: 'skip' | 'dead-letter';
+    error: unknown;
+  }): void;
 }

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { StreamError } from '../api/errors.ts';
+import type { RecordErrorPolicy } from '../api/source.ts';
 import type { CheckpointMetadata, Scope } from '../checkpoint/storage/storage.ts';
 import type { KeyedStateBackend } from '../state/backend.ts';
 import type { InputChannel } from './channel.ts';
@@ -129,7 +130,7 @@ export class Task {
         operatorHooks: {
           watermarkOf: (i) => this.#valve?.of(i) ?? Number.NEGATIVE_INFINITY,
           currentSource: () => this.#current.channel?.sourceUid,
-          recordError: (error, keyBytes) => this.#recordError(error, keyBytes),
+          recordError: (error, keyBytes, user) => this.#recordError(error, keyBytes, user),
         },
         wake: () => this.#mailbox.wake(),
         sourceFailed: (channel, error) => this.#mailbox.post({ kind: 'source-failed', channel, error }),
@@ -316,31 +317,54 @@ export class Task {
   }
 
   /**
-   * A record error raised by an operator while it processes the record being emitted: the source the
-   * record came from decides (`Source.rejected`): skip it, emit a dead letter on the source's side
-   * output instead (same task, same checkpoint), or fail the task. Returns true when the record was
-   * taken care of, otherwise the error to fail with.
+   * A record error raised by an operator while it processes the record being emitted. A key outside
+   * the key group: the source the record came from decides (`Source.rejected`). A user function threw
+   * (`user`): the operator's policy, else the job's onUserFunctionError, applied by that source (it
+   * knows the record: a dead letter carries it, a failure names it); skipped and dead-lettered ones
+   * are reported (`TaskListener.recordFailed`). A dead letter goes on the source's side output
+   * (same task, same checkpoint). Returns true when the record was taken care of, otherwise the
+   * error to fail with. Without a source record (one emitted by a timer) or a source that takes
+   * rejections, only `skip` takes it.
    */
-  #recordError(error: StreamError, keyBytes: Uint8Array): true | StreamError {
+  #recordError(
+    error: StreamError,
+    keyBytes: Uint8Array,
+    user?: { readonly operator: string; readonly policy: RecordErrorPolicy | undefined },
+  ): true | StreamError {
+    const policy = user === undefined ? undefined : (user.policy ?? this.#o.config.onUserFunctionError);
+    const verdict = this.#verdict(error, keyBytes, policy);
+    if (verdict === true && user !== undefined && policy !== undefined && policy !== 'fail')
+      this.#o.listener?.recordFailed?.({ taskId: this.scope.taskId, operator: user.operator, policy, error });
+    return verdict;
+  }
+
+  #verdict(
+    error: StreamError,
+    keyBytes: Uint8Array,
+    policy: RecordErrorPolicy | undefined,
+  ): true | StreamError {
     const cur = this.#current;
-    if (cur.channel === undefined) return error;
-    const uid = cur.channel.sourceUid;
-    const source = this.#wiring!.sources.find((s) => s.uid === uid)?.source;
-    const verdict = source?.rejected?.({
-      error,
-      keyBytes,
-      origin: cur.origin,
-      partition: cur.channel.partition,
-    });
+    const uid = cur.channel?.sourceUid;
+    const source = uid === undefined ? undefined : this.#wiring!.sources.find((s) => s.uid === uid)?.source;
+    const verdict =
+      cur.channel === undefined
+        ? undefined
+        : source?.rejected?.({
+            error,
+            keyBytes,
+            origin: cur.origin,
+            partition: cur.channel.partition,
+            ...(policy === undefined ? {} : { policy }),
+          });
     switch (verdict?.kind) {
       case undefined:
-        return error;
+        return policy === 'skip' ? true : error;
       case 'fail':
         return verdict.error;
       case 'skip':
         return true;
       case 'emit':
-        this.#wiring!.emitFromSource(uid, verdict.value, cur.timestamp, verdict.tag);
+        this.#wiring!.emitFromSource(uid!, verdict.value, cur.timestamp, verdict.tag);
         return true;
     }
   }

@@ -1,14 +1,20 @@
 import type { Clock } from '../api/clock.ts';
-import type { StreamError } from '../api/errors.ts';
 import { type Collector, instanceFor } from '../api/functions.ts';
 import type { Source, WatermarkStrategy } from '../api/source.ts';
 import type { JobPlan, StagePlan } from '../graph/plan.ts';
 import type { GraphNode } from '../graph/types.ts';
 import type { KeyedStateBackend } from '../state/backend.ts';
+import { recordErrorPolicy } from './config.ts';
 import { type FunctionContext, FunctionOperator, type FunctionOperatorSpec } from './operators/process.ts';
 import { SinkOperator } from './operators/sink.ts';
 import { FilterOperator, FlatMapOperator, MapOperator, UnionOperator } from './operators/stateless.ts';
-import type { Emitter, OperatorEnv, RuntimeOperator } from './operators/types.ts';
+import {
+  type Emitter,
+  type OperatorEnv,
+  passOn,
+  type RecordErrorHook,
+  type RuntimeOperator,
+} from './operators/types.ts';
 import { scopedBackend } from './scoped-backend.ts';
 
 type Target = readonly [operator: number, input: number];
@@ -27,12 +33,20 @@ class Fanout implements Emitter {
   }
   emit(value: unknown, timestamp: number | undefined): void {
     this.emitted++;
-    for (const [op, input] of this.main) this.#ops[op]!.process(input, value, timestamp);
+    try {
+      for (const [op, input] of this.main) this.#ops[op]!.process(input, value, timestamp);
+    } catch (e) {
+      throw passOn(e);
+    }
   }
   side(tag: string, value: unknown, timestamp: number | undefined): void {
     this.emitted++;
     const targets = this.sides.get(tag);
-    if (targets) for (const [op, input] of targets) this.#ops[op]!.process(input, value, timestamp);
+    try {
+      if (targets) for (const [op, input] of targets) this.#ops[op]!.process(input, value, timestamp);
+    } catch (e) {
+      throw passOn(e);
+    }
   }
   dropLate(): void {
     this.late++;
@@ -77,7 +91,7 @@ export interface WiringOptions {
   readonly attempt: string;
   /** See OperatorEnv.currentSource and OperatorEnv.recordError (the task's). */
   readonly currentSource?: () => string | undefined;
-  readonly recordError?: (error: StreamError, keyBytes: Uint8Array) => true | StreamError;
+  readonly recordError?: RecordErrorHook;
 }
 
 /** Instantiate the operators of a stage for one partition. */
@@ -111,6 +125,9 @@ export async function createOperators(o: WiringOptions): Promise<OperatorWiring>
       watermark: () => o.watermarkOf(i),
       ...(o.currentSource ? { currentSource: o.currentSource } : {}),
       ...(o.recordError ? { recordError: o.recordError } : {}),
+      ...(onErrorOf(n) === undefined
+        ? {}
+        : { onError: recordErrorPolicy(`operator '${n.uid}': onError`, onErrorOf(n)) }),
     };
     operators.push(await createOperator(n, env, { taskId: o.taskId, attempt: o.attempt }));
   }
@@ -190,6 +207,11 @@ async function createOperator(
     default:
       return new FunctionOperator(n.uid, env, functionSpec(n));
   }
+}
+
+/** The operator's own policy for records its user function throws on (OperatorOptions.onError). */
+function onErrorOf(n: GraphNode): unknown {
+  return 'onError' in n.spec ? n.spec.onError : undefined;
 }
 
 type Call = (value: unknown, ctx: FunctionContext, out: Collector<unknown>) => void;

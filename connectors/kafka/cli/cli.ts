@@ -35,7 +35,7 @@ import { parseArgs } from 'node:util';
 import type { Key } from '../../../framework/index.ts';
 import { CommandError } from './command-error.ts';
 import type { ServiceConfig } from './config.ts';
-import { EXIT } from './exit-codes.ts';
+import { EXIT, exitCodeFor } from './exit-codes.ts';
 import { ShutdownSignals } from './signals.ts';
 
 const framework = () => import('../../../framework/index.ts');
@@ -491,21 +491,7 @@ main(process.argv.slice(2)).catch(async (e: unknown) => {
   if (e instanceof CommandError) fail(e.exit, e.message);
   const { isStreamError } = await framework();
   if (isStreamError(e, 'CONFIG_INVALID') && /already in use/.test(e.message)) fail(EXIT.OS_ERROR, e.message);
-  if (isStreamError(e, 'CONFIG_INVALID') || isStreamError(e, 'GRAPH_INVALID')) fail(EXIT.CONFIG, e.message);
-  if (isStreamError(e, 'STATE_NOT_RESTORED') || isStreamError(e, 'JOB_CHANGE_BLOCKED'))
-    fail(EXIT.CONFIG, e.message);
-  if (isStreamError(e, 'CHECKPOINT_NOT_FOUND')) fail(EXIT.UNAVAILABLE, e.message);
-  if (isStreamError(e, 'CHECKPOINT_STORAGE_DENIED')) fail(EXIT.NO_PERMISSION, e.message);
-  if (isStreamError(e, 'CHECKPOINT_STORAGE_FAILED')) fail(EXIT.UNAVAILABLE, e.message);
-  if (
-    isStreamError(e, 'RESCALE_UNSUPPORTED') ||
-    isStreamError(e, 'SAVEPOINT_DATA_INVALID') ||
-    isStreamError(e, 'SNAPSHOT_FORMAT_UNSUPPORTED') ||
-    isStreamError(e, 'CHECKPOINT_CORRUPT') ||
-    isStreamError(e, 'KEY_GROUP_MISMATCH') ||
-    isStreamError(e, 'STATE_DESCRIPTOR_CONFLICT') ||
-    isStreamError(e, 'SERIALIZER_MISMATCH')
-  )
-    fail(EXIT.DATA_ERROR, e.message);
+  // By the error's catalogued code, as a running job that fails permanently exits (serve.ts).
+  if (isStreamError(e)) fail(exitCodeFor(e), e.message);
   fail(EXIT.JOB_FAILED, e instanceof Error ? e.message : String(e));
 });

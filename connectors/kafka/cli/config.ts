@@ -69,6 +69,19 @@ export interface ServiceConfig {
    * one warning (docs/savepoints.md, "Job changes"). `kstate run --allow-non-restored-state` sets it.
    */
   readonly allowNonRestoredState: boolean;
+  /**
+   * The failure policy (docs/service.md "Failure policy"): a task restarts after a failure the restart
+   * strategy counts with a delay of restartDelayMs, doubling up to restartMaxDelayMs; past
+   * restartAttempts restarts without restartResetMs of running in between, the job fails and the
+   * service exits 1. Transient failures (broker, registry, object store unreachable) are not counted;
+   * permanent ones exit at once.
+   */
+  readonly restartAttempts: number;
+  readonly restartDelayMs: number;
+  readonly restartMaxDelayMs: number;
+  readonly restartResetMs: number;
+  /** The job's default policy for records a user function throws on: 'fail', 'skip', 'dead-letter'. */
+  readonly onUserFunctionError: 'fail' | 'skip' | 'dead-letter';
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
 }
 
@@ -197,6 +210,15 @@ export const CONFIG_FIELDS: Readonly<Record<Field, FieldSpec>> = {
     allowed: 'true | false',
     parse: bool,
   },
+  restartAttempts: { env: 'KSTATE_RESTART_ATTEMPTS', allowed: 'an integer >= 0', parse: int(0) },
+  restartDelayMs: { env: 'KSTATE_RESTART_DELAY_MS', allowed: 'an integer >= 0', parse: int(0) },
+  restartMaxDelayMs: { env: 'KSTATE_RESTART_MAX_DELAY_MS', allowed: 'an integer >= 0', parse: int(0) },
+  restartResetMs: { env: 'KSTATE_RESTART_RESET_MS', allowed: 'an integer >= 0', parse: int(0) },
+  onUserFunctionError: {
+    env: 'KSTATE_ON_USER_FUNCTION_ERROR',
+    allowed: "'fail' | 'skip' | 'dead-letter'",
+    parse: oneOf('fail', 'skip', 'dead-letter'),
+  },
   logLevel: {
     env: 'KSTATE_LOG_LEVEL',
     allowed: "'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'",
@@ -242,6 +264,11 @@ export const CONFIG_DEFAULTS: Omit<ServiceConfig, 'brokers'> = {
   shutdownTimeoutMs: 30_000,
   sessionTimeoutMs: 10_000,
   allowNonRestoredState: false,
+  restartAttempts: 10,
+  restartDelayMs: 200,
+  restartMaxDelayMs: 30_000,
+  restartResetMs: 60_000,
+  onUserFunctionError: 'fail',
   logLevel: 'info',
 };
 

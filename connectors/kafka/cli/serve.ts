@@ -7,6 +7,7 @@ import {
   clusterMetrics,
   combineListeners,
   createPrometheusMetrics,
+  failureClass,
   instrumentJob,
   type JobListener,
   LevelKeyedStateBackend,
@@ -26,7 +27,7 @@ import { BrokerWatch } from '../broker-watch.ts';
 import { type KafkaEventMap, kafkaEvents } from '../events.ts';
 import { type KafkaRunningJob, runKafkaJob } from '../run-kafka-job.ts';
 import type { ServiceConfig } from './config.ts';
-import { EXIT } from './exit-codes.ts';
+import { actionFor, EXIT, exitCodeFor } from './exit-codes.ts';
 import { adminAccess, tlsFiles } from './http-access.ts';
 import { savepointRoute } from './savepoint-route.ts';
 import { ShutdownSignals } from './signals.ts';
@@ -154,6 +155,7 @@ export async function serve(
   await storage.check?.().catch(tellPrimaryStartFailed);
   // Where a job change reads old level checkpoints (docs/savepoints.md "Job changes"); removed after the start.
   const scratch = join(config.stateDir, '.restructure', String(process.pid));
+  const failure = failurePolicy(log, config);
   running = await runKafkaJob(job, {
     connection: { brokers: config.brokers },
     storage,
@@ -168,12 +170,27 @@ export async function serve(
       timeoutMs: config.checkpointTimeoutMs,
       incremental: config.incremental,
     },
-    restart: { kind: 'exponential-backoff', initialDelayMs: 200, maxDelayMs: 30_000, multiplier: 2 },
+    // The failure policy (docs/service.md): counted failures back off and end; transient ones do not count.
+    restart: {
+      kind: 'exponential-backoff',
+      initialDelayMs: config.restartDelayMs,
+      maxDelayMs: config.restartMaxDelayMs,
+      multiplier: 2,
+      maxAttempts: config.restartAttempts,
+      resetAfterMs: config.restartResetMs,
+    },
+    onUserFunctionError: config.onUserFunctionError,
     consumer: {
       sessionTimeoutMs: config.sessionTimeoutMs,
       heartbeatIntervalMs: Math.min(1000, Math.floor(config.sessionTimeoutMs / 3)),
     },
-    listener: combineListeners(instrumented, board.listener(), logListener(log), registry.listener()),
+    listener: combineListeners(
+      instrumented,
+      board.listener(),
+      logListener(log),
+      registry.listener(),
+      failure.listener,
+    ),
   })
     .catch(tellPrimaryStartFailed)
     .finally(() => rm(scratch, { recursive: true, force: true }).catch(() => {}));
@@ -223,16 +240,53 @@ export async function serve(
   signals.onStop(stop, (signal) =>
     log.warn({ signal }, 'second signal: exiting at once; tasks resume from their last committed checkpoint'),
   );
-  running.done.catch((e: unknown) => {
-    const code = e instanceof StreamError ? { code: e.code } : {};
-    log.fatal({ ...code, err: e instanceof Error ? e.message : String(e) }, 'job failed');
+  running.done.catch((e: unknown) => failure.exit(e));
+}
+
+/**
+ * The end of a job that failed (docs/service.md "Failure policy"): once the job has torn its tasks
+ * down and left the consumer group (`RunningJob.done` rejects after that), one `job failed` line
+ * naming the task, the error's code (and cause), the exit code and what to do, then the exit: by the
+ * error's code for a permanent failure (exit-codes.ts), 1 when the restart strategy gave up. Until
+ * then /readyz is 503 and `kstate_tasks{state="failed"}` counts the task. Leaving the group is bounded
+ * by shutdownTimeoutMs: past it the service exits all the same.
+ */
+function failurePolicy(log: Logger, config: ServiceConfig) {
+  let failed: { taskId: string } | undefined;
+  const exit = (e: unknown): void => {
+    const code = exitCodeFor(e);
+    log.fatal(
+      {
+        task: failed?.taskId ?? null,
+        ...codesOf(e),
+        exit: code,
+        action: actionFor(code),
+        err: e instanceof Error ? e.message : String(e),
+      },
+      'job failed',
+    );
     // A permanent failure (errors.md) would fail a new worker the same way: the primary must not start one.
-    if (cluster.isWorker && e instanceof StreamError && e.permanent && process.send) {
-      process.send({ kstate: 'failed', code: e.code }, () => process.exit(EXIT.JOB_FAILED));
+    if (cluster.isWorker && failureClass(e) === 'permanent' && process.send) {
+      process.send({ kstate: 'failed', code: codesOf(e).code ?? 'unknown' }, () => process.exit(code));
       return;
     }
-    process.exit(EXIT.JOB_FAILED);
-  });
+    process.exit(code);
+  };
+  const listener: JobListener = {
+    taskFailed(f) {
+      if (f.restarting || failed !== undefined) return;
+      const code = f.failure === 'permanent' ? exitCodeFor(f.error) : EXIT.JOB_FAILED;
+      failed = { taskId: f.taskId };
+      setTimeout(() => {
+        log.fatal(
+          { task: f.taskId, ...codesOf(f.error), exit: code, action: actionFor(code), err: String(f.error) },
+          `job failed; leaving the consumer group took longer than shutdownTimeoutMs (${config.shutdownTimeoutMs} ms)`,
+        );
+        process.exit(code);
+      }, config.shutdownTimeoutMs).unref();
+    },
+  };
+  return { listener, exit };
 }
 
 /**

@@ -107,22 +107,28 @@ export class KafkaSource<T> implements Source<T> {
     const where = origin
       ? `record ${origin.topic}/${origin.partition}@${origin.offset}`
       : `a record of ${this.topic}/${r.partition} (replayed from an unaligned checkpoint: offset unknown)`;
-    const message = `${where}: ${r.error.message}${keyNote(origin, r.keyBytes)}`;
-    const policy = this.#onWrongPartition;
-    if (policy === 'fail') return { kind: 'fail', error: new StreamError('KEY_GROUP_MISMATCH', message) };
-    this.wrongPartition++;
-    kafkaEvents.emit('wrong-partition', {
-      source: this.uid,
-      topic: this.topic,
-      partition: r.partition,
-      policy,
-    });
-    process.emitWarning(`Kafka source '${this.uid}' (${policy}): ${message}`, 'RecordPartitionWarning');
+    // A user function threw on the record (r.policy: the operator's; the runtime reports those), or
+    // its key is in the wrong partition (this source's onWrongPartition).
+    const user = r.policy !== undefined;
+    const message = `${where}: ${r.error.message}${user ? '' : keyNote(origin, r.keyBytes)}`;
+    const policy = r.policy ?? this.#onWrongPartition;
+    if (policy === 'fail')
+      return { kind: 'fail', error: new StreamError(r.error.code, message, { cause: r.error }) };
+    if (!user) {
+      this.wrongPartition++;
+      kafkaEvents.emit('wrong-partition', {
+        source: this.uid,
+        topic: this.topic,
+        partition: r.partition,
+        policy,
+      });
+      process.emitWarning(`Kafka source '${this.uid}' (${policy}): ${message}`, 'RecordPartitionWarning');
+    }
     if (policy === 'skip') return { kind: 'skip' };
     const dl: DeadLetter = {
       ...(origin ?? { topic: this.topic, partition: r.partition, offset: '-1', key: null, value: null }),
       error: message,
-      code: 'KEY_GROUP_MISMATCH',
+      code: r.error.code,
     };
     return { kind: 'emit', tag: DEAD_LETTER_TAG, value: dl };
   }

@@ -1,4 +1,5 @@
 import {
+  type ErrorCode,
   type PullSourceReader,
   type SourceBatch,
   type SourceRecord,
@@ -49,8 +50,11 @@ export interface DeadLetter {
   readonly key: Buffer | null;
   readonly value: Buffer | null;
   readonly error: string;
-  /** Why: RECORD_DESERIALIZATION_FAILED (could not be decoded) or KEY_GROUP_MISMATCH (wrong partition). */
-  readonly code?: 'RECORD_DESERIALIZATION_FAILED' | 'KEY_GROUP_MISMATCH';
+  /**
+   * Why: RECORD_DESERIALIZATION_FAILED (could not be decoded), KEY_GROUP_MISMATCH (wrong partition),
+   * or the code of what a user function threw on it (USER_FUNCTION_FAILED, its `onError` policy).
+   */
+  readonly code?: ErrorCode;
 }
 
 export interface ReaderOptions<T> {

@@ -30,7 +30,7 @@ import { OperatorStateStoreImpl } from '../../state/operator-state.ts';
 import { partitionerFunction, wrongPartitionError } from '../../state/partitioners.ts';
 import { TimerQueue } from '../timers.ts';
 import type { OperatorEnv, OperatorSnapshot, RuntimeOperator } from './types.ts';
-import { failUser } from './types.ts';
+import { failUser, userRecordError } from './types.ts';
 
 /** How one input of a function operator is delivered to the user function. */
 export interface InputBinding {
@@ -161,7 +161,9 @@ export class FunctionOperator implements RuntimeOperator {
       try {
         id = keyId((binding.key as (v: unknown) => Key)(value));
       } catch (e) {
-        failUser(this.uid, 'its key selector', e);
+        this.currentKey = undefined;
+        userRecordError(this.#env, this.uid, 'its key selector', e);
+        return;
       }
       const { partition, partitions } = this.#env.info;
       const bytes = keyBytes(id);
@@ -193,7 +195,10 @@ export class FunctionOperator implements RuntimeOperator {
     try {
       binding.call(value, this.#ctx, this.#out);
     } catch (e) {
-      failUser(this.uid, `processElement${this.#spec.inputs.length > 1 ? input + 1 : ''}`, e);
+      // State the function changed before it threw stays changed (as in Kafka Streams' handler).
+      const what = `processElement${this.#spec.inputs.length > 1 ? input + 1 : ''}`;
+      const key = this.currentKey === undefined ? undefined : keyBytes(this.currentKey);
+      userRecordError(this.#env, this.uid, what, e, key);
     }
   }
 

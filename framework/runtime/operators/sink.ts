@@ -1,7 +1,8 @@
+import { StreamError } from '../../api/errors.ts';
 import type { SinkWriter } from '../../api/sink.ts';
 import { StatelessOperator } from './stateless.ts';
 import type { OperatorEnv, OperatorSnapshot } from './types.ts';
-import { failUser } from './types.ts';
+import { failUser, userRecordError } from './types.ts';
 
 /**
  * Drives a two-phase SinkWriter: `prepareCommit` at each barrier, `commit` of every pending
@@ -28,12 +29,16 @@ export class SinkOperator extends StatelessOperator {
   }
 
   process(_input: number, value: unknown, timestamp: number | undefined): void {
-    this.written++;
     try {
       this.#writer.write(value, timestamp);
     } catch (e) {
-      failUser(this.uid, 'sink write', e);
+      // The writer's own failure fails the task; what its encoding (a user function) threw on this
+      // record is a record error (nothing of the record was written).
+      if (e instanceof StreamError) throw e;
+      userRecordError(this.env, this.uid, 'sink write', e);
+      return;
     }
+    this.written++;
   }
 
   override snapshot(checkpointId: number): OperatorSnapshot {

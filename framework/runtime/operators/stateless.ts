@@ -1,5 +1,5 @@
 import type { OperatorEnv, OperatorSnapshot, RuntimeOperator } from './types.ts';
-import { failUser } from './types.ts';
+import { userRecordError } from './types.ts';
 
 /** Defaults for operators without state or timers. */
 export abstract class StatelessOperator implements RuntimeOperator {
@@ -36,7 +36,8 @@ export class MapOperator extends StatelessOperator {
     try {
       r = this.#fn(value);
     } catch (e) {
-      failUser(this.uid, 'map', e);
+      userRecordError(this.env, this.uid, 'map', e);
+      return;
     }
     this.env.out.emit(r, timestamp);
   }
@@ -53,7 +54,8 @@ export class FilterOperator extends StatelessOperator {
     try {
       keep = this.#fn(value);
     } catch (e) {
-      failUser(this.uid, 'filter', e);
+      userRecordError(this.env, this.uid, 'filter', e);
+      return;
     }
     if (keep) this.env.out.emit(value, timestamp);
   }
@@ -70,7 +72,8 @@ export class FlatMapOperator extends StatelessOperator {
     try {
       items = [...this.#fn(value)];
     } catch (e) {
-      failUser(this.uid, 'flatMap', e);
+      userRecordError(this.env, this.uid, 'flatMap', e);
+      return;
     }
     for (const item of items) this.env.out.emit(item, timestamp);
   }

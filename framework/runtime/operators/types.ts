@@ -3,6 +3,7 @@ import { StreamError } from '../../api/errors.ts';
 import type { RuntimeInfo } from '../../api/functions.ts';
 import type { KeyId } from '../../api/keys.ts';
 import type { CheckpointCommitter } from '../../api/sink.ts';
+import type { RecordErrorPolicy } from '../../api/source.ts';
 import type { KeyedStateBackend } from '../../state/backend.ts';
 import type { OperatorStateSnapshot } from '../../state/operator-state.ts';
 
@@ -70,13 +71,23 @@ export interface OperatorEnv {
   /** The uid of the source whose record is being processed (undefined in timers, and in tests). */
   readonly currentSource?: () => string | undefined;
   /**
-   * A record error: this operator cannot take the record being processed (a key outside the task's
-   * key group). The policy of the source it came from decides: true when the record was skipped or
-   * dead-lettered (the operator drops it), otherwise the error to fail the task with (the source may
-   * say more than `error` does, e.g. the record's offset). Absent: the operator throws `error`.
+   * A record error: this operator cannot take the record being processed. A key outside the task's
+   * key group (`user` absent): the policy of the source it came from decides. A user function threw
+   * on it (`user`: the operator's own `onError`, if it has one, else the job's onUserFunctionError).
+   * True when the record was skipped or dead-lettered (the operator drops it), otherwise the error to
+   * fail the task with (the source may say more than `error` does, e.g. the record's offset).
+   * Absent: the operator throws `error`.
    */
-  readonly recordError?: (error: StreamError, keyBytes: Uint8Array) => true | StreamError;
+  readonly recordError?: RecordErrorHook;
+  /** This operator's own policy for records its user function throws on (`onError`). */
+  readonly onError?: RecordErrorPolicy;
 }
+
+export type RecordErrorHook = (
+  error: StreamError,
+  keyBytes: Uint8Array,
+  user?: { readonly operator: string; readonly policy: RecordErrorPolicy | undefined },
+) => true | StreamError;
 
 /**
  * Run a user function; wrap what it throws as USER_FUNCTION_FAILED naming the operator (errors
@@ -87,3 +98,46 @@ export function failUser(uid: string, what: string, e: unknown): never {
   const msg = e instanceof Error ? e.message : String(e);
   throw new StreamError('USER_FUNCTION_FAILED', `operator '${uid}' failed in ${what}: ${msg}`, { cause: e });
 }
+
+/** Errors that escaped a downstream operator (its own policy already decided them): see `passOn`. */
+const fromDownstream = new WeakSet<object>();
+
+/**
+ * An error that escapes an operator's `process` on its way upstream: marked, so that the upstream
+ * operator whose function was emitting (a process function's collector) passes it on instead of
+ * taking it for its own function's error. Returns what to throw.
+ */
+export function passOn(e: unknown): unknown {
+  const error = typeof e === 'object' && e !== null ? e : new StreamError('USER_FUNCTION_FAILED', String(e));
+  fromDownstream.add(error);
+  return error;
+}
+
+/**
+ * A user function of operator `uid` threw `e` in `what` while processing a record: a record error
+ * under the operator's policy (`env.recordError`). Returns when the record was skipped or
+ * dead-lettered (the operator drops it); throws otherwise: the error from a downstream operator as it
+ * is, an error of a permanent code as it is (never skipped: GRAPH_INVALID, a misconfiguration), else
+ * the policy's error (USER_FUNCTION_FAILED naming the operator and what threw; a StreamError the
+ * function threw keeps its code).
+ */
+export function userRecordError(
+  env: OperatorEnv,
+  uid: string,
+  what: string,
+  e: unknown,
+  keyBytes: Uint8Array = NO_KEY,
+): void {
+  if (typeof e === 'object' && e !== null && fromDownstream.has(e)) throw e;
+  if (e instanceof StreamError && e.permanent) throw e;
+  const error = new StreamError(
+    e instanceof StreamError ? e.code : 'USER_FUNCTION_FAILED',
+    `operator '${uid}' failed in ${what}: ${e instanceof Error ? e.message : String(e)}`,
+    { cause: e },
+  );
+  if (env.recordError === undefined) throw error;
+  const verdict = env.recordError(error, keyBytes, { operator: uid, policy: env.onError });
+  if (verdict !== true) throw verdict;
+}
+
+const NO_KEY = new Uint8Array(0);
