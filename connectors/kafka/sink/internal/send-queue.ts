@@ -20,12 +20,20 @@ export interface SendQueueOptions {
   readonly schedule?: (run: () => void) => void;
 }
 
-interface Entry {
+/**
+ * Consecutive records of one interval and one topic, in write order: the queue keeps records in runs,
+ * so a record costs a slot in two arrays, not an object and a map update of its own.
+ */
+interface Run {
   readonly interval: number;
   readonly topic: string;
-  readonly message: Message;
-  readonly bytes: number;
+  readonly messages: Message[];
+  /** Per message, its size (`sizeOf`). */
+  readonly bytes: number[];
 }
+
+/** Records per run at most: a run taken by a send is sliced, never copied whole again. */
+const RUN_RECORDS = 4096;
 
 interface Waiter {
   readonly interval: number;
@@ -41,7 +49,8 @@ interface Waiter {
  * records of one interval only, and since the queue is FIFO the first record of interval n+1 is sent
  * only after every record of interval n was acknowledged.
  *
- * Batching: while a send is in flight, written records accumulate; when its acknowledgement arrives,
+ * Batching: while a send is in flight, written records accumulate (in runs of one interval and
+ * topic); when its acknowledgement arrives,
  * the next send takes up to `maxBatchRecords` / `maxBatchBytes` of them at once. The first send
  * after a pause starts once the writer's synchronous run ends (`schedule`).
  *
@@ -53,12 +62,15 @@ interface Waiter {
  */
 export class SendQueue {
   readonly #o: SendQueueOptions;
-  #entries: Entry[] = [];
+  /** Queued runs, oldest first, from `#head`; the oldest is sent from `#at` on. */
+  #runs: Run[] = [];
   #head = 0;
-  /** Records queued or in flight, per interval. */
-  readonly #outstanding = new Map<number, number>();
+  #at = 0;
+  /** Records queued or in flight. */
   #pending = 0;
   #inFlight: Promise<void> | undefined;
+  /** The interval of the send in flight. */
+  #inFlightInterval = -1;
   #scheduled = false;
   #failure: unknown;
   #closed = false;
@@ -85,8 +97,18 @@ export class SendQueue {
     if (this.#failure !== undefined) throw this.#failure;
     if (this.#closed)
       throw new StreamError('KAFKA_TRANSACTION_STATE_INVALID', 'a record was written after close');
-    this.#entries.push({ interval, topic, message, bytes: sizeOf(message) });
-    this.#outstanding.set(interval, (this.#outstanding.get(interval) ?? 0) + 1);
+    let run = this.#runs.length > this.#head ? this.#runs[this.#runs.length - 1] : undefined;
+    if (
+      run === undefined ||
+      run.interval !== interval ||
+      run.topic !== topic ||
+      run.messages.length >= RUN_RECORDS
+    ) {
+      run = { interval, topic, messages: [], bytes: [] };
+      this.#runs.push(run);
+    }
+    run.messages.push(message);
+    run.bytes.push(sizeOf(message));
     this.#pending++;
     this.#kick();
   }
@@ -135,9 +157,14 @@ export class SendQueue {
     await this.#inFlight?.catch(() => {});
   }
 
+  /**
+   * Every record of `interval` and of the ones before it acknowledged: the queue is FIFO by interval,
+   * so none is in flight, and the oldest queued record (if any) is of a later interval.
+   */
   #settled(interval: number): boolean {
-    for (const [i, n] of this.#outstanding) if (i <= interval && n > 0) return false;
-    return true;
+    if (this.#inFlight !== undefined && this.#inFlightInterval <= interval) return false;
+    const oldest = this.#runs[this.#head];
+    return oldest === undefined || oldest.interval > interval;
   }
 
   #kick(): void {
@@ -152,28 +179,41 @@ export class SendQueue {
   /** Start the next send: the oldest records, of one interval, up to the batch limits. */
   #pump(): void {
     if (this.#inFlight !== undefined || this.#failure !== undefined || this.#closed) return;
-    if (this.#head >= this.#entries.length) return;
-    const first = this.#entries[this.#head]!;
-    const interval = first.interval;
+    if (this.#head >= this.#runs.length) return;
+    const interval = this.#runs[this.#head]!.interval;
     const byTopic = new Map<string, Message[]>();
     let count = 0;
     let bytes = 0;
-    while (this.#head < this.#entries.length && count < this.#o.maxBatchRecords) {
-      const e = this.#entries[this.#head]!;
-      if (e.interval !== interval) break;
-      if (count > 0 && bytes + e.bytes > this.#o.maxBatchBytes) break;
-      let list = byTopic.get(e.topic);
-      if (!list) {
-        list = [];
-        byTopic.set(e.topic, list);
+    let full = false;
+    while (!full && this.#head < this.#runs.length && count < this.#o.maxBatchRecords) {
+      const run = this.#runs[this.#head]!;
+      if (run.interval !== interval) break;
+      const from = this.#at;
+      let to = from;
+      const end = Math.min(run.messages.length, from + this.#o.maxBatchRecords - count);
+      while (to < end) {
+        const b = run.bytes[to]!;
+        if (count + (to - from) > 0 && bytes + b > this.#o.maxBatchBytes) {
+          full = true;
+          break;
+        }
+        bytes += b;
+        to++;
       }
-      list.push(e.message);
-      count++;
-      bytes += e.bytes;
-      this.#head++;
+      if (to > from) {
+        const taken = from === 0 && to === run.messages.length ? run.messages : run.messages.slice(from, to);
+        const list = byTopic.get(run.topic);
+        if (list === undefined) byTopic.set(run.topic, taken);
+        else for (const m of taken) list.push(m);
+        count += to - from;
+      }
+      if (to === run.messages.length) {
+        this.#runs[this.#head++] = undefined as unknown as Run;
+        this.#at = 0;
+      } else this.#at = to;
     }
-    if (this.#head > 4096 && this.#head * 2 > this.#entries.length) {
-      this.#entries = this.#entries.slice(this.#head);
+    if (this.#head > 256 && this.#head * 2 > this.#runs.length) {
+      this.#runs = this.#runs.slice(this.#head);
       this.#head = 0;
     }
     const records = [...byTopic].map(([topic, messages]) => ({ topic, messages }));
@@ -184,10 +224,11 @@ export class SendQueue {
     } catch (e) {
       sent = Promise.reject(e);
     }
+    this.#inFlightInterval = interval;
     this.#inFlight = sent.then(
       () => {
         this.#inFlight = undefined;
-        this.#acknowledge(interval, count);
+        this.#acknowledge(count);
         this.#pump();
       },
       (e: unknown) => {
@@ -197,10 +238,7 @@ export class SendQueue {
     );
   }
 
-  #acknowledge(interval: number, count: number): void {
-    const left = (this.#outstanding.get(interval) ?? 0) - count;
-    if (left > 0) this.#outstanding.set(interval, left);
-    else this.#outstanding.delete(interval);
+  #acknowledge(count: number): void {
     this.#pending -= count;
     if (this.#drained && this.#pending <= this.#o.maxBufferedRecords / 2) {
       const d = this.#drained;
