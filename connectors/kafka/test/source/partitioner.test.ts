@@ -7,11 +7,11 @@
  * - a `kstate run` job counting per key over a keyed stream read without repartitioning, from a topic
  *   kcat wrote with its default partitioner (`consistent_random`: CRC32): with `partitioner: 'crc32'`
  *   every key's counts are exactly 1..n in offset order and no task ever fails; with the default
- *   (murmur2) the job fails once, exits 1, and says to set 'crc32' (on the code before, it restarted
+ *   (murmur2) the job fails once, exits 65 (data error), and says to set 'crc32' (on the code before, it restarted
  *   forever);
  * - a record produced into a wrong partition on purpose (`kcat -p`) under `onWrongPartition`: `skip`
  *   (counted and warned about, the job goes on), `dead-letter` (in the dead-letter topic once, across
- *   a SIGKILL), `fail` (exit 1 once, naming the record).
+ *   a SIGKILL), `fail` (exit 65 once, naming the record).
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
@@ -138,13 +138,14 @@ describe('partitioners', () => {
     assert.equal(await svc.exit, 0, svc.out.join('\n'));
   });
 
-  test('the same input read as murmur2 (the default): the job fails once, exit 1, saying to set crc32', async () => {
+  test('the same input read as murmur2 (the default): the job fails once, exit 65, saying to set crc32', async () => {
     const [input, output] = await topics('partitioner murmur2 job', 'in', 'out');
     await kcatInput(input!, 6000);
     const svc = startService(serviceEnv('murmur2 job', { input: input!, output: output! }));
     const code = await svc.exitWithin(120_000);
     const failures = svc.failures();
-    assert.equal(code, 1, svc.out.join('\n'));
+    // A permanent failure exits by its code's class (exit-codes.ts): KEY_GROUP_MISMATCH is data (65).
+    assert.equal(code, 65, svc.out.join('\n'));
     assert.ok(failures.length >= 1 && failures.length <= PARTITIONS, `${failures.length} task failures`);
     assert.deepEqual(
       failures.filter((f) => f.restarting),
@@ -162,7 +163,7 @@ describe('partitioners', () => {
     );
   });
 
-  test('with --workers 2, the primary starts no new worker after the permanent failure and exits 1', async () => {
+  test('with --workers 2, the primary starts no new worker after the permanent failure and exits 65', async () => {
     const [input, output] = await topics('partitioner workers', 'in', 'out');
     await kcatInput(input!, 6000);
     const port = await freePort();
@@ -171,7 +172,8 @@ describe('partitioners', () => {
       ['--workers', '2'],
     );
     const code = await svc.exitWithin(120_000);
-    assert.equal(code, 1, svc.out.join('\n'));
+    // A permanent failure exits by its code's class (exit-codes.ts): KEY_GROUP_MISMATCH is data (65).
+    assert.equal(code, 65, svc.out.join('\n'));
     const lines = svc.json();
     assert.equal(
       lines.filter((l) => l.msg === 'worker exited; starting a new one').length,
@@ -268,14 +270,15 @@ describe('partitioners', () => {
       assert.equal(await second.exit, 0, second.out.join('\n'));
     });
 
-    test("'fail' (the default): the process exits 1 once with KEY_GROUP_MISMATCH naming the record; no restart", async () => {
+    test("'fail' (the default): the process exits 65 once with KEY_GROUP_MISMATCH naming the record; no restart", async () => {
       const [input, output] = await topics('partitioner fail', 'in', 'out');
       const s = await inputWithStrays(input!);
       const svc = startService(
         serviceEnv('fail', { input: input!, output: output! }, { PARTITIONER: 'crc32' }),
       );
       const code = await svc.exitWithin(120_000);
-      assert.equal(code, 1, svc.out.join('\n'));
+      // A permanent failure exits by its code's class (exit-codes.ts): KEY_GROUP_MISMATCH is data (65).
+      assert.equal(code, 65, svc.out.join('\n'));
       assert.deepEqual(
         svc.failures().map((f) => [f.task, f.restarting]),
         [[`clicks-p${s.partition}`, false]],
