@@ -230,7 +230,7 @@ export async function publishJobSavepoint(
       });
     } catch (e) {
       // Before the commit point: take back what this run wrote (best effort; else the next run does).
-      await removeLeftovers(st, jobId, pending).catch(() => undefined);
+      await discardOwn(st, jobId, pending).catch(() => undefined);
       throw e;
     }
     // Step 3: the commit point.
@@ -252,7 +252,7 @@ export async function publishJobSavepoint(
         (rs) => rs.some((r) => r.kind === 'published' && r.run === run),
         () => true,
       );
-      if (!landed) await removeLeftovers(st, jobId, pending).catch(() => undefined);
+      if (!landed) await discardOwn(st, jobId, pending).catch(() => undefined);
       throw e;
     }
     // Steps 4 and 5.
@@ -370,6 +370,13 @@ function recordMeta(jobId: string, name: string, record: WriteRecord, timestamp:
     type: 'full',
     payload: record,
   };
+}
+
+/** This process's own run `r` failed before its commit point: its files (`discard`), then as a leftover. */
+async function discardOwn(st: CheckpointStorage & Staging, jobId: string, r: PendingRecord): Promise<void> {
+  const tasks = r.stages.flatMap((s) => Array.from({ length: s.partitions }, (_, p) => `${s.stage}-p${p}`));
+  await inParallel(tasks, DEFAULT_CONCURRENCY, (taskId) => st.discard({ jobId, taskId }, r.checkpointId));
+  await removeLeftovers(st, jobId, r);
 }
 
 /** Deletes the files `r` names in each of its tasks that no metadata lists, then `r`. Returns how many. */
