@@ -291,10 +291,14 @@ export class LevelKeyedStateBackend extends BaseKeyedStateBackend {
     return slot.codec!.decode(bytes, key);
   }
 
-  /** The local database lost or damaged data: fail, and make the next open start empty. */
+  /**
+   * The local database lost or damaged data: fail, and make the next open drop it (the restore then
+   * rebuilds it from checkpoint storage). LOCAL_STATE_DAMAGED, not CHECKPOINT_CORRUPT: the task
+   * restarts; no checkpoint is damaged.
+   */
   #damaged(why: string, cause?: unknown): StreamError {
     const e = new StreamError(
-      'CHECKPOINT_CORRUPT',
+      'LOCAL_STATE_DAMAGED',
       `the level state backend's database ${this.#local.location} is damaged: ${why}; it will be rebuilt from checkpoint storage`,
       { cause },
     );

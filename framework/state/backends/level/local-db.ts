@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { ClassicLevel, type Snapshot } from 'classic-level';
 import { StreamError } from '../../../api/errors.ts';
 import type { StateMeta } from '../../backend.ts';
+import { checkLocalCopy } from './local-check.ts';
 
 /**
  * The level backend's local database: one LevelDB per task, in `<directory>/db`.
@@ -15,8 +16,9 @@ import type { StateMeta } from '../../backend.ts';
  *     s<id>:<key id>       the stored-value bytes (value-codec.ts) of one entry of state <id>
  *
  * Registry and marker are written in the same atomic batches as the data, so after a crash they
- * describe exactly the data LevelDB recovered. `<directory>/POISONED` (written synchronously when a
- * read finds damaged data) makes the next open start from an empty database.
+ * describe exactly the data LevelDB recovered. A damaged database (its files checked before LevelDB
+ * opens them, or `<directory>/POISONED`, written synchronously when a read finds damaged data) is
+ * dropped at open, with one warning: the next open starts from an empty database.
  */
 
 export const REGISTRY_KEY = 'm:registry';
@@ -82,6 +84,8 @@ export class LocalDb {
 
   /** Whether the database held any key when it was opened (false again after `wipe`). */
   hasData = false;
+  /** Why the database found at open was damaged and dropped, if it was. */
+  dropped: string | undefined;
 
   /**
    * Empties the database: a small one key by key (one native call, no reopen), a large one by
@@ -89,9 +93,14 @@ export class LocalDb {
    */
   async wipe(): Promise<void> {
     const onDisk = await this.#db.approximateSize(DATA_GTE, DATA_LT);
-    if (onDisk < 32 * 1024 * 1024) {
-      await this.#db.clear();
-    } else {
+    // A clear that fails (a damaged block found on the way) falls back to removing the files.
+    if (
+      onDisk >= 32 * 1024 * 1024 ||
+      !(await this.#db.clear().then(
+        () => true,
+        () => false,
+      ))
+    ) {
       await this.#db.close();
       await this.#rmDb();
       await this.#openRaw();
@@ -128,6 +137,13 @@ export class LocalDb {
     });
   }
 
+  /**
+   * Opens the database, or drops it (with one warning naming it and the cause) and opens an empty
+   * one when it is damaged: marked `POISONED`, failing `checkLocalCopy` (local-check.ts), refused by
+   * LevelDB for any reason but its lock, or holding unreadable metadata. The local copy is only a
+   * cache of checkpoint storage: the restore that follows rebuilds it from there. A database that
+   * another process holds is never touched: LevelDB's lock is taken before anything is removed.
+   */
   async #openOrRepair(): Promise<void> {
     try {
       await mkdir(this.directory, { recursive: true });
@@ -139,33 +155,39 @@ export class LocalDb {
       );
     }
     const poisoned = join(this.directory, 'POISONED');
+    let damage: string | undefined;
     if (existsSync(poisoned)) {
-      const why = await readFile(poisoned, 'utf8').catch(() => '');
-      this.#warn(
-        `level state backend: the database at ${this.location} was marked damaged (${why.trim()}); starting from an empty one`,
-      );
-      await this.#rmDb();
-      await rm(poisoned, { force: true });
+      const why = (await readFile(poisoned, 'utf8').catch(() => '')).trim();
+      damage = `it was marked damaged: ${why || 'no reason recorded'}`;
     }
+    damage ??= await checkLocalCopy(this.location).catch((e) => `its files cannot be read: ${describe(e)}`);
+    let opened = false;
     try {
       await this.#openRaw();
+      opened = true;
     } catch (e) {
-      if (!(e instanceof StreamError && e.code === 'CHECKPOINT_CORRUPT')) throw e;
-      this.#warn(`${e.message}; removing it and starting from an empty database`);
-      await this.#rmDb();
-      await this.#openRaw();
-      return;
+      if (e instanceof StreamError && e.code === 'CONFIG_INVALID') throw e; // locked: not ours to drop
+      damage ??= `LevelDB refuses to open it: ${describe((e as { cause?: unknown }).cause ?? e)}`;
     }
-    try {
-      this.registry = readRegistry(this.#db.getSync(REGISTRY_KEY));
-      this.marker = readMarker(this.#db.getSync(MARKER_KEY));
-      this.hasData = (await this.#db.keys({ limit: 1 }).all()).length > 0;
-    } catch (e) {
-      this.#warn(
-        `level state backend: cannot read the metadata of the database at ${this.location} (${describe(e)}); starting from an empty database`,
-      );
-      await this.wipe();
+    if (damage === undefined) {
+      try {
+        this.registry = readRegistry(this.#db.getSync(REGISTRY_KEY));
+        this.marker = readMarker(this.#db.getSync(MARKER_KEY));
+        this.hasData = (await this.#db.keys({ limit: 1 }).all()).length > 0;
+        return;
+      } catch (e) {
+        damage = `its metadata cannot be read: ${describe(e)}`;
+      }
     }
+    this.#warn(
+      `level state backend: the local database at ${this.location} is damaged (${damage}); ` +
+        'removing it: the restore rebuilds it from checkpoint storage',
+    );
+    this.dropped = damage;
+    if (opened) await this.#db.close();
+    await this.#rmDb();
+    await rm(poisoned, { force: true });
+    await this.#openRaw();
   }
 
   async #openRaw(): Promise<void> {
@@ -179,13 +201,6 @@ export class LocalDb {
           'CONFIG_INVALID',
           `the level state backend's database ${this.location} is locked by another process (or another backend in this one): ` +
             'give every task its own directory, or stop the process that holds it',
-          { cause: e },
-        );
-      }
-      if (code === 'LEVEL_CORRUPTION') {
-        throw new StreamError(
-          'CHECKPOINT_CORRUPT',
-          `the level state backend's database ${this.location} is corrupt (${describe(e)})`,
           { cause: e },
         );
       }

@@ -169,7 +169,9 @@ describe('level backend: local recovery', () => {
     assert.equal(corrupt.from, 'storage');
     assert.deepEqual(corrupt.state, expected);
     assert.ok(
-      corrupt.warnings.some((w) => /corrupt/i.test(w) && w.includes(directory)),
+      corrupt.warnings.length === 1 &&
+        /damaged \(CURRENT/.test(corrupt.warnings[0]!) &&
+        corrupt.warnings[0]!.includes(directory),
       corrupt.warnings.join('\n'),
     );
 
@@ -183,7 +185,8 @@ describe('level backend: local recovery', () => {
     const poisoned = await restoreOn(directory, handle, io);
     assert.equal(poisoned.from, 'storage');
     assert.deepEqual(poisoned.state, expected);
-    assert.ok(poisoned.warnings.some((w) => /marked damaged/.test(w)));
+    assert.equal(poisoned.warnings.length, 1);
+    assert.match(poisoned.warnings[0]!, /marked damaged: state counts key key-1 is missing/);
     assert.equal(readdirSync(directory).includes('POISONED'), false);
   });
 

@@ -97,7 +97,7 @@ export async function restoreChain(
     await reuseLocal(p, layout);
     return { from: 'local', reason: '', filesRead: 0, bytesRead: 0 };
   } catch (e) {
-    if (e instanceof StreamError && e.code !== 'CHECKPOINT_CORRUPT') throw e;
+    if (e instanceof StreamError && e.code !== 'LOCAL_STATE_DAMAGED') throw e;
     p.warn(
       `level state backend: the local database at ${p.local.location} matches checkpoint token ${layout.token} but cannot be reused (${describe(e)}); rebuilding it from checkpoint storage`,
     );
@@ -108,9 +108,12 @@ export async function restoreChain(
 /** The local-recovery decision: why the local database cannot serve `layout` as it is, or undefined when it can. */
 export function localMismatch(local: LocalDb, layout: ChainLayout): string | undefined {
   if (local.marker === undefined) {
-    return local.hasData || local.registry !== undefined
-      ? 'the local database was written after its last capture'
-      : 'no local database';
+    if (local.hasData || local.registry !== undefined) {
+      return 'the local database was written after its last capture';
+    }
+    return local.dropped === undefined
+      ? 'no local database'
+      : `the local database was damaged (${local.dropped})`;
   }
   if (local.marker !== layout.token) {
     return `the local database holds capture ${local.marker}, the checkpoint capture ${layout.token}`;
@@ -145,7 +148,7 @@ async function reuseLocal(p: LevelParts, layout: ChainLayout): Promise<void> {
       const found = slot.keys.size;
       reset(p, []);
       throw new StreamError(
-        'CHECKPOINT_CORRUPT',
+        'LOCAL_STATE_DAMAGED',
         `state '${slot.name}' has ${found} entries in the local database, the checkpoint ${expected}`,
       );
     }
