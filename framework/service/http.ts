@@ -31,7 +31,8 @@ export interface ServiceHttpOptions {
   /** Liveness; default: always live (the endpoint answering proves the event loop turns). */
   readonly live?: () => boolean;
   /**
-   * More endpoints by path (e.g. the status page, a savepoint trigger). A route answers any method;
+   * More read-only endpoints by path (e.g. the status page, queries): open to anyone who reaches the
+   * port, so nothing that changes state (that is `actions`). A route answers any method;
    * it returns the status, content type and body.
    */
   readonly routes?: Readonly<Record<string, ServiceRoute>>;

@@ -37,10 +37,12 @@ import { openCheckpointStorage } from './storage.ts';
 
 /**
  * The service around one job: the job as a consumer-group member, /metrics, /livez, /readyz, the
- * status page (/status, /status.json), a savepoint trigger (POST /savepoint?name=...), structured
- * logs with the task and checkpoint in every line about them, and graceful shutdown: the first
- * SIGTERM/SIGINT takes a final checkpoint, commits it, leaves the group and exits 0 within
- * shutdownTimeoutMs; a second signal, or the deadline, exits at once (130), losing nothing committed.
+ * status page (/status, /status.json), a savepoint trigger (POST /savepoint?name=..., an action:
+ * off without an admin token, http-access.ts), /readyz 503 also while the brokers are lost
+ * (broker-watch.ts), structured logs with the task and checkpoint in every line about them, and
+ * graceful shutdown: the first SIGTERM/SIGINT takes a final checkpoint, commits it, leaves the
+ * group and exits 0 within shutdownTimeoutMs; a second signal, or the deadline, exits at once (130),
+ * losing nothing committed.
  * A signal during the start (`signals` installed by the CLI first thing) exits 0 before the job joins
  * its group, or stops it gracefully as soon as it has started.
  */
@@ -335,12 +337,18 @@ function logListener(log: Logger): JobListener {
         { task: f.taskId, checkpoint: f.checkpointId, ...codesOf(f.error), err: String(f.error) },
         'checkpoint failed',
       ),
+    recordFailed: (r) =>
+      log.warn(
+        { task: r.taskId, operator: r.operator, policy: r.policy, ...codesOf(r.error), err: String(r.error) },
+        r.policy === 'skip' ? 'record skipped' : 'record dead-lettered',
+      ),
     taskFailed: (f) =>
       log.error(
         {
           task: f.taskId,
           ...codesOf(f.error),
           err: String(f.error),
+          failure: f.failure ?? null,
           restarting: f.restarting,
           delayMs: f.delayMs,
         },
