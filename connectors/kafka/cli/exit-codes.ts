@@ -53,12 +53,21 @@ const BY_CODE: Readonly<Record<string, number>> = {
 
 /**
  * The exit code of an error that ends a command, or the service: by its catalogued code (a
- * StreamError's `code`), the same whether the start refused it or a running job failed with it
- * permanently; JOB_FAILED for anything else (RESTART_LIMIT_EXCEEDED: the restart strategy gave up).
+ * StreamError's `code`, else its causes'), the same whether the start refused it or a running job
+ * failed with it permanently; JOB_FAILED for anything else (RESTART_LIMIT_EXCEEDED: the restart
+ * strategy gave up).
  */
 export function exitCodeFor(e: unknown): number {
-  const code = e instanceof Error && e.name === 'StreamError' ? (e as { code?: unknown }).code : undefined;
-  return (typeof code === 'string' ? BY_CODE[code] : undefined) ?? EXIT.JOB_FAILED;
+  // The first code of the error or its causes that has one (CHECKPOINT_DECLINED caused by
+  // CHECKPOINT_STORAGE_FAILED: 69); a restart strategy that gave up is 1 whatever the cause.
+  for (let x = e, depth = 0; x instanceof Error && depth < 8; depth++) {
+    const code = x.name === 'StreamError' ? (x as { code?: unknown }).code : undefined;
+    if (code === 'RESTART_LIMIT_EXCEEDED') return EXIT.JOB_FAILED;
+    const exit = typeof code === 'string' ? BY_CODE[code] : undefined;
+    if (exit !== undefined) return exit;
+    x = x.cause;
+  }
+  return EXIT.JOB_FAILED;
 }
 
 /** What a person does about a job that failed with exit code `exit` (the `job failed` log line's `action`). */

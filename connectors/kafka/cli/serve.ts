@@ -337,12 +337,18 @@ function logListener(log: Logger): JobListener {
         { task: f.taskId, checkpoint: f.checkpointId, ...codesOf(f.error), err: String(f.error) },
         'checkpoint failed',
       ),
+    recordFailed: (r) =>
+      log.warn(
+        { task: r.taskId, operator: r.operator, policy: r.policy, ...codesOf(r.error), err: String(r.error) },
+        r.policy === 'skip' ? 'record skipped' : 'record dead-lettered',
+      ),
     taskFailed: (f) =>
       log.error(
         {
           task: f.taskId,
           ...codesOf(f.error),
           err: String(f.error),
+          failure: f.failure ?? null,
           restarting: f.restarting,
           delayMs: f.delayMs,
         },
