@@ -105,7 +105,16 @@ export class BrokerWatch {
     clearInterval(this.#timer);
     const admin = this.#admin;
     this.#admin = undefined;
-    await admin?.disconnect().catch(() => undefined);
+    if (admin === undefined) return;
+    // Bounded: a stop must not wait on a broker that does not answer.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      admin.disconnect().catch(() => undefined),
+      new Promise<void>((r) => {
+        timer = setTimeout(r, 1000);
+      }),
+    ]);
+    clearTimeout(timer);
   }
 
   /** One Metadata request; a failed connection is dropped, so the next probe starts afresh. */
