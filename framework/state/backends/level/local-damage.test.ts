@@ -280,6 +280,22 @@ describe('level backend: damage of the local copy is rebuilt from the checkpoint
     await restoresAll(s.directory, s.io, s.handle, s.expected, /\.log/);
   });
 
+  test('.log cut short in its last record (a crash in the middle of a write) is no damage: no warning, the marker decides', async () => {
+    const s = await checkpointed();
+    const { log } = layout(s.directory);
+    truncateSync(log.path, log.size - 100); // the last record: the capture's batch, with the marker
+    const { backend, warnings } = await open(s.directory);
+    try {
+      await backend.restoreHandle(s.handle, s.io.files());
+      assert.equal(backend.lastRestore?.from, 'storage');
+      assert.match(backend.lastRestore!.reason, /written after its last capture/);
+      assert.deepEqual(contents(backend), s.expected);
+      assert.deepEqual(warnings, []);
+    } finally {
+      await backend.close();
+    }
+  });
+
   test('.ldb: damaged value bytes inside a data block', async () => {
     const s = await checkpointed();
     const { tables } = layout(s.directory);

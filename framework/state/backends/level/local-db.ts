@@ -213,7 +213,15 @@ export class LocalDb {
   }
 
   async #rmDb(): Promise<void> {
-    await rm(this.location, { recursive: true, force: true });
+    try {
+      await rm(this.location, { recursive: true, force: true });
+    } catch (e) {
+      throw new StreamError(
+        'CHECKPOINT_STORAGE_FAILED',
+        `the level state backend cannot remove its database ${this.location}: ${describe(e)}`,
+        { cause: e },
+      );
+    }
   }
 }
 
