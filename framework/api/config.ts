@@ -42,6 +42,16 @@ export interface CheckpointConfig {
 export type RestartStrategy =
   | { readonly kind: 'none' }
   | { readonly kind: 'fixed-delay'; readonly attempts: number; readonly delayMs: number }
+  /**
+   * Flink's failure-rate strategy: restart after `delayMs` while a task's counted failures within the
+   * last `intervalMs` (this one included) are at most `maxFailures`; past that the job fails.
+   */
+  | {
+      readonly kind: 'failure-rate';
+      readonly maxFailures: number;
+      readonly intervalMs: number;
+      readonly delayMs: number;
+    }
   | {
       readonly kind: 'exponential-backoff';
       readonly initialDelayMs: number;

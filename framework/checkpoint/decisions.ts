@@ -70,6 +70,9 @@ export interface RestartFacts {
    * checkpoint would replay the same input and fail the same way.
    */
   readonly permanent?: boolean;
+  /** failure-rate: when the task's earlier counted failures happened (clock ms), and now. */
+  readonly failureTimes?: readonly number[];
+  readonly now?: number;
 }
 
 export type RestartDecision =
@@ -90,6 +93,13 @@ export function decideRestart(s: RestartStrategy, f: RestartFacts): RestartDecis
       return f.restarts < s.attempts
         ? { restart: true, delayMs: s.delayMs, restarts: f.restarts + 1 }
         : { restart: false };
+    case 'failure-rate': {
+      const now = f.now ?? 0;
+      const within = (f.failureTimes ?? []).filter((t) => t > now - s.intervalMs).length + 1;
+      return within <= s.maxFailures
+        ? { restart: true, delayMs: s.delayMs, restarts: within }
+        : { restart: false };
+    }
     case 'exponential-backoff': {
       const restarts = f.ranForMs >= (s.resetAfterMs ?? 60_000) ? 0 : f.restarts;
       if (s.maxAttempts !== undefined && restarts >= s.maxAttempts) return { restart: false };
@@ -108,6 +118,7 @@ export function restartDelay(s: RestartStrategy, n: number): number {
     case 'none':
       return 0;
     case 'fixed-delay':
+    case 'failure-rate':
       return s.delayMs;
     case 'exponential-backoff':
       return Math.min(s.maxDelayMs, s.initialDelayMs * s.multiplier ** n);

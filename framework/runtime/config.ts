@@ -71,6 +71,11 @@ export function resolveRuntimeConfig(input: RuntimeConfigInput = {}): RuntimeCon
       int('restart.attempts', restart.attempts, 0);
       int('restart.delayMs', restart.delayMs, 0);
       break;
+    case 'failure-rate':
+      int('restart.maxFailures', restart.maxFailures, 0);
+      int('restart.intervalMs', restart.intervalMs, 1);
+      int('restart.delayMs', restart.delayMs, 0);
+      break;
     case 'exponential-backoff':
       int('restart.initialDelayMs', restart.initialDelayMs, 0);
       int('restart.maxDelayMs', restart.maxDelayMs, restart.initialDelayMs);
@@ -83,7 +88,7 @@ export function resolveRuntimeConfig(input: RuntimeConfigInput = {}): RuntimeCon
       bad(
         'restart.kind',
         (restart as { kind: unknown }).kind,
-        "'none' | 'fixed-delay' | 'exponential-backoff'",
+        "'none' | 'fixed-delay' | 'exponential-backoff' | 'failure-rate'",
       );
   }
   const allow = input.allowNonRestoredState ?? false;

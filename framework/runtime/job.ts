@@ -187,6 +187,8 @@ export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
     let windowRestarts = 0;
     /** Transient failures in a row (their backoff grows; no strategy limits them). */
     let transientStreak = 0;
+    /** When this task's counted failures happened (the failure-rate strategy's window). */
+    const counted: number[] = [];
     for (;;) {
       const task = new Task({
         jobId: graph.jobId,
@@ -236,7 +238,13 @@ export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
                 restarts: windowRestarts,
                 ranForMs,
                 permanent: failure === 'permanent',
+                failureTimes: counted,
+                now: clock.now(),
               });
+        if (failure === 'counted') {
+          counted.push(clock.now());
+          if (counted.length > 1000) counted.shift();
+        }
         options.listener?.taskFailed?.({
           taskId: task.scope.taskId,
           error,

@@ -73,9 +73,11 @@ export interface ServiceConfig {
    * The failure policy (docs/service.md "Failure policy"): a task restarts after a failure the restart
    * strategy counts with a delay of restartDelayMs, doubling up to restartMaxDelayMs; past
    * restartAttempts restarts without restartResetMs of running in between, the job fails and the
-   * service exits 1. Transient failures (broker, registry, object store unreachable) are not counted;
-   * permanent ones exit at once.
+   * service exits 1. With restartStrategy 'failure-rate': a delay of restartDelayMs, and the job fails
+   * once a task failed more than restartAttempts times within restartResetMs. Transient failures
+   * (broker, registry, object store unreachable) are not counted; permanent ones exit at once.
    */
+  readonly restartStrategy: 'exponential-backoff' | 'failure-rate';
   readonly restartAttempts: number;
   readonly restartDelayMs: number;
   readonly restartMaxDelayMs: number;
@@ -210,6 +212,11 @@ export const CONFIG_FIELDS: Readonly<Record<Field, FieldSpec>> = {
     allowed: 'true | false',
     parse: bool,
   },
+  restartStrategy: {
+    env: 'KSTATE_RESTART_STRATEGY',
+    allowed: "'exponential-backoff' | 'failure-rate'",
+    parse: oneOf('exponential-backoff', 'failure-rate'),
+  },
   restartAttempts: { env: 'KSTATE_RESTART_ATTEMPTS', allowed: 'an integer >= 0', parse: int(0) },
   restartDelayMs: { env: 'KSTATE_RESTART_DELAY_MS', allowed: 'an integer >= 0', parse: int(0) },
   restartMaxDelayMs: { env: 'KSTATE_RESTART_MAX_DELAY_MS', allowed: 'an integer >= 0', parse: int(0) },
@@ -264,6 +271,7 @@ export const CONFIG_DEFAULTS: Omit<ServiceConfig, 'brokers'> = {
   shutdownTimeoutMs: 30_000,
   sessionTimeoutMs: 10_000,
   allowNonRestoredState: false,
+  restartStrategy: 'exponential-backoff',
   restartAttempts: 10,
   restartDelayMs: 200,
   restartMaxDelayMs: 30_000,

@@ -173,14 +173,22 @@ export async function serve(
       incremental: config.incremental,
     },
     // The failure policy (docs/service.md): counted failures back off and end; transient ones do not count.
-    restart: {
-      kind: 'exponential-backoff',
-      initialDelayMs: config.restartDelayMs,
-      maxDelayMs: config.restartMaxDelayMs,
-      multiplier: 2,
-      maxAttempts: config.restartAttempts,
-      resetAfterMs: config.restartResetMs,
-    },
+    restart:
+      config.restartStrategy === 'failure-rate'
+        ? {
+            kind: 'failure-rate',
+            maxFailures: config.restartAttempts,
+            intervalMs: config.restartResetMs,
+            delayMs: config.restartDelayMs,
+          }
+        : {
+            kind: 'exponential-backoff',
+            initialDelayMs: config.restartDelayMs,
+            maxDelayMs: config.restartMaxDelayMs,
+            multiplier: 2,
+            maxAttempts: config.restartAttempts,
+            resetAfterMs: config.restartResetMs,
+          },
     onUserFunctionError: config.onUserFunctionError,
     consumer: {
       sessionTimeoutMs: config.sessionTimeoutMs,

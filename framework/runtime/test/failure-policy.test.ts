@@ -12,6 +12,7 @@ import { valueState } from '../../api/descriptors.ts';
 import { failureClass, isStreamError, StreamError } from '../../api/errors.ts';
 import { type KeyedProcessFunction, outputTag } from '../../api/functions.ts';
 import type { RecordErrorPolicy, RecordRejection, RecordVerdict, SourceRecord } from '../../api/source.ts';
+import { decideRestart } from '../../checkpoint/decisions.ts';
 import { MemoryCheckpointStorage } from '../../checkpoint/storage/memory.ts';
 import { StreamJob } from '../../datastream/index.ts';
 import { keyGroupOf, keyId } from '../../state/keys.ts';
@@ -136,6 +137,18 @@ function counts(out: readonly Out[]): Map<string, number[]> {
 const ONE_TO_TEN = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
 
 describe('the restart strategy and the failure classes', () => {
+  test("'failure-rate' (Flink's): restarts while the failures within the interval are at most maxFailures", () => {
+    const s = { kind: 'failure-rate', maxFailures: 3, intervalMs: 1000, delayMs: 50 } as const;
+    const at = (now: number, failureTimes: number[]) =>
+      decideRestart(s, { restarts: 0, ranForMs: 1, failureTimes, now });
+    assert.deepEqual(at(10_000, []), { restart: true, delayMs: 50, restarts: 1 });
+    assert.deepEqual(at(10_000, [9_500, 9_800]), { restart: true, delayMs: 50, restarts: 3 });
+    assert.deepEqual(at(10_000, [9_100, 9_500, 9_800]), { restart: false });
+    // The oldest fell out of the interval: allowed again.
+    assert.deepEqual(at(10_200, [9_100, 9_500, 9_800]), { restart: true, delayMs: 50, restarts: 3 });
+    assert.equal(decideRestart(s, { restarts: 0, ranForMs: 1, permanent: true }).restart, false);
+  });
+
   test('transient failures restart for as long as they last, not counted against the strategy', async () => {
     const source = new TestSource<In>('in', input());
     let unavailable = 5;
