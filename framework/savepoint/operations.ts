@@ -135,7 +135,9 @@ export function estimateRescale(
       (n, t) =>
         n +
         t.keyed.states.reduce(
-          (a, st) => a + st.entries.reduce((b, [k, v]) => b + Buffer.byteLength(String(k)) + v.byteLength, 0),
+          // As the keyed file frames an entry: [keyId, bytes] in msgpack, about 5 bytes besides both.
+          (a, st) =>
+            a + st.entries.reduce((b, [k, v]) => b + Buffer.byteLength(String(k)) + v.byteLength + 5, 0),
           0,
         ),
       0,

@@ -97,7 +97,8 @@ function writeReporter(
     (tasks >= LARGE_TASKS || (o.estimate !== undefined && o.estimate.bytes >= LARGE_BYTES));
   let timed = !large;
   let last = Date.now();
-  let committed = false;
+  /** When the commit point was passed (ms into the write), once it was. */
+  let committed: number | undefined;
   return {
     before(): void {
       if (!large || o.estimate === undefined) return;
@@ -112,14 +113,16 @@ function writeReporter(
       const now = Date.now();
       if (!timed && p.phase === 'files' && p.elapsedMs >= SAMPLE_MS && p.done > 0) {
         timed = true;
-        const left = (p.elapsedMs / p.done) * (p.total - p.done);
+        // The metadata after the commit point take about as long as the files (measured: 28 s and
+        // 27 s for 10,000 tasks in a directory).
+        const files = (p.elapsedMs / p.done) * p.total;
         warn(
-          `kstate: warning: writing savepoint '${name}' (${p.total} tasks) takes about ${formatDuration(p.elapsedMs + left * 1.5)} in all, at the rate of its first ${p.done} tasks (${(p.done / (p.elapsedMs / 1000)).toFixed(0)} tasks/s; the metadata after them adds about half)`,
+          `kstate: warning: writing savepoint '${name}' (${p.total} tasks) takes about ${formatDuration(2 * files)} in all, at the rate of its first ${p.done} tasks (${(p.done / (p.elapsedMs / 1000)).toFixed(0)} tasks/s; the tasks' metadata after them take about as long again)`,
         );
         last = now;
       }
-      if (p.phase === 'publish' && !committed) {
-        committed = true;
+      if (p.phase === 'publish' && committed === undefined) {
+        committed = p.elapsedMs;
         if (p.total >= LARGE_TASKS || p.elapsedMs >= interval)
           warn(
             `kstate: ${command} '${name}': all ${p.total} tasks' files written (${formatBytes(p.bytes)}, ${formatDuration(p.elapsedMs)}); committed, writing the tasks' metadata`,
@@ -129,7 +132,7 @@ function writeReporter(
       }
       if (now - last < interval || p.done === p.total) return;
       last = now;
-      const rate = p.done / Math.max(1, p.elapsedMs);
+      const rate = p.done / Math.max(1, p.elapsedMs - (p.phase === 'publish' ? (committed ?? 0) : 0));
       const left = (p.total - p.done) / Math.max(rate, 1e-9);
       warn(
         p.phase === 'files'

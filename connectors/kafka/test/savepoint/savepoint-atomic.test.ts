@@ -16,6 +16,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { FilesystemCheckpointStorage, isStreamError, readJobSavepoint } from '../../../../framework/index.ts';
+import { S3CheckpointStorage } from '../../../s3/index.ts';
+import { NO_TEST_S3, testS3Store } from '../../../s3/local/test-store.ts';
+import { createTestBucket, listTestObjects } from '../../../s3/test/buckets.ts';
 import { CLI } from '../support/savepoint-helpers.ts';
 
 const JOB = 'atomic-job';
@@ -37,7 +40,11 @@ function run(args: string[], env: Record<string, string>) {
 }
 
 /** Starts `kstate <args>`, waits until `ready()` holds, kills it with SIGKILL; fails if it ended first. */
-async function killMidway(args: string[], env: Record<string, string>, ready: () => Promise<boolean>) {
+async function killMidway(
+  args: string[],
+  env: Record<string, string>,
+  ready: (stderr: string) => Promise<boolean>,
+) {
   const child: ChildProcess = spawn(process.execPath, [CLI, ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -54,7 +61,7 @@ async function killMidway(args: string[], env: Record<string, string>, ready: ()
     }),
   );
   const end = Date.now() + 120_000;
-  while (!(await ready())) {
+  while (!(await ready(stderr))) {
     if (exited !== undefined)
       assert.fail(`kstate ${args.join(' ')} ended (${exited}) before the kill:\n${stderr}`);
     if (Date.now() > end) assert.fail(`kstate ${args.join(' ')} did not get far enough in 120 s:\n${stderr}`);
@@ -66,6 +73,38 @@ async function killMidway(args: string[], env: Record<string, string>, ready: ()
   return stderr;
 }
 
+/** The NDJSON of one keyed value state of `KEYS` keys on 4 partitions (an export's layout), in `dir`/ndjson. */
+async function writeNdjson(dir: string): Promise<string> {
+  const nd = join(dir, 'ndjson');
+  await mkdir(join(nd, 'count'), { recursive: true });
+  await writeFile(
+    join(nd, 'savepoint.json'),
+    JSON.stringify({
+      format: 'kstate-savepoint-ndjson',
+      version: 1,
+      jobId: JOB,
+      stages: [{ stage: STAGE, partitions: 4 }],
+      states: [
+        {
+          file: 'count/n.ndjson',
+          stage: STAGE,
+          operator: 'count',
+          state: 'n',
+          type: 'keyed',
+          kind: 'value',
+          serializer: 'json',
+          serializerVersion: 1,
+        },
+      ],
+    }),
+  );
+  await writeFile(
+    join(nd, 'count', 'n.ndjson'),
+    Array.from({ length: KEYS }, (_, i) => JSON.stringify({ key: `k${i}`, value: i })).join('\n'),
+  );
+  return nd;
+}
+
 describe('savepoint rescale and import are atomic (SIGKILL mid-write)', () => {
   let dir: string;
   let env: Record<string, string>;
@@ -74,35 +113,9 @@ describe('savepoint rescale and import are atomic (SIGKILL mid-write)', () => {
     dir = await mkdtemp(join(tmpdir(), 'sp-atomic-'));
     checkpoints = join(dir, 'checkpoints');
     env = { KSTATE_CHECKPOINT_DIR: checkpoints, KSTATE_STATE_DIR: join(dir, 'state') };
-    // The NDJSON of one keyed value state, imported as the 4-partition source savepoint 'sp'.
     await mkdir(checkpoints); // the savepoint commands never create it
-    const nd = join(dir, 'ndjson');
-    await mkdir(join(nd, 'count'), { recursive: true });
-    await writeFile(
-      join(nd, 'savepoint.json'),
-      JSON.stringify({
-        format: 'kstate-savepoint-ndjson',
-        version: 1,
-        jobId: JOB,
-        stages: [{ stage: STAGE, partitions: 4 }],
-        states: [
-          {
-            file: 'count/n.ndjson',
-            stage: STAGE,
-            operator: 'count',
-            state: 'n',
-            type: 'keyed',
-            kind: 'value',
-            serializer: 'json',
-            serializerVersion: 1,
-          },
-        ],
-      }),
-    );
-    await writeFile(
-      join(nd, 'count', 'n.ndjson'),
-      Array.from({ length: KEYS }, (_, i) => JSON.stringify({ key: `k${i}`, value: i })).join('\n'),
-    );
+    // Imported as the 4-partition source savepoint 'sp'.
+    const nd = await writeNdjson(dir);
     const imported = await run(['savepoint', 'import', JOB, '--from', nd, '--as', 'sp'], env);
     assert.equal(imported.code, 0, imported.stderr);
   });
@@ -237,5 +250,77 @@ describe('savepoint rescale and import are atomic (SIGKILL mid-write)', () => {
     assert.match(again.stderr, /removed the leftovers of an interrupted write of savepoint 'imp'/);
     assert.equal(await listed('imp', job), 5);
     await noLeftovers(job);
+  });
+});
+
+const store = testS3Store();
+
+describe('savepoint rescale is atomic on S3 (SIGKILL mid-write; S3Proxy)', {
+  skip: store ? false : NO_TEST_S3,
+}, () => {
+  let dir: string;
+  let env: Record<string, string>;
+  let bucket: string;
+  const job = 'atomic-s3';
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'sp-atomic-s3-'));
+    bucket = await createTestBucket(store!, 'sp-atomic');
+    env = {
+      KSTATE_CHECKPOINT_STORAGE: `s3://${bucket}/checkpoints`,
+      KSTATE_S3_ENDPOINT: store!.endpoint,
+      KSTATE_STATE_DIR: join(dir, 'state'),
+      KSTATE_PROGRESS_INTERVAL_MS: '100',
+    };
+    const imported = await run(
+      ['savepoint', 'import', job, '--from', await writeNdjson(dir), '--as', 'sp'],
+      env,
+    );
+    assert.equal(imported.code, 0, imported.stderr);
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('rescale to 1,000 killed part way: nothing under the name; the rerun succeeds and removes what it left', async () => {
+    const storage = () =>
+      S3CheckpointStorage.fromUri(`s3://${bucket}/checkpoints`, { endpoint: store!.endpoint });
+    const args = ['savepoint', 'rescale', job, 'sp', '--to', '1000', '--as', 'big', '--offline'];
+    const written = (stderr: string) =>
+      Math.max(0, ...[...stderr.matchAll(/ (\d+) of 1000 tasks written/g)].map((m) => Number(m[1])));
+    const stderr = await killMidway(args, env, async (e) => written(e) >= 200);
+    const listed = async (name: string) => {
+      const r = await run(['checkpoints', job], env);
+      assert.equal(r.code, 0, r.stderr);
+      return r.stdout.split('\n').filter((l) => l.split('\t')[5] === name).length;
+    };
+    assert.equal(await listed('big'), 0, stderr);
+    const s = storage();
+    const tasks = (await s.tasks(job)).filter((t) => /-p\d+$/.test(t));
+    assert.ok(tasks.length > 200, `${tasks.length} task prefixes after the kill`);
+    for (const taskId of tasks)
+      await assert.rejects(s.loadSavepoint('big', { jobId: job, taskId }), (e) =>
+        isStreamError(e, 'CHECKPOINT_NOT_FOUND'),
+      );
+    await assert.rejects(readJobSavepoint(s, job, tasks, 'big'), (e) =>
+      isStreamError(e, 'CHECKPOINT_NOT_FOUND'),
+    );
+
+    const again = await run(args, env);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stderr, /removed the leftovers of an interrupted write of savepoint 'big'/);
+    assert.equal(await listed('big'), 1000);
+    // Every state object in the bucket is listed by a metadata object; no write record is left.
+    const objects = (await listTestObjects(store!, bucket, `checkpoints/${job}`)).map((o) => o.key);
+    const referenced = new Set<string>();
+    for (const taskId of (await s.tasks(job)).filter((t) => /-p\d+$/.test(t)))
+      for (const m of await s.listSavepoints({ jobId: job, taskId }))
+        for (const f of m.files) referenced.add(f.path);
+    const orphans = objects.filter((k) => k.includes('/files/') && !referenced.has(`${job}/${k}`));
+    assert.deepEqual(orphans.slice(0, 5), [], `${orphans.length} of ${objects.length} objects left over`);
+    assert.deepEqual(
+      objects.filter((k) => k.startsWith('_savepoint-writes/')),
+      [],
+    );
+    s.close?.();
   });
 });
