@@ -275,9 +275,13 @@ function failurePolicy(log: Logger, config: ServiceConfig) {
       },
       'job failed',
     );
-    // A permanent failure (errors.md) would fail a new worker the same way: the primary must not start one.
-    if (cluster.isWorker && failureClass(e) === 'permanent' && process.send) {
-      process.send({ kstate: 'failed', code: codesOf(e).code ?? 'unknown' }, () => process.exit(code));
+    // A new worker would fail the same way (a permanent failure), or start the restarts the policy
+    // ended over again: the primary must not start one, and exits with this code.
+    if (cluster.isWorker && process.send) {
+      const permanent = failureClass(e) === 'permanent';
+      process.send({ kstate: 'failed', code: codesOf(e).code ?? 'unknown', permanent }, () =>
+        process.exit(code),
+      );
       return;
     }
     process.exit(code);
@@ -400,13 +404,17 @@ export async function servePrimary(
   const ready = new Map<number, { ready: boolean; reason?: string }>();
   for (let i = 0; i < workers; i++) cluster.fork();
   /**
-   * A worker's job failed permanently, or its start was refused (errors.md, permanent codes): no new
-   * worker; the service exits with that worker's exit code (1 for a job failure, 78 for a refused start).
+   * A worker's job failed (permanently, or its restart strategy gave up: docs/service.md "Failure
+   * policy"), or its start was refused (a code that is not retriable): no new worker; the service exits
+   * with that worker's exit code (1 when the strategy gave up, else by the error's code).
    */
   let failed: { code: string; worker: number; exit?: number } | undefined;
   cluster.on(
     'message',
-    (worker, msg: { kstate?: string; ready?: boolean; reason?: string; code?: string }) => {
+    (
+      worker,
+      msg: { kstate?: string; ready?: boolean; reason?: string; code?: string; permanent?: boolean },
+    ) => {
       if (msg?.kstate === 'readiness')
         ready.set(worker.id, { ready: msg.ready === true, ...(msg.reason ? { reason: msg.reason } : {}) });
       if (msg?.kstate === 'failed' && failed === undefined) {
@@ -414,7 +422,9 @@ export async function servePrimary(
         stopping = true;
         log.fatal(
           { worker: worker.id, code: failed.code },
-          'job failed permanently in a worker: stopping the others',
+          msg.permanent === false
+            ? 'job failed in a worker (its restart strategy gave up): stopping the others'
+            : 'job failed permanently in a worker: stopping the others',
         );
         tell('stop');
       }

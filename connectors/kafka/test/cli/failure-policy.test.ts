@@ -12,6 +12,8 @@
  *   once, 69 and 65, no restart; before, the task restarted forever;
  * - the checkpoint directory put under a regular file while the job runs: exit 69 at once (ENOTDIR is
  *   permanent); before, restarts forever;
+ * - with --workers 2, a worker whose strategy gave up: the primary starts no new worker (which would
+ *   begin the restarts again) and exits 1;
  * - in each, the committed output is exactly what was committed before: per key, counts 1..n in
  *   offset order, nothing more.
  *
@@ -22,6 +24,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -198,6 +201,27 @@ describe('failure policy (kstate run)', () => {
     });
   }
 
+  test('with --workers 2, a worker whose restart strategy gave up: the primary starts no new one and exits 1', async () => {
+    const t = await setup('policy workers', { KSTATE_HTTP_PORT: String(await freePort()) });
+    await good(t.input, 600);
+    await raw(t.input, ['user-3\t{"x":1}']);
+    const p = start(t.env, ['--workers', '2']);
+    assert.equal(await exitWithin(p, 120_000), 1, p.lines.slice(-20).join('\n'));
+    const lines = json(p);
+    assert.deepEqual(
+      lines.filter((l) => l.msg === 'worker exited; starting a new one'),
+      [],
+      'the primary started a new worker: the restarts the policy ended would begin again',
+    );
+    assert.ok(
+      lines.some(
+        (l) => l.msg === 'job failed in a worker (its restart strategy gave up): stopping the others',
+      ),
+      p.lines.slice(-20).join('\n'),
+    );
+    assert.equal(lines.filter((l) => l.msg === 'job failed').length, 1);
+  });
+
   test('a wrong --from-savepoint (one task has none; a file of it corrupt): exit at once, 69 and 65, nothing committed', async () => {
     const t = await setup('policy savepoint');
     await good(t.input, 600);
@@ -331,6 +355,18 @@ async function headers(topic: string): Promise<string[]> {
     { maxBuffer: 16 * 1024 * 1024 },
   );
   return stdout.split('\n').filter((l) => l !== '');
+}
+
+/** A TCP port nothing listens on now (the primary's HTTP server under --workers). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
 }
 
 async function until(f: () => Promise<boolean>, what: string, ms: number): Promise<void> {
