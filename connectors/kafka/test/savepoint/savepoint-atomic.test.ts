@@ -235,6 +235,36 @@ describe('savepoint rescale and import are atomic (SIGKILL mid-write)', () => {
     await noLeftovers(job);
   });
 
+  test('rescale killed after its commit point: the savepoint is whole for the next reader (export), which finishes it', async () => {
+    const job = 'atomic-late';
+    const imported = await run(
+      ['savepoint', 'import', job, '--from', join(dir, 'ndjson'), '--as', 'sp'],
+      env,
+    );
+    assert.equal(imported.code, 0, imported.stderr);
+    await killMidway(
+      ['savepoint', 'rescale', job, 'sp', '--to', String(BIG), '--as', 'late', '--offline'],
+      { ...env, KSTATE_PROGRESS_INTERVAL_MS: '50' },
+      async (e) => /committed; metadata of \d+ of 2000/.test(e),
+    );
+    const before = await listed('late', job);
+    assert.ok(before < BIG, `${before} parts listed right after the kill`);
+    const out = join(dir, 'late-export');
+    const exported = await run(['savepoint', 'export', job, 'late', '--out', out], env);
+    assert.equal(exported.code, 0, exported.stderr);
+    assert.equal(await listed('late', job), BIG);
+    const storage = new FilesystemCheckpointStorage({ directory: checkpoints });
+    const sp = await readJobSavepoint(storage, job, await taskDirs(job), 'late');
+    assert.equal(
+      sp.stages[0]!.tasks.reduce((n, t) => n + t.keyed.states.reduce((m, x) => m + x.entries.length, 0), 0),
+      KEYS,
+    );
+    await noLeftovers(job);
+    console.log(
+      `after the kill past the commit point: ${before} of ${BIG} parts listed; after export: ${BIG}`,
+    );
+  });
+
   test('import into 2,000 partitions killed part way: nothing under the name; the rerun succeeds', async () => {
     const nd = join(dir, 'ndjson');
     const job = 'atomic-import';
