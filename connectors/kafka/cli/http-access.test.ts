@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { isStreamError } from '../../../framework/index.ts';
 import { loadConfig } from './config.ts';
-import { adminAccess, adminToken, tlsFiles } from './http-access.ts';
+import { adminAccess, adminToken, tlsCertificate, tlsFiles } from './http-access.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'http-access-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -109,6 +109,10 @@ test('TLS files: both or neither; unreadable or unusable is CONFIG_INVALID namin
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return t.skip('openssl is not installed');
     throw e;
   }
+  // A client (kstate savepoint) needs only the certificate.
+  assert.throws(() => tlsCertificate(half), refused(/KSTATE_HTTP_TLS_CERT\) .*x\.crt cannot be read/));
+  const certOnly = loadConfig(undefined, { ...BROKERS, KSTATE_HTTP_TLS_CERT: cert });
+  assert.match(tlsCertificate(certOnly)?.toString() ?? '', /BEGIN CERTIFICATE/);
   const good = loadConfig(undefined, { ...BROKERS, KSTATE_HTTP_TLS_CERT: cert, KSTATE_HTTP_TLS_KEY: key });
   assert.ok(tlsFiles(good)?.cert.toString().includes('BEGIN CERTIFICATE'));
   const garbage = join(dir, 'garbage.crt');

@@ -64,6 +64,20 @@ export function adminAccess(
   return token === undefined ? undefined : { token, extraHosts: config.httpAllowedHosts };
 }
 
+/** The certificate file's contents (what a client trusts), or undefined without TLS. */
+export function tlsCertificate(config: AccessSettings): Buffer | undefined {
+  if (config.httpTlsCert === undefined) return undefined;
+  try {
+    return readFileSync(config.httpTlsCert);
+  } catch (e) {
+    throw new StreamError(
+      'CONFIG_INVALID',
+      `the HTTP TLS certificate (httpTlsCert / KSTATE_HTTP_TLS_CERT) ${config.httpTlsCert} cannot be read: ${(e as Error).message}`,
+      { cause: e },
+    );
+  }
+}
+
 /** The certificate and key files' contents, or undefined without TLS. */
 export function tlsFiles(config: AccessSettings): { cert: Buffer; key: Buffer } | undefined {
   if (config.httpTlsCert === undefined && config.httpTlsKey === undefined) return undefined;

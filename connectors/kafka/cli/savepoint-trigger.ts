@@ -4,7 +4,7 @@ import { checkServerIdentity, rootCertificates } from 'node:tls';
 import { CommandError } from './command-error.ts';
 import type { ServiceConfig } from './config.ts';
 import { EXIT } from './exit-codes.ts';
-import { adminToken, tlsFiles } from './http-access.ts';
+import { adminToken, tlsCertificate } from './http-access.ts';
 
 /**
  * `kstate savepoint <name> [--port n]`: asks the running service for a savepoint (POST
@@ -22,7 +22,7 @@ export async function triggerSavepoint(
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<string> {
   const token = adminToken(config, env);
-  const tls = tlsFiles(config);
+  const cert = tlsCertificate(config);
   const wildcard = config.httpHost === '0.0.0.0' || config.httpHost === '::';
   const host = wildcard ? '127.0.0.1' : config.httpHost;
   const named = config.advertisedHost;
@@ -39,17 +39,17 @@ export async function triggerSavepoint(
   try {
     res = await new Promise<IncomingMessage>((resolve, reject) => {
       const req =
-        tls === undefined
+        cert === undefined
           ? httpRequest(options, resolve)
           : httpsRequest(
               {
                 ...options,
-                ca: [...rootCertificates, tls.cert.toString()],
+                ca: [...rootCertificates, cert.toString()],
                 ...(named === undefined
                   ? {}
                   : {
                       servername: named,
-                      checkServerIdentity: (_: string, cert) => checkServerIdentity(named, cert),
+                      checkServerIdentity: (_: string, peer) => checkServerIdentity(named, peer),
                     }),
               },
               resolve,
@@ -66,7 +66,7 @@ export async function triggerSavepoint(
   } catch (e) {
     throw new CommandError(
       EXIT.UNAVAILABLE,
-      `no service answers on port ${port}: is the job running (kstate run) on ${host}, and is --port its httpPort${tls === undefined ? '' : ', and is httpTlsCert the certificate it serves'}? (${(e as Error).message})`,
+      `no service answers on port ${port}: is the job running (kstate run) on ${host}, and is --port its httpPort${cert === undefined ? '' : ', and is httpTlsCert the certificate it serves'}? (${(e as Error).message})`,
       { cause: e },
     );
   }
