@@ -205,15 +205,23 @@ export async function serve(
     .catch(tellPrimaryStartFailed)
     .finally(() => rm(scratch, { recursive: true, force: true }).catch(() => {}));
   const detach = instrumented.attach(running);
-  if (config.brokerLossTimeoutMs > 0)
+  if (config.brokerLossTimeoutMs > 0) {
+    const reachable = metrics.gauge({
+      name: 'brokers_reachable',
+      help: 'Whether a Kafka broker answered within brokerLossTimeoutMs (1) or not (0: /readyz is 503)',
+      labels: ['job_id'],
+    });
+    reachable.set({ job_id: job.jobId }, 1);
     brokers = new BrokerWatch({
       connection: { brokers: config.brokers },
       lostAfterMs: config.brokerLossTimeoutMs,
-      onChange: (v) =>
-        v.ready
-          ? log.info('the brokers answer again')
-          : log.warn({ reason: v.reason }, 'lost the brokers: /readyz is 503'),
+      onChange: (v) => {
+        reachable.set({ job_id: job.jobId }, v.ready ? 1 : 0);
+        if (v.ready) log.info('the brokers answer again');
+        else log.warn({ reason: v.reason }, 'lost the brokers: /readyz is 503');
+      },
     });
+  }
   board.watch(running);
   const lagTimer = setInterval(() => kafkaMetrics.sample(running), 2000);
   lagTimer.unref();

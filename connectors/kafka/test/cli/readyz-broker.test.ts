@@ -140,15 +140,17 @@ test('/readyz turns 503 when the broker is paused past the timeout, and 200 when
     // The last answered probe may be up to one probe interval (1 s) before the pause.
     assert.ok(lost.at >= LOSS_MS - 1500, `503 after ${lost.at} ms, before the ${LOSS_MS} ms timeout`);
     console.log(`# paused: /readyz 503 after ${lost.at} ms (timeout ${LOSS_MS} ms): ${lost.reason}`);
-    // Still 503 a while later (the broker is still paused).
+    // Still 503 a while later (the broker is still paused), and the metric says so.
     await new Promise((r) => setTimeout(r, 2000));
     assert.equal((await readyz(base))?.status, 503);
+    assert.match(await (await fetch(`${base}/metrics`)).text(), /^kstate_brokers_reachable\{[^}]*\} 0$/m);
 
     process.kill(broker.pid, 'SIGCONT');
     paused = false;
     const resumedAt = Date.now();
     const back = await waitFor(base, '/readyz 200 again', 120_000, resumedAt, (a) => a.status === 200, seen);
     console.log(`# resumed: /readyz 200 after ${back.at} ms; /readyz said: ${seen.join(' | ')}`);
+    assert.match(await (await fetch(`${base}/metrics`)).text(), /^kstate_brokers_reachable\{[^}]*\} 1$/m);
     const logged = out.map((l) => {
       try {
         return (JSON.parse(l) as { msg?: string }).msg ?? '';
