@@ -15,6 +15,8 @@ import type { RecordErrorPolicy, RecordRejection, RecordVerdict, SourceRecord } 
 import { decideRestart } from '../../checkpoint/decisions.ts';
 import { MemoryCheckpointStorage } from '../../checkpoint/storage/memory.ts';
 import { StreamJob } from '../../datastream/index.ts';
+import { combineListeners, instrumentJob } from '../../metrics/instrument.ts';
+import { createPrometheusMetrics } from '../../metrics/prometheus.ts';
 import { keyGroupOf, keyId } from '../../state/keys.ts';
 import { CollectingSink } from '../../testing/sinks.ts';
 import { TestSource } from '../../testing/sources.ts';
@@ -183,6 +185,32 @@ describe('the restart strategy and the failure classes', () => {
   });
 });
 
+describe('what a failed job shows until its process exits', () => {
+  test('not ready, and kstate_tasks{state="failed"} counts the task', async () => {
+    const metrics = createPrometheusMetrics({ defaultMetrics: false });
+    const inst = instrumentJob(metrics, 'failure-policy');
+    const source = new PolicySource('in', input());
+    source.beforePoll = (_p, position) => {
+      if (position > 20) throw new StreamError('CHECKPOINT_CORRUPT', 'savepoint file x fails its checksum');
+    };
+    const j = job(source, 'skip');
+    const running = runJob(j.graph, {
+      storage: new MemoryCheckpointStorage(),
+      restart: { kind: 'fixed-delay', attempts: 1000, delayMs: 0 },
+      listener: inst,
+    });
+    const detach = inst.attach(running);
+    await assert.rejects(running.done, (e: unknown) => isStreamError(e, 'CHECKPOINT_CORRUPT'));
+    await new Promise((r) => setImmediate(r));
+    const r = inst.readiness();
+    assert.equal(r.ready, false);
+    assert.match(r.reason, /failed/);
+    const text = await metrics.render();
+    assert.match(text, /kstate_tasks\{job_id="failure-policy",state="failed"\} [12]\n/);
+    detach();
+  });
+});
+
 describe('errors in user functions, per record', () => {
   const negative: SourceRecord<In> = { value: { k: 'key-0', n: -1 }, origin: 'negative' };
   const keyless = { value: { n: 7 } as unknown as In, origin: 'keyless' };
@@ -209,13 +237,20 @@ describe('errors in user functions, per record', () => {
     const source = new PolicySource('in', input([negative]));
     const j = job(source, 'skip');
     const reported: { operator: string; policy: string }[] = [];
+    const metrics = createPrometheusMetrics({ defaultMetrics: false });
     const running = runJob(j.graph, {
       storage: new MemoryCheckpointStorage(),
       restart: { kind: 'none' },
-      listener: { recordFailed: (r) => reported.push({ operator: r.operator, policy: r.policy }) },
+      listener: combineListeners(instrumentJob(metrics, 'failure-policy'), {
+        recordFailed: (r) => reported.push({ operator: r.operator, policy: r.policy }),
+      }),
     });
     await running.done;
     assert.deepEqual(reported, [{ operator: 'check', policy: 'skip' }]);
+    assert.match(
+      await metrics.render(),
+      /kstate_records_failed_total\{job_id="failure-policy",task="in-p0",operator="check",policy="skip"\} 1\n/,
+    );
     for (const [k, seq] of counts(j.out.output.committed)) assert.deepEqual(seq, ONE_TO_TEN, k);
     assert.deepEqual(j.dead.output.committed, []);
   });
