@@ -93,16 +93,33 @@ export const PERMANENT_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
 
 /**
  * How the job treats a task failure (docs/runtime.md "Failures and restarts"):
- * - `permanent`: no restart can help (a permanent code, or the storage's path is unusable: a component
- *   of it is a file, or access is denied); the job fails at once;
- * - `transient`: the environment is away (a retriable code: the broker, the schema registry; or the
- *   network to the object store): the task restarts with backoff for as long as it lasts, and the
- *   restart strategy does not count it;
- * - `counted`: anything else (a user function that throws, a lost transaction, a failed checkpoint):
- *   the restart strategy counts it, and gives up past its limit.
+ * - `permanent`: no restart can help (a permanent code, or a storage path that cannot be used as it
+ *   is: a component of it is a file, access is denied, read-only); the job fails at once;
+ * - `transient`: the environment is away or moved (a retriable code: the broker, the schema registry;
+ *   the checkpoint storage failing or out of reach; the task's transaction taken over by another
+ *   instance): the task restarts with backoff for as long as it lasts, and the restart strategy does
+ *   not count it;
+ * - `counted`: anything else (a user function that throws, a checkpoint that timed out, a request
+ *   Kafka refuses): the restart strategy counts it, and gives up past its limit.
  */
 export type FailureClass = 'permanent' | 'transient' | 'counted';
 
+/**
+ * Codes whose failures are the environment's, beyond the retriable ones: a storage that fails (disk
+ * full, I/O error, 5xx, unreachable: unless its cause is a permanent errno) and a transaction lost to
+ * a rebalance. Not retriable in place (the task restarts), but not the job's fault either.
+ */
+const TRANSIENT_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'CHECKPOINT_STORAGE_FAILED',
+  'KAFKA_TRANSACTION_LOST',
+]);
+/**
+ * Codes of a resource another process holds for now (abstract-level's LEVEL_LOCKED: a task's LevelDB
+ * still open in the worker or instance it moves from): transient whatever wraps them (the level
+ * backend reports it as CONFIG_INVALID, since a lock that never goes away is two tasks given one
+ * directory).
+ */
+const HELD_ELSEWHERE: ReadonlySet<string> = new Set(['LEVEL_LOCKED']);
 /** errno codes of a path that cannot be used as it is: a person must change it. */
 const PERMANENT_ERRNOS: ReadonlySet<string> = new Set(['ENOTDIR', 'EISDIR', 'EACCES', 'EPERM', 'EROFS']);
 /** errno codes (and SDK error names) of a network that does not answer now. */
@@ -119,27 +136,36 @@ const NETWORK_ERRNOS: ReadonlySet<string> = new Set([
 ]);
 
 /**
- * The class of a failure: its error, then each `cause` in turn, decides by the first that says
- * something (a catalogued code that is permanent or retriable, an errno or error name above); a chain
- * that says nothing is `counted`. So a checkpoint declined because the directory is under a regular
- * file (CHECKPOINT_DECLINED <- CHECKPOINT_STORAGE_FAILED <- ENOTDIR) is permanent, and one declined
- * because the object store is unreachable (<- ECONNREFUSED) is transient.
+ * The class of a failure, from the error and its chain of `cause`s: transient when one is a
+ * resource held elsewhere for now (HELD_ELSEWHERE); else permanent when any of them says so (a
+ * permanent code, a permanent errno), else transient when any of them does (a retriable or transient
+ * code, a network errno), else counted. So a checkpoint declined because the directory is
+ * under a regular file (CHECKPOINT_DECLINED <- CHECKPOINT_STORAGE_FAILED <- ENOTDIR) is permanent, and
+ * one declined because the object store is unreachable (<- CHECKPOINT_STORAGE_FAILED <- ECONNREFUSED)
+ * transient.
  */
 export function failureClass(error: unknown): FailureClass {
+  const chain: unknown[] = [];
+  for (let e = error, depth = 0; depth < 8 && e !== null && e !== undefined; depth++) {
+    chain.push(e);
+    e = (e as { cause?: unknown }).cause;
+  }
+  if (chain.some((e) => HELD_ELSEWHERE.has(String((e as { code?: unknown }).code)))) return 'transient';
+  let transient = false;
   let e = error;
   for (let depth = 0; depth < 8 && e !== null && e !== undefined; depth++) {
     if (e instanceof StreamError) {
       if (e.permanent) return 'permanent';
-      if (e.retriable) return 'transient';
+      if (e.retriable || TRANSIENT_CODES.has(e.code)) transient = true;
     } else if (typeof e === 'object') {
       const { code, name } = e as { code?: unknown; name?: unknown };
       if (typeof code === 'string' && PERMANENT_ERRNOS.has(code)) return 'permanent';
-      if (typeof code === 'string' && NETWORK_ERRNOS.has(code)) return 'transient';
-      if (typeof name === 'string' && NETWORK_ERRNOS.has(name)) return 'transient';
+      if (typeof code === 'string' && NETWORK_ERRNOS.has(code)) transient = true;
+      if (typeof name === 'string' && NETWORK_ERRNOS.has(name)) transient = true;
     }
     e = (e as { cause?: unknown }).cause;
   }
-  return 'counted';
+  return transient ? 'transient' : 'counted';
 }
 
 export class StreamError extends Error {

@@ -42,13 +42,28 @@ describe('failureClass', () => {
     assert.equal(failureClass(new StreamError('CHECKPOINT_DECLINED', 'x', { cause: s3 })), 'transient');
   });
 
-  test('anything else (a user function, a lost transaction, a full disk): counted', () => {
-    assert.equal(failureClass(new StreamError('USER_FUNCTION_FAILED', 'boom')), 'counted');
-    assert.equal(failureClass(new StreamError('KAFKA_TRANSACTION_LOST', 'fenced')), 'counted');
+  test('a storage that fails (a full disk, a 500) or a transaction lost to a rebalance: transient', () => {
     assert.equal(
       failureClass(new StreamError('CHECKPOINT_STORAGE_FAILED', 'full', { cause: errno('ENOSPC') })),
-      'counted',
+      'transient',
     );
+    const declined = new StreamError('CHECKPOINT_DECLINED', 'x', {
+      cause: new StreamError('CHECKPOINT_STORAGE_FAILED', 'the store answered InternalError (HTTP 500)'),
+    });
+    assert.equal(failureClass(declined), 'transient');
+    assert.equal(failureClass(new StreamError('KAFKA_TRANSACTION_LOST', 'fenced')), 'transient');
+    // A task's LevelDB still held by the worker it moves from (--workers share a state directory).
+    const locked = Object.assign(new Error('Database failed to open'), { code: 'LEVEL_LOCKED' });
+    assert.equal(
+      failureClass(new StreamError('CONFIG_INVALID', 'db is locked', { cause: locked })),
+      'transient',
+    );
+  });
+
+  test('anything else (a user function, a checkpoint that timed out, a refused request): counted', () => {
+    assert.equal(failureClass(new StreamError('USER_FUNCTION_FAILED', 'boom')), 'counted');
+    assert.equal(failureClass(new StreamError('CHECKPOINT_DECLINED', 'timed out after 60000 ms')), 'counted');
+    assert.equal(failureClass(new StreamError('KAFKA_REQUEST_FAILED', 'MESSAGE_TOO_LARGE')), 'counted');
     assert.equal(failureClass(new Error('plain')), 'counted');
     assert.equal(failureClass('a string'), 'counted');
   });
