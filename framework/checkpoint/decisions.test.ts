@@ -59,6 +59,21 @@ describe('checkpoint trigger decisions', () => {
     for (const n of tenths) assert.ok(n > 0 && n < 52, `tenths ${tenths.join(' ')}`);
   });
 
+  test('the partitions of one stage fall evenly over the interval, whatever their count', () => {
+    for (const n of [2, 3, 4, 8, 16, 64]) {
+      const phases = Array.from({ length: n }, (_, p) =>
+        checkpointPhase(`kafka-peers-mxc1z3xj.in-p${p}`),
+      ).sort((a, b) => a - b);
+      // The smallest gap between neighbours, around the circle.
+      let gap = 1 - phases.at(-1)! + phases[0]!;
+      for (let i = 1; i < n; i++) gap = Math.min(gap, phases[i]! - phases[i - 1]!);
+      assert.ok(
+        gap >= 0.3 / n,
+        `${n} partitions: smallest gap ${gap.toFixed(4)} (${phases.map((x) => x.toFixed(3)).join(' ')})`,
+      );
+    }
+  });
+
   test('tolerable consecutive failures', () => {
     assert.equal(decideOnCheckpointFailure(3, { ...c, tolerableFailures: 3 }), 'continue');
     assert.equal(decideOnCheckpointFailure(4, { ...c, tolerableFailures: 3 }), 'fail-task');

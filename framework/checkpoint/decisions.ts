@@ -43,12 +43,32 @@ export function decideTrigger(f: TriggerFacts, c: CheckpointConfig): TriggerDeci
 }
 
 /**
- * Where in the interval a task's periodic checkpoints fall, in [0, 1): spread by its id, so that the
- * tasks of an instance, started together after a rebalance, do not all commit at the same moment.
+ * Where in the interval a task's periodic checkpoints fall, in [0, 1): spread, so that the tasks of
+ * an instance, started together after a rebalance, do not all commit at the same moment. A task id
+ * `<stage>-p<n>` takes its stage's place (a hash) plus n times the golden ratio's fraction: the
+ * partitions of a stage fall evenly over the interval, whatever their count (0, 0.62, 0.24, 0.85 ...
+ * after the stage's place). Other ids take a hash of their own. (A plain FNV-1a of the whole id put
+ * the partitions of a stage within 1% of the interval of each other: their ids differ in the last
+ * character only.)
  */
 export function checkpointPhase(taskId: string): number {
+  const m = /^(.*)-p(\d+)$/.exec(taskId);
+  if (m === null) return unitHash(taskId);
+  const x = unitHash(m[1]!) + Number(m[2]) * GOLDEN_FRACTION;
+  return x - Math.floor(x);
+}
+
+const GOLDEN_FRACTION = (Math.sqrt(5) - 1) / 2;
+
+/** FNV-1a, then murmur3's finalizer (every input bit moves every output bit), scaled to [0, 1). */
+function unitHash(s: string): number {
   let h = 2166136261;
-  for (let i = 0; i < taskId.length; i++) h = Math.imul(h ^ taskId.charCodeAt(i), 16777619);
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
   return (h >>> 0) / 2 ** 32;
 }
 
