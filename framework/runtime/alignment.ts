@@ -17,7 +17,7 @@ export interface AlignmentResult {
  * taken) and is idle again; the others return undefined. A barrier of another id (a checkpoint
  * aborted meanwhile) is ignored.
  *
- * - `start(id)`: the caller appended barrier `id` at the tail of every active channel. Exactly-once:
+ * - `start(id)`: the caller inserted barrier `id` into every active channel. Exactly-once:
  *   `onBarrier` blocks the channel that delivered it (`blocked`), so the snapshot holds no record
  *   after the barrier. At-least-once: nothing is blocked; records after a fast channel's barrier are
  *   processed before the snapshot and replayed after a restore. The aligner never unblocks: the
@@ -53,7 +53,7 @@ export class BarrierAligner {
     return this.#startedAt;
   }
 
-  /** Barriers of `id` were appended to every active channel. */
+  /** Barriers of `id` were inserted into every active channel. */
   start(id: number, active: readonly InputChannel[], now: number): AlignmentResult | undefined {
     this.#id = id;
     this.#startedAt = now;

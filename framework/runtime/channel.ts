@@ -56,8 +56,12 @@ interface RecordSlot {
  * pauses its partition until the channel took it.
  *
  * Position contract: `position` is the source position after the last record *queued*, updated in
- * the same synchronous step as the records are queued, so a barrier appended at the tail carries
- * exactly the resume point of the records before it.
+ * the same synchronous step as the records are queued. The channel also remembers the position at
+ * the end of each batch still queued (`#bounds`), so that a barrier goes in at a batch boundary
+ * near the head (`insertBarrier`), with the resume point of the records before it, rather than
+ * behind everything queued: a checkpoint waits for a few hundred records per channel, not for a full
+ * channel (5000 records of a Kafka partition). The records queued behind the barrier belong to the
+ * next checkpoint; a restore reads them again from the source.
  */
 export class InputChannel {
   readonly index: number;
@@ -79,6 +83,11 @@ export class InputChannel {
 
   #queue: Queued[] = [];
   #head = 0;
+  /** Records queued so far, and taken so far (markers not counted). */
+  #pushed = 0;
+  #taken = 0;
+  /** Per batch still queued (oldest first): the record count at its end, and the position there. */
+  #bounds: { readonly seq: number; position: unknown }[] = [];
   #reader: PullSourceReader<unknown> | undefined;
   #maxBatch = 1;
   /** The reader said it has nothing; it calls `#onAvailable` when it has. */
@@ -153,6 +162,7 @@ export class InputChannel {
     if (this.#head >= this.#queue.length) return undefined;
     const q = this.#queue[this.#head]!;
     this.#queue[this.#head++] = undefined as unknown as Queued;
+    if (!(q instanceof Marker)) this.#taken++;
     if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
       this.#queue = this.#queue.slice(this.#head);
       this.#head = 0;
@@ -162,15 +172,60 @@ export class InputChannel {
     return e;
   }
 
-  /** Put records replayed from channel state in front of everything the reader will deliver. */
+  /**
+   * Put records replayed from channel state in front of everything the reader will deliver (before
+   * the reader is attached: the channel's position, the restored one, is the position after them).
+   */
   prepend(records: readonly InflightRecord[]): void {
     this.#queue = [...records, ...this.#queue.slice(this.#head)];
     this.#head = 0;
+    this.#pushed += records.length;
+    this.#bounds = [{ seq: this.#pushed, position: this.position }];
   }
 
-  /** Append barrier `id` at the tail with the current position. */
-  appendBarrier(checkpointId: number): void {
-    this.#queue.push(new Marker({ kind: 'barrier', checkpointId, position: this.position }));
+  /**
+   * Insert barrier `id` at a batch boundary after the records the task has taken and after any
+   * barrier queued (barriers keep their order), with the position there: the last boundary within
+   * BARRIER_BUDGET records of the head (else the first one), so that a checkpoint takes what is
+   * queued when that is little, and waits for little when much is queued. After the last record (the
+   * current position, before a queued end of input) when that is the boundary chosen.
+   */
+  insertBarrier(checkpointId: number): void {
+    const q = this.#queue;
+    // Records from the head up to the last marker: the barrier goes after them.
+    let before = 0;
+    let last = -1;
+    for (let i = q.length - 1; i >= this.#head; i--) {
+      const m = q[i];
+      if (m instanceof Marker && m.element.kind === 'barrier') {
+        last = i;
+        break;
+      }
+    }
+    for (let i = this.#head; i < last; i++) if (!(q[i] instanceof Marker)) before++;
+    // The last boundary within BARRIER_BUDGET records of the head, else the first after it.
+    const from = this.#taken + before;
+    let bound: { readonly seq: number; position: unknown } | undefined;
+    for (const b of this.#bounds) {
+      if (b.seq < from) continue;
+      if (bound !== undefined && b.seq > this.#taken + BARRIER_BUDGET) break;
+      bound = b;
+    }
+    if (bound === undefined || bound.seq >= this.#pushed) {
+      // After every record, before the end of input if it is queued.
+      const barrier = new Marker({ kind: 'barrier', checkpointId, position: this.position });
+      if (q.at(-1) === END && q.length > this.#head) q.splice(q.length - 1, 0, barrier);
+      else q.push(barrier);
+    } else {
+      let records = 0;
+      let at = this.#head;
+      const want = bound.seq - this.#taken;
+      while (records < want || at <= last) {
+        if (!(q[at] instanceof Marker)) records++;
+        at++;
+      }
+      q.splice(at, 0, new Marker({ kind: 'barrier', checkpointId, position: bound.position }));
+    }
     this.#wake();
   }
 
@@ -281,13 +336,26 @@ export class InputChannel {
 
   #took(b: SourceBatch<unknown>): void {
     const q = this.#queue;
-    for (const r of b.records) q.push(r);
+    const n = b.records.length;
+    for (let i = 0; i < n; i++) q.push(b.records[i]!);
+    this.#pushed += n;
     this.position = b.position;
+    const bounds = this.#bounds;
+    while (bounds.length > 0 && bounds[0]!.seq < this.#taken) bounds.shift();
+    const lastBound = bounds.at(-1);
+    if (lastBound !== undefined && lastBound.seq === this.#pushed) lastBound.position = b.position;
+    else bounds.push({ seq: this.#pushed, position: b.position });
     this.sourceIdle = b.records.length === 0 && b.idle === true;
   }
 }
 
 const END = new Marker({ kind: 'end' });
+
+/**
+ * Records a barrier may wait behind in one channel (`insertBarrier`): about 2.5 ms of processing at
+ * 5 µs per record, against 25 ms or more behind a full Kafka channel (5000 records).
+ */
+export const BARRIER_BUDGET = 512;
 
 /**
  * `reader` as a pulled reader: itself, or an adapter over a reader of the earlier polling contract

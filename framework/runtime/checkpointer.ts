@@ -120,8 +120,8 @@ export interface CheckpointerOptions {
  * which the loop hands to `apply`. So no promise continuation changes this object or calls an
  * operator (user code): the operators' flushes and notifications are started on the loop's turn.
  *
- * 1. `trigger`: the next id; barriers at the tail of every active channel (aligned), or an
- *    immediate unaligned snapshot. Periodic by `decideTrigger`, or requested (savepoint, checkpoint
+ * 1. `trigger`: the next id; barriers into every active channel, after the batch the task is taking
+ *    (aligned: `InputChannel.insertBarrier`), or an immediate unaligned snapshot. Periodic by `decideTrigger`, or requested (savepoint, checkpoint
  *    now: queued while `maxConcurrent` are in flight), or the final one.
  * 2. `alignmentResult`: the barriers arrived (or were overtaken): the snapshot may be taken.
  * 3. `synchronousPart`: operator snapshots (sinks `prepareCommit`), the keyed backend's capture and
@@ -253,7 +253,7 @@ export class Checkpointer {
     return at;
   }
 
-  /** Start checkpoint `id` (the next): barriers at the tail of every channel, or an unaligned snapshot. */
+  /** Start checkpoint `id` (the next): barriers into every channel, or an unaligned snapshot. */
   trigger(now: number, savepoint: string | undefined, final: boolean): number {
     const id = this.#nextId++;
     this.#lastTriggerAt = now;
@@ -278,7 +278,7 @@ export class Checkpointer {
     if (this.#o.config.unaligned && savepoint === undefined && !final) {
       this.#alignmentResult(this.#aligner.unaligned(id, active, now));
     } else {
-      for (const c of active) c.appendBarrier(id);
+      for (const c of active) c.insertBarrier(id);
       this.#eventTimeAtBarrier = new Map();
       this.#alignmentResult(this.#aligner.start(id, active, now));
     }

@@ -161,16 +161,24 @@ export async function writeCheckpointFiles(w: CheckpointWrite): Promise<{
   const files = checkpointFiles(w.storage, w.scope, w.checkpointId, w.attempt);
   let keyedFile: FileRef | undefined;
   let handle: KeyedStateHandle | undefined;
-  if (w.capture.writeCheckpoint && w.ownFormat) {
-    handle = await w.capture.writeCheckpoint(files, w.base === undefined ? undefined : await w.base);
-  } else {
-    keyedFile = await writeKeyedFile(files, await w.capture.materialize());
-  }
-  const operatorsFile = await writeOperatorsFile(files, {
+  // The keyed state and the operators file are independent: written at once (each is a write and an
+  // fsync), so a checkpoint waits for the slower of the two, then for the metadata naming both.
+  const keyed = (async () => {
+    if (w.capture.writeCheckpoint && w.ownFormat) {
+      handle = await w.capture.writeCheckpoint(files, w.base === undefined ? undefined : await w.base);
+    } else {
+      keyedFile = await writeKeyedFile(files, await w.capture.materialize());
+    }
+  })();
+  const operators = writeOperatorsFile(files, {
     format: TASK_SNAPSHOT_FORMAT,
     operators: w.operators,
     inflight: w.inflight,
   });
+  const [k, o] = await Promise.allSettled([keyed, operators]);
+  if (k.status === 'rejected') throw k.reason;
+  if (o.status === 'rejected') throw o.reason;
+  const operatorsFile = o.value;
   const payload: TaskPayload = {
     ...w.payload,
     ...(keyedFile ? { keyedFile: keyedFile.path } : { keyedHandle: handle }),

@@ -6,7 +6,7 @@ import { StreamJob } from '../../index.ts';
 import { ManualClock } from '../../testing/clock.ts';
 import { CollectingSink } from '../../testing/sinks.ts';
 import { TestSource } from '../../testing/sources.ts';
-import { type ChannelElement, InputChannel } from '../channel.ts';
+import { BARRIER_BUDGET, type ChannelElement, InputChannel } from '../channel.ts';
 import { runJob } from '../job.ts';
 import { until } from './helpers.ts';
 
@@ -61,8 +61,28 @@ describe('InputChannel', () => {
   test('a barrier carries the position after the records queued before it', () => {
     const c = channel(5);
     c.attach(counting(7), 10);
-    c.appendBarrier(1);
+    c.insertBarrier(1);
     assert.deepEqual(drain(c), ['0', '1', '2', '3', '4', 'barrier@5', '5', '6', 'end']);
+  });
+
+  test('a barrier goes in at the last batch boundary within BARRIER_BUDGET records of the head, not behind a full channel; barriers keep their order', () => {
+    const c = channel(2000);
+    c.attach(counting(5000), 100); // batches of 100: 0-99, 100-199 ... 1900-1999
+    c.take(); // 0: the first batch is being taken
+    c.insertBarrier(1);
+    const budget = Math.floor((1 + BARRIER_BUDGET) / 100) * 100; // the last boundary within the budget
+    c.insertBarrier(2); // after barrier 1: within the budget from the head, so at the same boundary
+    const seen = drain(c);
+    const at = seen.indexOf(`barrier@${budget}`);
+    assert.equal(at, budget - 1, `barrier 1 after record ${budget - 1}: ${seen.slice(at - 2, at + 3)}`);
+    assert.equal(seen[at + 1], `barrier@${budget}`, 'barrier 2 right behind barrier 1');
+    assert.equal(seen.filter((e) => e.startsWith('barrier')).length, 2);
+    // Few records queued: the barrier goes behind all of them, before a queued end.
+    const d = channel(8);
+    d.attach(counting(8), 4);
+    d.take();
+    d.insertBarrier(3);
+    assert.deepEqual(drain(d), ['1', '2', '3', '4', '5', '6', '7', 'barrier@8', 'end']);
   });
 
   test('a reader with nothing is not asked again until it signals; a signal from inside pollNext is taken in the same step', () => {
@@ -149,7 +169,7 @@ describe('InputChannel', () => {
     };
     const c = channel(10);
     c.attach(reader, 10);
-    c.appendBarrier(4);
+    c.insertBarrier(4);
     assert.deepEqual(c.recordsBefore(4), [
       { value: 1, timestamp: 1, origin: 'stored 1' },
       { value: 2, timestamp: 2, origin: 'stored 2' },

@@ -83,7 +83,22 @@ export function failureInjectionSuite(name: string, o: FailureSuiteOptions = {})
             },
           },
         });
-        await job.done;
+        // A barrier goes in after the batch being taken, so alignment rarely lasts a round of the
+        // loop: in alignment-timeout mode the payments input is held back every other millisecond,
+        // so that barriers wait in it and the timeout switches checkpoints to unaligned.
+        let held = false;
+        const toggler =
+          mode === 'alignment-timeout'
+            ? setInterval(() => {
+                held = !held;
+                job.hold(j.payments.uid, held);
+              }, 1)
+            : undefined;
+        try {
+          await job.done;
+        } finally {
+          clearInterval(toggler);
+        }
         const injected = Object.fromEntries(faults.injected);
         console.log(
           `${mode}: injected ${faults.total()} faults ${JSON.stringify(injected)}, restarts ${job.restarts()}, checkpoints ${completed} (unaligned ${unalignedCompleted})`,
