@@ -33,8 +33,14 @@ class Fanout implements Emitter {
   }
   emit(value: unknown, timestamp: number | undefined): void {
     this.emitted++;
+    // Indexed (no iterator, no destructuring): this runs for every record at every operator.
+    const main = this.main;
+    const ops = this.#ops;
     try {
-      for (const [op, input] of this.main) this.#ops[op]!.process(input, value, timestamp);
+      for (let i = 0; i < main.length; i++) {
+        const t = main[i]!;
+        ops[t[0]]!.process(t[1], value, timestamp);
+      }
     } catch (e) {
       throw passOn(e);
     }
@@ -147,6 +153,8 @@ export async function createOperators(o: WiringOptions): Promise<OperatorWiring>
   const sourceFanout = new Map(
     nodes.filter((n) => n.spec.kind === 'source').map((n) => [n.uid, fanouts.get(n.id)!]),
   );
+  let lastUid: string | undefined;
+  let lastFanout: Fanout | undefined;
   const upstream: Set<number>[] = opNodes.map(() => new Set());
   return {
     operators,
@@ -166,7 +174,13 @@ export async function createOperators(o: WiringOptions): Promise<OperatorWiring>
       return n;
     },
     emitFromSource(uid, value, timestamp, tag) {
-      const f = sourceFanout.get(uid)!;
+      // Records come in runs from one source: the last source's fanout without a map lookup.
+      let f = lastFanout;
+      if (uid !== lastUid || f === undefined) {
+        f = sourceFanout.get(uid)!;
+        lastUid = uid;
+        lastFanout = f;
+      }
       if (tag === undefined) f.emit(value, timestamp);
       else f.side(tag, value, timestamp);
     },
