@@ -1,13 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
-import type { StreamError } from '../api/errors.ts';
-import type { RecordErrorPolicy } from '../api/source.ts';
 import type { CheckpointMetadata, Scope } from '../checkpoint/storage/storage.ts';
 import type { KeyedStateBackend } from '../state/backend.ts';
 import type { InputChannel } from './channel.ts';
 import { Checkpointer, type CheckpointMail } from './checkpointer.ts';
 import { sourceFailure, TaskInputs } from './inputs.ts';
 import { Mailbox } from './mailbox.ts';
+import { type CurrentRecord, handleRecordError } from './record-errors.ts';
 import { openTask, type TaskOptions, taskScope } from './task-open.ts';
 import { canMove, isLive, type TaskState } from './task-state.ts';
 import type { WatermarkValve } from './watermark-valve.ts';
@@ -56,7 +55,7 @@ export class Task {
   /** Records, timers and watermark steps so far (a checkpoint is skipped when nothing happened). */
   #activity = 0;
   /** The record being emitted from a source, while its operators process it (for record errors). */
-  readonly #current: { channel?: InputChannel; origin?: unknown; timestamp?: number } = {};
+  readonly #current: CurrentRecord = {};
   /** The sink backpressure promise the loop last waited on (woken once when it settles). */
   #backpressure: Promise<void> | undefined;
   /** The final checkpoint's id, once triggered. */
@@ -130,7 +129,19 @@ export class Task {
         operatorHooks: {
           watermarkOf: (i) => this.#valve?.of(i) ?? Number.NEGATIVE_INFINITY,
           currentSource: () => this.#current.channel?.sourceUid,
-          recordError: (error, keyBytes, user) => this.#recordError(error, keyBytes, user),
+          recordError: (error, keyBytes, user) =>
+            handleRecordError(
+              {
+                taskId: this.scope.taskId,
+                wiring: this.#wiring!,
+                defaultPolicy: this.#o.config.onUserFunctionError,
+                listener: this.#o.listener,
+              },
+              this.#current,
+              error,
+              keyBytes,
+              user,
+            ),
         },
         wake: () => this.#mailbox.wake(),
         sourceFailed: (channel, error) => this.#mailbox.post({ kind: 'source-failed', channel, error }),
@@ -313,59 +324,6 @@ export class Task {
         this.#activity++;
         c.finished = true;
         this.#checkpointer.onChannelFinished();
-    }
-  }
-
-  /**
-   * A record error raised by an operator while it processes the record being emitted. A key outside
-   * the key group: the source the record came from decides (`Source.rejected`). A user function threw
-   * (`user`): the operator's policy, else the job's onUserFunctionError, applied by that source (it
-   * knows the record: a dead letter carries it, a failure names it); skipped and dead-lettered ones
-   * are reported (`TaskListener.recordFailed`). A dead letter goes on the source's side output
-   * (same task, same checkpoint). Returns true when the record was taken care of, otherwise the
-   * error to fail with. Without a source record (one emitted by a timer) or a source that takes
-   * rejections, only `skip` takes it.
-   */
-  #recordError(
-    error: StreamError,
-    keyBytes: Uint8Array,
-    user?: { readonly operator: string; readonly policy: RecordErrorPolicy | undefined },
-  ): true | StreamError {
-    const policy = user === undefined ? undefined : (user.policy ?? this.#o.config.onUserFunctionError);
-    const verdict = this.#verdict(error, keyBytes, policy);
-    if (verdict === true && user !== undefined && policy !== undefined && policy !== 'fail')
-      this.#o.listener?.recordFailed?.({ taskId: this.scope.taskId, operator: user.operator, policy, error });
-    return verdict;
-  }
-
-  #verdict(
-    error: StreamError,
-    keyBytes: Uint8Array,
-    policy: RecordErrorPolicy | undefined,
-  ): true | StreamError {
-    const cur = this.#current;
-    const uid = cur.channel?.sourceUid;
-    const source = uid === undefined ? undefined : this.#wiring!.sources.find((s) => s.uid === uid)?.source;
-    const verdict =
-      cur.channel === undefined
-        ? undefined
-        : source?.rejected?.({
-            error,
-            keyBytes,
-            origin: cur.origin,
-            partition: cur.channel.partition,
-            ...(policy === undefined ? {} : { policy }),
-          });
-    switch (verdict?.kind) {
-      case undefined:
-        return policy === 'skip' ? true : error;
-      case 'fail':
-        return verdict.error;
-      case 'skip':
-        return true;
-      case 'emit':
-        this.#wiring!.emitFromSource(uid!, verdict.value, cur.timestamp, verdict.tag);
-        return true;
     }
   }
 
