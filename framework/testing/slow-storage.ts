@@ -11,6 +11,8 @@ export class SlowStorage implements CheckpointStorage {
   #open: (() => void) | undefined;
   /** Writes currently waiting at the gate. */
   waiting = 0;
+  /** Per task id, its writes waiting at the gate (a task may write several files at once). */
+  readonly #waitingByTask = new Map<string, number>();
   #onWaiting: (() => void) | undefined;
 
   constructor(inner: CheckpointStorage) {
@@ -40,13 +42,27 @@ export class SlowStorage implements CheckpointStorage {
     }
   }
 
+  /** Resolves once writes of at least `n` different tasks are waiting at the gate. */
+  async whenTasksWaiting(n: number): Promise<void> {
+    while (this.#waitingByTask.size < n) {
+      await new Promise<void>((r) => {
+        this.#onWaiting = r;
+      });
+    }
+  }
+
   async writeFile(scope: Scope, checkpointId: number, name: string, bytes: Uint8Array): Promise<FileRef> {
     if (this.#gate) {
+      const task = scope.taskId;
       this.waiting++;
+      this.#waitingByTask.set(task, (this.#waitingByTask.get(task) ?? 0) + 1);
       this.#onWaiting?.();
       this.#onWaiting = undefined;
       await this.#gate;
       this.waiting--;
+      const left = (this.#waitingByTask.get(task) ?? 1) - 1;
+      if (left > 0) this.#waitingByTask.set(task, left);
+      else this.#waitingByTask.delete(task);
     }
     return this.#inner.writeFile(scope, checkpointId, name, bytes);
   }

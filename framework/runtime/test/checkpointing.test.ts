@@ -72,8 +72,9 @@ describe('asynchronous and synchronous snapshots', () => {
       storage.hold();
       const job = runJob(u.graph, { storage, checkpoints: { intervalMs: 10, snapshot: mode } });
       try {
-        // Both tasks (one per partition) have a checkpoint write hanging at the gate.
-        await storage.whenWaiting(2);
+        // Both tasks (one per partition) have a checkpoint write hanging at the gate (a task writes
+        // its keyed state and operators files at once: two writes of one task are not two tasks).
+        await storage.whenTasksWaiting(2);
         const before = u.sink.written;
         const committedBefore = u.sink.output.committed.length;
         // New input arrives while the checkpoint write hangs.
@@ -364,6 +365,15 @@ describe('restore fallback (checkpoints.restoreFallback)', () => {
   async function withCorruptNewest(jobId: string) {
     const storage = new MemoryCheckpointStorage({ retain: 5 });
     const j = buildJob(jobId, input, 1);
+    // The last orders wait 30 ms before they come: the checkpoints meanwhile stand before the end of
+    // the input, so the one before the newest (the final one) has input after it to replay.
+    const last = j.orders.records(0).length;
+    let waited = false;
+    j.orders.beforePoll = async (_partition, position) => {
+      if (waited || position < last - 10) return;
+      waited = true;
+      await new Promise((r) => setTimeout(r, 30));
+    };
     await runJob(j.graph, { storage, checkpoints: { intervalMs: 1 } }).done;
     const keyed = storage.paths().filter((p) => p.includes('keyed'));
     const chk = (p: string) => Number(/files\/(\d+)-/.exec(p)?.[1] ?? -1);
