@@ -283,8 +283,10 @@ export class Task {
         this.#valve!.finish((i, wm) => ops[i]!.advanceWatermark(wm));
         continue;
       }
+      // Other tasks and I/O get a turn every 8 rounds; every round while a checkpoint step is under
+      // way, whose file writes and commit continue only in such turns.
       if (worked === 0) await this.#sleep(now);
-      else if (++rounds % 8 === 0) await yieldToEventLoop();
+      else if (++rounds % 8 === 0 || cp.stepUnderWay) await yieldToEventLoop();
     }
   }
 
