@@ -5,7 +5,6 @@
  * certificate made here by openssl.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -13,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { isStreamError } from '../api/errors.ts';
+import { NO_OPENSSL, selfSignedFiles } from '../testing/self-signed.ts';
 import { allowedHosts, bearerMatches, checkAction, parseHost } from './admin-auth.ts';
 import { type ServiceHttp, type ServiceHttpOptions, type ServiceRoute, startServiceHttp } from './http.ts';
 
@@ -164,42 +164,15 @@ describe('HTTPS', () => {
   const dir = mkdtempSync(join(tmpdir(), 'http-tls-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  /** A self-signed certificate for 127.0.0.1 and localhost; undefined when openssl is missing. */
+  /** A self-signed certificate for 127.0.0.1 and localhost (PEM text); undefined when openssl is missing. */
   function selfSigned(name: string): { cert: string; key: string } | undefined {
-    const cert = join(dir, `${name}.crt`);
-    const key = join(dir, `${name}.key`);
-    try {
-      execFileSync(
-        'openssl',
-        [
-          'req',
-          '-x509',
-          '-newkey',
-          'rsa:2048',
-          '-nodes',
-          '-days',
-          '1',
-          '-subj',
-          '/CN=localhost',
-          '-addext',
-          'subjectAltName=IP:127.0.0.1,DNS:localhost',
-          '-keyout',
-          key,
-          '-out',
-          cert,
-        ],
-        { stdio: 'ignore' },
-      );
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw e;
-    }
-    return { cert: readFileSync(cert, 'utf8'), key: readFileSync(key, 'utf8') };
+    const files = selfSignedFiles(dir, name);
+    return files && { cert: readFileSync(files.cert, 'utf8'), key: readFileSync(files.key, 'utf8') };
   }
 
   test('serves HTTPS with a certificate file; actions check the https origin', async (t) => {
     const pair = selfSigned('a');
-    if (pair === undefined) return t.skip('openssl is not installed: no certificate to test HTTPS with');
+    if (pair === undefined) return t.skip(NO_OPENSSL);
     const calls: string[] = [];
     const s = await startServiceHttp({
       port: 0,
@@ -236,7 +209,7 @@ describe('HTTPS', () => {
   test('a certificate that is no certificate, or a key of another one, is CONFIG_INVALID at start', async (t) => {
     const a = selfSigned('b');
     const b = selfSigned('c');
-    if (a === undefined || b === undefined) return t.skip('openssl is not installed');
+    if (a === undefined || b === undefined) return t.skip(NO_OPENSSL);
     const base = { port: 0, metrics, ready: () => true };
     await assert.rejects(
       startServiceHttp({ ...base, tls: { cert: 'not a certificate', key: a.key } }),

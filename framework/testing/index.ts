@@ -18,6 +18,7 @@ export {
 } from './conformance/savepoint-files.ts';
 export { type FaultPlan, plannedFaults } from './faults.ts';
 export { KeyedOperatorHarness } from './harness.ts';
+export { NO_OPENSSL, selfSignedFiles } from './self-signed.ts';
 export { CollectedOutput, CollectingSink } from './sinks.ts';
 export { SlowStorage } from './slow-storage.ts';
 export { TestSource } from './sources.ts';

@@ -4,12 +4,12 @@
  * broker-loss timeout. No broker.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { isStreamError } from '../../../framework/index.ts';
+import { NO_OPENSSL, selfSignedFiles } from '../../../framework/testing/index.ts';
 import { loadConfig } from './config.ts';
 import { adminAccess, adminToken, tlsCertificate, tlsFiles } from './http-access.ts';
 
@@ -83,32 +83,9 @@ test('TLS files: both or neither; unreadable or unusable is CONFIG_INVALID namin
     () => tlsFiles(gone),
     refused(/HTTP TLS certificate \(httpTlsCert \/ KSTATE_HTTP_TLS_CERT\) .*gone\.crt cannot be read/),
   );
-  const cert = join(dir, 'a.crt');
-  const key = join(dir, 'a.key');
-  try {
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'rsa:2048',
-        '-nodes',
-        '-days',
-        '1',
-        '-subj',
-        '/CN=localhost',
-        '-keyout',
-        key,
-        '-out',
-        cert,
-      ],
-      { stdio: 'ignore' },
-    );
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return t.skip('openssl is not installed');
-    throw e;
-  }
+  const files = selfSignedFiles(dir, 'a');
+  if (files === undefined) return t.skip(NO_OPENSSL);
+  const { cert, key } = files;
   // A client (kstate savepoint) needs only the certificate.
   assert.throws(() => tlsCertificate(half), refused(/KSTATE_HTTP_TLS_CERT\) .*x\.crt cannot be read/));
   const certOnly = loadConfig(undefined, { ...BROKERS, KSTATE_HTTP_TLS_CERT: cert });

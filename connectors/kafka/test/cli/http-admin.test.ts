@@ -12,7 +12,7 @@
  *   `kstate savepoint` over it; a file that is no certificate exits 78 at start naming the setting.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { NO_OPENSSL, selfSignedFiles } from '../../../../framework/testing/index.ts';
 import type { Admin } from '../../internal/kafkajs.ts';
 import { sendWhenReady } from '../support/eos-helpers.ts';
 import { brokersFromEnv, kafkaClient } from '../support/kafka.ts';
@@ -270,35 +271,9 @@ describe('the HTTP surface of kstate run: actions, token, Origin and Host, TLS',
   });
 
   test('HTTPS from a certificate file; kstate savepoint over it; a bad certificate exits 78 at start', async (t) => {
-    const cert = join(dir, 'tls.crt');
-    const key = join(dir, 'tls.key');
-    try {
-      execFileSync(
-        'openssl',
-        [
-          'req',
-          '-x509',
-          '-newkey',
-          'rsa:2048',
-          '-nodes',
-          '-days',
-          '1',
-          '-subj',
-          '/CN=localhost',
-          '-addext',
-          'subjectAltName=IP:127.0.0.1,DNS:localhost',
-          '-keyout',
-          key,
-          '-out',
-          cert,
-        ],
-        { stdio: 'ignore' },
-      );
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT')
-        return t.skip('openssl is not installed: no certificate to test HTTPS with');
-      throw e;
-    }
+    const files = selfSignedFiles(dir, 'tls');
+    if (files === undefined) return t.skip(NO_OPENSSL);
+    const { cert, key } = files;
     const pem = await readFile(cert, 'utf8');
     const svc = await service('http tls');
     const env = {
