@@ -16,21 +16,13 @@ interface Options<S> {
   readonly serializer?: Serializer<S>;
 }
 
-export const valueState = <T>(name: string, o: Options<T> = {}): ValueStateDescriptor<T> => ({
-  kind: 'value',
-  name,
-  ...o,
-});
-export const listState = <T>(name: string, o: Options<T> = {}): ListStateDescriptor<T> => ({
-  kind: 'list',
-  name,
-  ...o,
-});
-export const mapState = <K, V>(name: string, o: Options<[K, V]> = {}): MapStateDescriptor<K, V> => ({
-  kind: 'map',
-  name,
-  ...o,
-});
+// Without options, no spread: jobs often make a descriptor per record (`ctx.getState(valueState(...))`).
+export const valueState = <T>(name: string, o?: Options<T>): ValueStateDescriptor<T> =>
+  o === undefined ? { kind: 'value', name } : { kind: 'value', name, ...o };
+export const listState = <T>(name: string, o?: Options<T>): ListStateDescriptor<T> =>
+  o === undefined ? { kind: 'list', name } : { kind: 'list', name, ...o };
+export const mapState = <K, V>(name: string, o?: Options<[K, V]>): MapStateDescriptor<K, V> =>
+  o === undefined ? { kind: 'map', name } : { kind: 'map', name, ...o };
 export const reducingState = <T>(
   name: string,
   reduce: (a: T, b: T) => T,

@@ -6,13 +6,15 @@
  * something loaded kafkajs before this module, that check fails and the process refuses to go on
  * rather than hand records of aborted transactions to a job. ./producer-grouping.ts replaces the
  * producer's grouping of a send's records by partition (quadratic upstream), ./producer-encoding.ts
- * makes its record encoding allocate less (same bytes), ./producer-murmur2.ts hashes keys for their
+ * makes its record encoding allocate less (same bytes), ./producer-timestamps.ts reads records'
+ * timestamps once as numbers (same bytes), ./producer-murmur2.ts hashes keys for their
  * partition without BigInt (same hash). ./request-queue.ts stops
  * the 1 ms timer loop every idle kafkajs connection runs; ./create-topics-wait.ts keeps `createTopics`
  * waiting for leaders when the broker does not know the new topics yet.
  */
 import './install-read-committed.ts';
 import './producer-encoding.ts';
+import './producer-timestamps.ts';
 import './producer-grouping.ts';
 import './producer-murmur2.ts';
 import './request-queue.ts';

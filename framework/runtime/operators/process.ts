@@ -32,6 +32,9 @@ import { TimerQueue } from '../timers.ts';
 import type { OperatorEnv, OperatorSnapshot, RuntimeOperator } from './types.ts';
 import { failUser, userRecordError } from './types.ts';
 
+/** Most keys an operator remembers as checked to belong to its task (FunctionOperator #belongsHere). */
+const KEYS_HERE = 65_536;
+
 /** How one input of a function operator is delivered to the user function. */
 export interface InputBinding {
   /** Key selector when this input is keyed. */
@@ -72,6 +75,8 @@ export class FunctionOperator implements RuntimeOperator {
   readonly #keyed: boolean;
   /** The stage's partitioner, resolved once: key bytes -> key group. */
   readonly #keyGroup: (keyBytes: Uint8Array, partitions: number) => number;
+  /** Keys whose key group was checked and is this task's partition (see #belongsHere). */
+  readonly #keysHere = new Set<KeyId>();
   currentKey: KeyId | undefined;
   currentTimestamp: number | undefined;
 
@@ -165,28 +170,9 @@ export class FunctionOperator implements RuntimeOperator {
         userRecordError(this.#env, this.uid, 'its key selector', e);
         return;
       }
-      const { partition, partitions } = this.#env.info;
-      const bytes = keyBytes(id);
-      const group = this.#keyGroup(bytes, partitions);
-      if (group !== partition) {
-        // A record error: the source's poison-record policy skips or dead-letters it, or the task
-        // fails (permanently: the same record would fail again after a restart).
-        const error = wrongPartitionError({
-          operator: this.uid,
-          source: this.#env.currentSource?.(),
-          key: keyFromId(id),
-          keyBytes: bytes,
-          partition,
-          partitions,
-          partitioner: this.#env.info.partitioner ?? 'murmur2',
-          keyGroup: group,
-        });
-        const verdict = this.#env.recordError?.(error, bytes) ?? error;
-        if (verdict === true) {
-          this.currentKey = undefined;
-          return;
-        }
-        throw verdict;
+      if (!this.#keysHere.has(id) && !this.#belongsHere(id)) {
+        this.currentKey = undefined;
+        return;
       }
       this.currentKey = id;
     } else {
@@ -200,6 +186,38 @@ export class FunctionOperator implements RuntimeOperator {
       const key = this.currentKey === undefined ? undefined : keyBytes(this.currentKey);
       userRecordError(this.#env, this.uid, what, e, key);
     }
+  }
+
+  /**
+   * A key not seen lately: hashed for its key group, which must be this task's partition. A key that
+   * belongs here is remembered (at most KEYS_HERE of them, then the memory starts over), so a key the
+   * task sees again and again is hashed once (the hash took a Buffer and a murmur2 per record).
+   * A key that does not is a record error: false when the source's poison-record policy skips or
+   * dead-letters the record, else the error is thrown and the task fails (permanently: the same
+   * record would fail again after a restart).
+   */
+  #belongsHere(id: KeyId): boolean {
+    const { partition, partitions } = this.#env.info;
+    const bytes = keyBytes(id);
+    const group = this.#keyGroup(bytes, partitions);
+    if (group === partition) {
+      if (this.#keysHere.size >= KEYS_HERE) this.#keysHere.clear();
+      this.#keysHere.add(id);
+      return true;
+    }
+    const error = wrongPartitionError({
+      operator: this.uid,
+      source: this.#env.currentSource?.(),
+      key: keyFromId(id),
+      keyBytes: bytes,
+      partition,
+      partitions,
+      partitioner: this.#env.info.partitioner ?? 'murmur2',
+      keyGroup: group,
+    });
+    const verdict = this.#env.recordError?.(error, bytes) ?? error;
+    if (verdict === true) return false;
+    throw verdict;
   }
 
   advanceWatermark(watermark: number): void {
@@ -321,29 +339,34 @@ export class FunctionContext implements KeyedBroadcastContext<Key>, TimerService
     this.#op.env.out.dropLate();
   }
   getState<T>(d: ValueStateDescriptor<T>): ValueState<T> {
-    return this.#handle(d.name, () => this.#op.keyedStore.getState(d));
+    return this.#handle(d.name, d, makeValue) as ValueState<T>;
   }
   getListState<T>(d: ListStateDescriptor<T>): ListState<T> {
-    return this.#handle(d.name, () => this.#op.keyedStore.getListState(d));
+    return this.#handle(d.name, d, makeList) as ListState<T>;
   }
   getMapState<K, V>(d: MapStateDescriptor<K, V>): MapState<K, V> {
-    return this.#handle(d.name, () => this.#op.keyedStore.getMapState(d));
+    return this.#handle(d.name, d, makeMap) as MapState<K, V>;
   }
   getReducingState<T>(d: ReducingStateDescriptor<T>): ReducingState<T> {
-    return this.#handle(d.name, () => this.#op.keyedStore.getReducingState(d));
+    return this.#handle(d.name, d, makeReducing) as ReducingState<T>;
   }
   getAggregatingState<IN, ACC, OUT>(d: AggregatingStateDescriptor<IN, ACC, OUT>): AggregatingState<IN, OUT> {
-    return this.#handle(d.name, () => this.#op.keyedStore.getAggregatingState(d));
+    return this.#handle(d.name, d, makeAggregating) as AggregatingState<IN, OUT>;
   }
   getTimeIndexedState<V>(d: TimeIndexedStateDescriptor<V>): TimeIndexedState<V> {
-    return this.#handle(d.name, () => this.#op.keyedStore.getTimeIndexedState(d));
+    return this.#handle(d.name, d, makeTimeIndexed) as TimeIndexedState<V>;
   }
   broadcastState<BK, BV>(name: string): MapState<BK, BV> & ReadOnlyBroadcastState<BK, BV> {
-    return this.#handle(`broadcast:${name}`, () => this.#op.operatorState.getBroadcastState<BK, BV>(name));
+    return this.#handle(`broadcast:${name}`, name, makeBroadcast) as MapState<BK, BV> &
+      ReadOnlyBroadcastState<BK, BV>;
   }
 
-  #handle<H>(name: string, make: () => H): H {
-    let h = this.#op.handles.get(name) as H | undefined;
+  /**
+   * The operator's handle for state `name`, made by `make` the first time. `make` is a module-level
+   * function, not a closure: a job asks for its handles on every record.
+   */
+  #handle<D>(name: string, d: D, make: (op: FunctionOperator, d: D) => unknown): unknown {
+    let h = this.#op.handles.get(name);
     if (h === undefined) {
       if (!this.#op.isKeyed && !name.startsWith('broadcast:')) {
         throw new StreamError(
@@ -351,9 +374,23 @@ export class FunctionContext implements KeyedBroadcastContext<Key>, TimerService
           `operator '${this.#op.uid}' asked for keyed state '${name}' but its input is not keyed: call keyBy(...) before it`,
         );
       }
-      h = make();
+      h = make(this.#op, d);
       this.#op.handles.set(name, h);
     }
     return h;
   }
 }
+
+const makeValue = (op: FunctionOperator, d: ValueStateDescriptor<unknown>) => op.keyedStore.getState(d);
+const makeList = (op: FunctionOperator, d: ListStateDescriptor<unknown>) => op.keyedStore.getListState(d);
+const makeMap = (op: FunctionOperator, d: MapStateDescriptor<unknown, unknown>) =>
+  op.keyedStore.getMapState(d);
+// biome-ignore lint/suspicious/noExplicitAny: the descriptor's function type is contravariant in T
+const makeReducing = (op: FunctionOperator, d: ReducingStateDescriptor<any>) =>
+  op.keyedStore.getReducingState(d);
+// biome-ignore lint/suspicious/noExplicitAny: as makeReducing
+const makeAggregating = (op: FunctionOperator, d: AggregatingStateDescriptor<any, any, any>) =>
+  op.keyedStore.getAggregatingState(d);
+const makeTimeIndexed = (op: FunctionOperator, d: TimeIndexedStateDescriptor<unknown>) =>
+  op.keyedStore.getTimeIndexedState(d);
+const makeBroadcast = (op: FunctionOperator, name: string) => op.operatorState.getBroadcastState(name);

@@ -265,10 +265,16 @@ export class SendQueue {
   }
 }
 
+/**
+ * A record's bytes for the batch limit: exact for buffers and long strings; for a string of up to
+ * SHORT_STRING characters three bytes per character, its largest UTF-8 size (one UTF-16 unit is at
+ * most three bytes), so no scan of the string per record (kafkajs scans it again to encode it). The
+ * limit is a bound on the request size, never exceeded; short records reach `maxBatchRecords` first.
+ */
 function sizeOf(m: Message): number {
   let n = 0;
-  if (m.key) n += typeof m.key === 'string' ? Buffer.byteLength(m.key) : m.key.length;
-  if (m.value) n += typeof m.value === 'string' ? Buffer.byteLength(m.value) : m.value.length;
+  if (m.key) n += typeof m.key === 'string' ? stringBytes(m.key) : m.key.length;
+  if (m.value) n += typeof m.value === 'string' ? stringBytes(m.value) : m.value.length;
   if (m.headers) {
     for (const [k, v] of Object.entries(m.headers)) {
       n += k.length;
@@ -279,4 +285,10 @@ function sizeOf(m: Message): number {
     }
   }
   return n;
+}
+
+const SHORT_STRING = 1024;
+
+function stringBytes(s: string): number {
+  return s.length <= SHORT_STRING ? s.length * 3 : Buffer.byteLength(s);
 }
