@@ -9,6 +9,7 @@ export interface KafkaRecordOut {
   readonly value: string | Buffer | null;
   readonly headers?: IHeaders;
   readonly partition?: number;
+  /** Milliseconds since the epoch, a non-negative integer. Default: the timestamp of the record written. */
   readonly timestamp?: number;
 }
 
@@ -88,6 +89,7 @@ export class KafkaSink<T> implements Sink<T> {
     const encode: (v: T) => KafkaRecordOut =
       this.options.encode ?? ((v: T) => ({ value: JSON.stringify(v) }));
     const topic = this.topic;
+    const uid = this.uid;
     let written = 0;
     // Records written together mostly share their millisecond: format each distinct timestamp once.
     let lastTs: number | undefined;
@@ -106,6 +108,11 @@ export class KafkaSink<T> implements Sink<T> {
         const ts = r.timestamp ?? timestamp;
         if (ts !== undefined) {
           if (ts !== lastTs) {
+            // A record error (not a StreamError): the operator's policy skips, dead-letters or fails.
+            if (!Number.isSafeInteger(ts) || ts < 0)
+              throw new Error(
+                `Kafka sink '${uid}': a record's timestamp must be non-negative integer milliseconds since the epoch; got ${ts}`,
+              );
             lastTs = ts;
             lastTsText = String(ts);
           }
