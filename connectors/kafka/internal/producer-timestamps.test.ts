@@ -110,6 +110,12 @@ test('batch times: numeric first and largest (kafkajs compares strings), the req
     deltas: [0, 30, 30, 30],
   });
   assert.deepEqual(batchTimes([{}, {}], 77), { first: 77, max: 77, deltas: [0, 0] });
+  // -1 is Kafka's "no timestamp" (old-format inputs carry it): passed on, as upstream does.
+  assert.deepEqual(batchTimes([{ timestamp: '5' }, { timestamp: '-1' }], 9), {
+    first: -1,
+    max: 5,
+    deltas: [6, 0],
+  });
   assert.deepEqual(batchTimes([], 77), { first: 77, max: 77, deltas: [] });
   for (const bad of ['12abc', 'NaN', 1.5, Number.POSITIVE_INFINITY])
     assert.throws(

@@ -11,17 +11,19 @@ test('a record timestamp that Kafka cannot carry is refused as a record error, n
   });
   sink.bind(new FakeKafka() as unknown as Kafka);
   const w = sink.createWriter({ jobId: 'j', partition: 0, partitions: 1, taskId: 's0-0', attempt: 'a1' });
-  for (const bad of [1.5, -1, Number.NaN, 2 ** 60])
+  for (const bad of [1.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 60])
     assert.throws(
       () => w.write({ ts: bad }, 7),
       (e: unknown) =>
         e instanceof Error &&
         e.constructor === Error &&
-        /Kafka sink 'kafka-sink-out': a record's timestamp must be non-negative integer milliseconds since the epoch; got/.test(
+        /Kafka sink 'kafka-sink-out': a record's timestamp must be integer milliseconds since the epoch; got/.test(
           e.message,
         ),
       String(bad),
     );
-  w.write({ ts: 1_765_000_000_000 }, 7); // taken
+  // Taken: an ordinary timestamp, and -1 (Kafka's "no timestamp", as old-format inputs carry).
+  w.write({ ts: 1_765_000_000_000 }, 7);
+  w.write({ ts: -1 }, 7);
   await w.abort();
 });

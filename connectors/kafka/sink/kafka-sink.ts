@@ -9,7 +9,7 @@ export interface KafkaRecordOut {
   readonly value: string | Buffer | null;
   readonly headers?: IHeaders;
   readonly partition?: number;
-  /** Milliseconds since the epoch, a non-negative integer. Default: the timestamp of the record written. */
+  /** Milliseconds since the epoch, an integer. Default: the timestamp of the record written. */
   readonly timestamp?: number;
 }
 
@@ -109,9 +109,10 @@ export class KafkaSink<T> implements Sink<T> {
         if (ts !== undefined) {
           if (ts !== lastTs) {
             // A record error (not a StreamError): the operator's policy skips, dead-letters or fails.
-            if (!Number.isSafeInteger(ts) || ts < 0)
+            // Negative ones pass as before (-1 is Kafka's "no timestamp", which old-format inputs carry).
+            if (!Number.isSafeInteger(ts))
               throw new Error(
-                `Kafka sink '${uid}': a record's timestamp must be non-negative integer milliseconds since the epoch; got ${ts}`,
+                `Kafka sink '${uid}': a record's timestamp must be integer milliseconds since the epoch; got ${ts}`,
               );
             lastTs = ts;
             lastTsText = String(ts);
