@@ -52,7 +52,8 @@
  * printed; the profiler's cost makes those runs slower: not for the table) --kstate-tree=<dir>
  * (another kstate tree, e.g. an export of an older commit with its node_modules: its
  * scripts/bench/partitions-runner.ts runs as engine kstate-tree, for a before/after in one run; the
- * ratios are then also printed against it) --ks-threads=1
+ * ratios are then also printed against it; the ratio table's "paired" columns are the median and
+ * range of the round-by-round ratios) --ks-threads=1
  * (num.stream.threads) --ks-cache=true (the store's record cache) --build=false (skip mvn).
  *
  * Uses KAFKA_BROKERS when set, else starts a broker with the harness (and stops it at the end).
@@ -562,16 +563,28 @@ function ratios(rows: readonly Row[]): string[] {
   const kstate = rows.find((r) => r.engine.id === 'kstate');
   if (!kstate) return [];
   const lines = [
-    '| kstate / | records/s from start | steady records/s | time to first committed output |',
-    '| --- | ---: | ---: | ---: |',
+    '| kstate / | records/s from start | steady records/s | time to first committed output | paired: from start | paired: steady |',
+    '| --- | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const r of rows) {
     if (r === kstate) continue;
     lines.push(
-      `| ${r.engine.what}, ${r.engine.state} | ${(kstate.fromStart / r.fromStart).toFixed(2)} | ${(kstate.steady / r.steady).toFixed(2)} | ${(kstate.firstOutputMs / r.firstOutputMs).toFixed(2)} |`,
+      `| ${r.engine.what}, ${r.engine.state} | ${(kstate.fromStart / r.fromStart).toFixed(2)} | ${(kstate.steady / r.steady).toFixed(2)} | ${(kstate.firstOutputMs / r.firstOutputMs).toFixed(2)} | ${paired(kstate, r, fromStart)} | ${paired(kstate, r, steady)} |`,
     );
   }
   return lines;
+}
+
+/**
+ * The ratio of `a` to `b` round by round (their runs of one round ran one after the other), as the
+ * median and the range: this VM's speed moves on a scale of tens of seconds, which the medians of
+ * each engine's runs mix into the ratio; a round's pair mostly shares its phase.
+ */
+function paired(a: Row, b: Row, rate: (r: RunResult) => number): string {
+  const n = Math.min(a.runs.length, b.runs.length);
+  const rs = Array.from({ length: n }, (_, i) => rate(a.runs[i]!) / rate(b.runs[i]!));
+  if (n === 1) return rs[0]!.toFixed(2);
+  return `${median(rs).toFixed(2)} (${Math.min(...rs).toFixed(2)}-${Math.max(...rs).toFixed(2)})`;
 }
 
 // ---------------------------------------------------------------- --profile
