@@ -105,9 +105,6 @@ export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions)
             waitForLeaders: true,
           })
           .catch((e) => Promise.reject(kafkaError(`creating repartition topics ${missing.join(', ')}`, e)));
-        // Another instance may have created them a moment before (createTopics then answers at once
-        // that they exist): wait until every one is in the metadata with its leaders.
-        await untilTopicsReady(admin, missing);
       }
     }
     topics = [...new Set(sources.map((s) => s.topic))];
@@ -200,24 +197,6 @@ function checkTransactionTimeouts(
         `Kafka sink '${s.uid}': transactionTimeoutMs ${s.transactionTimeoutMs} must exceed checkpoints.intervalMs + checkpoints.timeoutMs = ${interval + timeout}, or the broker may abort a transaction before its checkpoint commits`,
       );
     }
-  }
-}
-
-/** Until each of `topics` is listed with a leader for every partition (30 s at most; then the check below says what is missing). */
-async function untilTopicsReady(admin: Admin, topics: readonly string[]): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  while (Date.now() < deadline) {
-    try {
-      const meta = await admin.fetchTopicMetadata({ topics: [...topics] });
-      const ready = topics.every((t) => {
-        const m = meta.topics.find((x) => x.name === t);
-        return m !== undefined && m.partitions.length > 0 && m.partitions.every((p) => p.leader >= 0);
-      });
-      if (ready) return;
-    } catch {
-      // not known yet: ask again
-    }
-    await new Promise((r) => setTimeout(r, 100));
   }
 }
 

@@ -7,13 +7,13 @@ const unknown = () =>
     type: 'UNKNOWN_TOPIC_OR_PARTITION',
   });
 
-function fakeAdmin(createError: Error | undefined, metadataAnswers: (Error | number)[]) {
+function fakeAdmin(createError: Error | undefined, metadataAnswers: (Error | number)[], existed = false) {
   let calls = 0;
   return {
     metadataCalls: () => calls,
     createTopics: async (_o: unknown) => {
       if (createError) throw createError;
-      return true;
+      return !existed;
     },
     fetchTopicMetadata: async ({ topics }: { topics: string[] }) => {
       const a = metadataAnswers[Math.min(calls++, metadataAnswers.length - 1)]!;
@@ -72,4 +72,21 @@ test('no leader by the deadline: the original error', async () => {
     admin.createTopics({ topics: [{ topic: 't' }], waitForLeaders: true }),
     /does not host/,
   );
+});
+
+test('the topics existed (another client created them a moment before): false once every partition has a leader', async () => {
+  const admin = withTopicCreationWait(fakeAdmin(undefined, [unknown(), -1, 1], true), fast);
+  assert.equal(await admin.createTopics({ topics: [{ topic: 't' }], waitForLeaders: true }), false);
+  assert.equal(admin.metadataCalls(), 3);
+  // Without waitForLeaders, at once, as kafkajs.
+  const direct = fakeAdmin(undefined, [-1], true);
+  assert.equal(await withTopicCreationWait(direct, fast).createTopics({ topics: [{ topic: 't' }] }), false);
+  assert.equal(direct.metadataCalls(), 0);
+  // No leader by the deadline: false, for the caller's own check.
+  let t = 0;
+  const late = withTopicCreationWait(fakeAdmin(undefined, [-1], true), {
+    sleep: async () => {},
+    now: () => (t += 1000),
+  });
+  assert.equal(await late.createTopics({ topics: [{ topic: 't' }], waitForLeaders: true }), false);
 });
