@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import {
   closeSync,
   openSync,
@@ -14,12 +14,11 @@ import {
 } from 'node:fs';
 import { basename, join } from 'node:path';
 import { describe, test } from 'node:test';
-import { ClassicLevel } from 'classic-level';
 import { isStreamError } from '../../../api/errors.ts';
 import { MemoryCheckpointStorage } from '../../../checkpoint/storage/memory.ts';
 import type { CheckpointFiles, KeyedStateHandle, StateMeta } from '../../backend.ts';
 import { type LevelBackendOptions, LevelKeyedStateBackend } from './level.ts';
-import { checkLocalCopy, logRecords, replayEdits } from './local-check.ts';
+import { logRecords, replayEdits } from './local-check.ts';
 import { temporaryDirectory } from './testing.ts';
 
 /**
@@ -372,36 +371,6 @@ describe('level backend: damage of the local copy is rebuilt from the checkpoint
       );
     } finally {
       await next.backend.close();
-    }
-  });
-
-  // A measurement, not a check: KSTATE_LOCAL_CHECK_MB=100 node --test --test-name-pattern=cost <this file>
-  const mb = Number(process.env.KSTATE_LOCAL_CHECK_MB ?? 0);
-  test('the cost of the check against a reuse (open and key scan)', {
-    skip: mb === 0 ? 'a measurement, not a check: set KSTATE_LOCAL_CHECK_MB (e.g. 100) to run it' : false,
-  }, async () => {
-    const location = join(temporaryDirectory(), 'db');
-    const db = new ClassicLevel<string, string>(location);
-    await db.open();
-    for (let i = 0; i < mb * 1000; i += 1000) {
-      const batch = db.batch();
-      for (let j = i; j < i + 1000; j++) batch.put(`s1:key-${j}`, randomBytes(500).toString('hex'));
-      await batch.write();
-    }
-    await db.close();
-    for (let run = 0; run < 3; run++) {
-      let t = performance.now();
-      assert.equal(await checkLocalCopy(location), undefined);
-      const check = performance.now() - t;
-      t = performance.now();
-      const again = new ClassicLevel<string, string>(location);
-      await again.open();
-      let keys = 0;
-      for await (const _ of again.keys()) keys++;
-      await again.close();
-      console.log(
-        `${mb} MB, ${keys} keys: check ${check.toFixed(0)} ms, open and key scan ${(performance.now() - t).toFixed(0)} ms`,
-      );
     }
   });
 });
