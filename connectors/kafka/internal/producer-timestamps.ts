@@ -83,7 +83,8 @@ export function batchTimes(
   now: number,
 ): { first: number; max: number; deltas: number[] } {
   const n = messages.length;
-  const times: number[] = new Array(n);
+  // Each record's time first (NaN: none, the request's time), then its delta from the first.
+  const deltas: number[] = new Array(n);
   let first = Number.POSITIVE_INFINITY;
   let max = Number.NEGATIVE_INFINITY;
   let lastText: unknown;
@@ -91,7 +92,7 @@ export function batchTimes(
   for (let i = 0; i < n; i++) {
     const t = messages[i]!.timestamp;
     if (t === undefined || t === null || t === '') {
-      times[i] = Number.NaN; // the request's time, once known to be needed
+      deltas[i] = Number.NaN;
       continue;
     }
     if (t !== lastText) {
@@ -103,14 +104,13 @@ export function batchTimes(
         );
       lastText = t;
     }
-    times[i] = last;
+    deltas[i] = last;
     if (last < first) first = last;
     if (last > max) max = last;
   }
   if (first === Number.POSITIVE_INFINITY) first = max = now;
-  const deltas = times;
   for (let i = 0; i < n; i++) {
-    const t = times[i]!;
+    const t = deltas[i]!;
     deltas[i] = (Number.isNaN(t) ? now : t) - first;
   }
   return { first, max, deltas };
