@@ -10,7 +10,8 @@
  * timestamps once as numbers (same bytes), ./producer-murmur2.ts hashes keys for their
  * partition without BigInt (same hash). ./request-queue.ts stops
  * the 1 ms timer loop every idle kafkajs connection runs; ./create-topics-wait.ts keeps `createTopics`
- * waiting for leaders when the broker does not know the new topics yet.
+ * waiting for leaders when the broker does not know the new topics yet; ./admin-connect.ts has an
+ * admin's `connect` load the cluster's metadata (its first coordinator call waited for a retry).
  */
 import './install-read-committed.ts';
 import './producer-encoding.ts';
@@ -27,6 +28,7 @@ import kafkajs, {
   Partitioners,
 } from 'kafkajs';
 import { StreamError } from '../../../framework/index.ts';
+import { withMetadataOnConnect } from './admin-connect.ts';
 import { withTopicCreationWait } from './create-topics-wait.ts';
 import { upstreamDefectCase } from './read-committed.ts';
 
@@ -47,10 +49,13 @@ export type {
 } from 'kafkajs';
 export { AssignerProtocol, logLevel, Partitioners };
 
-/** kafkajs's client, whose admins wait for created topics' leaders as they should (./create-topics-wait.ts). */
+/**
+ * kafkajs's client, whose admins wait for created topics' leaders as they should
+ * (./create-topics-wait.ts) and know the cluster's brokers once connected (./admin-connect.ts).
+ */
 export class Kafka extends KafkaJs {
   override admin(config?: AdminConfig): ReturnType<KafkaJs['admin']> {
-    return withTopicCreationWait(super.admin(config));
+    return withMetadataOnConnect(withTopicCreationWait(super.admin(config)));
   }
 }
 /** kafkajs's enums for describeConfigs (Node's named-export detection misses them in its CommonJS index). */
