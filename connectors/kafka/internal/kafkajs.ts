@@ -11,7 +11,8 @@
  * partition without BigInt (same hash). ./request-queue.ts stops
  * the 1 ms timer loop every idle kafkajs connection runs; ./create-topics-wait.ts keeps `createTopics`
  * waiting for leaders when the broker does not know the new topics yet; ./admin-connect.ts has an
- * admin's `connect` load the cluster's metadata (its first coordinator call waited for a retry).
+ * admin's `connect` load the cluster's metadata (its first coordinator call waited for a retry);
+ * ./install-fetch-wake.ts fetches a resumed partition at once, not after the consumer's idle sleep.
  */
 import './install-read-committed.ts';
 import './producer-encoding.ts';
@@ -19,6 +20,7 @@ import './producer-timestamps.ts';
 import './producer-grouping.ts';
 import './producer-murmur2.ts';
 import './request-queue.ts';
+import './install-fetch-wake.ts'; // before kafkajs: the consumer's idle sleep (wakeOnResume() below: the rest)
 import { createRequire } from 'node:module';
 import kafkajs, {
   type AdminConfig,
@@ -30,6 +32,7 @@ import kafkajs, {
 import { StreamError } from '../../../framework/index.ts';
 import { withMetadataOnConnect } from './admin-connect.ts';
 import { withTopicCreationWait } from './create-topics-wait.ts';
+import { wakeOnResume } from './install-fetch-wake.ts';
 import { upstreamDefectCase } from './read-committed.ts';
 
 export type {
@@ -86,3 +89,4 @@ function verifyReadCommittedFilter(): void {
 }
 
 verifyReadCommittedFilter();
+wakeOnResume();
