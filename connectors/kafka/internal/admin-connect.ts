@@ -5,7 +5,8 @@
  * wait (about 100 ms). Every task's restore reads its committed checkpoint that way (through the
  * instance's shared admin), so every start and restart waited for it. kafkajs's producer and
  * consumer load the metadata in their own `connect`; with this wrapper the admin does too: `connect`
- * resolves once the broker pool is known (one metadata request for no topics). Should that request
+ * resolves once the broker pool is known (`fetchTopicMetadata` with no topics: two Metadata requests,
+ * which kafkajs sends for every topic when given none, as its producers' `connect` does). Should that
  * fail, the admin is disconnected again and `connect` rejects with its error.
  */
 
