@@ -11,6 +11,7 @@ import {
 import { createKafka, type KafkaConnection } from './client.ts';
 import { kafkaError } from './errors.ts';
 import type { Admin } from './internal/kafkajs.ts';
+import { validGroupInstanceId } from './internal/static-membership.ts';
 import { kafkaJobChangeHooks } from './job-change.ts';
 import { GroupQueryRouting } from './query-routing.ts';
 import { cutRepartitions } from './repartition.ts';
@@ -71,6 +72,13 @@ export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions)
   if (sources.length === 0)
     throw new StreamError('GRAPH_INVALID', `job '${graph.jobId}' has no Kafka source: runKafkaJob needs one`);
   checkTransactionTimeouts(graph.jobId, sinks, o);
+  const instanceId = o.consumer?.groupInstanceId;
+  if (instanceId !== undefined && !validGroupInstanceId(instanceId)) {
+    throw new StreamError(
+      'CONFIG_INVALID',
+      `consumer.groupInstanceId ${JSON.stringify(instanceId)} is not a valid group.instance.id: use 1-249 of the characters a-z A-Z 0-9 . _ -, one per instance`,
+    );
+  }
 
   const admin = kafka.admin();
   try {

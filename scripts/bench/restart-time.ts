@@ -18,7 +18,8 @@
  *   commit    every task's first checkpoint committed ('checkpoint committed', debug level)
  *
  * `--session-timeout=<ms>` sets the consumer's session timeout (KSTATE_SESSION_TIMEOUT_MS; the
- * framework's default is 10000). Uses KAFKA_BROKERS (the harness sets it). A benchmark, not a test:
+ * framework's default is 10000). KSTATE_GROUP_INSTANCE_ID in the environment (passed on to the
+ * service) makes the instance a static member of its group. Uses KAFKA_BROKERS (the harness sets it). A benchmark, not a test:
  * figures depend on the machine; docs/kafka.md ("Restart time") records a run.
  */
 import { type ChildProcess, spawn } from 'node:child_process';

@@ -180,3 +180,20 @@ describe('service configuration: checkpoint storage and S3 settings', () => {
     }
   });
 });
+
+describe('service configuration: the group instance id', () => {
+  test('KSTATE_GROUP_INSTANCE_ID is the static member id; unset by default; an invalid one is refused naming it', () => {
+    assert.equal(loadConfig(undefined, BROKERS).groupInstanceId, undefined);
+    assert.equal(
+      loadConfig(undefined, { ...BROKERS, KSTATE_GROUP_INSTANCE_ID: 'orders-0.eu_1' }).groupInstanceId,
+      'orders-0.eu_1',
+    );
+    for (const v of ['orders 0', 'orders/0', 'x'.repeat(250), 'ördres']) {
+      assert.match(
+        refusal({ KSTATE_GROUP_INSTANCE_ID: v }),
+        /^environment variable KSTATE_GROUP_INSTANCE_ID is .*allowed: 1-249 of the characters/,
+        v,
+      );
+    }
+  });
+});

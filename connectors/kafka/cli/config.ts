@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { StreamError } from '../../../framework/index.ts';
 import { isS3Uri, parseS3Uri } from '../../s3/uri.ts';
+import { validGroupInstanceId } from '../internal/static-membership.ts';
 
 /**
  * The service's configuration: a JSON file (`--config`), then environment variables, then defaults.
@@ -63,6 +64,12 @@ export interface ServiceConfig {
    * killed instance waits to join (docs/kafka.md, "Restart time").
    */
   readonly sessionTimeoutMs: number;
+  /**
+   * The instance's `group.instance.id` (static membership, KIP-345): a restart with the same id after
+   * a crash takes over the old membership at once instead of waiting out its session (docs/kafka.md,
+   * "Restart time"). Unique per instance; under --workers each worker adds `-<slot>`. Unset: dynamic.
+   */
+  readonly groupInstanceId: string | undefined;
   /**
    * When the job changed and state of its last run (or of its --from-savepoint) has no operator in
    * it any more: false (default) refuses the start with STATE_NOT_RESTORED; true drops that state with
@@ -207,6 +214,14 @@ export const CONFIG_FIELDS: Readonly<Record<Field, FieldSpec>> = {
     allowed: "an integer >= 1000 (and within the brokers' group.min/max.session.timeout.ms)",
     parse: int(1000),
   },
+  groupInstanceId: {
+    env: 'KSTATE_GROUP_INSTANCE_ID',
+    allowed: '1-249 of the characters a-z A-Z 0-9 . _ -, one per instance',
+    parse: (r) => {
+      const t = text(r);
+      return t !== undefined && validGroupInstanceId(t) ? t : undefined;
+    },
+  },
   allowNonRestoredState: {
     env: 'KSTATE_ALLOW_NON_RESTORED_STATE',
     allowed: 'true | false',
@@ -270,6 +285,7 @@ export const CONFIG_DEFAULTS: Omit<ServiceConfig, 'brokers'> = {
   brokerLossTimeoutMs: 15_000,
   shutdownTimeoutMs: 30_000,
   sessionTimeoutMs: 10_000,
+  groupInstanceId: undefined,
   allowNonRestoredState: false,
   restartStrategy: 'exponential-backoff',
   restartAttempts: 10,

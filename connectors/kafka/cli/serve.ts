@@ -193,6 +193,9 @@ export async function serve(
     consumer: {
       sessionTimeoutMs: config.sessionTimeoutMs,
       heartbeatIntervalMs: Math.min(1000, Math.floor(config.sessionTimeoutMs / 3)),
+      ...(config.groupInstanceId === undefined
+        ? {}
+        : { groupInstanceId: workerInstanceId(config.groupInstanceId) }),
     },
     listener: combineListeners(
       instrumented,
@@ -393,6 +396,15 @@ function codesOf(e: unknown): { code?: string; cause?: string } {
   };
 }
 
+/** The environment variable that tells a worker its slot (0 .. workers-1). */
+const WORKER_SLOT_ENV = 'KSTATE_WORKER_SLOT';
+
+/** The instance id of this process: `id` itself, or `id-<slot>` in a worker of --workers. */
+function workerInstanceId(id: string): string {
+  const slot = cluster.isWorker ? process.env[WORKER_SLOT_ENV] : undefined;
+  return slot === undefined ? id : `${id}-${slot}`;
+}
+
 /**
  * Several workers in one process: the primary forks `workers` copies of this command (each a
  * member of the consumer group) and serves one /metrics merging theirs, /readyz (ready when every
@@ -410,7 +422,11 @@ export async function servePrimary(
     process.exit(EXIT.OK);
   }
   const ready = new Map<number, { ready: boolean; reason?: string }>();
-  for (let i = 0; i < workers; i++) cluster.fork();
+  // Each worker has a slot, kept by the worker started in its place, so that a static member
+  // (groupInstanceId) restarted after a crash takes over its own membership.
+  const slots = new Map<number, number>();
+  const fork = (slot: number) => slots.set(cluster.fork({ [WORKER_SLOT_ENV]: String(slot) }).id, slot);
+  for (let i = 0; i < workers; i++) fork(i);
   /**
    * A worker's job failed (permanently, or its restart strategy gave up: docs/service.md "Failure
    * policy"), or its start was refused (a code that is not retriable): no new worker; the service exits
@@ -447,9 +463,11 @@ export async function servePrimary(
   const exited = (worker: Worker, code: number | null, signal: string | null) => {
     ready.delete(worker.id);
     if (failed?.worker === worker.id) failed.exit = code ?? EXIT.JOB_FAILED;
+    const slot = slots.get(worker.id) ?? 0;
+    slots.delete(worker.id);
     if (!stopping) {
       log.error({ worker: worker.id, code, signal }, 'worker exited; starting a new one');
-      cluster.fork();
+      fork(slot);
     } else if (Object.keys(cluster.workers ?? {}).length === 0) {
       log.info('all workers stopped');
       process.exit(failed === undefined ? EXIT.OK : failed.exit || EXIT.JOB_FAILED);

@@ -12,7 +12,8 @@
  * the 1 ms timer loop every idle kafkajs connection runs; ./create-topics-wait.ts keeps `createTopics`
  * waiting for leaders when the broker does not know the new topics yet; ./admin-connect.ts has an
  * admin's `connect` load the cluster's metadata (its first coordinator call waited for a retry);
- * ./install-fetch-wake.ts fetches a resumed partition at once, not after the consumer's idle sleep.
+ * ./install-fetch-wake.ts fetches a resumed partition at once, not after the consumer's idle sleep;
+ * ./static-membership.ts lets a consumer join as a static member (KIP-345).
  */
 import './install-read-committed.ts';
 import './producer-encoding.ts';
@@ -34,6 +35,7 @@ import { withMetadataOnConnect } from './admin-connect.ts';
 import { withTopicCreationWait } from './create-topics-wait.ts';
 import { wakeOnResume } from './install-fetch-wake.ts';
 import { upstreamDefectCase } from './read-committed.ts';
+import { installStaticMembership } from './static-membership.ts';
 
 export type {
   Admin,
@@ -90,3 +92,4 @@ function verifyReadCommittedFilter(): void {
 
 verifyReadCommittedFilter();
 wakeOnResume();
+installStaticMembership();

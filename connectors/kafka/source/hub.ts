@@ -1,5 +1,7 @@
+import { StreamError } from '../../../framework/index.ts';
 import { kafkaError } from '../errors.ts';
 import type { Admin, Consumer, EachBatchPayload, Kafka } from '../internal/kafkajs.ts';
+import { setGroupInstanceId } from '../internal/static-membership.ts';
 import { coPartitionedAssigner } from './assigner.ts';
 import { PartitionReader, type ReaderOptions } from './partition-reader.ts';
 
@@ -25,6 +27,12 @@ export interface HubOptions {
   readonly maxWaitTimeMs?: number;
   /** host:port where this instance answers state queries; advertised in the group's metadata. */
   readonly queryEndpoint?: string;
+  /**
+   * Join as a static member with this `group.instance.id` (KIP-345; ../internal/static-membership.ts):
+   * a restart with the same id after a crash takes over the old membership at once. One id per live
+   * member of the group.
+   */
+  readonly groupInstanceId?: string;
 }
 
 /** This member's view of the group, for query routing (connectors/kafka/query-routing.ts). */
@@ -55,6 +63,8 @@ export class ConsumerHub {
   readonly #readers = new Map<string, PartitionReader<unknown>>();
   #admin: Admin | undefined;
   #running = false;
+  /** Set once kafkajs stopped the consumer for good (a non-retriable error): what tasks fail with. */
+  #stopped: StreamError | undefined;
   #owned: number[] = [];
   #memberId: string | undefined;
   #rebalancing = true;
@@ -91,6 +101,7 @@ export class ConsumerHub {
 
   /** Join the group; `onAssignment` gets topic -> partitions after every rebalance. */
   async start(onAssignment: (assigned: ReadonlyMap<string, readonly number[]>) => void): Promise<void> {
+    setGroupInstanceId(this.#o.groupId, this.#o.groupInstanceId);
     this.#admin = this.#kafka.admin();
     try {
       await this.#admin.connect();
@@ -100,6 +111,14 @@ export class ConsumerHub {
       await this.stop();
       throw kafkaError(`joining consumer group ${this.#o.groupId}`, e);
     }
+    // kafkajs stops the consumer for good on a non-retriable error (it restarts it on the others): every
+    // task reading here fails with it, rather than wait for records that will not come.
+    this.#consumer.on(this.#consumer.events.CRASH, (e) => {
+      if (e.payload.restart) return;
+      const error = this.#crashError(e.payload.error);
+      this.#stopped = error;
+      for (const r of this.#readers.values()) r.fail(error);
+    });
     this.#consumer.on(this.#consumer.events.REBALANCING, () => {
       this.#rebalancing = true;
     });
@@ -143,7 +162,8 @@ export class ConsumerHub {
     const key = `${o.topic}:${o.partition}`;
     const reader = new PartitionReader<T>({ ...o, onRoom: () => this.#resume(o.topic, o.partition) });
     this.#readers.set(key, reader as PartitionReader<unknown>);
-    if (this.#running) {
+    if (this.#stopped !== undefined) reader.fail(this.#stopped);
+    else if (this.#running) {
       this.#consumer.seek({ topic: o.topic, partition: o.partition, offset: o.startOffset.toString() });
       this.#resume(o.topic, o.partition);
     }
@@ -177,6 +197,22 @@ export class ConsumerHub {
         lag: Number(end > p.offset ? end - p.offset : 0n),
       };
     });
+  }
+
+  /** The error tasks fail with once the consumer stopped for good. */
+  #crashError(e: unknown): StreamError {
+    const id = this.#o.groupInstanceId;
+    let fenced = false;
+    for (let c = e, depth = 0; c != null && depth < 8; c = (c as { cause?: unknown }).cause, depth++)
+      if ((c as { type?: unknown }).type === 'FENCED_INSTANCE_ID') fenced = true;
+    if (fenced) {
+      return new StreamError(
+        'CONFIG_INVALID',
+        `consumer group ${this.#o.groupId}: another live instance joined with group.instance.id '${id}' and fenced this one: give every instance its own id (KSTATE_GROUP_INSTANCE_ID, consumer.groupInstanceId)`,
+        { cause: e },
+      );
+    }
+    return kafkaError(`the consumer of group ${this.#o.groupId} stopped`, e);
   }
 
   unregister(reader: PartitionReader<unknown>): void {

@@ -281,6 +281,16 @@ export class PartitionReader<T> implements PullSourceReader<T> {
     return { topic: this.topic, offset: this.#position.toString() };
   }
 
+  /**
+   * The reader's source is gone for good (its consumer stopped): the next `pollNext` throws `error`
+   * after the records already fetched. The first failure stays.
+   */
+  fail(error: unknown): void {
+    if (this.#closed || this.#failure) return;
+    this.#failure = { error };
+    this.#signal();
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
     this.#segments = [];

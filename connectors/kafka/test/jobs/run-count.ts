@@ -3,7 +3,8 @@
  * SIGTERM (then stops its tasks and exits 0), prints `ready` once its first tasks run and
  * `checkpoint <task> <id>` for each completed checkpoint.
  *
- *   KAFKA_BROKERS, JOB_ID, INPUT, OUTPUT, STATE_DIR, CHECKPOINT_MS (default 100)
+ *   KAFKA_BROKERS, JOB_ID, INPUT, OUTPUT, STATE_DIR, CHECKPOINT_MS (default 100), GROUP_INSTANCE_ID,
+ *   SESSION_TIMEOUT_MS
  */
 import { join } from 'node:path';
 import type { FaultInjector } from '../../../../framework/index.ts';
@@ -22,7 +23,21 @@ const faults: FaultInjector | undefined = crashAt
     }
   : undefined;
 
+/** GROUP_INSTANCE_ID: join as that static member; SESSION_TIMEOUT_MS: the group's session and rebalance timeouts. */
+const instanceId = process.env.GROUP_INSTANCE_ID;
+const sessionMs = process.env.SESSION_TIMEOUT_MS;
+const consumer =
+  instanceId === undefined && sessionMs === undefined
+    ? undefined
+    : {
+        sessionTimeoutMs: Number(sessionMs ?? 2000),
+        heartbeatIntervalMs: 300,
+        rebalanceTimeoutMs: Number(sessionMs ?? 5000),
+        ...(instanceId === undefined ? {} : { groupInstanceId: instanceId }),
+      };
+
 await runJobProcess(countJob({ jobId: env('JOB_ID'), input: env('INPUT'), output: env('OUTPUT') }), {
   storage: checkpointStorage(join(env('STATE_DIR'), 'shared')),
   ...(faults ? { faults } : {}),
+  ...(consumer ? { consumer } : {}),
 });
