@@ -19,7 +19,7 @@ import { kafkaJobChangeHooks } from '../../job-change.ts';
 import { type View, WINDOW_MS, type WindowCount } from '../jobs/topology-job.ts';
 import { type JobProcess, openTransactions, startJobProcess } from '../support/crash-helpers.ts';
 import { sendWhenReady } from '../support/eos-helpers.ts';
-import { brokersFromEnv, KEEP_OLD_TIMESTAMPS, kafkaClient } from '../support/kafka.ts';
+import { brokersFromEnv, eventually, KEEP_OLD_TIMESTAMPS, kafkaClient } from '../support/kafka.ts';
 import { names } from '../support/names.ts';
 import { kcatRecords, readCommittedRecords } from '../support/sequence-check.ts';
 
@@ -443,8 +443,16 @@ describe('job changes: state follows its operator uid across stage boundaries (r
       });
       const source = { uid: 'r', topic, broadcast: false };
       const aborted = await hooks.backlog!(source, 0, { topic, offset: '0' });
-      // Then a committed transaction of 3 after it: 3 records not consumed.
+      // Then a committed transaction of 3 after it: 3 records not consumed. A commit returns before the
+      // broker has written its markers (asynchronously): until then the read_committed end offset, and
+      // so the backlog, stops before the transaction. Measured once it covers all 10 offsets (5
+      // aborted, a marker, 3, a marker), as a job change comes long after its upstream's last commit.
       await write(3, true);
+      await eventually(
+        async () => ((await admin.fetchTopicOffsets(topic))[0]!.high === '10' ? true : undefined),
+        30_000,
+        () => `the committed end offset of ${topic} to reach 10`,
+      );
       const hooks2 = kafkaJobChangeHooks({
         kafka,
         jobId: n.group('job'),
