@@ -101,3 +101,10 @@ test('serde errors are StreamErrors of the one catalogue; retryable is the retri
     ['DeserializationError', 'SerializationError', 'RegistryUnavailableError', 'RegistryRequestError'],
   );
 });
+
+test('an error kafkajs wraps as non-retriable is classified by what it wraps: a fenced static member is CONFIG_INVALID', () => {
+  const fenced = kafkajs('KafkaJSNonRetriableError', { cause: protocol('FENCED_INSTANCE_ID', false) });
+  const e = kafkaError("the consumer of group g (group.instance.id 'i-1') stopped", fenced);
+  assert.equal(e.code, 'CONFIG_INVALID');
+  assert.match(e.message, /group\.instance\.id 'i-1'.*another live instance joined with group\.instance\.id/);
+});

@@ -83,6 +83,8 @@ const FATAL: Record<string, string> = {
     "the sink's transactionTimeoutMs exceeds the broker's transaction.max.timeout.ms: lower it or raise the broker setting",
   UNKNOWN_TOPIC_OR_PARTITION:
     'the topic does not exist: create it, e.g. kstate topics create <topic> --partitions n (topics are never created implicitly)',
+  FENCED_INSTANCE_ID:
+    'another live instance joined with group.instance.id of this one and fenced it: give every instance its own id (KSTATE_GROUP_INSTANCE_ID, consumer.groupInstanceId)',
 };
 
 const KIND: Partial<Record<ErrorCode, KafkaFailure>> = {
@@ -117,8 +119,12 @@ export function classifyKafkaError(e: unknown): KafkaClassification {
       .map(classifyKafkaError)
       .reduce((a, b) => (SEVERITY.indexOf(b.code) > SEVERITY.indexOf(a.code) ? b : a));
   }
-  // kafkajs gave up retrying: what counts is what it retried on.
-  if (err.name === 'KafkaJSNumberOfRetriesExceeded' && err.cause !== undefined && err.cause !== e)
+  // kafkajs gave up retrying, or wrapped an error it does not retry: what counts is the error inside.
+  if (
+    (err.name === 'KafkaJSNumberOfRetriesExceeded' || err.name === 'KafkaJSNonRetriableError') &&
+    err.cause !== undefined &&
+    err.cause !== e
+  )
     return classifyKafkaError(err.cause);
   const type = err.type ?? '';
   if (FATAL[type]) return of('CONFIG_INVALID', FATAL[type]);

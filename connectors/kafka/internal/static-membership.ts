@@ -10,8 +10,8 @@
  * as a new member and waiting, in the rebalance, for the coordinator to drop the dead one when its
  * session times out (about the session timeout: 10 s by default). A graceful stop still leaves the
  * group (LeaveGroup v3 with the instance id), so its partitions move at once. Two live members with
- * one instance id fence each other: the older gets FENCED_INSTANCE_ID, which ../source/hub.ts turns
- * into CONFIG_INVALID naming the id (the instance fails instead of sitting idle).
+ * one instance id fence each other: the older gets FENCED_INSTANCE_ID, which ../errors.ts classifies
+ * as CONFIG_INVALID (the hub then fails its tasks with it, naming the id).
  *
  * The request versions are negotiated: with a broker older than 2.3 (no JoinGroup v5) the id is not
  * sent and membership stays dynamic. Installed by ./kafkajs.ts once kafkajs is loaded (the definitions

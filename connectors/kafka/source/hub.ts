@@ -1,4 +1,4 @@
-import { StreamError } from '../../../framework/index.ts';
+import type { StreamError } from '../../../framework/index.ts';
 import { kafkaError } from '../errors.ts';
 import type { Admin, Consumer, EachBatchPayload, Kafka } from '../internal/kafkajs.ts';
 import { setGroupInstanceId } from '../internal/static-membership.ts';
@@ -115,7 +115,11 @@ export class ConsumerHub {
     // task reading here fails with it, rather than wait for records that will not come.
     this.#consumer.on(this.#consumer.events.CRASH, (e) => {
       if (e.payload.restart) return;
-      const error = this.#crashError(e.payload.error);
+      const id = this.#o.groupInstanceId;
+      const error = kafkaError(
+        `the consumer of group ${this.#o.groupId}${id === undefined ? '' : ` (group.instance.id '${id}')`} stopped`,
+        e.payload.error,
+      );
       this.#stopped = error;
       for (const r of this.#readers.values()) r.fail(error);
     });
@@ -197,22 +201,6 @@ export class ConsumerHub {
         lag: Number(end > p.offset ? end - p.offset : 0n),
       };
     });
-  }
-
-  /** The error tasks fail with once the consumer stopped for good. */
-  #crashError(e: unknown): StreamError {
-    const id = this.#o.groupInstanceId;
-    let fenced = false;
-    for (let c = e, depth = 0; c != null && depth < 8; c = (c as { cause?: unknown }).cause, depth++)
-      if ((c as { type?: unknown }).type === 'FENCED_INSTANCE_ID') fenced = true;
-    if (fenced) {
-      return new StreamError(
-        'CONFIG_INVALID',
-        `consumer group ${this.#o.groupId}: another live instance joined with group.instance.id '${id}' and fenced this one: give every instance its own id (KSTATE_GROUP_INSTANCE_ID, consumer.groupInstanceId)`,
-        { cause: e },
-      );
-    }
-    return kafkaError(`the consumer of group ${this.#o.groupId} stopped`, e);
   }
 
   unregister(reader: PartitionReader<unknown>): void {

@@ -24,7 +24,6 @@ export async function runJobProcess(
     connection: { brokers: env('KAFKA_BROKERS').split(',') },
     checkpoints: { intervalMs: Number(process.env.CHECKPOINT_MS ?? 100) },
     restart: { kind: 'exponential-backoff', initialDelayMs: 100, maxDelayMs: 2000, multiplier: 2 },
-    consumer: { sessionTimeoutMs: 2000, heartbeatIntervalMs: 300, rebalanceTimeoutMs: 5000 },
     listener: {
       taskStarted: (t) => console.log(`started ${t.taskId}`),
       taskStopped: (t) => console.log(`stopped ${t.taskId}`),
@@ -34,6 +33,13 @@ export async function runJobProcess(
         console.log(`failed ${f.taskId} ${f.error instanceof Error ? f.error.message : String(f.error)}`),
     },
     ...options,
+    // The process's group tuning, with what `options` sets of it on top.
+    consumer: {
+      sessionTimeoutMs: 2000,
+      heartbeatIntervalMs: 300,
+      rebalanceTimeoutMs: 5000,
+      ...options.consumer,
+    },
   });
   console.log('ready');
   process.on('SIGTERM', () => {

@@ -26,18 +26,15 @@ const faults: FaultInjector | undefined = crashAt
 /** GROUP_INSTANCE_ID: join as that static member; SESSION_TIMEOUT_MS: the group's session and rebalance timeouts. */
 const instanceId = process.env.GROUP_INSTANCE_ID;
 const sessionMs = process.env.SESSION_TIMEOUT_MS;
-const consumer =
-  instanceId === undefined && sessionMs === undefined
-    ? undefined
-    : {
-        sessionTimeoutMs: Number(sessionMs ?? 2000),
-        heartbeatIntervalMs: 300,
-        rebalanceTimeoutMs: Number(sessionMs ?? 5000),
-        ...(instanceId === undefined ? {} : { groupInstanceId: instanceId }),
-      };
+const consumer = {
+  ...(sessionMs === undefined
+    ? {}
+    : { sessionTimeoutMs: Number(sessionMs), rebalanceTimeoutMs: Number(sessionMs) }),
+  ...(instanceId === undefined ? {} : { groupInstanceId: instanceId }),
+};
 
 await runJobProcess(countJob({ jobId: env('JOB_ID'), input: env('INPUT'), output: env('OUTPUT') }), {
   storage: checkpointStorage(join(env('STATE_DIR'), 'shared')),
   ...(faults ? { faults } : {}),
-  ...(consumer ? { consumer } : {}),
+  consumer,
 });
