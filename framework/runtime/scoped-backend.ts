@@ -1,12 +1,13 @@
 import { StreamError } from '../api/errors.ts';
 import type { KeyId } from '../api/keys.ts';
 import type { Serializer } from '../api/serializer.ts';
-import type {
-  KeyedStateBackend,
-  KeyedStateCapture,
-  KeyedStateSnapshot,
-  StateMeta,
-  VersionedStateOps,
+import {
+  bindState,
+  type KeyedStateBackend,
+  type KeyedStateCapture,
+  type KeyedStateSnapshot,
+  type StateMeta,
+  type VersionedStateOps,
 } from '../state/backend.ts';
 
 /**
@@ -38,6 +39,7 @@ export function scopedBackend(backend: KeyedStateBackend, uid: string): KeyedSta
     getForUpdate: <T>(s: string, k: KeyId, copy: (v: T) => T) => backend.getForUpdate(n(s), k, copy),
     put: (s: string, k: KeyId, v: unknown) => backend.put(n(s), k, v),
     delete: (s: string, k: KeyId) => backend.delete(n(s), k),
+    bind: (s: string) => bindState(backend, n(s)),
     entries: (s: string) => backend.entries(n(s)),
     size: (s: string) => backend.size(n(s)),
     capture: (_id: number): KeyedStateCapture => notHere('capture'),

@@ -52,8 +52,53 @@ export interface KeyedStateBackend {
    * `restore()` use one entry per key (value-codec.ts).
    */
   readonly versioned?: VersionedStateOps;
+  /**
+   * Optional: the primitives of one registered state, bound once (see `StateAccess`). Without it,
+   * `bindState` binds through `get`, `put` ... with the name.
+   */
+  bind?(state: string): StateAccess;
   /** Optional: the metas of every state the backend holds, registered or restored (for queries). */
   states?(): readonly StateMeta[];
+}
+
+/**
+ * The primitives of one registered state, bound once: the handles of `handles.ts` bind when they are
+ * made and use the binding for every access, so an access looks up its key, not first its state's
+ * name (and, through an operator's scoped view, the scoped name before that). Same contracts as the
+ * backend's methods of the same name (`put` of `undefined` deletes). Valid while the backend is open,
+ * across captures and restores.
+ */
+export interface StateAccess {
+  get(key: KeyId): unknown;
+  getForUpdate<T>(key: KeyId, copy: (value: T) => T): T | undefined;
+  put(key: KeyId, value: unknown): void;
+  delete(key: KeyId): void;
+}
+
+/** `backend.bind(state)`, or a binding through the backend's named methods when it has none. */
+export function bindState(backend: KeyedStateBackend, state: string): StateAccess {
+  return backend.bind?.(state) ?? new NamedAccess(backend, state);
+}
+
+class NamedAccess implements StateAccess {
+  readonly #b: KeyedStateBackend;
+  readonly #name: string;
+  constructor(backend: KeyedStateBackend, name: string) {
+    this.#b = backend;
+    this.#name = name;
+  }
+  get(key: KeyId): unknown {
+    return this.#b.get(this.#name, key);
+  }
+  getForUpdate<T>(key: KeyId, copy: (value: T) => T): T | undefined {
+    return this.#b.getForUpdate(this.#name, key, copy);
+  }
+  put(key: KeyId, value: unknown): void {
+    this.#b.put(this.#name, key, value);
+  }
+  delete(key: KeyId): void {
+    this.#b.delete(this.#name, key);
+  }
 }
 
 /** Native time-indexed storage: versions per (state, key id), addressed by their time. */

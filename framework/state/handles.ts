@@ -17,7 +17,7 @@ import type {
   ValueState,
   ValueStateDescriptor,
 } from '../api/state.ts';
-import type { KeyedStateBackend, StateMeta } from './backend.ts';
+import { bindState, type KeyedStateBackend, type StateAccess, type StateMeta } from './backend.ts';
 import { describeState } from './state-meta.ts';
 import { checkRetention, cleanupRetention, timeIndexedHandle, versionStore } from './time-index.ts';
 import { mapKeyOf, type TtlValue, userKeyOf } from './value-codec.ts';
@@ -136,6 +136,7 @@ export function cleanupExpired(
     const ttl = meta.ttl;
     if (ttl === undefined) continue;
     const now = ttl.time === 'event' ? ctx.watermark() : ctx.processingTime();
+    const s = bindState(backend, meta.name);
     for (const [key, stored] of backend.entries(meta.name)) {
       switch (meta.kind) {
         case 'value':
@@ -143,10 +144,10 @@ export function cleanupExpired(
         case 'aggregating': {
           const w = stored as TtlValue<unknown>;
           if (isExpired(w.ts, ttl, now)) {
-            backend.delete(meta.name, key);
+            s.delete(key);
             dropped++;
           } else if (needsStamp(w.ts, now)) {
-            backend.put(meta.name, key, { v: w.v, ts: now });
+            s.put(key, { v: w.v, ts: now });
           }
           break;
         }
@@ -165,7 +166,7 @@ export function cleanupExpired(
               keep.push(w);
             }
           }
-          if (changed) writeList(backend, meta.name, key, keep);
+          if (changed) writeList(s, key, keep);
           break;
         }
         case 'map': {
@@ -181,7 +182,7 @@ export function cleanupExpired(
               copy.set(mk, { v: w.v, ts: now });
             }
           }
-          if (copy !== undefined) writeMap(backend, meta.name, key, copy);
+          if (copy !== undefined) writeMap(s, key, copy);
           break;
         }
       }
@@ -224,14 +225,14 @@ function copier<T>(serializer: Serializer<T>): (value: T) => T {
 const copyArray = <T>(a: T[]): T[] => a.slice();
 const copyMap = <K, V>(m: Map<K, V>): Map<K, V> => new Map(m);
 
-function writeList(backend: KeyedStateBackend, name: string, key: KeyId, list: unknown[]): void {
-  if (list.length === 0) backend.delete(name, key);
-  else backend.put(name, key, list);
+function writeList(s: StateAccess, key: KeyId, list: unknown[]): void {
+  if (list.length === 0) s.delete(key);
+  else s.put(key, list);
 }
 
-function writeMap(backend: KeyedStateBackend, name: string, key: KeyId, map: Map<unknown, unknown>): void {
-  if (map.size === 0) backend.delete(name, key);
-  else backend.put(name, key, map);
+function writeMap(s: StateAccess, key: KeyId, map: Map<unknown, unknown>): void {
+  if (map.size === 0) s.delete(key);
+  else s.put(key, map);
 }
 
 /**
@@ -239,67 +240,66 @@ function writeMap(backend: KeyedStateBackend, name: string, key: KeyId, map: Map
  * expired, refreshes or stamps its timestamp when due. `found` is false when nothing is returned.
  */
 function readWrapped<T>(
-  backend: KeyedStateBackend,
-  name: string,
+  s: StateAccess,
   key: KeyId,
   rules: TtlRules,
 ): { found: boolean; value: T | undefined } {
-  const w = backend.get(name, key) as TtlValue<T> | undefined;
+  const w = s.get(key) as TtlValue<T> | undefined;
   if (w === undefined) return { found: false, value: undefined };
   const now = rules.now();
   if (isExpired(w.ts, rules.ttl, now)) {
-    backend.delete(name, key);
+    s.delete(key);
     return rules.returnExpired ? { found: true, value: w.v } : { found: false, value: undefined };
   }
-  if (rules.onRead || needsStamp(w.ts, now)) backend.put(name, key, { v: w.v, ts: now });
+  if (rules.onRead || needsStamp(w.ts, now)) s.put(key, { v: w.v, ts: now });
   return { found: true, value: w.v };
 }
 
 function valueState<T>(backend: KeyedStateBackend, ctx: KeyedStateContext, meta: StateMeta): ValueState<T> {
-  const name = meta.name;
+  const s = bindState(backend, meta.name);
   const rules = ttlRules(meta, ctx);
-  const clear = (): void => backend.delete(name, ctx.currentKey());
+  const clear = (): void => s.delete(ctx.currentKey());
   if (rules === undefined) {
     return {
-      value: () => backend.get(name, ctx.currentKey()) as T | undefined,
-      update: (value) => (value === undefined ? clear() : backend.put(name, ctx.currentKey(), value)),
+      value: () => s.get(ctx.currentKey()) as T | undefined,
+      update: (value) => (value === undefined ? clear() : s.put(ctx.currentKey(), value)),
       clear,
     };
   }
   return {
-    value: () => readWrapped<T>(backend, name, ctx.currentKey(), rules).value,
+    value: () => readWrapped<T>(s, ctx.currentKey(), rules).value,
     update: (value) =>
       value === undefined
         ? clear()
-        : backend.put(name, ctx.currentKey(), { v: value, ts: rules.now() } satisfies TtlValue<T>),
+        : s.put(ctx.currentKey(), { v: value, ts: rules.now() } satisfies TtlValue<T>),
     clear,
   };
 }
 
 function listState<T>(backend: KeyedStateBackend, ctx: KeyedStateContext, meta: StateMeta): ListState<T> {
-  const name = meta.name;
+  const s = bindState(backend, meta.name);
   const rules = ttlRules(meta, ctx);
-  const clear = (): void => backend.delete(name, ctx.currentKey());
+  const clear = (): void => s.delete(ctx.currentKey());
   if (rules === undefined) {
     const addAll = (values: readonly T[]): void => {
       if (values.length === 0) return;
       const key = ctx.currentKey();
-      const list = backend.getForUpdate<T[]>(name, key, copyArray);
+      const list = s.getForUpdate<T[]>(key, copyArray);
       if (list === undefined) {
-        backend.put(name, key, values.slice());
+        s.put(key, values.slice());
         return;
       }
       for (const v of values) list.push(v);
-      backend.put(name, key, list);
+      s.put(key, list);
     };
     return {
       get: () => {
-        const list = backend.get(name, ctx.currentKey()) as T[] | undefined;
+        const list = s.get(ctx.currentKey()) as T[] | undefined;
         return list === undefined ? [] : list.slice();
       },
       add: (value) => addAll([value]),
       addAll,
-      update: (values) => writeList(backend, name, ctx.currentKey(), values.slice()),
+      update: (values) => writeList(s, ctx.currentKey(), values.slice()),
       clear,
     };
   }
@@ -307,14 +307,14 @@ function listState<T>(backend: KeyedStateBackend, ctx: KeyedStateContext, meta: 
     if (values.length === 0) return;
     const key = ctx.currentKey();
     const now = rules.now();
-    const list = backend.getForUpdate<TtlValue<T>[]>(name, key, copyArray) ?? [];
+    const list = s.getForUpdate<TtlValue<T>[]>(key, copyArray) ?? [];
     for (const v of values) list.push({ v, ts: now });
-    backend.put(name, key, list);
+    s.put(key, list);
   };
   return {
     get: () => {
       const key = ctx.currentKey();
-      const list = backend.get(name, key) as TtlValue<T>[] | undefined;
+      const list = s.get(key) as TtlValue<T>[] | undefined;
       if (list === undefined) return [];
       const now = rules.now();
       const out: T[] = [];
@@ -334,7 +334,7 @@ function listState<T>(backend: KeyedStateBackend, ctx: KeyedStateContext, meta: 
           }
         }
       }
-      if (changed) writeList(backend, name, key, keep);
+      if (changed) writeList(s, key, keep);
       return out;
     },
     add: (value) => addAll([value]),
@@ -342,8 +342,7 @@ function listState<T>(backend: KeyedStateBackend, ctx: KeyedStateContext, meta: 
     update: (values) => {
       const now = rules.now();
       writeList(
-        backend,
-        name,
+        s,
         ctx.currentKey(),
         values.map((v) => ({ v, ts: now })),
       );
@@ -354,16 +353,17 @@ function listState<T>(backend: KeyedStateBackend, ctx: KeyedStateContext, meta: 
 
 function mapState<K, V>(backend: KeyedStateBackend, ctx: KeyedStateContext, meta: StateMeta): MapState<K, V> {
   const name = meta.name;
+  const s = bindState(backend, meta.name);
   const rules = ttlRules(meta, ctx);
-  const clear = (): void => backend.delete(name, ctx.currentKey());
+  const clear = (): void => s.delete(ctx.currentKey());
   const read = (): Map<unknown, unknown> | undefined =>
-    backend.get(name, ctx.currentKey()) as Map<unknown, unknown> | undefined;
+    s.get(ctx.currentKey()) as Map<unknown, unknown> | undefined;
   /** Applies `change` to a private copy of the current key's map and writes it back. */
   const modify = (change: (m: Map<unknown, unknown>) => void): void => {
     const key = ctx.currentKey();
-    const map = backend.getForUpdate<Map<unknown, unknown>>(name, key, copyMap) ?? new Map();
+    const map = s.getForUpdate<Map<unknown, unknown>>(key, copyMap) ?? new Map();
     change(map);
-    writeMap(backend, name, key, map);
+    writeMap(s, key, map);
   };
   const remove = (k: K): void => {
     const mk = mapKeyOf(k, name);
@@ -434,7 +434,7 @@ function mapState<K, V>(backend: KeyedStateBackend, ctx: KeyedStateContext, meta
         }
       }
     }
-    if (copy !== undefined) writeMap(backend, name, ctx.currentKey(), copy);
+    if (copy !== undefined) writeMap(s, ctx.currentKey(), copy);
     return out;
   };
   return {
@@ -469,30 +469,30 @@ function reducingState<T>(
   reduce: (accumulated: T, value: T) => T,
   copy: (value: T) => T,
 ): ReducingState<T> {
-  const name = meta.name;
+  const s = bindState(backend, meta.name);
   const rules = ttlRules(meta, ctx);
-  const clear = (): void => backend.delete(name, ctx.currentKey());
+  const clear = (): void => s.delete(ctx.currentKey());
   if (rules === undefined) {
     return {
-      get: () => backend.get(name, ctx.currentKey()) as T | undefined,
+      get: () => s.get(ctx.currentKey()) as T | undefined,
       add: (value) => {
         const key = ctx.currentKey();
         // The reduce function may change its first argument: give it a private copy.
-        const current = backend.getForUpdate<T>(name, key, copy);
-        backend.put(name, key, current === undefined ? value : reduce(current, value));
+        const current = s.getForUpdate<T>(key, copy);
+        s.put(key, current === undefined ? value : reduce(current, value));
       },
       clear,
     };
   }
   const copyWrapped = (w: TtlValue<T>): TtlValue<T> => ({ v: copy(w.v), ts: w.ts });
   return {
-    get: () => readWrapped<T>(backend, name, ctx.currentKey(), rules).value,
+    get: () => readWrapped<T>(s, ctx.currentKey(), rules).value,
     add: (value) => {
       const key = ctx.currentKey();
       const now = rules.now();
-      const w = backend.getForUpdate<TtlValue<T>>(name, key, copyWrapped);
+      const w = s.getForUpdate<TtlValue<T>>(key, copyWrapped);
       const live = w !== undefined && !isExpired(w.ts, rules.ttl, now);
-      backend.put(name, key, { v: live ? reduce(w.v, value) : value, ts: now } satisfies TtlValue<T>);
+      s.put(key, { v: live ? reduce(w.v, value) : value, ts: now } satisfies TtlValue<T>);
     },
     clear,
   };
@@ -505,21 +505,21 @@ function aggregatingState<IN, ACC, OUT>(
   d: AggregatingStateDescriptor<IN, ACC, OUT>,
   copy: (acc: ACC) => ACC,
 ): AggregatingState<IN, OUT> {
-  const name = meta.name;
+  const s = bindState(backend, meta.name);
   const agg = d.aggregate;
   const rules = ttlRules(meta, ctx);
-  const clear = (): void => backend.delete(name, ctx.currentKey());
+  const clear = (): void => s.delete(ctx.currentKey());
   if (rules === undefined) {
     return {
       get: () => {
-        const acc = backend.get(name, ctx.currentKey()) as ACC | undefined;
+        const acc = s.get(ctx.currentKey()) as ACC | undefined;
         return acc === undefined ? undefined : agg.getResult(acc);
       },
       add: (value) => {
         const key = ctx.currentKey();
         // AggregateFunction.add usually changes the accumulator in place: give it a private copy.
-        const acc = backend.getForUpdate<ACC>(name, key, copy) ?? agg.createAccumulator();
-        backend.put(name, key, agg.add(value, acc));
+        const acc = s.getForUpdate<ACC>(key, copy) ?? agg.createAccumulator();
+        s.put(key, agg.add(value, acc));
       },
       clear,
     };
@@ -527,15 +527,15 @@ function aggregatingState<IN, ACC, OUT>(
   const copyWrapped = (w: TtlValue<ACC>): TtlValue<ACC> => ({ v: copy(w.v), ts: w.ts });
   return {
     get: () => {
-      const r = readWrapped<ACC>(backend, name, ctx.currentKey(), rules);
+      const r = readWrapped<ACC>(s, ctx.currentKey(), rules);
       return r.found ? agg.getResult(r.value as ACC) : undefined;
     },
     add: (value) => {
       const key = ctx.currentKey();
       const now = rules.now();
-      const w = backend.getForUpdate<TtlValue<ACC>>(name, key, copyWrapped);
+      const w = s.getForUpdate<TtlValue<ACC>>(key, copyWrapped);
       const acc = w !== undefined && !isExpired(w.ts, rules.ttl, now) ? w.v : agg.createAccumulator();
-      backend.put(name, key, { v: agg.add(value, acc), ts: now } satisfies TtlValue<ACC>);
+      s.put(key, { v: agg.add(value, acc), ts: now } satisfies TtlValue<ACC>);
     },
     clear,
   };

@@ -8,6 +8,7 @@ import type {
   KeyedStateHandle,
   KeyedStateSnapshot,
   KeyedStateSnapshotEntry,
+  StateAccess,
   StateMeta,
 } from '../../backend.ts';
 import { KEYED_SNAPSHOT_FORMAT_VERSION } from '../../state-meta.ts';
@@ -109,6 +110,11 @@ export class HeapKeyedStateBackend extends BaseKeyedStateBackend {
     this.#table(state).delete(key);
   }
 
+  /** The state's table itself (restores clear and reload it in place, so the binding stays valid). */
+  bind(state: string): StateAccess {
+    return new TableAccess(this.#table(state));
+  }
+
   entries(state: string): [KeyId, unknown][] {
     return this.#table(state).entries();
   }
@@ -166,6 +172,8 @@ export class HeapKeyedStateBackend extends BaseKeyedStateBackend {
   }
 
   async close(): Promise<void> {
+    // Bound handles (`bind`) keep their table: emptied, it holds no memory.
+    for (const s of this.#states.values()) s.table.clear();
     this.#states.clear();
     this.#pending.clear();
   }
@@ -174,6 +182,27 @@ export class HeapKeyedStateBackend extends BaseKeyedStateBackend {
     const s = this.#states.get(state);
     if (s === undefined) throw this.notRegistered(state);
     return s.table;
+  }
+}
+
+/** `StateAccess` over one state's table: `put` of `undefined` deletes, as the backend's `put`. */
+class TableAccess implements StateAccess {
+  readonly #t: LayeredTable;
+  constructor(table: LayeredTable) {
+    this.#t = table;
+  }
+  get(key: KeyId): unknown {
+    return this.#t.get(key);
+  }
+  getForUpdate<T>(key: KeyId, copy: (value: T) => T): T | undefined {
+    return this.#t.getForUpdate(key, copy);
+  }
+  put(key: KeyId, value: unknown): void {
+    if (value === undefined) this.#t.delete(key);
+    else this.#t.put(key, value);
+  }
+  delete(key: KeyId): void {
+    this.#t.delete(key);
   }
 }
 
