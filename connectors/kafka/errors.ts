@@ -83,6 +83,10 @@ const FATAL: Record<string, string> = {
     "the sink's transactionTimeoutMs exceeds the broker's transaction.max.timeout.ms: lower it or raise the broker setting",
   UNKNOWN_TOPIC_OR_PARTITION:
     'the topic does not exist: create it, e.g. kstate topics create <topic> --partitions n (topics are never created implicitly)',
+  INVALID_SESSION_TIMEOUT:
+    "the consumer's session timeout (KSTATE_SESSION_TIMEOUT_MS, consumer.sessionTimeoutMs) is outside the brokers' group.min.session.timeout.ms to group.max.session.timeout.ms: choose one within",
+  GROUP_MAX_SIZE_REACHED:
+    "the consumer group has the brokers' group.max.size members already: run fewer instances (or workers), or raise group.max.size",
   FENCED_INSTANCE_ID:
     'another live instance joined with group.instance.id of this one and fenced it: give every instance its own id (KSTATE_GROUP_INSTANCE_ID, consumer.groupInstanceId)',
 };

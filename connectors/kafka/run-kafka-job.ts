@@ -143,7 +143,7 @@ export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions)
   for (const s of sinks) s.bind(kafka);
 
   const assignment: AssignmentSource = {
-    async start(plan, onChange) {
+    async start(plan, onChange, onFailed) {
       // Stage -> its Kafka topics; a stage partition is ours when all its topics' partition is.
       const stageTopics = plan.stages.map((st) =>
         st.nodes.flatMap((id) => {
@@ -154,7 +154,7 @@ export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions)
         }),
       );
       // Broadcast topics first: a task reads them from its first poll on.
-      await broadcastHub?.start();
+      await broadcastHub?.start(onFailed);
       let chain = Promise.resolve();
       await hub.start((assigned) => {
         const owned = new Map<number, Set<number>>();
@@ -164,7 +164,7 @@ export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions)
           owned.set(stage, new Set([...sets[0]!].filter((p) => sets.every((s) => s.has(p)))));
         });
         chain = chain.then(() => onChange(owned)).catch(() => {});
-      });
+      }, onFailed);
     },
     async stop() {
       await hub.stop();

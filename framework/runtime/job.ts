@@ -45,9 +45,15 @@ export interface JobOptions extends RuntimeConfigInput {
  * new ownership each time; tasks of partitions no longer owned are stopped, new ones started.
  */
 export interface AssignmentSource {
+  /**
+   * Start assigning: `onChange` gets the partitions this instance owns after every change. Should the
+   * source stop assigning for good (a Kafka consumer kafkajs stopped), it calls `onFailed`: the job
+   * fails with that error rather than run on with an assignment nobody keeps.
+   */
   start(
     plan: JobPlan,
     onChange: (owned: ReadonlyMap<number, ReadonlySet<number>>) => Promise<void>,
+    onFailed?: (error: unknown) => void,
   ): Promise<void>;
   stop(): Promise<void>;
 }
@@ -323,7 +329,7 @@ export function runJob(graph: JobGraph, options: JobOptions): RunningJob {
     };
     done = (async () => {
       await started;
-      await source.start(plan, onChange);
+      await source.start(plan, onChange, (e) => fail(e));
       try {
         await Promise.race([stopSignal, failed]);
       } finally {

@@ -421,6 +421,12 @@ export async function servePrimary(
     log.info({ signal: signals.requested }, 'stopped before the workers started');
     process.exit(EXIT.OK);
   }
+  // Refused before any worker is forked (a worker forked first would die with its channel closed).
+  if (config.httpPort === 0)
+    throw new StreamError(
+      'CONFIG_INVALID',
+      'httpPort 0 with several workers: the primary needs a port for /metrics',
+    );
   const ready = new Map<number, { ready: boolean; reason?: string }>();
   // Each worker has a slot, kept by the worker started in its place, so that a static member
   // (groupInstanceId) restarted after a crash takes over its own membership.
@@ -488,11 +494,6 @@ export async function servePrimary(
     },
     () => tell('force'),
   );
-  if (config.httpPort === 0)
-    throw new StreamError(
-      'CONFIG_INVALID',
-      'httpPort 0 with several workers: the primary needs a port for /metrics',
-    );
   const tls = tlsFiles(config);
   const http = await startServiceHttp({
     port: config.httpPort,

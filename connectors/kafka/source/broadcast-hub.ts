@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import type { StreamError } from '../../../framework/index.ts';
 import { kafkaError } from '../errors.ts';
 import type { Admin, Consumer, EachBatchPayload, Kafka } from '../internal/kafkajs.ts';
+import { onConsumerStopped } from './consumer-stopped.ts';
 import { PartitionReader, type ReaderOptions } from './partition-reader.ts';
 
 export interface BroadcastHubOptions {
@@ -22,6 +24,9 @@ export interface BroadcastHubOptions {
  * back) and every batch is offered to all of them; a reader drops what it has already seen. The
  * partition pauses while any of its readers holds records its channel could not take yet, so the
  * slowest task sets the pace.
+ *
+ * Should kafkajs stop the consumer for good (`onConsumerStopped`), every reader fails with the error,
+ * and so does every reader registered later: the tasks fail rather than wait for broadcast records.
  */
 export class BroadcastHub {
   readonly #kafka: Kafka;
@@ -32,6 +37,7 @@ export class BroadcastHub {
   /** The next offset each partition's fetch returns (after a seek, the sought offset). */
   readonly #fetchAt = new Map<string, bigint>();
   #admin: Admin | undefined;
+  #stopped: StreamError | undefined;
 
   constructor(kafka: Kafka, o: BroadcastHubOptions) {
     this.#kafka = kafka;
@@ -51,14 +57,29 @@ export class BroadcastHub {
     return this.#admin;
   }
 
-  /** Join the private group and wait until every partition is assigned (readers may then seek). */
-  async start(): Promise<void> {
+  /**
+   * Join the private group and wait until every partition is assigned (readers may then seek).
+   * Rejects if kafkajs stops the consumer for good before; after, `onStopped` gets the error.
+   */
+  async start(onStopped?: (error: StreamError) => void): Promise<void> {
     this.#admin = this.#kafka.admin();
     let joined!: () => void;
-    const assigned = new Promise<void>((r) => {
-      joined = r;
+    let failed!: (e: unknown) => void;
+    const assigned = new Promise<void>((resolve, reject) => {
+      joined = resolve;
+      failed = reject;
     });
     this.#consumer.on(this.#consumer.events.GROUP_JOIN, () => joined());
+    onConsumerStopped(
+      this.#consumer,
+      `the consumer of broadcast topic(s) ${this.#o.topics.join(', ')} (group ${this.#groupId}) stopped`,
+      (error) => {
+        this.#stopped = error;
+        failed(error); // a consumer stopped before it joined never will
+        for (const set of this.#readers.values()) for (const r of set) r.fail(error);
+        onStopped?.(error);
+      },
+    );
     try {
       await this.#admin.connect();
       await this.#consumer.connect();
@@ -83,6 +104,10 @@ export class BroadcastHub {
     const set = this.#readers.get(key) ?? new Set();
     set.add(reader as PartitionReader<unknown>);
     this.#readers.set(key, set);
+    if (this.#stopped !== undefined) {
+      reader.fail(this.#stopped);
+      return reader;
+    }
     const at = this.#fetchAt.get(key);
     if (at === undefined || o.startOffset < at) {
       this.#consumer.seek({ topic: o.topic, partition: o.partition, offset: o.startOffset.toString() });

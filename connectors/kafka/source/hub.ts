@@ -3,6 +3,7 @@ import { kafkaError } from '../errors.ts';
 import type { Admin, Consumer, EachBatchPayload, Kafka } from '../internal/kafkajs.ts';
 import { setGroupInstanceId } from '../internal/static-membership.ts';
 import { coPartitionedAssigner } from './assigner.ts';
+import { onConsumerStopped } from './consumer-stopped.ts';
 import { PartitionReader, type ReaderOptions } from './partition-reader.ts';
 
 export interface PartitionLag {
@@ -99,8 +100,15 @@ export class ConsumerHub {
     return this.#admin;
   }
 
-  /** Join the group; `onAssignment` gets topic -> partitions after every rebalance. */
-  async start(onAssignment: (assigned: ReadonlyMap<string, readonly number[]>) => void): Promise<void> {
+  /**
+   * Join the group; `onAssignment` gets topic -> partitions after every rebalance. Should kafkajs stop
+   * the consumer for good, every reader fails with the error, and so does `onStopped` (before the
+   * first assignment, nothing else would).
+   */
+  async start(
+    onAssignment: (assigned: ReadonlyMap<string, readonly number[]>) => void,
+    onStopped?: (error: StreamError) => void,
+  ): Promise<void> {
     setGroupInstanceId(this.#o.groupId, this.#o.groupInstanceId);
     this.#admin = this.#kafka.admin();
     try {
@@ -111,18 +119,16 @@ export class ConsumerHub {
       await this.stop();
       throw kafkaError(`joining consumer group ${this.#o.groupId}`, e);
     }
-    // kafkajs stops the consumer for good on a non-retriable error (it restarts it on the others): every
-    // task reading here fails with it, rather than wait for records that will not come.
-    this.#consumer.on(this.#consumer.events.CRASH, (e) => {
-      if (e.payload.restart) return;
-      const id = this.#o.groupInstanceId;
-      const error = kafkaError(
-        `the consumer of group ${this.#o.groupId}${id === undefined ? '' : ` (group.instance.id '${id}')`} stopped`,
-        e.payload.error,
-      );
-      this.#stopped = error;
-      for (const r of this.#readers.values()) r.fail(error);
-    });
+    const id = this.#o.groupInstanceId;
+    onConsumerStopped(
+      this.#consumer,
+      `the consumer of group ${this.#o.groupId}${id === undefined ? '' : ` (group.instance.id '${id}')`} stopped`,
+      (error) => {
+        this.#stopped = error;
+        for (const r of this.#readers.values()) r.fail(error);
+        onStopped?.(error);
+      },
+    );
     this.#consumer.on(this.#consumer.events.REBALANCING, () => {
       this.#rebalancing = true;
     });

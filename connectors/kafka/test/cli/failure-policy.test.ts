@@ -23,6 +23,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -223,6 +224,20 @@ describe('failure policy (kstate run)', () => {
       p.lines.slice(-20).join('\n'),
     );
     assert.equal(lines.filter((l) => l.msg === 'job failed').length, 1);
+  });
+
+  test('with --workers 2 and httpPort 0: refused (78) before any worker is forked', async () => {
+    const t = await setup('policy workers port', { KSTATE_HTTP_PORT: '0' });
+    const p = start(t.env, ['--workers', '2']);
+    assert.equal(await exitWithin(p, 60_000), 78, p.lines.slice(-20).join('\n'));
+    // Everything written to its output, also by workers it forked (they share its stdio): the streams
+    // close once every process holding them ended.
+    if (p.child.stdout?.readableEnded !== true || p.child.stderr?.readableEnded !== true)
+      await once(p.child, 'close');
+    const out = p.lines.join('\n');
+    assert.match(out, /httpPort 0 with several workers: the primary needs a port for \/metrics/);
+    // Before the fix the two workers were forked first, then died on their closed channel.
+    assert.doesNotMatch(out, /EPIPE|ERR_IPC_CHANNEL_CLOSED|"role":"worker"|"worker":\d/);
   });
 
   test('a wrong --from-savepoint (one task has none; a file of it corrupt): exit at once, 69 and 65, nothing committed', async () => {

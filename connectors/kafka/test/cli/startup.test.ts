@@ -9,7 +9,7 @@ import type { Admin } from '../../internal/kafkajs.ts';
 import { startBroker } from '../../local/broker.ts';
 import { checkpointStorage, countJob, type Out } from '../jobs/count-job.ts';
 import { produceInput, readCommitted, verifyCounts } from '../support/eos-helpers.ts';
-import { brokersFromEnv, kafkaClient } from '../support/kafka.ts';
+import { brokersFromEnv, kafkaClient, withTimeout } from '../support/kafka.ts';
 import { names } from '../support/names.ts';
 
 describe('bad configuration and an unreachable broker', () => {
@@ -55,6 +55,35 @@ describe('bad configuration and an unreachable broker', () => {
         /transactionTimeoutMs 120000 must exceed checkpoints.intervalMs \+ checkpoints.timeoutMs = 201000/,
       ),
     );
+  });
+
+  test('a session timeout the brokers refuse fails the job with one clear error, not an idle job', async () => {
+    // The brokers refuse a join whose session timeout exceeds group.max.session.timeout.ms (30 min by
+    // default): kafkajs then stops its consumer for good, and before the fix the job sat idle with no
+    // error and no task.
+    const n = names('session timeout');
+    const input = n.topic('in');
+    const output = n.topic('out');
+    await admin.createTopics({
+      topics: [
+        { topic: input, numPartitions: 2 },
+        { topic: output, numPartitions: 2 },
+      ],
+      waitForLeaders: true,
+    });
+    const running = await runKafkaJob(countJob({ jobId: n.group('job'), input, output }), {
+      connection: { brokers: brokersFromEnv() },
+      storage: checkpointStorage(join(dir, 'session')),
+      consumer: { sessionTimeoutMs: 31 * 60_000 },
+    });
+    try {
+      await assert.rejects(
+        withTimeout(running.done, 60_000, () => 'the job did not fail'),
+        invalid(/consumer of group .* stopped: .*session timeout .* group\.max\.session\.timeout\.ms/),
+      );
+    } finally {
+      await running.stop();
+    }
   });
 
   test('a broker that does not answer is one clear error at start', async () => {
