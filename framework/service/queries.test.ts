@@ -11,7 +11,7 @@ import { HeapKeyedStateBackend } from '../state/backends/heap/heap.ts';
 import { CollectingSink } from '../testing/sinks.ts';
 import { TestSource } from '../testing/sources.ts';
 import { StateQueries } from './queries.ts';
-import { queryRoutes } from './query-http.ts';
+import { forwardUrl, queryRoutes } from './query-http.ts';
 import { StateQueryRegistry } from './query-registry.ts';
 import { localRouting, type QueryRouting } from './query-routing.ts';
 
@@ -295,4 +295,16 @@ describe('routing', () => {
     const post = await routes['/query/keys']({ method: 'POST', query: new URLSearchParams() });
     assert.equal(post.status, 405);
   });
+});
+
+test('a forwarded query goes to the endpoint with its scheme: plain host:port is HTTP, https:// stays', () => {
+  const q = { operator: 'prices', state: 'prices', key: 'p 1' };
+  assert.equal(
+    forwardUrl('127.0.0.1:9464', 'query', q, 'member-1'),
+    'http://127.0.0.1:9464/query?operator=prices&state=prices&key=p+1&owner=member-1',
+  );
+  assert.equal(
+    forwardUrl('https://[::1]:9464', 'keys', q, 'member-2'),
+    'https://[::1]:9464/query/keys?operator=prices&state=prices&key=p+1&owner=member-2',
+  );
 });

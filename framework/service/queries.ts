@@ -43,7 +43,7 @@ export interface StateQueriesOptions {
   readonly retryMs?: number;
   /** How this instance calls another one: GET `url`, JSON answer. Default `fetch`. */
   readonly forward?: (url: string) => Promise<QueryAnswer>;
-  /** This instance's query endpoint (`host:port`), named in every answer as `servedBy`. */
+  /** This instance's query endpoint (`host:port`, `https://host:port` with TLS), named in every answer as `servedBy`. */
   readonly self?: string;
 }
 

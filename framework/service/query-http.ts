@@ -194,7 +194,11 @@ export async function fetchAnswer(url: string): Promise<QueryAnswer> {
   return { status: res.status, body };
 }
 
-/** The URL of `q` sent to `endpoint` (`host:port`) for `owner`. */
+/**
+ * The URL of `q` sent to `endpoint` for `owner`. An endpoint is `host:port` (plain HTTP) or
+ * `https://host:port` (an instance that serves TLS advertises its scheme); the forwarding instance
+ * must then trust the other's certificate (a public CA, or `NODE_EXTRA_CA_CERTS`: docs/queries.md).
+ */
 export function forwardUrl(
   endpoint: string,
   path: 'query' | 'keys',
@@ -204,5 +208,7 @@ export function forwardUrl(
   const params = new URLSearchParams();
   for (const [k, v] of Object.entries(q)) if (v !== undefined && k !== 'owner') params.set(k, String(v));
   params.set('owner', owner);
-  return `http://${endpoint}/${path === 'query' ? 'query' : 'query/keys'}?${params}`;
+  const base =
+    endpoint.startsWith('https://') || endpoint.startsWith('http://') ? endpoint : `http://${endpoint}`;
+  return `${base}/${path === 'query' ? 'query' : 'query/keys'}?${params}`;
 }

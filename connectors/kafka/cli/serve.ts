@@ -140,10 +140,12 @@ export async function serve(
       onError: (e, path) => log.error({ path, ...codesOf(e), err: String(e) }, 'http request failed'),
     });
     // Where other instances forward queries: the advertised host, else the bound address (this
-    // machine's name when bound to every interface, which is no address to connect to).
+    // machine's name when bound to every interface, which is no address to connect to); with the
+    // scheme when it is TLS, so that they do not speak plain HTTP to it.
     const wildcard = http.host === '0.0.0.0' || http.host === '::';
     const advertised = config.advertisedHost ?? (wildcard ? hostname() : http.host);
-    endpoint = `${advertised.includes(':') ? `[${advertised}]` : advertised}:${http.port}`;
+    const scheme = http.url.startsWith('https:') ? 'https://' : '';
+    endpoint = `${scheme}${advertised.includes(':') ? `[${advertised}]` : advertised}:${http.port}`;
     log.info(
       { url: http.url, actions: admin === undefined ? 'off' : 'on' },
       'http endpoints: /metrics /livez /readyz /status /query /query/keys; actions: POST /savepoint',

@@ -8,12 +8,14 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { get as httpsGet } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { NO_OPENSSL, selfSignedFiles } from '../../../../framework/testing/index.ts';
 import { brokersFromEnv, eventually, kafkaClient } from '../support/kafka.ts';
 import { names } from '../support/names.ts';
 
@@ -39,15 +41,45 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+/** The certificate the TLS instances serve, which this process trusts for `https://` URLs. */
+let tlsCa: string | undefined;
+
 async function get(
   url: string,
 ): Promise<{ status: number; body: Record<string, unknown>; retryAfter: string | null }> {
+  if (url.startsWith('https://')) return getTls(url);
   const res = await fetch(url, { signal: AbortSignal.timeout(10_000) });
   return {
     status: res.status,
     body: (await res.json()) as Record<string, unknown>,
     retryAfter: res.headers.get('retry-after'),
   };
+}
+
+/** `get` over HTTPS, trusting `tlsCa` (fetch takes no CA of its own). */
+function getTls(
+  url: string,
+): Promise<{ status: number; body: Record<string, unknown>; retryAfter: string | null }> {
+  return new Promise((resolve, reject) => {
+    const req = httpsGet(url, { ca: tlsCa, timeout: 10_000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        try {
+          resolve({
+            status: res.statusCode ?? 0,
+            body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>,
+            retryAfter: (res.headers['retry-after'] as string | undefined) ?? null,
+          });
+        } catch (e) {
+          reject(e);
+        }
+      });
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer from ${url} within 10 s`)));
+    req.on('error', reject);
+  });
 }
 
 /** Brute force: the greatest time <= t. */
@@ -115,7 +147,10 @@ describe('interactive queries over two instances', { timeout: 240_000 }, () => {
   const model: Model = new Map();
   const counts = new Map<string, number>();
 
-  const start = async (label: string): Promise<Instance> => {
+  const start = async (
+    label: string,
+    o: { jobId?: string; tls?: { cert: string; key: string } } = {},
+  ): Promise<Instance> => {
     const port = await freePort();
     const child = spawn(process.execPath, [CLI, 'run', JOB], {
       env: {
@@ -128,8 +163,16 @@ describe('interactive queries over two instances', { timeout: 240_000 }, () => {
         KSTATE_HTTP_PORT: String(port),
         // Instance b binds every interface and advertises the loopback address for forwarding.
         ...(label === 'b' ? { KSTATE_HTTP_HOST: '0.0.0.0', KSTATE_ADVERTISED_HOST: '127.0.0.1' } : {}),
+        ...(o.tls === undefined
+          ? {}
+          : {
+              KSTATE_HTTP_TLS_CERT: o.tls.cert,
+              KSTATE_HTTP_TLS_KEY: o.tls.key,
+              // The instances serve one self-signed certificate, which each trusts when it forwards.
+              NODE_EXTRA_CA_CERTS: o.tls.cert,
+            }),
         KSTATE_LOG_LEVEL: 'warn',
-        PRICES_JOB_ID: jobId,
+        PRICES_JOB_ID: o.jobId ?? jobId,
         PRICES_INPUT: input,
         PRICES_OUTPUT: output,
       },
@@ -138,7 +181,7 @@ describe('interactive queries over two instances', { timeout: 240_000 }, () => {
     const out: string[] = [];
     child.stdout!.on('data', (d: Buffer) => out.push(d.toString()));
     child.stderr!.on('data', (d: Buffer) => out.push(d.toString()));
-    const inst = { child, url: `http://127.0.0.1:${port}`, out };
+    const inst = { child, url: `${o.tls === undefined ? 'http' : 'https'}://127.0.0.1:${port}`, out };
     instances.push(inst);
     return inst;
   };
@@ -281,5 +324,36 @@ describe('interactive queries over two instances', { timeout: 240_000 }, () => {
       'the survivor answers everything itself',
     );
     console.log(`503 answers while the group noticed the kill: ${unavailable}`);
+  });
+  test('over HTTPS: an instance forwards to the other over HTTPS, and answers every key', async (t) => {
+    const files = selfSignedFiles(dir, 'tls');
+    if (files === undefined) return t.skip(NO_OPENSSL);
+    tlsCa = readFileSync(files.cert, 'utf8');
+    // A job of its own (its own group) over the same input.
+    const tlsJob = `${jobId}-tls`;
+    const c = await start('c', { jobId: tlsJob, tls: files });
+    const d = await start('d', { jobId: tlsJob, tls: files });
+    const servedBy = new Map<string, number>();
+    let last = '';
+    for (const inst of [c, d]) {
+      await eventually(
+        async () => {
+          servedBy.clear();
+          const why = await checkAll(inst.url, model, counts, servedBy).catch((e: Error) => `${e.message}`);
+          if (why === undefined && servedBy.size === 2) return true;
+          last = why ?? `every key was served by ${[...servedBy.keys()].join(', ')} alone`;
+          return undefined;
+        },
+        90_000,
+        () =>
+          `instance ${inst.url} never answered every key right (${last}):\n${inst.out.join('').slice(-3000)}`,
+      );
+      // Half the keys were forwarded to the other instance, over HTTPS (endpoints advertise it).
+      assert.deepEqual(
+        [...servedBy.keys()].sort(),
+        [c.url, d.url].sort(),
+        `answers came from ${[...servedBy.keys()].join(', ')}`,
+      );
+    }
   });
 });
