@@ -28,13 +28,15 @@ export interface SavepointRouteOptions {
   readonly onFailed?: (name: string, e: unknown) => void;
 }
 
-const json = (status: number, value: unknown, headers?: Record<string, string>): ServiceAnswer => ({
+/** A JSON answer (the savepoint routes' form: savepoint-workers.ts answers alike). */
+export const json = (status: number, value: unknown, headers?: Record<string, string>): ServiceAnswer => ({
   status,
   type: 'application/json; charset=utf-8',
   body: `${JSON.stringify(value)}\n`,
   ...(headers ? { headers } : {}),
 });
-const unavailable = (error: string, code?: string) =>
+/** 503 with `Retry-After`: ask again. */
+export const unavailable = (error: string, code?: string) =>
   json(503, { error, ...(code ? { code } : {}) }, { 'retry-after': '5' });
 
 export function savepointRoute(o: SavepointRouteOptions): ServiceRoute {

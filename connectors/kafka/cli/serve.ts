@@ -30,6 +30,7 @@ import type { ServiceConfig } from './config.ts';
 import { actionFor, EXIT, exitCodeFor } from './exit-codes.ts';
 import { adminAccess, tlsFiles } from './http-access.ts';
 import { savepointRoute } from './savepoint-route.ts';
+import { answerSavepointRequests, workersSavepointRoute } from './savepoint-workers.ts';
 import { ShutdownSignals } from './signals.ts';
 import { STATUS_HTML, StatusBoard } from './status.ts';
 import { answerStatusRequests, workerStatusRoutes } from './status-workers.ts';
@@ -118,6 +119,9 @@ export async function serve(
       onFailed: (name, e) => log.warn({ savepoint: name, ...codesOf(e), err: String(e) }, 'savepoint failed'),
     }),
   };
+  // Under --workers the primary serves /savepoint and asks each worker to take it (savepoint-workers.ts);
+  // a worker still starting answers through its route (503), one without tasks adds none.
+  answerSavepointRequests(actions['/savepoint']!, () => running === undefined || running.tasks().length > 0);
   // Not ready while no broker has answered for brokerLossTimeoutMs (set once the job has started).
   let brokers: BrokerWatch | undefined;
   const ready = () => {
@@ -497,6 +501,7 @@ export async function servePrimary(
     () => tell('force'),
   );
   const tls = tlsFiles(config);
+  const admin = adminAccess(config);
   const http = await startServiceHttp({
     port: config.httpPort,
     host: config.httpHost,
@@ -504,6 +509,10 @@ export async function servePrimary(
     metrics: clusterMetrics(),
     // /status and /status.json over every worker's tasks (status-workers.ts).
     routes: workerStatusRoutes(workers),
+    // POST /savepoint of every worker's tasks; an action, as without workers.
+    actions: { '/savepoint': workersSavepointRoute(config.checkpointTimeoutMs + 10_000) },
+    ...(admin === undefined ? {} : { admin }),
+    ...(config.advertisedHost === undefined ? {} : { advertisedHost: config.advertisedHost }),
     ready: () => {
       const states = [...ready.values()];
       const all = states.length === workers && states.every((s) => s.ready);
@@ -515,7 +524,7 @@ export async function servePrimary(
       };
     },
   });
-  log.info({ url: http.url, workers }, 'primary serving /metrics and /status for all workers');
+  log.info({ url: http.url, workers }, 'primary serving /metrics, /status and POST /savepoint for all workers');
 }
 
 /**

@@ -144,12 +144,15 @@ describe('the HTTP surface of kstate run: actions, token, Origin and Host, TLS',
     return { env, port, checkpoints, stem: n.stem };
   }
 
-  function start(env: Record<string, string>): {
+  function start(
+    env: Record<string, string>,
+    args: string[] = [],
+  ): {
     child: ChildProcess;
     out: string[];
     exit: Promise<number | null>;
   } {
-    const child = spawn(process.execPath, [CLI, 'run', ORDERS], {
+    const child = spawn(process.execPath, [CLI, 'run', ORDERS, ...args], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -265,6 +268,47 @@ describe('the HTTP surface of kstate run: actions, token, Origin and Host, TLS',
       const rows = listed.stdout.split('\n').slice(1); // after the header
       const savepoints = new Set(rows.map((l) => l.split('\t')[5]).filter(Boolean));
       assert.deepEqual([...savepoints].sort(), ['sp1', 'sp2']);
+    } finally {
+      await stop(s);
+    }
+  });
+
+  test('with --workers 2: the primary takes the savepoint of every task in both workers (kstate savepoint), once', async () => {
+    const t = await service('http workers');
+    const env = { ...t.env, KSTATE_ADMIN_TOKEN: TOKEN };
+    const s = start(env, ['--workers', '2']);
+    try {
+      const base = `http://127.0.0.1:${t.port}`;
+      const host = `127.0.0.1:${t.port}`;
+      await ready(base);
+      // Ready when every worker is; each of the two partitions' tasks runs in one of them.
+      const status = await until('both tasks running', 90_000, async () => {
+        const j = JSON.parse((await send(`${base}/status.json`)).body) as {
+          tasks: { taskId: string; state: string; owner: { pid: number } }[];
+        };
+        // Two running tasks in two different workers (the group gives each member one partition).
+        const pids = new Set(j.tasks.map((x) => x.owner.pid));
+        return j.tasks.length === 2 && pids.size === 2 && j.tasks.every((x) => x.state === 'running')
+          ? j
+          : undefined;
+      });
+      const taken = await cli(['savepoint', 'spw', '--port', String(t.port)], env);
+      assert.equal(taken.code, 0, `${taken.stdout}${taken.stderr}`);
+      const body = JSON.parse(taken.stdout) as { savepoint: string; tasks: string[] };
+      assert.equal(body.savepoint, 'spw');
+      assert.deepEqual(body.tasks.sort(), status.tasks.map((x) => x.taskId).sort());
+      const again = await send(`${base}/savepoint?name=spw`, {
+        method: 'POST',
+        headers: { host, authorization: `Bearer ${TOKEN}` },
+      });
+      assert.equal(again.status, 409, again.body);
+      assert.match(JSON.parse(again.body).error, /savepoint 'spw' exists already/);
+      const noToken = await send(`${base}/savepoint?name=spx`, { method: 'POST', headers: { host } });
+      assert.equal(noToken.status, 401, noToken.body);
+      const listed = await cli(['checkpoints', t.env.ORDERS_JOB_ID!], t.env);
+      const rows = listed.stdout.split('\n').slice(1);
+      const withSavepoint = rows.filter((l) => l.split('\t')[5] === 'spw').map((l) => l.split('\t')[0]);
+      assert.equal(withSavepoint.length, 2, listed.stdout);
     } finally {
       await stop(s);
     }
