@@ -258,8 +258,11 @@ async function run(
   fromSavepoint: string | undefined,
   signals: ShutdownSignals,
 ): Promise<void> {
-  const { serve, servePrimary } = await import('./serve.ts');
-  if (workers > 1 && cluster.isPrimary) return servePrimary(workers, config, signals);
+  if (workers > 1 && cluster.isPrimary) {
+    const { servePrimary } = await import('./serve-primary.ts');
+    return servePrimary(workers, config, signals);
+  }
+  const { serve } = await import('./serve.ts');
   const { loadJobModule } = await import('./job-module.ts');
   const job = await loadJobModule(modulePath, config);
   await serve(

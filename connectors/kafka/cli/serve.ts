@@ -1,10 +1,9 @@
-import cluster, { type Worker } from 'node:cluster';
+import cluster from 'node:cluster';
 import { rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
 import {
-  clusterMetrics,
   combineListeners,
   createPrometheusMetrics,
   failureClass,
@@ -12,7 +11,6 @@ import {
   type JobListener,
   LevelKeyedStateBackend,
   levelBackend,
-  type Metrics,
   queryRoutes,
   type ServiceHttp,
   type ServiceRoute,
@@ -24,16 +22,17 @@ import {
   startServiceHttp,
 } from '../../../framework/index.ts';
 import { BrokerWatch } from '../broker-watch.ts';
-import { type KafkaEventMap, kafkaEvents } from '../events.ts';
 import { type KafkaRunningJob, runKafkaJob } from '../run-kafka-job.ts';
 import type { ServiceConfig } from './config.ts';
 import { actionFor, EXIT, exitCodeFor } from './exit-codes.ts';
 import { adminAccess, tlsFiles } from './http-access.ts';
+import { kafkaMetricsOf } from './kafka-metrics.ts';
 import { savepointRoute } from './savepoint-route.ts';
-import { answerSavepointRequests, workersSavepointRoute } from './savepoint-workers.ts';
+import { answerSavepointRequests } from './savepoint-workers.ts';
+import { workerInstanceId } from './serve-primary.ts';
 import { ShutdownSignals } from './signals.ts';
 import { STATUS_HTML, StatusBoard } from './status.ts';
-import { answerStatusRequests, workerStatusRoutes } from './status-workers.ts';
+import { answerStatusRequests } from './status-workers.ts';
 import { openCheckpointStorage } from './storage.ts';
 
 /**
@@ -399,209 +398,5 @@ function codesOf(e: unknown): { code?: string; cause?: string } {
   return {
     ...(codes[0] === undefined ? {} : { code: codes[0] }),
     ...(codes[1] === undefined ? {} : { cause: codes[1] }),
-  };
-}
-
-/** The environment variable that tells a worker its slot (0 .. workers-1). */
-const WORKER_SLOT_ENV = 'KSTATE_WORKER_SLOT';
-
-/** The instance id of this process: `id` itself, or `id-<slot>` in a worker of --workers. */
-function workerInstanceId(id: string): string {
-  const slot = cluster.isWorker ? process.env[WORKER_SLOT_ENV] : undefined;
-  return slot === undefined ? id : `${id}-${slot}`;
-}
-
-/**
- * Several workers in one process: the primary forks `workers` copies of this command (each a
- * member of the consumer group) and serves one /metrics merging theirs, /readyz (ready when every
- * worker is), /livez. A signal is passed on to the workers as a message (they stop gracefully; a second
- * one stops them at once), so that a signal sent to the whole process group counts once in a worker.
- */
-export async function servePrimary(
-  workers: number,
-  config: ServiceConfig,
-  signals: ShutdownSignals = new ShutdownSignals().install(),
-): Promise<void> {
-  const log = pino({ level: config.logLevel, base: { service: 'kstate', role: 'primary' } });
-  if (signals.requested !== undefined) {
-    log.info({ signal: signals.requested }, 'stopped before the workers started');
-    process.exit(EXIT.OK);
-  }
-  // Refused before any worker is forked (a worker forked first would die with its channel closed).
-  if (config.httpPort === 0)
-    throw new StreamError(
-      'CONFIG_INVALID',
-      'httpPort 0 with several workers: the primary needs a port for /metrics',
-    );
-  const ready = new Map<number, { ready: boolean; reason?: string }>();
-  // Each worker has a slot, kept by the worker started in its place, so that a static member
-  // (groupInstanceId) restarted after a crash takes over its own membership.
-  const slots = new Map<number, number>();
-  const fork = (slot: number) => slots.set(cluster.fork({ [WORKER_SLOT_ENV]: String(slot) }).id, slot);
-  for (let i = 0; i < workers; i++) fork(i);
-  /**
-   * A worker's job failed (permanently, or its restart strategy gave up: docs/service.md "Failure
-   * policy"), or its start was refused (a code that is not retriable): no new worker; the service exits
-   * with that worker's exit code (1 when the strategy gave up, else by the error's code).
-   */
-  let failed: { code: string; worker: number; exit?: number } | undefined;
-  cluster.on(
-    'message',
-    (
-      worker,
-      msg: { kstate?: string; ready?: boolean; reason?: string; code?: string; permanent?: boolean },
-    ) => {
-      if (msg?.kstate === 'readiness')
-        ready.set(worker.id, { ready: msg.ready === true, ...(msg.reason ? { reason: msg.reason } : {}) });
-      if (msg?.kstate === 'failed' && failed === undefined) {
-        failed = { code: msg.code ?? 'unknown', worker: worker.id };
-        stopping = true;
-        log.fatal(
-          { worker: worker.id, code: failed.code },
-          msg.permanent === false
-            ? 'job failed in a worker (its restart strategy gave up): stopping the others'
-            : 'job failed permanently in a worker: stopping the others',
-        );
-        tell('stop');
-      }
-    },
-  );
-  let stopping = false;
-  cluster.on('exit', (worker, code, signal) => {
-    // A message sent before the exit ('failed') is read before the worker's channel closes.
-    if (worker.isConnected()) worker.once('disconnect', () => exited(worker, code, signal));
-    else exited(worker, code, signal);
-  });
-  const exited = (worker: Worker, code: number | null, signal: string | null) => {
-    ready.delete(worker.id);
-    if (failed?.worker === worker.id) failed.exit = code ?? EXIT.JOB_FAILED;
-    const slot = slots.get(worker.id) ?? 0;
-    slots.delete(worker.id);
-    if (!stopping) {
-      log.error({ worker: worker.id, code, signal }, 'worker exited; starting a new one');
-      fork(slot);
-    } else if (Object.keys(cluster.workers ?? {}).length === 0) {
-      log.info('all workers stopped');
-      process.exit(failed === undefined ? EXIT.OK : failed.exit || EXIT.JOB_FAILED);
-    }
-  };
-  const tell = (kstate: 'stop' | 'force') => {
-    for (const w of Object.values(cluster.workers ?? {})) if (w?.isConnected()) w.send({ kstate });
-  };
-  // The workers' own deadline comes first; this one bounds a worker that hangs.
-  signals.deadline(config.shutdownTimeoutMs + 10_000, () => {
-    log.warn('shutdown deadline passed: exiting at once');
-    process.exit(EXIT.FORCED);
-  });
-  signals.onStop(
-    () => {
-      stopping = true;
-      tell('stop');
-    },
-    () => tell('force'),
-  );
-  const tls = tlsFiles(config);
-  const admin = adminAccess(config);
-  const http = await startServiceHttp({
-    port: config.httpPort,
-    host: config.httpHost,
-    ...(tls === undefined ? {} : { tls }),
-    metrics: clusterMetrics(),
-    // /status and /status.json over every worker's tasks (status-workers.ts).
-    routes: workerStatusRoutes(workers),
-    // POST /savepoint of every worker's tasks; an action, as without workers.
-    actions: { '/savepoint': workersSavepointRoute(config.checkpointTimeoutMs + 10_000) },
-    ...(admin === undefined ? {} : { admin }),
-    ...(config.advertisedHost === undefined ? {} : { advertisedHost: config.advertisedHost }),
-    ready: () => {
-      const states = [...ready.values()];
-      const all = states.length === workers && states.every((s) => s.ready);
-      return {
-        ready: all,
-        reason: all
-          ? `${workers} workers ready`
-          : `${states.filter((s) => s.ready).length} of ${workers} workers ready`,
-      };
-    },
-  });
-  log.info({ url: http.url, workers }, 'primary serving /metrics, /status and POST /savepoint for all workers');
-}
-
-/**
- * The metrics only a Kafka service has: consumer lag per partition, records out per operator,
- * watermark lag, transactions committed and aborted, records that failed to decode (dead-lettered or
- * skipped), and sampled end-to-end latency.
- */
-function kafkaMetricsOf(metrics: Metrics, jobId: string) {
-  const lag = metrics.gauge({
-    name: 'consumer_lag',
-    help: 'Records between a partition position and its last stable offset',
-    labels: ['job_id', 'topic', 'partition'],
-  });
-  const out = metrics.counter({
-    name: 'records_out_total',
-    help: 'Records emitted, per task and operator',
-    labels: ['job_id', 'task', 'operator'],
-  });
-  const wmLag = metrics.gauge({
-    name: 'watermark_lag_seconds',
-    help: 'Processing time minus the event-time watermark, per task and operator',
-    labels: ['job_id', 'task', 'operator'],
-  });
-  const txns = metrics.counter({
-    name: 'transactions_total',
-    help: 'Kafka transactions of the tasks, by outcome',
-    labels: ['job_id', 'outcome'],
-  });
-  const bad = metrics.counter({
-    name: 'records_undecodable_total',
-    help: 'Input records that failed to decode, by source and policy (dead-letter, skip)',
-    labels: ['job_id', 'source', 'policy'],
-  });
-  const latency = metrics.histogram({
-    name: 'end_to_end_latency_seconds',
-    help: 'Sampled time from a record timestamp to its write by a Kafka sink',
-    labels: ['job_id', 'topic'],
-    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
-  });
-  const seen = new Map<string, number>();
-  const onTxn = (e: KafkaEventMap['transaction'][0]) => {
-    if (e.jobId === jobId) txns.inc({ job_id: jobId, outcome: e.outcome });
-  };
-  const onBad = (e: KafkaEventMap['decode-error'][0]) =>
-    bad.inc({ job_id: jobId, source: e.source, policy: e.policy });
-  const onLatency = (e: KafkaEventMap['latency'][0]) =>
-    latency.observe({ job_id: jobId, topic: e.topic }, e.ms / 1000);
-  kafkaEvents.on('transaction', onTxn);
-  kafkaEvents.on('decode-error', onBad);
-  kafkaEvents.on('latency', onLatency);
-  return {
-    sample(running: KafkaRunningJob) {
-      const now = Date.now();
-      for (const t of running.tasks()) {
-        const task = t.scope.taskId;
-        for (const o of t.recordsOut()) {
-          const key = `${task}|${o.uid}`;
-          const delta = o.records - (seen.get(key) ?? 0);
-          if (delta > 0) out.inc({ job_id: jobId, task, operator: o.uid }, delta);
-          seen.set(key, o.records);
-        }
-        for (const w of t.watermarks()) {
-          if (Number.isFinite(w.watermark))
-            wmLag.set({ job_id: jobId, task, operator: w.uid }, Math.max(0, (now - w.watermark) / 1000));
-        }
-      }
-      running.lag().then(
-        (rows) => {
-          for (const r of rows) lag.set({ job_id: jobId, topic: r.topic, partition: r.partition }, r.lag);
-        },
-        () => {},
-      );
-    },
-    detach() {
-      kafkaEvents.off('transaction', onTxn);
-      kafkaEvents.off('decode-error', onBad);
-      kafkaEvents.off('latency', onLatency);
-    },
   };
 }
