@@ -122,4 +122,63 @@ describe('static group membership', () => {
       );
     }
   });
+  test('two static members: one killed with SIGKILL and started again has its tasks back at once; the other keeps its own throughout; output exactly once, in order', async () => {
+    const { input, output, env } = await setUp('static-pair');
+    const envA = { ...env, GROUP_INSTANCE_ID: `${env.GROUP_INSTANCE_ID}-a` };
+    const envB = { ...env, GROUP_INSTANCE_ID: `${env.GROUP_INSTANCE_ID}-b` };
+    await produceInput(input, TOTAL / 2, 97, 0);
+    const a = startJobProcess(envA);
+    let b = startJobProcess(envB);
+    try {
+      await a.waitFor(/^checkpoint /, 60_000);
+      // The group settles with two tasks in each member: b started two, a holds the other two.
+      const owned = (p: typeof a) => {
+        const live = new Set<string>();
+        for (const l of p.lines) {
+          const m = /^(started|stopped) (\S+)/.exec(l);
+          if (m?.[1] === 'started') live.add(m[2]!);
+          else if (m) live.delete(m[2]!);
+        }
+        return live;
+      };
+      const settled = async () => {
+        for (const end = Date.now() + 2 * SESSION_MS; Date.now() < end; ) {
+          if (owned(a).size === 2 && owned(b).size === 2) return;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        assert.fail(
+          `the group did not settle at 2 + 2 tasks:\na: ${a.lines.slice(-10).join('\n')}\nb: ${b.lines.slice(-10).join('\n')}`,
+        );
+      };
+      await settled();
+      const aTasks = [...owned(a)].sort();
+      const aLinesBefore = a.lines.length;
+      b.child.kill('SIGKILL');
+      await b.exited;
+      const restartedAt = performance.now();
+      b = startJobProcess(envB);
+      await b.waitFor(/^started /, 2 * SESSION_MS);
+      await settled();
+      const waited = performance.now() - restartedAt;
+      assert.ok(
+        waited < SESSION_MS / 2,
+        `b's tasks started ${Math.round(waited)} ms after its restart: it waited for its dead member's session`,
+      );
+      // None of a's tasks stopped or started while b was gone and came back (with or without ids: the
+      // assignor keeps a member's partitions; the ids spare b the wait for its dead member's session).
+      const aMoves = a.lines.slice(aLinesBefore).filter((l) => /^(started|stopped) /.test(l));
+      assert.deepEqual(aMoves, [], 'the surviving static member had its tasks revoked or moved');
+      assert.deepEqual([...owned(a)].sort(), aTasks);
+      await produceInput(input, TOTAL / 2, 97, TOTAL / 2);
+      const out = await readCommittedRecords<Out>(output, TOTAL, 120_000);
+      verifyCountsInOrder(out, TOTAL);
+      console.log(
+        `two static members: b's tasks back ${Math.round(waited)} ms after its restart, a's ${aTasks.length} tasks untouched; ${describeSequences(countSequences(out))}`,
+      );
+    } finally {
+      for (const p of [a, b]) p.child.kill('SIGTERM');
+      for (const p of [a, b])
+        assert.equal(await p.exited, 0, `a run did not stop cleanly:\n${p.lines.slice(-20).join('\n')}`);
+    }
+  });
 });
