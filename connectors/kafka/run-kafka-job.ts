@@ -19,6 +19,7 @@ import { KafkaSink } from './sink/kafka-sink.ts';
 import { BroadcastHub } from './source/broadcast-hub.ts';
 import { ConsumerHub, type HubOptions, type PartitionLag } from './source/hub.ts';
 import { KafkaSource } from './source/kafka-source.ts';
+import { watchTopics } from './source/topic-watch.ts';
 
 export interface KafkaJobOptions extends Omit<JobOptions, 'assignment'> {
   readonly connection: KafkaConnection;
@@ -31,6 +32,12 @@ export interface KafkaJobOptions extends Omit<JobOptions, 'assignment'> {
    * owner.
    */
   readonly queryEndpoint?: string;
+  /**
+   * How often the source topics are checked while the job runs (source/topic-watch.ts): a topic
+   * deleted, or with another partition count than at the start, fails the job (CONFIG_INVALID).
+   * Default 10 000 ms; 0: not checked.
+   */
+  readonly topicCheckMs?: number;
 }
 
 /**
@@ -142,6 +149,7 @@ export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions)
   for (const b of broadcasts) b.bind(broadcastHub!, partitions.get(b.topic)!);
   for (const s of sinks) s.bind(kafka);
 
+  let stopTopicWatch = (): void => {};
   const assignment: AssignmentSource = {
     async start(plan, onChange, onFailed) {
       // Stage -> its Kafka topics; a stage partition is ours when all its topics' partition is.
@@ -165,8 +173,18 @@ export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions)
         });
         chain = chain.then(() => onChange(owned)).catch(() => {});
       }, onFailed);
+      const every = o.topicCheckMs ?? 10_000;
+      if (every > 0)
+        stopTopicWatch = watchTopics({
+          jobId: graph.jobId,
+          admin: hub.admin,
+          expected: partitions,
+          intervalMs: every,
+          onChange: (e) => onFailed?.(e),
+        });
     },
     async stop() {
+      stopTopicWatch();
       await hub.stop();
       await broadcastHub?.stop();
     },

@@ -25,6 +25,17 @@ describe('bad configuration and an unreachable broker', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  /** The count job's input and output topics, two partitions each. */
+  async function inputAndOutput(n: ReturnType<typeof names>): Promise<{ input: string; output: string }> {
+    const input = n.topic('in');
+    const output = n.topic('out');
+    await admin.createTopics({
+      topics: [input, output].map((topic) => ({ topic, numPartitions: 2 })),
+      waitForLeaders: true,
+    });
+    return { input, output };
+  }
+
   const invalid = (pattern: RegExp) => (e: unknown) => {
     assert.ok(isStreamError(e, 'CONFIG_INVALID'), String(e));
     assert.match(e.message, pattern);
@@ -62,15 +73,7 @@ describe('bad configuration and an unreachable broker', () => {
     // default): kafkajs then stops its consumer for good, and before the fix the job sat idle with no
     // error and no task.
     const n = names('session timeout');
-    const input = n.topic('in');
-    const output = n.topic('out');
-    await admin.createTopics({
-      topics: [
-        { topic: input, numPartitions: 2 },
-        { topic: output, numPartitions: 2 },
-      ],
-      waitForLeaders: true,
-    });
+    const { input, output } = await inputAndOutput(n);
     const running = await runKafkaJob(countJob({ jobId: n.group('job'), input, output }), {
       connection: { brokers: brokersFromEnv() },
       storage: checkpointStorage(join(dir, 'session')),
@@ -85,6 +88,37 @@ describe('bad configuration and an unreachable broker', () => {
       await running.stop();
     }
   });
+
+  for (const change of ['deleted', 'given a partition'] as const) {
+    test(`a source topic ${change} while the job runs fails it with one clear error, not an idle job`, async () => {
+      // Before the topic check, the job ran on, ready, its tasks idle (a deleted topic) or never
+      // reading the new partition.
+      const n = names(`topic ${change}`);
+      const { input, output } = await inputAndOutput(n);
+      await produceInput(input, 200, 17);
+      const running = await runKafkaJob(countJob({ jobId: n.group('job'), input, output }), {
+        connection: { brokers: brokersFromEnv() },
+        storage: checkpointStorage(join(dir, n.stem)),
+        checkpoints: { intervalMs: 100 },
+        topicCheckMs: 500,
+      });
+      try {
+        verifyCounts(await readCommitted<Out>(output, 200, 60_000), 200);
+        if (change === 'deleted') await admin.deleteTopics({ topics: [input] });
+        else await admin.createPartitions({ topicPartitions: [{ topic: input, count: 3 }] });
+        await assert.rejects(
+          withTimeout(running.done, 60_000, () => `the job did not fail after its input topic was ${change}`),
+          invalid(
+            change === 'deleted'
+              ? /source topic '.*' was deleted while job '.*' ran: .*create it again \(2 partitions\)/
+              : /source topic '.*' has 3 partitions now; job '.*' started with 2 .*kstate savepoint rescale/,
+          ),
+        );
+      } finally {
+        await running.stop();
+      }
+    });
+  }
 
   test('a broker that does not answer is one clear error at start', async () => {
     const n = names('no broker');

@@ -1,0 +1,77 @@
+import { StreamError } from '../../../framework/index.ts';
+import type { Admin } from '../internal/kafkajs.ts';
+
+/**
+ * What became of the job's source topics since it started (`expected`: topic -> partitions then;
+ * `now`: every topic the brokers list, with its partitions), as the error the job fails with, or
+ * undefined while nothing changed. Pure.
+ *
+ * - A deleted topic: nothing more can be read from it, and kafkajs retries its fetches without a
+ *   word, so the job would run on, ready and idle.
+ * - Another partition count: the job's tasks are one per partition it started with, so records in
+ *   added partitions would never be read (and removed ones cannot be: Kafka does not shrink topics,
+ *   but a topic deleted and created again can have fewer).
+ */
+export function topicChange(
+  jobId: string,
+  expected: ReadonlyMap<string, number>,
+  now: ReadonlyMap<string, number>,
+): StreamError | undefined {
+  for (const [topic, partitions] of expected) {
+    const seen = now.get(topic);
+    if (seen === undefined) {
+      return new StreamError(
+        'CONFIG_INVALID',
+        `source topic '${topic}' was deleted while job '${jobId}' ran: nothing more can be read from it; create it again (${partitions} partitions) or change the job, then start it again`,
+      );
+    }
+    if (seen !== partitions) {
+      return new StreamError(
+        'CONFIG_INVALID',
+        `source topic '${topic}' has ${seen} partitions now; job '${jobId}' started with ${partitions} and runs one task per partition, so ${seen > partitions ? 'the new partitions would never be read' : 'its tasks no longer match the topic'}: stop it with a savepoint, rescale that (kstate savepoint rescale ${jobId} <savepoint> --to ${seen}) and start from the rescaled savepoint`,
+      );
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Checks the source topics every `intervalMs` while the job runs: one Metadata request for all topics
+ * (naming none, so that it never creates one where the brokers auto-create topics), then
+ * `topicChange`. Calls `onChange` once, with the error, and stops. A failed request is let pass (lost
+ * brokers are /readyz's business: broker-watch.ts). Returns the stop function.
+ */
+export function watchTopics(o: {
+  readonly jobId: string;
+  readonly admin: Admin;
+  readonly expected: ReadonlyMap<string, number>;
+  readonly intervalMs: number;
+  readonly onChange: (error: StreamError) => void;
+}): () => void {
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  const check = async (): Promise<void> => {
+    let now: Map<string, number>;
+    try {
+      const meta = await o.admin.fetchTopicMetadata();
+      now = new Map(meta.topics.map((t) => [t.name, t.partitions.length]));
+    } catch {
+      now = new Map(o.expected);
+    }
+    if (stopped) return;
+    const change = topicChange(o.jobId, o.expected, now);
+    if (change !== undefined) {
+      stopped = true;
+      o.onChange(change);
+      return;
+    }
+    timer = setTimeout(() => void check(), o.intervalMs);
+    timer.unref();
+  };
+  timer = setTimeout(() => void check(), o.intervalMs);
+  timer.unref();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}
