@@ -4,8 +4,8 @@ import type { Consumer } from '../internal/kafkajs.ts';
 
 /**
  * Calls `onStopped` once if kafkajs stops `consumer` for good. kafkajs restarts a consumer after a
- * retriable error, but after a non-retriable one (a fenced group.instance.id, an error thrown from
- * eachBatch, an authorization failure) it emits CRASH with `restart: false` and fetches nothing more,
+ * retriable error, but after a non-retriable one (a fenced group.instance.id, a session timeout the
+ * brokers refuse, missing authorization) it emits CRASH with `restart: false` and fetches nothing more,
  * while the process lives on. Whoever reads through such a consumer must fail its tasks then, rather
  * than wait for records that will not come. The error is classified as every Kafka error is
  * (`kafkaError`), its "what failed" being `what`.
