@@ -1,14 +1,14 @@
-import cluster, { type Worker } from 'node:cluster';
-import type { ServiceAnswer, ServiceRoute } from '../../../framework/index.ts';
+import type { ServiceRoute } from '../../../framework/index.ts';
 import { json, unavailable } from './savepoint-route.ts';
+import { answerPrimary, askWorkers } from './worker-ipc.ts';
 
 /**
  * `POST /savepoint` of `kstate run --workers n`: the primary serves it (an action, behind the same
  * admin token as without workers) by asking every worker, over the cluster's IPC channel, to take the
  * savepoint of its tasks with its own route (savepoint-route.ts), and answers for all of them.
  *
- * Protocol: primary -> worker `{ kstate: 'savepoint?', id, name }`; worker -> primary
- * `{ kstate: 'savepoint', id, status, body, tasks }` (its route's answer; `tasks`: whether it runs any).
+ * Over worker-ipc.ts, kind `savepoint`: the request carries `name`; a worker answers its route's
+ * `status` and `body`, and `tasks`: whether it runs any.
  *
  * The answer:
  * - 200 `{"savepoint", "tasks"}` with every worker's tasks, when every worker that runs a task took it;
@@ -18,20 +18,11 @@ import { json, unavailable } from './savepoint-route.ts';
  * - 503 with `Retry-After` when no worker runs a task, or not every worker answered within `timeoutMs`.
  */
 export function answerSavepointRequests(route: ServiceRoute, runsTasks: () => boolean): void {
-  if (!cluster.isWorker) return;
-  process.on('message', (m: unknown) => {
-    const msg = m as { kstate?: unknown; id?: unknown; name?: unknown } | null;
-    if (msg?.kstate !== 'savepoint?' || typeof msg.name !== 'string') return;
-    const id = msg.id;
+  answerPrimary('savepoint', async (request) => {
     const tasks = runsTasks();
-    const answer: Promise<ServiceAnswer> = tasks
-      ? route({ method: 'POST', query: new URLSearchParams({ name: msg.name }) })
-      : Promise.resolve({ status: 200, type: 'application/json', body: '{"tasks":[]}' });
-    void answer.then(
-      (a) => process.send?.({ kstate: 'savepoint', id, status: a.status, body: parse(a.body), tasks }),
-      (e: unknown) =>
-        process.send?.({ kstate: 'savepoint', id, status: 500, body: { error: String(e) }, tasks }),
-    );
+    if (!tasks) return { status: 200, body: { tasks: [] }, tasks };
+    const a = await route({ method: 'POST', query: new URLSearchParams({ name: String(request.name) }) });
+    return { status: a.status, body: parse(a.body), tasks };
   });
 }
 
@@ -41,19 +32,18 @@ interface WorkerAnswer {
   readonly tasks: boolean;
 }
 
-let nextRequest = 0;
-
 export function workersSavepointRoute(timeoutMs: number): ServiceRoute {
   return async ({ query }) => {
     const name = query.get('name') ?? '';
-    const workers = Object.values(cluster.workers ?? {}).filter(
-      (w): w is Worker => w?.isConnected() === true,
+    const { answers, asked } = await askWorkers<WorkerAnswer>('savepoint', { name }, timeoutMs, (a) =>
+      typeof a.status === 'number'
+        ? { status: a.status, body: (a.body ?? {}) as Record<string, unknown>, tasks: a.tasks === true }
+        : typeof a.error === 'string'
+          ? { status: 500, body: { error: a.error }, tasks: true }
+          : undefined,
     );
-    const answers = await ask(workers, name, timeoutMs);
-    if (answers.length < workers.length || workers.length === 0)
-      return unavailable(
-        `${answers.length} of ${workers.length} workers answered: ask again once /readyz is 200`,
-      );
+    if (answers.length < asked || asked === 0)
+      return unavailable(`${answers.length} of ${asked} workers answered: ask again once /readyz is 200`);
     const running = answers.filter((a) => a.tasks);
     if (running.length === 0)
       return unavailable('no task runs on this instance (yet): ask again once /readyz is 200');
@@ -63,27 +53,6 @@ export function workersSavepointRoute(timeoutMs: number): ServiceRoute {
     const headers = refused.status === 503 ? { 'retry-after': '5' } : undefined;
     return json(refused.status, { ...refused.body, ...(tasks.length > 0 ? { taken: tasks } : {}) }, headers);
   };
-}
-
-function ask(workers: readonly Worker[], name: string, timeoutMs: number): Promise<WorkerAnswer[]> {
-  if (workers.length === 0) return Promise.resolve([]);
-  const id = ++nextRequest;
-  const answers = new Map<number, WorkerAnswer>();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      cluster.off('message', onMessage);
-      resolve([...answers.values()]);
-    };
-    const onMessage = (worker: Worker, msg: { kstate?: unknown; id?: unknown } & Partial<WorkerAnswer>) => {
-      if (msg?.kstate !== 'savepoint' || msg.id !== id || typeof msg.status !== 'number') return;
-      answers.set(worker.id, { status: msg.status, body: msg.body ?? {}, tasks: msg.tasks === true });
-      if (answers.size === workers.length) done();
-    };
-    const timer = setTimeout(done, timeoutMs);
-    cluster.on('message', onMessage);
-    for (const w of workers) w.send({ kstate: 'savepoint?', id, name });
-  });
 }
 
 function taskIds(a: WorkerAnswer): string[] {

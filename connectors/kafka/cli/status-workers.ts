@@ -1,49 +1,24 @@
-import cluster, { type Worker } from 'node:cluster';
 import { hostname } from 'node:os';
 import type { ServiceRoute } from '../../../framework/index.ts';
 import { type StatusBoard, type StatusJson, totalsOf } from './status.ts';
 import { STATUS_HTML } from './status-page.ts';
+import { answerPrimary, askWorkers } from './worker-ipc.ts';
 
 /**
  * The status page of `kstate run --workers n`: the primary serves /status and /status.json over
  * every worker's board, asked for over the cluster's IPC channel when the page asks (no messages
- * while nobody looks). Each task row keeps its worker's owner (pid, worker id, member id).
- *
- * Protocol: primary -> worker `{ kstate: 'status?', id }`; worker -> primary
- * `{ kstate: 'status', id, status }` (its StatusBoard's json()). A worker that does not answer within
- * `timeoutMs` is left out, and the page says how many answered.
+ * while nobody looks; worker-ipc.ts, kind `status`: the answer's `status` is the worker's
+ * StatusBoard json()). Each task row keeps its worker's owner (pid, worker id, member id). A worker
+ * that does not answer within `timeoutMs` is left out, and the page says how many answered.
  */
 export function answerStatusRequests(board: StatusBoard): void {
-  if (!cluster.isWorker) return;
-  process.on('message', (m: unknown) => {
-    const msg = m as { kstate?: unknown; id?: unknown } | null;
-    if (msg?.kstate === 'status?') process.send?.({ kstate: 'status', id: msg.id, status: board.json() });
-  });
+  answerPrimary('status', () => ({ status: board.json() }));
 }
 
-let nextRequest = 0;
-
 /** Ask every connected worker for its board; resolves with the answers received within `timeoutMs`. */
-export function askWorkers(timeoutMs = 2000): Promise<StatusJson[]> {
-  const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w?.isConnected() === true);
-  if (workers.length === 0) return Promise.resolve([]);
-  const id = ++nextRequest;
-  const answers = new Map<number, StatusJson>();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      cluster.off('message', onMessage);
-      resolve([...answers.values()]);
-    };
-    const onMessage = (worker: Worker, msg: { kstate?: unknown; id?: unknown; status?: StatusJson }) => {
-      if (msg?.kstate !== 'status' || msg.id !== id || msg.status === undefined) return;
-      answers.set(worker.id, msg.status);
-      if (answers.size === workers.length) done();
-    };
-    const timer = setTimeout(done, timeoutMs);
-    cluster.on('message', onMessage);
-    for (const w of workers) w.send({ kstate: 'status?', id });
-  });
+export async function askWorkersStatus(timeoutMs = 2000): Promise<StatusJson[]> {
+  const { answers } = await askWorkers('status', {}, timeoutMs, (a) => a.status as StatusJson | undefined);
+  return answers;
 }
 
 /** One page over the workers' boards: their tasks, checkpoints, failures and lag together. */
@@ -84,7 +59,7 @@ export function workerStatusRoutes(workers: number): Record<string, ServiceRoute
     '/status.json': async () => ({
       status: 200,
       type: 'application/json',
-      body: JSON.stringify(mergeWorkerStatus(await askWorkers(), workers)),
+      body: JSON.stringify(mergeWorkerStatus(await askWorkersStatus(), workers)),
     }),
   };
 }

@@ -231,29 +231,38 @@ describe('interactive queries over two instances', { timeout: 240_000 }, () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  /**
+   * Waits until `inst` answers every key right, served by two instances (until the second member has
+   * joined and restored, one instance serves every key); returns who served how many.
+   */
+  const answersEveryKeyFromBoth = async (inst: Instance): Promise<Map<string, number>> => {
+    const servedBy = new Map<string, number>();
+    let last = '';
+    await eventually(
+      async () => {
+        servedBy.clear();
+        const why = await checkAll(inst.url, model, counts, servedBy).catch((e: Error) => `${e.message}`);
+        if (why === undefined && servedBy.size === 2) return true;
+        last = why ?? `every key was served by ${[...servedBy.keys()].join(', ')} alone`;
+        return undefined;
+      },
+      90_000,
+      () =>
+        `instance ${inst.url} never answered every key right (${last}):\n${inst.out.join('').slice(-3000)}`,
+    );
+    return servedBy;
+  };
+
   test('either instance answers every key; after one dies the survivor answers all', async () => {
     const a = await start('a');
     const b = await start('b');
-    const servedBy = new Map<string, number>();
-    let last = '';
     // Both members joined and every record processed: every key right from both instances.
     for (const inst of [a, b]) {
-      await eventually(
-        async () => {
-          servedBy.clear();
-          const why = await checkAll(inst.url, model, counts, servedBy).catch((e: Error) => `${e.message}`);
-          // Until the second member has joined and restored, one instance serves every key.
-          if (why === undefined && servedBy.size === 2) return true;
-          last = why ?? `every key was served by ${[...servedBy.keys()].join(', ')} alone`;
-          return undefined;
-        },
-        90_000,
-        () =>
-          `instance ${inst.url} never answered every key right (${last}):\n${inst.out.join('').slice(-3000)}`,
-      );
+      const servedBy = await answersEveryKeyFromBoth(inst);
       // Served by both instances: half the keys were forwarded to the other one.
       assert.equal(servedBy.size, 2, `answers came from ${[...servedBy.keys()].join(', ')}`);
     }
+    const servedBy = new Map<string, number>();
 
     // Bad input.
     const q404 = await get(`${a.url}/query?operator=prices&state=prices&key=nope`);
@@ -333,21 +342,8 @@ describe('interactive queries over two instances', { timeout: 240_000 }, () => {
     const tlsJob = `${jobId}-tls`;
     const c = await start('c', { jobId: tlsJob, tls: files });
     const d = await start('d', { jobId: tlsJob, tls: files });
-    const servedBy = new Map<string, number>();
-    let last = '';
     for (const inst of [c, d]) {
-      await eventually(
-        async () => {
-          servedBy.clear();
-          const why = await checkAll(inst.url, model, counts, servedBy).catch((e: Error) => `${e.message}`);
-          if (why === undefined && servedBy.size === 2) return true;
-          last = why ?? `every key was served by ${[...servedBy.keys()].join(', ')} alone`;
-          return undefined;
-        },
-        90_000,
-        () =>
-          `instance ${inst.url} never answered every key right (${last}):\n${inst.out.join('').slice(-3000)}`,
-      );
+      const servedBy = await answersEveryKeyFromBoth(inst);
       // Half the keys were forwarded to the other instance, over HTTPS (endpoints advertise it).
       assert.deepEqual(
         [...servedBy.keys()].sort(),
