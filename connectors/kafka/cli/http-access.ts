@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { createSecureContext } from 'node:tls';
 import { type AdminAccess, StreamError } from '../../../framework/index.ts';
 import type { ServiceConfig } from './config.ts';
@@ -110,4 +111,19 @@ export function tlsFiles(config: AccessSettings): { cert: Buffer; key: Buffer } 
     );
   }
   return files;
+}
+
+/**
+ * Where other instances forward queries to a server bound at `http`: the advertised host, else the
+ * bound address (this machine's name when bound to every interface, which is no address to connect
+ * to); with the scheme when it is TLS, so that they do not speak plain HTTP to it.
+ */
+export function queryEndpointOf(
+  http: { readonly host: string; readonly port: number; readonly url: string },
+  advertisedHost: string | undefined,
+): string {
+  const wildcard = http.host === '0.0.0.0' || http.host === '::';
+  const advertised = advertisedHost ?? (wildcard ? hostname() : http.host);
+  const scheme = http.url.startsWith('https:') ? 'https://' : '';
+  return `${scheme}${advertised.includes(':') ? `[${advertised}]` : advertised}:${http.port}`;
 }

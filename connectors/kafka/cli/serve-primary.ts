@@ -3,7 +3,8 @@ import pino from 'pino';
 import { clusterMetrics, StreamError, startServiceHttp } from '../../../framework/index.ts';
 import type { ServiceConfig } from './config.ts';
 import { EXIT } from './exit-codes.ts';
-import { adminAccess, tlsFiles } from './http-access.ts';
+import { adminAccess, queryEndpointOf, tlsFiles } from './http-access.ts';
+import { WORKER_QUERY_ENDPOINT_ENV, workersQueryRoutes } from './query-workers.ts';
 import { workersSavepointRoute } from './savepoint-workers.ts';
 import { ShutdownSignals } from './signals.ts';
 import { workerStatusRoutes } from './status-workers.ts';
@@ -11,9 +12,14 @@ import { workerStatusRoutes } from './status-workers.ts';
 /** The environment variable that tells a worker its slot (0 .. workers-1). */
 const WORKER_SLOT_ENV = 'KSTATE_WORKER_SLOT';
 
+/** In a worker of --workers: its slot (0 .. workers-1), else undefined. */
+export function workerSlot(): string | undefined {
+  return cluster.isWorker ? process.env[WORKER_SLOT_ENV] : undefined;
+}
+
 /** The instance id of this process: `id` itself, or `id-<slot>` in a worker of --workers. */
 export function workerInstanceId(id: string): string {
-  const slot = cluster.isWorker ? process.env[WORKER_SLOT_ENV] : undefined;
+  const slot = workerSlot();
   return slot === undefined ? id : `${id}-${slot}`;
 }
 
@@ -43,8 +49,13 @@ export async function servePrimary(
   // Each worker has a slot, kept by the worker started in its place, so that a static member
   // (groupInstanceId) restarted after a crash takes over its own membership.
   const slots = new Map<number, number>();
-  const fork = (slot: number) => slots.set(cluster.fork({ [WORKER_SLOT_ENV]: String(slot) }).id, slot);
-  for (let i = 0; i < workers; i++) fork(i);
+  /** The primary's query endpoint, which the workers advertise (set before the first fork). */
+  let endpoint = '';
+  const fork = (slot: number) =>
+    slots.set(
+      cluster.fork({ [WORKER_SLOT_ENV]: String(slot), [WORKER_QUERY_ENDPOINT_ENV]: endpoint }).id,
+      slot,
+    );
   /**
    * A worker's job failed (permanently, or its restart strategy gave up: docs/service.md "Failure
    * policy"), or its start was refused (a code that is not retriable): no new worker; the service exits
@@ -113,8 +124,9 @@ export async function servePrimary(
     host: config.httpHost,
     ...(tls === undefined ? {} : { tls }),
     metrics: clusterMetrics(),
-    // /status and /status.json over every worker's tasks (status-workers.ts).
-    routes: workerStatusRoutes(workers),
+    // /status and /status.json over every worker's tasks (status-workers.ts); the workers' queries
+    // (query-workers.ts).
+    routes: { ...workerStatusRoutes(workers), ...workersQueryRoutes(15_000) },
     // POST /savepoint of every worker's tasks; an action, as without workers.
     actions: { '/savepoint': workersSavepointRoute(config.checkpointTimeoutMs + 10_000) },
     ...(admin === undefined ? {} : { admin }),
@@ -130,8 +142,16 @@ export async function servePrimary(
       };
     },
   });
+  // The workers start once the port is ours (a port in use is refused before any worker is forked),
+  // and advertise this endpoint for queries.
+  if (stopping) {
+    log.info({ signal: signals.requested }, 'stopped before the workers started');
+    process.exit(EXIT.OK);
+  }
+  endpoint = queryEndpointOf(http, config.advertisedHost);
+  for (let i = 0; i < workers; i++) fork(i);
   log.info(
     { url: http.url, workers },
-    'primary serving /metrics, /status and POST /savepoint for all workers',
+    'primary serving /metrics, /status, /query and POST /savepoint for all workers',
   );
 }

@@ -1,6 +1,5 @@
 import cluster from 'node:cluster';
 import { rm } from 'node:fs/promises';
-import { hostname } from 'node:os';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
 import {
@@ -25,11 +24,12 @@ import { BrokerWatch } from '../broker-watch.ts';
 import { type KafkaRunningJob, runKafkaJob } from '../run-kafka-job.ts';
 import type { ServiceConfig } from './config.ts';
 import { actionFor, EXIT, exitCodeFor } from './exit-codes.ts';
-import { adminAccess, tlsFiles } from './http-access.ts';
+import { adminAccess, queryEndpointOf, tlsFiles } from './http-access.ts';
 import { kafkaMetricsOf } from './kafka-metrics.ts';
+import { answerQueryRequests, workerQueryEndpoint } from './query-workers.ts';
 import { savepointRoute } from './savepoint-route.ts';
 import { answerSavepointRequests } from './savepoint-workers.ts';
-import { workerInstanceId } from './serve-primary.ts';
+import { workerInstanceId, workerSlot } from './serve-primary.ts';
 import { ShutdownSignals } from './signals.ts';
 import { STATUS_HTML, StatusBoard } from './status.ts';
 import { answerStatusRequests } from './status-workers.ts';
@@ -82,7 +82,8 @@ export async function serve(
   let running: KafkaRunningJob | undefined;
   // Interactive queries (docs/queries.md): the tasks' live backends, routed by the group's assignment.
   const registry = new StateQueryRegistry();
-  let endpoint: string | undefined;
+  // Under --workers, the primary's endpoint, where it serves the workers' queries (query-workers.ts).
+  let endpoint: string | undefined = workerQueryEndpoint();
   const queries = new StateQueries({
     jobId: job.jobId,
     plan: () => running?.plan,
@@ -98,6 +99,7 @@ export async function serve(
       return endpoint;
     },
   });
+  answerQueryRequests(queries, workerSlot());
   const routes: Record<string, ServiceRoute> = {
     ...queryRoutes(queries),
     '/status': async () => ({ status: 200, type: 'text/html; charset=utf-8', body: STATUS_HTML }),
@@ -142,13 +144,7 @@ export async function serve(
       ...(tls === undefined ? {} : { tls }),
       onError: (e, path) => log.error({ path, ...codesOf(e), err: String(e) }, 'http request failed'),
     });
-    // Where other instances forward queries: the advertised host, else the bound address (this
-    // machine's name when bound to every interface, which is no address to connect to); with the
-    // scheme when it is TLS, so that they do not speak plain HTTP to it.
-    const wildcard = http.host === '0.0.0.0' || http.host === '::';
-    const advertised = config.advertisedHost ?? (wildcard ? hostname() : http.host);
-    const scheme = http.url.startsWith('https:') ? 'https://' : '';
-    endpoint = `${scheme}${advertised.includes(':') ? `[${advertised}]` : advertised}:${http.port}`;
+    endpoint = queryEndpointOf(http, config.advertisedHost);
     log.info(
       { url: http.url, actions: admin === undefined ? 'off' : 'on' },
       'http endpoints: /metrics /livez /readyz /status /query /query/keys; actions: POST /savepoint',

@@ -2,7 +2,8 @@ import cluster, { type Worker } from 'node:cluster';
 
 /**
  * Requests from the primary of `kstate run --workers n` to its workers, over the cluster's IPC
- * channel, and their answers (the status page, status-workers.ts; savepoints, savepoint-workers.ts).
+ * channel, and their answers (the status page, status-workers.ts; savepoints, savepoint-workers.ts;
+ * interactive queries, query-workers.ts).
  *
  * Protocol: primary -> worker `{ kstate: '<kind>?', id, ...request }`; worker -> primary
  * `{ kstate: '<kind>', id, ...answer }`. Only the workers connected when asked are waited for.
@@ -28,21 +29,29 @@ export function answerPrimary(
 }
 
 let nextRequest = 0;
+let nextOne = 0;
 
 /**
- * Primary side: send `request` of `kind` to every connected worker and collect the answers that
- * `accept` takes (undefined: not one) within `timeoutMs`. `asked`: how many workers were asked.
+ * Primary side: send `request` of `kind` to every connected worker (or, with `one`, to one of them,
+ * taking turns) and collect the answers that `accept` takes (undefined: not one) within `timeoutMs`.
+ * `asked`: how many workers were asked.
  */
 export function askWorkers<A>(
   kind: string,
   request: Record<string, unknown>,
   timeoutMs: number,
   accept: (answer: Record<string, unknown>) => A | undefined,
+  o: { one?: boolean } = {},
 ): Promise<{ answers: A[]; asked: number }> {
-  const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w?.isConnected() === true);
+  const connected = Object.values(cluster.workers ?? {}).filter(
+    (w): w is Worker => w?.isConnected() === true,
+  );
+  const workers =
+    o.one === true && connected.length > 0 ? [connected[nextOne++ % connected.length]!] : connected;
   if (workers.length === 0) return Promise.resolve({ answers: [], asked: 0 });
   const id = ++nextRequest;
   const answers = new Map<number, A>();
+  const asked = new Set(workers.map((w) => w.id));
   return new Promise((resolve) => {
     const done = () => {
       clearTimeout(timer);
@@ -53,7 +62,7 @@ export function askWorkers<A>(
       worker: Worker,
       msg: ({ kstate?: unknown; id?: unknown } & Record<string, unknown>) | null,
     ) => {
-      if (msg?.kstate !== kind || msg.id !== id) return;
+      if (msg?.kstate !== kind || msg.id !== id || !asked.has(worker.id)) return;
       const a = accept(msg);
       if (a === undefined) return;
       answers.set(worker.id, a);

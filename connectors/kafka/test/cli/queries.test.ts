@@ -102,6 +102,7 @@ async function checkAll(
   model: Model,
   counts: Map<string, number>,
   servedBy: Map<string, number>,
+  byWorker?: Map<string, number>,
 ) {
   for (const [k, m] of model) {
     const q = `${base}/query?operator=prices&state=prices&key=${encodeURIComponent(k)}`;
@@ -115,6 +116,8 @@ async function checkAll(
     assert.equal(latest.status, 200, JSON.stringify(latest.body));
     assert.deepEqual(latest.body.version, { time: last, value: m.get(last) }, `latest of ${k}`);
     servedBy.set(String(latest.body.servedBy), (servedBy.get(String(latest.body.servedBy)) ?? 0) + 1);
+    if (byWorker)
+      byWorker.set(String(latest.body.worker), (byWorker.get(String(latest.body.worker)) ?? 0) + 1);
     for (const t of PROBES) {
       const a = await get(`${q}&at=${t}`);
       const want = asOf(m, t);
@@ -149,10 +152,10 @@ describe('interactive queries over two instances', { timeout: 240_000 }, () => {
 
   const start = async (
     label: string,
-    o: { jobId?: string; tls?: { cert: string; key: string } } = {},
+    o: { jobId?: string; tls?: { cert: string; key: string }; args?: readonly string[] } = {},
   ): Promise<Instance> => {
     const port = await freePort();
-    const child = spawn(process.execPath, [CLI, 'run', JOB], {
+    const child = spawn(process.execPath, [CLI, 'run', JOB, ...(o.args ?? [])], {
       env: {
         ...process.env,
         KSTATE_BROKERS: brokersFromEnv().join(','),
@@ -333,6 +336,40 @@ describe('interactive queries over two instances', { timeout: 240_000 }, () => {
       'the survivor answers everything itself',
     );
     console.log(`503 answers while the group noticed the kill: ${unavailable}`);
+  });
+  test('under --workers the primary answers every key, from the worker that owns it', async () => {
+    // A job of its own (its own group) over the same input, in one process with two workers: the
+    // workers run no HTTP server, the primary serves their queries (query-workers.ts).
+    const w = await start('w', { jobId: `${jobId}-workers`, args: ['--workers', '2'] });
+    const byWorker = new Map<string, number>();
+    let last = '';
+    await eventually(
+      async () => {
+        byWorker.clear();
+        const why = await checkAll(w.url, model, counts, new Map(), byWorker).catch(
+          (e: Error) => `${e.message}`,
+        );
+        if (why === undefined && byWorker.size === 2) return true;
+        last = why ?? `every key was served by worker ${[...byWorker.keys()].join(', ')} alone`;
+        return undefined;
+      },
+      120_000,
+      () => `the primary never answered every key right (${last}):\n${w.out.join('').slice(-3000)}`,
+    );
+    assert.deepEqual([...byWorker.keys()].sort(), ['0', '1'], 'answered by both workers');
+    // A key range over every partition, gathered from both workers.
+    const range = await get(`${w.url}/query/keys?operator=prices&state=prices&fromKey=p&toKey=q&limit=100`);
+    assert.equal(range.status, 200, JSON.stringify(range.body));
+    assert.deepEqual(
+      (range.body.rows as { keyId: string }[]).map((r) => r.keyId),
+      [...model.keys()].filter((k) => k >= 'p' && k < 'q').sort(),
+    );
+    // Bad input gets the same answers as from one instance.
+    const q404 = await get(`${w.url}/query?operator=prices&state=prices&key=nope`);
+    assert.equal(q404.status, 404, JSON.stringify(q404.body));
+    assert.match(String(q404.body.error), /no value for key "nope"/);
+    const bad = await get(`${w.url}/query?operator=prices&state=prices&key=p1&at=yesterday`);
+    assert.equal(bad.status, 400, JSON.stringify(bad.body));
   });
   test('over HTTPS: an instance forwards to the other over HTTPS, and answers every key', async (t) => {
     const files = selfSignedFiles(dir, 'tls');
