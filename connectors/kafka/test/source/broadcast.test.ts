@@ -62,7 +62,7 @@ describe('broadcast Kafka source', () => {
       ],
       waitForLeaders: true,
     });
-    const producer = kafkaClient('broadcast-rules').producer();
+    const producer = kafkaClient('broadcast-rules').producer({ idempotent: true, maxInFlightRequests: 1 });
     await producer.connect();
     const publish = (r: Rule, partition: number) =>
       sendWhenReady(() =>

@@ -17,7 +17,7 @@ test('a partition resumed during the consumer idle sleep is fetched without wait
   const kafka = kafkaClient('fetch-wake');
   const topic = uniqueName('fetch-wake');
   const admin = kafka.admin();
-  const producer = kafka.producer();
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
   const consumer = kafka.consumer(
     quickConsumer(uniqueName('fetch-wake-group'), { maxWaitTimeInMs: IDLE_WAIT_MS }),
   );
