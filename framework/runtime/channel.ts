@@ -35,7 +35,10 @@ class Marker {
   }
 }
 
-type Queued = SourceRecord<unknown> | InflightRecord | Marker;
+/** A record in the queue: as its reader gave it, or replayed from channel state. */
+export type QueuedRecord = SourceRecord<unknown> | InflightRecord;
+
+type Queued = QueuedRecord | Marker;
 
 /** The record element `take` hands out: one per channel, filled anew by each take. */
 interface RecordSlot {
@@ -170,6 +173,38 @@ export class InputChannel {
     const e = this.#element(q);
     if (!this.#waiting && this.#reader !== undefined && this.length * 2 <= this.capacity) this.#fill(false);
     return e;
+  }
+
+  /**
+   * Hands the records at the head to `each`, up to `max` and up to the next barrier or end, and
+   * returns how many: 0 when a marker (or nothing) is at the head, which `take` hands out. A record is
+   * the queued one itself, valid during the call only. What `take` does per element is done once per
+   * run: the queue is compacted, and once down to half its capacity the reader is asked for more. A
+   * record whose `each` throws counts as taken, as with `take`.
+   */
+  takeRecords(max: number, each: (record: QueuedRecord, channel: InputChannel) => void): number {
+    const q = this.#queue;
+    const start = this.#head;
+    const end = Math.min(q.length, start + max);
+    let i = start;
+    try {
+      while (i < end) {
+        const r = q[i]!;
+        if (r instanceof Marker) break;
+        q[i++] = undefined as unknown as Queued;
+        each(r, this);
+      }
+    } finally {
+      this.#head = i;
+      this.#taken += i - start;
+      if (i > 1024 && i * 2 > this.#queue.length) {
+        this.#queue = this.#queue.slice(i);
+        this.#head = 0;
+      }
+      if (i > start && !this.#waiting && this.#reader !== undefined && this.length * 2 <= this.capacity)
+        this.#fill(false);
+    }
+    return i - start;
   }
 
   /**

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { CheckpointMetadata, Scope } from '../checkpoint/storage/storage.ts';
 import type { KeyedStateBackend } from '../state/backend.ts';
-import type { InputChannel } from './channel.ts';
+import type { InputChannel, QueuedRecord } from './channel.ts';
 import { Checkpointer, type CheckpointMail } from './checkpointer.ts';
 import { sourceFailure, TaskInputs } from './inputs.ts';
 import { Mailbox } from './mailbox.ts';
@@ -64,6 +64,8 @@ export class Task {
   #closing: Promise<void> = Promise.resolve();
   #operatorsAborted = false;
   #backendClosed = false;
+  /** The loop's clock reading for the round under way (records' processing time). */
+  #now = 0;
   /** Records taken from channels so far (for tests and metrics). */
   recordsIn = 0;
 
@@ -242,6 +244,7 @@ export class Task {
         continue;
       }
       const now = this.#o.clock.now();
+      this.#now = now;
       if (cp.holdsInput) {
         // A synchronous checkpoint (or the final one): processing waits until it settled.
         await this.#mailbox.wait();
@@ -269,7 +272,14 @@ export class Task {
         const c = channels[(rr + k) % n]!;
         let took = 0;
         while (took < ROUND_BATCH && c.available && !cp.holdsInput) {
-          this.#handle(c, now);
+          const records = c.takeRecords(ROUND_BATCH - took, this.#onRecord);
+          if (records > 0) {
+            took += records;
+            this.recordsIn += records;
+            this.#activity += records;
+            continue;
+          }
+          this.#handle(c);
           took++;
         }
         if (took > 0) this.#inputs.checkFailed(c);
@@ -304,21 +314,21 @@ export class Task {
     }
   };
 
-  #handle(c: InputChannel, now: number): void {
+  /** One record of a channel's run (`takeRecords`), through the chained operators. */
+  readonly #onRecord = (r: QueuedRecord, c: InputChannel): void => {
+    const ts = this.#valve!.onRecord(c.index, c.sourceUid, r.value, r.timestamp, this.#now);
+    const cur = this.#current; // one object, filled per record (no allocation per record)
+    cur.channel = c;
+    cur.origin = r.origin;
+    cur.timestamp = ts;
+    this.#wiring!.emitFromSource(c.sourceUid, r.value, ts, r.tag);
+    cur.channel = cur.origin = undefined;
+  };
+
+  /** The element at the head of `c` when it is not a record (`takeRecords` took those): a barrier or the end. */
+  #handle(c: InputChannel): void {
     const e = c.take()!;
     switch (e.kind) {
-      case 'record': {
-        this.recordsIn++;
-        this.#activity++;
-        const ts = this.#valve!.onRecord(c.index, c.sourceUid, e.value, e.timestamp, now);
-        const cur = this.#current; // one object, filled per record (no allocation per record)
-        cur.channel = c;
-        cur.origin = e.origin;
-        cur.timestamp = ts;
-        this.#wiring!.emitFromSource(c.sourceUid, e.value, ts, e.tag);
-        cur.channel = cur.origin = undefined;
-        return;
-      }
       case 'barrier':
         this.#checkpointer.onBarrier(c, e.checkpointId, e.position);
         return;

@@ -58,6 +58,37 @@ describe('InputChannel', () => {
     assert.equal(c.position, 15);
   });
 
+  test('takeRecords hands out a run of records up to a barrier, counts a record whose handler threw as taken, and refills at half', () => {
+    const r = counting(30);
+    const c = channel(10);
+    c.attach(r, 10);
+    c.insertBarrier(1); // after the 10 queued records
+    const seen: number[] = [];
+    assert.equal(
+      c.takeRecords(4, (rec) => seen.push(rec.value as number)),
+      4,
+    );
+    assert.deepEqual(seen, [0, 1, 2, 3]);
+    assert.equal(c.length, 7, '6 records and the barrier: above half, not refilled');
+    assert.throws(() =>
+      c.takeRecords(64, (rec) => {
+        if (rec.value === 6) throw new Error('record 6');
+        seen.push(rec.value as number);
+      }),
+    );
+    assert.deepEqual(seen, [0, 1, 2, 3, 4, 5], 'record 6 was handed out and counts as taken');
+    assert.equal(
+      c.takeRecords(64, (rec) => seen.push(rec.value as number)),
+      3,
+      'up to the barrier',
+    );
+    assert.equal(
+      c.takeRecords(64, () => assert.fail('a barrier is no record')),
+      0,
+    );
+    assert.deepEqual(drain(c).slice(0, 2), ['barrier@10', '10'], 'refilled at half, behind the barrier');
+  });
+
   test('a barrier carries the position after the records queued before it', () => {
     const c = channel(5);
     c.attach(counting(7), 10);

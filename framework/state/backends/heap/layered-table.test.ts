@@ -40,6 +40,40 @@ describe('LayeredTable', () => {
     assert.equal(t.depth, 2);
   });
 
+  test('against a Map: size, get and every live capture after random puts, deletes, captures and releases', () => {
+    // The one-operation put (a key the top layer holds had a value, unless it holds tombstones) must
+    // count exactly as a lookup before each write would: checked against a plain Map at every step.
+    let seed = 11;
+    const rnd = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    for (let round = 0; round < 20; round++) {
+      const t = new LayeredTable();
+      const model = new Map<string, number>();
+      const live: { view: ReturnType<LayeredTable['capture']>; saw: Map<string, number> }[] = [];
+      for (let step = 0; step < 2000; step++) {
+        const key = `k${rnd(12)}`;
+        const op = rnd(20);
+        if (op < 10) {
+          t.put(key, step);
+          model.set(key, step);
+        } else if (op < 16) {
+          t.delete(key);
+          model.delete(key);
+        } else if (op < 18) {
+          live.push({ view: t.capture(), saw: new Map(model) });
+        } else if (live.length > 0) {
+          t.release(live.splice(rnd(live.length), 1)[0]!.view);
+        }
+        assert.equal(t.size, model.size, `round ${round} step ${step}: size`);
+        assert.equal(t.get(key), model.get(key), `round ${round} step ${step}: get(${key})`);
+      }
+      assert.deepEqual(new Map(t.entries()), model, `round ${round}: entries`);
+      for (const { view, saw } of live) assert.deepEqual(new Map(readView(view.layers)), saw, 'a capture');
+    }
+  });
+
   test('tombstones hide lower layers until merged, and merging keeps every capture view intact', () => {
     const t = new LayeredTable();
     t.put('a', 1);

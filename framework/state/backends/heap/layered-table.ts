@@ -33,6 +33,8 @@ type Slot = unknown;
 
 export class Layer {
   readonly map = new Map<KeyId, Slot>();
+  /** Tombstones in `map` (kept for the top layer only, which alone takes writes). */
+  tombstones = 0;
   /** Live captures whose view ends at this layer. */
   refs = 0;
   /** Set when this layer was merged into another: captures ending here now end there. */
@@ -98,9 +100,19 @@ export class LayeredTable {
   /** Stores `value` (never `undefined`). */
   put(key: KeyId, value: unknown): void {
     const top = this.layers[this.layers.length - 1]!;
-    const own = top.map.get(key);
+    const map = top.map;
+    if (top.tombstones === 0) {
+      // The common case, one map operation: a key the top layer held had a value, so only a key
+      // new to the top layer can be new to the table (unless a layer below holds it).
+      const before = map.size;
+      map.set(key, value);
+      if (map.size !== before && this.getBelowTop(key) === undefined) this.count++;
+      return;
+    }
+    const own = map.get(key);
     if (own === undefined ? this.getBelowTop(key) === undefined : own === TOMBSTONE) this.count++;
-    top.map.set(key, value);
+    if (own === TOMBSTONE) top.tombstones--;
+    map.set(key, value);
   }
 
   delete(key: KeyId): void {
@@ -112,7 +124,10 @@ export class LayeredTable {
     if (own === undefined && below === undefined) return;
     this.count--;
     if (below === undefined) top.map.delete(key);
-    else top.map.set(key, TOMBSTONE);
+    else {
+      top.map.set(key, TOMBSTONE);
+      top.tombstones++;
+    }
   }
 
   /** A consistent copy of the live entries. */
