@@ -14,10 +14,10 @@ import { answerPrimary, askWorkers } from './worker-ipc.ts';
  * server: the primary serves /query and /query/keys, and every worker advertises the primary's
  * endpoint in the group (`workerQueryEndpoint`), each under its own member id. So:
  *
- * 1. A client's query goes over IPC to one worker (taking turns), which routes it as a single
- *    instance does (query-routing.ts): its own partition is answered from its task; another
- *    instance's is forwarded over HTTP to that instance; a sibling worker's is forwarded to this
- *    primary, tagged with the sibling's member id.
+ * 1. A client's query goes over IPC to one worker (taking turns among the ready ones), which
+ *    routes it as a single instance does (query-routing.ts): its own partition is answered from its
+ *    task; another instance's is forwarded over HTTP to that instance; a sibling worker's is
+ *    forwarded to this primary, tagged with the sibling's member id.
  * 2. A forwarded query (it carries `owner`) goes to every worker: only the one that is that member and
  *    still holds the partition answers, the others refuse with 503; the primary passes on the
  *    answer that is not a 503 (else a 503).
@@ -46,8 +46,11 @@ export function answerQueryRequests(queries: QueryAnswerer, slot: string | undef
   });
 }
 
-/** Primary side: the answerer behind its /query and /query/keys. */
-export function workersQueryAnswerer(timeoutMs: number): QueryAnswerer {
+/**
+ * Primary side: the answerer behind its /query and /query/keys. A client's query goes to a worker
+ * that `ready` says is ready when there is one (a worker still restoring would only answer 503).
+ */
+export function workersQueryAnswerer(timeoutMs: number, ready: (workerId: number) => boolean): QueryAnswerer {
   const ask = async (path: 'query' | 'keys', request: StateQuery | KeyRangeQuery): Promise<QueryAnswer> => {
     const forwarded = request.owner !== undefined;
     const { answers, asked } = await askWorkers(
@@ -55,7 +58,7 @@ export function workersQueryAnswerer(timeoutMs: number): QueryAnswerer {
       { path, request },
       timeoutMs,
       (a) => a.answer as QueryAnswer | undefined,
-      { one: !forwarded },
+      { one: !forwarded, prefer: (w) => ready(w.id) },
     );
     const answer = answers.find((a) => a.status !== 503) ?? answers[0];
     if (answer !== undefined && (answers.length === asked || answer.status !== 503)) return answer;
@@ -69,6 +72,9 @@ export function workersQueryAnswerer(timeoutMs: number): QueryAnswerer {
 }
 
 /** /query and /query/keys of the primary. */
-export function workersQueryRoutes(timeoutMs: number): Record<string, ServiceRoute> {
-  return queryRoutes(workersQueryAnswerer(timeoutMs));
+export function workersQueryRoutes(
+  timeoutMs: number,
+  ready: (workerId: number) => boolean,
+): Record<string, ServiceRoute> {
+  return queryRoutes(workersQueryAnswerer(timeoutMs, ready));
 }

@@ -126,7 +126,10 @@ export async function servePrimary(
     metrics: clusterMetrics(),
     // /status and /status.json over every worker's tasks (status-workers.ts); the workers' queries
     // (query-workers.ts).
-    routes: { ...workerStatusRoutes(workers), ...workersQueryRoutes(15_000) },
+    routes: {
+      ...workerStatusRoutes(workers),
+      ...workersQueryRoutes(15_000, (id) => ready.get(id)?.ready === true),
+    },
     // POST /savepoint of every worker's tasks; an action, as without workers.
     actions: { '/savepoint': workersSavepointRoute(config.checkpointTimeoutMs + 10_000) },
     ...(admin === undefined ? {} : { admin }),

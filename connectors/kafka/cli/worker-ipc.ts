@@ -33,21 +33,25 @@ let nextOne = 0;
 
 /**
  * Primary side: send `request` of `kind` to every connected worker (or, with `one`, to one of them,
- * taking turns) and collect the answers that `accept` takes (undefined: not one) within `timeoutMs`.
- * `asked`: how many workers were asked.
+ * taking turns among those `prefer` takes, if any) and collect the answers that `accept` takes
+ * (undefined: not one) within `timeoutMs`. `asked`: how many workers were asked.
  */
 export function askWorkers<A>(
   kind: string,
   request: Record<string, unknown>,
   timeoutMs: number,
   accept: (answer: Record<string, unknown>) => A | undefined,
-  o: { one?: boolean } = {},
+  o: { one?: boolean; prefer?: (worker: Worker) => boolean } = {},
 ): Promise<{ answers: A[]; asked: number }> {
   const connected = Object.values(cluster.workers ?? {}).filter(
     (w): w is Worker => w?.isConnected() === true,
   );
-  const workers =
-    o.one === true && connected.length > 0 ? [connected[nextOne++ % connected.length]!] : connected;
+  let workers = connected;
+  if (o.one === true && connected.length > 0) {
+    const preferred = o.prefer === undefined ? [] : connected.filter(o.prefer);
+    const from = preferred.length > 0 ? preferred : connected;
+    workers = [from[nextOne++ % from.length]!];
+  }
   if (workers.length === 0) return Promise.resolve({ answers: [], asked: 0 });
   const id = ++nextRequest;
   const answers = new Map<number, A>();
