@@ -183,28 +183,28 @@ export class InputChannel {
    * record whose `each` throws counts as taken, as with `take`.
    */
   takeRecords(max: number, each: (record: QueuedRecord, channel: InputChannel) => void): number {
-    const q = this.#queue;
-    const start = this.#head;
-    const end = Math.min(q.length, start + max);
-    let i = start;
+    let n = 0;
     try {
-      while (i < end) {
-        const r = q[i]!;
+      // The head and the count move before each call, so that the channel is consistent should the
+      // record's processing look at it.
+      while (n < max && this.#head < this.#queue.length) {
+        const q = this.#queue;
+        const r = q[this.#head]!;
         if (r instanceof Marker) break;
-        q[i++] = undefined as unknown as Queued;
+        q[this.#head++] = undefined as unknown as Queued;
+        this.#taken++;
+        n++;
         each(r, this);
       }
     } finally {
-      this.#head = i;
-      this.#taken += i - start;
-      if (i > 1024 && i * 2 > this.#queue.length) {
-        this.#queue = this.#queue.slice(i);
+      if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
+        this.#queue = this.#queue.slice(this.#head);
         this.#head = 0;
       }
-      if (i > start && !this.#waiting && this.#reader !== undefined && this.length * 2 <= this.capacity)
+      if (n > 0 && !this.#waiting && this.#reader !== undefined && this.length * 2 <= this.capacity)
         this.#fill(false);
     }
-    return i - start;
+    return n;
   }
 
   /**
