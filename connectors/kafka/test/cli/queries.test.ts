@@ -202,7 +202,7 @@ describe('interactive queries over two instances', { timeout: 240_000 }, () => {
     });
     await admin.disconnect();
     // Versions in event time, produced out of order per key; a few repeat a time (replacing it).
-    // Idempotent: a send retried while another test pauses the broker must not write the input twice.
+    // Idempotent: a send kafkajs retries after a timeout (a loaded machine) must not write the input twice.
     const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
     await producer.connect();
     const messages: { key: string; value: string }[] = [];
