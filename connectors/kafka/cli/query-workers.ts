@@ -22,7 +22,7 @@ import { answerPrimary, askWorkers } from './worker-ipc.ts';
  *    still holds the partition answers, the others refuse with 503; the primary passes on the
  *    answer that is not a 503 (else a 503).
  *
- * Every answer a worker gives names it (`worker`: its slot) unless a worker it forwarded to did.
+ * An answer served by a worker names it (`worker`: its slot).
  * A worker that does not answer within `timeoutMs` counts as a 503 with Retry-After.
  */
 
@@ -37,12 +37,21 @@ export function workerQueryEndpoint(): string | undefined {
   return cluster.isWorker ? process.env[WORKER_QUERY_ENDPOINT_ENV] : undefined;
 }
 
-/** Worker side: answer the primary's queries with `queries`, naming this worker (`slot`). */
-export function answerQueryRequests(queries: QueryAnswerer, slot: string | undefined): void {
+/**
+ * Worker side: answer the primary's queries with `queries`. An answer served here (its `servedBy` is
+ * the primary's `endpoint`) names this worker (`slot`) unless the sibling it came from did; one from
+ * another instance names none.
+ */
+export function answerQueryRequests(
+  queries: QueryAnswerer,
+  slot: string | undefined,
+  endpoint: string | undefined,
+): void {
   answerPrimary(KIND, async (m) => {
     const request = m.request as StateQuery & KeyRangeQuery;
     const a = m.path === 'keys' ? await queries.keys(request) : await queries.query(request);
-    return { answer: { ...a, body: { worker: slot === undefined ? undefined : Number(slot), ...a.body } } };
+    const mine = slot !== undefined && a.body.servedBy === endpoint && a.body.worker === undefined;
+    return { answer: mine ? { ...a, body: { ...a.body, worker: Number(slot) } } : a };
   });
 }
 

@@ -99,7 +99,7 @@ export async function serve(
       return endpoint;
     },
   });
-  answerQueryRequests(queries, workerSlot());
+  answerQueryRequests(queries, workerSlot(), endpoint);
   const routes: Record<string, ServiceRoute> = {
     ...queryRoutes(queries),
     '/status': async () => ({ status: 200, type: 'text/html; charset=utf-8', body: STATUS_HTML }),
