@@ -273,14 +273,10 @@ export class Task {
         let took = 0;
         while (took < ROUND_BATCH && c.available && !cp.holdsInput) {
           const records = c.takeRecords(ROUND_BATCH - took, this.#onRecord);
-          if (records > 0) {
-            took += records;
-            this.recordsIn += records;
-            this.#activity += records;
-            continue;
-          }
-          this.#handle(c);
-          took++;
+          this.recordsIn += records;
+          this.#activity += records;
+          if (records === 0) this.#handle(c); // a barrier or the end
+          took += Math.max(records, 1);
         }
         if (took > 0) this.#inputs.checkFailed(c);
         worked += took;
@@ -325,10 +321,15 @@ export class Task {
     cur.channel = cur.origin = undefined;
   };
 
-  /** The element at the head of `c` when it is not a record (`takeRecords` took those): a barrier or the end. */
+  /** The element at the head of `c` when `takeRecords` took none: a barrier or the end (or a record: processed). */
   #handle(c: InputChannel): void {
     const e = c.take()!;
     switch (e.kind) {
+      case 'record':
+        this.recordsIn++;
+        this.#activity++;
+        this.#onRecord(e, c);
+        return;
       case 'barrier':
         this.#checkpointer.onBarrier(c, e.checkpointId, e.position);
         return;
