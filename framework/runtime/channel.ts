@@ -166,13 +166,8 @@ export class InputChannel {
     const q = this.#queue[this.#head]!;
     this.#queue[this.#head++] = undefined as unknown as Queued;
     if (!(q instanceof Marker)) this.#taken++;
-    if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
-      this.#queue = this.#queue.slice(this.#head);
-      this.#head = 0;
-    }
-    const e = this.#element(q);
-    if (!this.#waiting && this.#reader !== undefined && this.length * 2 <= this.capacity) this.#fill(false);
-    return e;
+    this.#afterTake();
+    return this.#element(q);
   }
 
   /**
@@ -197,14 +192,18 @@ export class InputChannel {
         each(r, this);
       }
     } finally {
-      if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
-        this.#queue = this.#queue.slice(this.#head);
-        this.#head = 0;
-      }
-      if (n > 0 && !this.#waiting && this.#reader !== undefined && this.length * 2 <= this.capacity)
-        this.#fill(false);
+      if (n > 0) this.#afterTake();
     }
     return n;
+  }
+
+  /** After taking: compact the queue now and then; at half the capacity, ask the reader for more. */
+  #afterTake(): void {
+    if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
+      this.#queue = this.#queue.slice(this.#head);
+      this.#head = 0;
+    }
+    if (!this.#waiting && this.#reader !== undefined && this.length * 2 <= this.capacity) this.#fill(false);
   }
 
   /**

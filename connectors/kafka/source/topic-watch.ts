@@ -50,26 +50,28 @@ export function watchTopics(o: {
 }): () => void {
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
-  const check = async (): Promise<void> => {
-    let now: Map<string, number>;
-    try {
-      const meta = await o.admin.fetchTopicMetadata();
-      now = new Map(meta.topics.map((t) => [t.name, t.partitions.length]));
-    } catch {
-      now = new Map(o.expected);
-    }
-    if (stopped) return;
-    const change = topicChange(o.jobId, o.expected, now);
-    if (change !== undefined) {
-      stopped = true;
-      o.onChange(change);
-      return;
-    }
+  const schedule = (): void => {
     timer = setTimeout(() => void check(), o.intervalMs);
     timer.unref();
   };
-  timer = setTimeout(() => void check(), o.intervalMs);
-  timer.unref();
+  const check = async (): Promise<void> => {
+    let change: StreamError | undefined;
+    try {
+      const meta = await o.admin.fetchTopicMetadata();
+      change = topicChange(
+        o.jobId,
+        o.expected,
+        new Map(meta.topics.map((t) => [t.name, t.partitions.length])),
+      );
+    } catch {
+      // Checked again at the next interval.
+    }
+    if (stopped) return;
+    if (change === undefined) return schedule();
+    stopped = true;
+    o.onChange(change);
+  };
+  schedule();
   return () => {
     stopped = true;
     clearTimeout(timer);

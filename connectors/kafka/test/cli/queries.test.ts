@@ -102,7 +102,7 @@ async function checkAll(
   model: Model,
   counts: Map<string, number>,
   servedBy: Map<string, number>,
-  byWorker?: Map<string, number>,
+  field: 'servedBy' | 'worker' = 'servedBy',
 ) {
   for (const [k, m] of model) {
     const q = `${base}/query?operator=prices&state=prices&key=${encodeURIComponent(k)}`;
@@ -115,9 +115,8 @@ async function checkAll(
     const last = times[times.length - 1]!;
     assert.equal(latest.status, 200, JSON.stringify(latest.body));
     assert.deepEqual(latest.body.version, { time: last, value: m.get(last) }, `latest of ${k}`);
-    servedBy.set(String(latest.body.servedBy), (servedBy.get(String(latest.body.servedBy)) ?? 0) + 1);
-    if (byWorker)
-      byWorker.set(String(latest.body.worker), (byWorker.get(String(latest.body.worker)) ?? 0) + 1);
+    const by = String(latest.body[field]);
+    servedBy.set(by, (servedBy.get(by) ?? 0) + 1);
     for (const t of PROBES) {
       const a = await get(`${q}&at=${t}`);
       const want = asOf(m, t);
@@ -236,21 +235,28 @@ describe('interactive queries over two instances', { timeout: 240_000 }, () => {
   });
 
   /**
-   * Waits until `inst` answers every key right, served by two instances (until the second member has
-   * joined and restored, one instance serves every key); returns who served how many.
+   * Waits until `inst` answers every key right, served by two instances (`field` servedBy) or two
+   * workers (`worker`): until the second member has joined and restored, one serves every key.
+   * Returns who served how many.
    */
-  const answersEveryKeyFromBoth = async (inst: Instance): Promise<Map<string, number>> => {
+  const answersEveryKeyFromBoth = async (
+    inst: Instance,
+    field: 'servedBy' | 'worker' = 'servedBy',
+    timeoutMs = 90_000,
+  ): Promise<Map<string, number>> => {
     const servedBy = new Map<string, number>();
     let last = '';
     await eventually(
       async () => {
         servedBy.clear();
-        const why = await checkAll(inst.url, model, counts, servedBy).catch((e: Error) => `${e.message}`);
+        const why = await checkAll(inst.url, model, counts, servedBy, field).catch(
+          (e: Error) => `${e.message}`,
+        );
         if (why === undefined && servedBy.size === 2) return true;
-        last = why ?? `every key was served by ${[...servedBy.keys()].join(', ')} alone`;
+        last = why ?? `every key was served by ${field} ${[...servedBy.keys()].join(', ')} alone`;
         return undefined;
       },
-      90_000,
+      timeoutMs,
       () =>
         `instance ${inst.url} never answered every key right (${last}):\n${inst.out.join('').slice(-3000)}`,
     );
@@ -342,21 +348,7 @@ describe('interactive queries over two instances', { timeout: 240_000 }, () => {
     // A job of its own (its own group) over the same input, in one process with two workers: the
     // workers run no HTTP server, the primary serves their queries (query-workers.ts).
     const w = await start('w', { jobId: `${jobId}-workers`, args: ['--workers', '2'] });
-    const byWorker = new Map<string, number>();
-    let last = '';
-    await eventually(
-      async () => {
-        byWorker.clear();
-        const why = await checkAll(w.url, model, counts, new Map(), byWorker).catch(
-          (e: Error) => `${e.message}`,
-        );
-        if (why === undefined && byWorker.size === 2) return true;
-        last = why ?? `every key was served by worker ${[...byWorker.keys()].join(', ')} alone`;
-        return undefined;
-      },
-      120_000,
-      () => `the primary never answered every key right (${last}):\n${w.out.join('').slice(-3000)}`,
-    );
+    const byWorker = await answersEveryKeyFromBoth(w, 'worker', 120_000);
     assert.deepEqual([...byWorker.keys()].sort(), ['0', '1'], 'answered by both workers');
     // A key range over every partition, gathered from both workers.
     const range = await get(`${w.url}/query/keys?operator=prices&state=prices&fromKey=p&toKey=q&limit=100`);
