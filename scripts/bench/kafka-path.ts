@@ -28,15 +28,15 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { KafkaMessage } from '../../connectors/kafka/internal/kafkajs.ts';
+import { KafkaSink } from '../../connectors/kafka/sink/kafka-sink.ts';
+import { PartitionReader } from '../../connectors/kafka/source/partition-reader.ts';
 import {
   CountAndSum,
   checkpointStorage,
   type In,
   type Out,
 } from '../../connectors/kafka/test/jobs/count-job.ts';
-import type { KafkaMessage } from '../../connectors/kafka/internal/kafkajs.ts';
-import { PartitionReader } from '../../connectors/kafka/source/partition-reader.ts';
-import { KafkaSink } from '../../connectors/kafka/sink/kafka-sink.ts';
 import {
   MemoryCheckpointStorage,
   type PullSourceReader,
