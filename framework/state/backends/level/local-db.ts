@@ -1,4 +1,4 @@
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ClassicLevel, type Snapshot } from 'classic-level';
@@ -19,9 +19,18 @@ import { checkLocalCopy } from './local-check.ts';
  * describe exactly the data LevelDB recovered. A damaged database (its files checked before LevelDB
  * opens them, or `<directory>/POISONED`, written synchronously when a read finds damaged data) is
  * dropped at open, with one warning: the next open starts from an empty database.
+ *
+ * `<directory>/MARKER` (the token) says, outside LevelDB, that the database may hold a marker: it is
+ * written once a batch with the marker landed and removed once one without it did, so it is present
+ * whenever the database holds one (the other way round it is only a hint, after a crash). A database
+ * without a marker is never reused (a restore rebuilds it, a fresh start empties it), so one opened
+ * without that file is dropped unread: its files are not checked (a read of all of them, seconds at
+ * a gigabyte), and a restart after a crash goes straight to the rebuild.
  */
 
 export const REGISTRY_KEY = 'm:registry';
+/** The file beside the database that says it may hold a marker (see above). */
+export const MARKER_FILE = 'MARKER';
 export const MARKER_KEY = 'm:marker';
 /** Data keys lie in ['s', 't'). */
 export const DATA_GTE = 's';
@@ -63,7 +72,7 @@ export class LocalDb {
    * up to date by the backend's batches as they land (flush.ts) and by its restores (restore.ts).
    */
   registry: RegistryEntry[] | undefined;
-  marker: string | undefined;
+  #marker: string | undefined;
 
   private constructor(directory: string, options: LevelDbOptions, warn: (m: string) => void) {
     this.directory = resolve(directory);
@@ -82,10 +91,34 @@ export class LocalDb {
     return this.#db;
   }
 
+  /** The local-recovery marker the database holds (as the batches that landed left it), if any. */
+  get marker(): string | undefined {
+    return this.#marker;
+  }
+
+  /**
+   * Set once a batch that wrote (or deleted) the marker has landed: keeps `<directory>/MARKER` in
+   * step (best effort: without the file the next open drops the database, a rebuild, never wrong
+   * state; with a stale one it checks and opens it, and the restore finds no marker).
+   */
+  set marker(token: string | undefined) {
+    if (token === this.#marker) return;
+    this.#marker = token;
+    const file = join(this.directory, MARKER_FILE);
+    try {
+      if (token === undefined) rmSync(file, { force: true });
+      else writeFileSync(file, `${token}\n`);
+    } catch {
+      // Only the next open's shortcut depends on it.
+    }
+  }
+
   /** Whether the database held any key when it was opened (false again after `wipe`). */
   hasData = false;
   /** Why the database found at open was damaged and dropped, if it was. */
   dropped: string | undefined;
+  /** The database found at open held no marker, and was dropped unread. */
+  unmarked = false;
 
   /**
    * Empties the database: a small one key by key (one native call, no reopen), a large one by
@@ -160,6 +193,10 @@ export class LocalDb {
       const why = (await readFile(poisoned, 'utf8').catch(() => '')).trim();
       damage = `it was marked damaged: ${why || 'no reason recorded'}`;
     }
+    if (damage === undefined && !existsSync(join(this.directory, MARKER_FILE))) {
+      await this.#dropUnread();
+      return;
+    }
     damage ??= await checkLocalCopy(this.location).catch((e) => `its files cannot be read: ${describe(e)}`);
     let opened = false;
     try {
@@ -172,7 +209,7 @@ export class LocalDb {
     if (damage === undefined) {
       try {
         this.registry = readRegistry(this.#db.getSync(REGISTRY_KEY));
-        this.marker = readMarker(this.#db.getSync(MARKER_KEY));
+        this.#marker = readMarker(this.#db.getSync(MARKER_KEY));
         this.hasData = (await this.#db.keys({ limit: 1 }).all()).length > 0;
         return;
       } catch (e) {
@@ -187,6 +224,26 @@ export class LocalDb {
     if (opened) await this.#db.close();
     await this.#rmDb();
     await rm(poisoned, { force: true });
+    await this.#openRaw();
+  }
+
+  /**
+   * A database without a marker: no restore reuses it and a fresh start empties it, so it is
+   * removed without being read or checked (after LevelDB's lock is taken: another process's database
+   * is never touched), and an empty one opened. `unmarked` says so for the restore's reason.
+   */
+  async #dropUnread(): Promise<void> {
+    if (existsSync(this.location) && readdirSync(this.location).length > 0) {
+      try {
+        await this.#openRaw();
+        await this.#db.close();
+      } catch (e) {
+        if (e instanceof StreamError && e.code === 'CONFIG_INVALID') throw e; // locked: not ours to drop
+        // Unreadable to LevelDB too: removed all the same.
+      }
+      await this.#rmDb();
+      this.unmarked = true;
+    }
     await this.#openRaw();
   }
 

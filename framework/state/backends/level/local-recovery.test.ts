@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, describe, test } from 'node:test';
@@ -9,6 +9,7 @@ import { ClassicLevel } from 'classic-level';
 import { isStreamError } from '../../../api/errors.ts';
 import { MemoryCheckpointStorage } from '../../../checkpoint/storage/memory.ts';
 import type { CheckpointFiles, KeyedStateHandle, StateMeta } from '../../backend.ts';
+import type { ChainLayout } from '../checkpoint/chain.ts';
 import { type LevelBackendOptions, LevelKeyedStateBackend } from './level.ts';
 import { temporaryDirectory } from './testing.ts';
 
@@ -135,6 +136,63 @@ describe('level backend: local recovery', () => {
     const again = await restoreOn(directory, handle, io);
     assert.equal(again.from, 'local');
     assert.deepEqual(again.state, expected);
+  });
+
+  test('MARKER beside the database follows its marker: written with a capture, removed by the next batch', async () => {
+    const directory = temporaryDirectory();
+    const io = new Files();
+    const marker = () =>
+      readdirSync(directory).includes('MARKER') ? readFileSync(join(directory, 'MARKER'), 'utf8') : undefined;
+    const { backend } = await open(directory, { writeBatchEntries: 50 });
+    fill(backend, 0, 100, 'v1');
+    assert.equal(marker(), undefined, 'no capture yet');
+    const handle = await checkpoint(backend, io);
+    await backend.flushed();
+    assert.equal(marker(), `${(handle.layout as ChainLayout).token}\n`);
+    fill(backend, 0, 120, 'v2'); // batches after the capture: the database holds no marker any more
+    await backend.flushed();
+    assert.equal(marker(), undefined);
+    await backend.close();
+  });
+
+  test('a database without a marker is dropped at open unread: damage in its files is not even looked at, and the restore rebuilds', async () => {
+    const directory = temporaryDirectory();
+    const io = new Files();
+    const { backend } = await open(directory, { writeBatchEntries: 50 });
+    fill(backend, 0, 200, 'v1');
+    const handle = await checkpoint(backend, io);
+    const expected = contents(backend);
+    fill(backend, 0, 120, 'after the checkpoint');
+    await backend.flushed();
+    await backend.close();
+    // Garbage where LevelDB and the check both look first: a checked database would be reported damaged.
+    writeFileSync(join(directory, 'db', 'CURRENT'), 'garbage');
+
+    const r = await restoreOn(directory, handle, io);
+    assert.equal(r.from, 'storage');
+    assert.match(r.reason, /written after its last capture \(no MARKER file: dropped at open, unread\)/);
+    assert.deepEqual(r.warnings, [], 'not checked, so nothing to warn about');
+    assert.deepEqual(r.state, expected);
+    // The rebuilt database holds the checkpoint (and its MARKER): the next restart reuses it.
+    const again = await restoreOn(directory, handle, io);
+    assert.equal(again.from, 'local');
+    assert.deepEqual(again.state, expected);
+  });
+
+  test('a database that holds a marker but lost its MARKER file (a crash before it was written) is rebuilt, not reused: slower, never wrong', async () => {
+    const directory = temporaryDirectory();
+    const io = new Files();
+    const { backend } = await open(directory);
+    fill(backend, 0, 100, 'v1');
+    const handle = await checkpoint(backend, io);
+    const expected = contents(backend);
+    await backend.close();
+    rmSync(join(directory, 'MARKER'));
+
+    const r = await restoreOn(directory, handle, io);
+    assert.equal(r.from, 'storage');
+    assert.match(r.reason, /no MARKER file/);
+    assert.deepEqual(r.state, expected);
   });
 
   test('it rebuilds when the database holds a later capture than the checkpoint restored', async () => {

@@ -10,6 +10,7 @@ import {
   type Db,
   describe,
   type LocalDb,
+  MARKER_FILE,
   MARKER_KEY,
   markerBytes,
   REGISTRY_KEY,
@@ -110,6 +111,9 @@ export function localMismatch(local: LocalDb, layout: ChainLayout): string | und
   if (local.marker === undefined) {
     if (local.hasData || local.registry !== undefined) {
       return 'the local database was written after its last capture';
+    }
+    if (local.unmarked) {
+      return `the local database was written after its last capture (no ${MARKER_FILE} file: dropped at open, unread)`;
     }
     return local.dropped === undefined
       ? 'no local database'
