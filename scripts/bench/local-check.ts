@@ -87,7 +87,7 @@ async function restartPart(): Promise<void> {
       if (i % 10_000 === 9_999) await b.flushed();
     }
     const capture = b.capture(1);
-    handle = await capture.writeCheckpoint!(files(1));
+    handle = await capture.writeCheckpoint!(files(1), undefined);
     capture.release();
     await writeAfter(b);
     await b.close();
