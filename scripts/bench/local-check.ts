@@ -22,8 +22,8 @@ import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { FilesystemCheckpointStorage } from '../../framework/checkpoint/storage/filesystem.ts';
 import type { CheckpointFiles, KeyedStateHandle, StateMeta } from '../../framework/state/backend.ts';
-import { checkLocalCopy } from '../../framework/state/backends/level/local-check.ts';
 import { LevelKeyedStateBackend } from '../../framework/state/backends/level/level.ts';
+import { checkLocalCopy } from '../../framework/state/backends/level/local-check.ts';
 import { flag, intFlag } from './flags.ts';
 
 const mb = intFlag('mb', 100);
