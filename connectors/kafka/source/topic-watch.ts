@@ -36,10 +36,12 @@ export function topicChange(
 }
 
 /**
- * Checks the source topics every `intervalMs` while the job runs: one Metadata request for all topics
- * (naming none, so that it never creates one where the brokers auto-create topics), then
- * `topicChange`. Calls `onChange` once, with the error, and stops. A failed request is let pass (lost
- * brokers are /readyz's business: broker-watch.ts). Returns the stop function.
+ * Checks the source topics every `intervalMs` while the job runs: one Metadata request naming them
+ * (kafkajs's admin never asks the brokers to create a topic it names), then `topicChange`. When the
+ * brokers answer that one of them is unknown (deleted), one request for every topic tells which; a
+ * cluster's other topics are not fetched otherwise (their metadata can be megabytes, every interval
+ * and every instance). Calls `onChange` once, with the error, and stops. A failed request is let
+ * pass (lost brokers are /readyz's business: broker-watch.ts). Returns the stop function.
  */
 export function watchTopics(o: {
   readonly jobId: string;
@@ -50,14 +52,23 @@ export function watchTopics(o: {
 }): () => void {
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
+  const topics = [...o.expected.keys()];
   const schedule = (): void => {
     timer = setTimeout(() => void check(), o.intervalMs);
     timer.unref();
   };
+  const fetch = async (): Promise<{ topics: { name: string; partitions: unknown[] }[] }> => {
+    try {
+      return await o.admin.fetchTopicMetadata({ topics });
+    } catch (e) {
+      if ((e as { type?: unknown }).type !== 'UNKNOWN_TOPIC_OR_PARTITION') throw e;
+      return o.admin.fetchTopicMetadata();
+    }
+  };
   const check = async (): Promise<void> => {
     let change: StreamError | undefined;
     try {
-      const meta = await o.admin.fetchTopicMetadata();
+      const meta = await fetch();
       change = topicChange(
         o.jobId,
         o.expected,
