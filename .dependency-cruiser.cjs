@@ -55,11 +55,11 @@ module.exports = {
     {
       name: 'only-one-module-imports-kafkajs',
       comment:
-        'kafkajs is loaded through connectors/kafka/internal/kafkajs.ts only: it installs and verifies the project read_committed filter before kafkajs loads (kafkajs 2.2.4 lets aborted records through), and the producer patches (producer-*.ts; their tests load kafkajs.ts first)',
+        'kafkajs is loaded through connectors/kafka/internal/kafkajs.ts only: it installs and verifies the project read_committed filter before kafkajs loads (kafkajs 2.2.4 lets aborted records through), the fetched-record decoder (fetch-records*.ts) and the producer patches (producer-*.ts; their tests load kafkajs.ts first)',
       severity: 'error',
       from: {
         pathNot:
-          '^connectors/kafka/internal/(kafkajs|install-read-committed|producer-[a-z0-9-]+(\\.test)?)\\.ts$',
+          '^connectors/kafka/internal/(kafkajs|install-read-committed|(producer|fetch)-[a-z0-9-]+(\\.test)?)\\.ts$',
       },
       to: { path: 'node_modules/kafkajs/' },
     },

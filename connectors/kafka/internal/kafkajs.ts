@@ -4,7 +4,8 @@
  * the project's (./install-read-committed.ts, ./read-committed.ts), and on load a fetch the upstream
  * filter gets wrong is run through kafkajs's own `Batch` to prove the replacement is in use. If
  * something loaded kafkajs before this module, that check fails and the process refuses to go on
- * rather than hand records of aborted transactions to a job. ./producer-grouping.ts replaces the
+ * rather than hand records of aborted transactions to a job. ./fetch-records.ts decodes fetched
+ * records with numbers where kafkajs does Long arithmetic per record (same records). ./producer-grouping.ts replaces the
  * producer's grouping of a send's records by partition (quadratic upstream), ./producer-encoding.ts
  * makes its record encoding allocate less (same bytes), ./producer-timestamps.ts reads records'
  * timestamps once as numbers (same bytes), ./producer-murmur2.ts hashes keys for their
@@ -16,6 +17,7 @@
  * ./static-membership.ts lets a consumer join as a static member (KIP-345).
  */
 import './install-read-committed.ts';
+import './fetch-records.ts';
 import './producer-encoding.ts';
 import './producer-timestamps.ts';
 import './producer-grouping.ts';
