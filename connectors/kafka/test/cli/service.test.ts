@@ -164,13 +164,15 @@ describe('the service: status page, savepoints, workers', () => {
         (await fetch(`${base}/readyz`)).status === 200 ? true : undefined,
       );
       await readCommitted<CustomerTotal>(t.output, 4000, 60_000);
-      // The service's metrics, with plausible values (before more input flows).
-      const text = await until('records out of all orders in /metrics', 20_000, async () => {
+      // The service's metrics, with plausible values (before more input flows). The lag of a sample
+      // lands when its request to the brokers answers, after the sample's record counts: both waited for.
+      const text = await until('records out of all orders, and the lag, in /metrics', 20_000, async () => {
         const m = await (await fetch(`${base}/metrics`)).text();
         const out = [
           ...m.matchAll(/^kstate_records_out_total\{[^}]*operator="customer-totals"[^}]*\} (\d+)/gm),
         ];
-        return out.reduce((a, x) => a + Number(x[1]), 0) === 4000 ? m : undefined;
+        const lagSeries = (m.match(/^kstate_consumer_lag\{/gm) ?? []).length;
+        return out.reduce((a, x) => a + Number(x[1]), 0) === 4000 && lagSeries > 0 ? m : undefined;
       });
       assert.match(text, /^kstate_transactions_total\{[^}]*outcome="committed"[^}]*\} [1-9]\d*$/m);
       assert.equal((text.match(/^kstate_consumer_lag\{/gm) ?? []).length, 4);
