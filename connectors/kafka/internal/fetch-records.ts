@@ -12,9 +12,9 @@
  * milliseconds: always, in practice), its timestamp delta read as a number while it fits 53 bits.
  * Anything beyond that takes kafkajs's own Long path, so the result does not differ
  * (fetch-records.test.ts compares the two over encoded records, including the fallbacks), with one
- * exception, a fix: a header named like a member of `Object.prototype` (`constructor`, `toString`)
- * gets its value, where kafkajs, looking the key up through the prototype, made it an array of the
- * inherited function and the value.
+ * exception, a fix: a header named like a member of `Object.prototype` (`constructor`, `toString`,
+ * `__proto__`) gets its value, where kafkajs, looking the key up through the prototype, made it an
+ * array of the inherited member and the value.
  *
  * Installed by ./kafkajs.ts before kafkajs loads (the record batch decoder takes the record decoder
  * with `require` when it is first loaded), as ./install-read-committed.ts installs the filter.
