@@ -3,26 +3,8 @@
  * process of its own) puts the record decoder in place before kafkajs's record batch decoder loads.
  */
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
 import { test } from 'node:test';
-import './kafkajs.ts';
-
-const require = createRequire(import.meta.url);
-const Record = require('kafkajs/src/protocol/recordBatch/record/v0/index.js') as (r: {
-  offsetDelta?: number;
-  timestampDelta?: number;
-  key: Buffer | null;
-  value: Buffer | null;
-  headers?: Record<string, unknown>;
-}) => unknown;
-const Decoder = require('kafkajs/src/protocol/decoder.js') as new (b: Buffer) => unknown;
-const Long = require('kafkajs/src/utils/long.js') as { fromValue(v: string): unknown };
-const { RecordBatch } = require('kafkajs/src/protocol/recordBatch/v0/index.js') as {
-  RecordBatch(o: Record<string, unknown>): Promise<{ buffer: Buffer }>;
-};
-const decodeBatch = require('kafkajs/src/protocol/recordBatch/v0/decoder.js') as (d: unknown) => Promise<{
-  records: { offset: string; timestamp: string; headers: Record<string, unknown> }[];
-}>;
+import { Decoder, decodeBatch, Long, Record, RecordBatch } from './fetch-records-testing.ts';
 
 test("kafkajs's record batch decoder uses the project's record decoder once ./kafkajs.ts is imported", async () => {
   const batch = await RecordBatch({

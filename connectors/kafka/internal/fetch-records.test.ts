@@ -1,24 +1,7 @@
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
 import { describe, test } from 'node:test';
-import './kafkajs.ts';
 import { type BatchContext, decodeRecord, upstreamDecodeRecord } from './fetch-records.ts';
-
-const require = createRequire(import.meta.url);
-const Record = require('kafkajs/src/protocol/recordBatch/record/v0/index.js') as (r: {
-  offsetDelta?: number;
-  timestampDelta?: unknown;
-  key: Buffer | null;
-  value: Buffer | null;
-  headers?: Record<string, unknown>;
-}) => { buffer: Buffer };
-const Decoder = require('kafkajs/src/protocol/decoder.js') as new (
-  b: Buffer,
-) => {
-  offset: number;
-  readVarIntBytes(): Buffer;
-};
-const Long = require('kafkajs/src/utils/long.js') as { fromValue(v: string): unknown };
+import { Decoder, Long, Record } from './fetch-records-testing.ts';
 
 /** Both decoders over the same encoded record: their results and how far each read. */
 function both(record: Parameters<typeof Record>[0], context: BatchContext) {

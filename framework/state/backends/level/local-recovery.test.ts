@@ -85,6 +85,25 @@ async function restoreOn(directory: string, handle: KeyedStateHandle, io: Files)
   }
 }
 
+/** A checkpoint, then two batches written after it (the database holds no marker any more), closed. */
+async function writtenAfterCapture(directory: string, io: Files) {
+  const { backend } = await open(directory, { writeBatchEntries: 50 });
+  fill(backend, 0, 200, 'v1');
+  const handle = await checkpoint(backend, io);
+  const expected = contents(backend);
+  fill(backend, 0, 120, 'after the checkpoint'); // two batches of 50 reach the database
+  await backend.flushed();
+  await backend.close();
+  return { handle, expected };
+}
+
+/** After a rebuild the database holds that checkpoint: the next restart reuses it. */
+async function reusedNext(directory: string, handle: KeyedStateHandle, io: Files, expected: unknown) {
+  const again = await restoreOn(directory, handle, io);
+  assert.equal(again.from, 'local');
+  assert.deepEqual(again.state, expected);
+}
+
 describe('level backend: local recovery', () => {
   test('a restart reuses the local database when it holds the checkpoint restored, reading no file', async () => {
     const directory = temporaryDirectory();
@@ -119,23 +138,14 @@ describe('level backend: local recovery', () => {
   test('it rebuilds from checkpoint storage when a batch was written after the capture', async () => {
     const directory = temporaryDirectory();
     const io = new Files();
-    const { backend } = await open(directory, { writeBatchEntries: 50 });
-    fill(backend, 0, 200, 'v1');
-    const handle = await checkpoint(backend, io);
-    const expected = contents(backend);
-    fill(backend, 0, 120, 'after the checkpoint'); // two batches of 50 reach the database
-    await backend.flushed();
-    await backend.close();
+    const { handle, expected } = await writtenAfterCapture(directory, io);
 
     const r = await restoreOn(directory, handle, io);
     assert.equal(r.from, 'storage');
     assert.match(r.reason, /written after its last capture/);
     assert.ok(r.reads > 0);
     assert.deepEqual(r.state, expected);
-    // The rebuilt database holds that checkpoint now: the next restart reuses it.
-    const again = await restoreOn(directory, handle, io);
-    assert.equal(again.from, 'local');
-    assert.deepEqual(again.state, expected);
+    await reusedNext(directory, handle, io, expected);
   });
 
   test('MARKER beside the database follows its marker: written with a capture, removed by the next batch', async () => {
@@ -158,13 +168,7 @@ describe('level backend: local recovery', () => {
   test('a database without a marker is dropped at open unread: damage in its files is not even looked at, and the restore rebuilds', async () => {
     const directory = temporaryDirectory();
     const io = new Files();
-    const { backend } = await open(directory, { writeBatchEntries: 50 });
-    fill(backend, 0, 200, 'v1');
-    const handle = await checkpoint(backend, io);
-    const expected = contents(backend);
-    fill(backend, 0, 120, 'after the checkpoint');
-    await backend.flushed();
-    await backend.close();
+    const { handle, expected } = await writtenAfterCapture(directory, io);
     // Garbage where LevelDB and the check both look first: a checked database would be reported damaged.
     writeFileSync(join(directory, 'db', 'CURRENT'), 'garbage');
 
@@ -173,10 +177,7 @@ describe('level backend: local recovery', () => {
     assert.match(r.reason, /written after its last capture \(no MARKER file: dropped at open, unread\)/);
     assert.deepEqual(r.warnings, [], 'not checked, so nothing to warn about');
     assert.deepEqual(r.state, expected);
-    // The rebuilt database holds the checkpoint (and its MARKER): the next restart reuses it.
-    const again = await restoreOn(directory, handle, io);
-    assert.equal(again.from, 'local');
-    assert.deepEqual(again.state, expected);
+    await reusedNext(directory, handle, io, expected); // the rebuild wrote its MARKER too
   });
 
   test('a database that holds a marker but lost its MARKER file (a crash before it was written) is rebuilt, not reused: slower, never wrong', async () => {
