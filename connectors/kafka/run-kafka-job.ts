@@ -11,6 +11,7 @@ import {
 import { createKafka, type KafkaConnection } from './client.ts';
 import { kafkaError } from './errors.ts';
 import type { Admin } from './internal/kafkajs.ts';
+import { startProducerThread } from './internal/producer-thread.ts';
 import { validGroupInstanceId } from './internal/static-membership.ts';
 import { kafkaJobChangeHooks } from './job-change.ts';
 import { GroupQueryRouting } from './query-routing.ts';
@@ -38,6 +39,13 @@ export interface KafkaJobOptions extends Omit<JobOptions, 'assignment'> {
    * Default 10 000 ms; 0: not checked.
    */
   readonly topicCheckMs?: number;
+  /**
+   * Whether the Kafka sinks' producers run on a thread of their own (internal/producer-thread.ts,
+   * docs/kafka.md "The producer thread"): the task thread hands each send over and goes on, as the
+   * Java client's sender thread does. Default true; false keeps them on the task thread (as does a
+   * connection that cannot be copied to another thread: a SASL mechanism with a function).
+   */
+  readonly producerThread?: boolean;
 }
 
 /**
@@ -147,7 +155,11 @@ export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions)
       ? undefined
       : new BroadcastHub(kafka, { jobId: graph.jobId, topics: [...new Set(broadcasts.map((b) => b.topic))] });
   for (const b of broadcasts) b.bind(broadcastHub!, partitions.get(b.topic)!);
-  for (const s of sinks) s.bind(kafka);
+  const producers =
+    o.producerThread === false || sinks.length === 0
+      ? undefined
+      : startProducerThread(kafka, o.connection, `-${graph.jobId}`);
+  for (const s of sinks) s.bind(producers?.kafka ?? kafka);
 
   let stopTopicWatch = (): void => {};
   const assignment: AssignmentSource = {
@@ -197,6 +209,8 @@ export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions)
     leaveTimeoutMs: (o.consumer?.sessionTimeoutMs ?? 10_000) + 15_000,
   });
   const running = runJob(graph, { ...o, assignment, jobChange: { ...jobChange, ...o.jobChange } });
+  // Once every task ended (its sinks disconnected their producers), or the job could not start.
+  void running.done.catch(() => {}).then(() => producers?.close());
   // The start is decided before the group is joined: a job that cannot start (its state has no
   // operator any more, instances of its previous version still run) is refused here.
   await running.started;

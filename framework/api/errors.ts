@@ -51,6 +51,8 @@ export const ErrorCodes = {
     'Kafka refused a request for a reason that retrying does not change (record too large, invalid request ...)',
   KAFKA_TRANSACTION_STATE_INVALID:
     "a Kafka sink's transaction slot was asked for a transition its state machine does not allow",
+  KAFKA_PRODUCER_THREAD_EXITED:
+    "the thread the Kafka sinks' producers run on crashed or was closed while a send or transaction waited for it",
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -1,0 +1,182 @@
+/**
+ * The Kafka sinks' producers on a thread of their own, as the Java client's `Sender` thread: the
+ * task loop's thread hands a send over and goes on, while another thread encodes the Produce
+ * request (record batches, varints, CRC-32C), writes it to the socket and reads the answer. Those
+ * were about a third of the task thread's time in the exactly-once count job
+ * (docs/benchmarks-kafka.md, "Issue 15, eighth session").
+ *
+ * `startProducerThread(kafka, connection)` returns a `Kafka` whose `producer()` makes a proxy: the
+ * subset of kafkajs's `Producer` and `Transaction` the sink uses (`connect`, `disconnect`,
+ * `sendBatch`, `transaction` -> `sendBatch`, `sendOffsets`, `commit`, `abort`, `isActive`), each call
+ * a message to the thread (producer-thread-worker.ts), which runs it on a real kafkajs producer of
+ * its own client (the same connection, the same kafkajs patches) and answers with the outcome.
+ * Everything else of the `Kafka` is the caller's own client.
+ *
+ * Contract:
+ * - A proxy's calls settle as the thread's producer's calls settled, in the order they were made;
+ *   a failure is the thread's error rebuilt with what the error catalogue reads (`name`, `message`,
+ *   `retriable`, `type`, `code`, `cause`, `errors`), so `classifyKafkaError` decides as it would
+ *   in-thread. `isActive()` is the thread's transaction's `isActive()` after its last call settled.
+ * - Sends of records without headers or an explicit partition (the sink's common case) cross as
+ *   one string of their text keys and values, one buffer of their byte ones and one array of
+ *   lengths and timestamps (moved, not copied); any other send is cloned (its Buffers arrive as
+ *   Buffers).
+ * - The thread starts with the first producer (not with the job: its start would compete with the
+ *   job's own for the CPU, measured: docs/benchmarks-kafka.md) and holds the process open only
+ *   while a call waits for it. Should it exit (a crash), every waiting and later call of
+ *   its producers rejects with `KAFKA_PRODUCER_THREAD_EXITED` (a task failure: the restart makes
+ *   new producers, on a new thread). `close()` ends the thread; calls after it reject.
+ * - A connection the thread cannot be given (a SASL mechanism with a function, e.g. OAUTHBEARER's
+ *   token provider, cannot be copied to another thread) keeps the producers on the caller's
+ *   thread: `kafka` is then the caller's client itself.
+ */
+import { Worker } from 'node:worker_threads';
+import { StreamError } from '../../../framework/index.ts';
+import type { KafkaConnection } from '../client.ts';
+import type { Kafka } from './kafkajs.ts';
+import {
+  type Answer,
+  type Call,
+  packSend,
+  reviveError,
+  type TopicMessages,
+  transferList,
+} from './producer-thread-protocol.ts';
+
+export interface ProducerThread {
+  /** The client to bind the sinks to. */
+  readonly kafka: Kafka;
+  /** Whether producers run on their own thread (false: the connection cannot be copied to one). */
+  readonly threaded: boolean;
+  /** End the thread (after the sinks disconnected). Idempotent. */
+  close(): Promise<void>;
+}
+
+/** The worker's module: the compiled one in an installed package, else the source. */
+const WORKER = new URL(
+  import.meta.url.endsWith('.js') ? './producer-thread-worker.js' : './producer-thread-worker.ts',
+  import.meta.url,
+);
+
+export function startProducerThread(
+  kafka: Kafka,
+  connection: KafkaConnection,
+  clientIdSuffix = '',
+  /** The thread's module (tests give a stand-in). */
+  workerModule: URL = WORKER,
+): ProducerThread {
+  try {
+    structuredClone(connection);
+  } catch {
+    return { kafka, threaded: false, close: async () => {} };
+  }
+  /** One thread: its calls waiting for an answer, and why it ended once it did. */
+  interface Thread {
+    /** Undefined for the stand-in of a closed `ProducerThread`, whose calls reject. */
+    readonly worker: Worker | undefined;
+    readonly waiting: Map<number, { resolve: (a: Answer) => void; reject: (e: unknown) => void }>;
+    ended: StreamError | undefined;
+  }
+  /** The thread new producers go to (undefined until the first producer, and after a crash). */
+  let current: Thread | undefined;
+  let closed = false;
+  let nextId = 1;
+  let nextHandle = 1;
+
+  const gone = (why: string) =>
+    new StreamError(
+      'KAFKA_PRODUCER_THREAD_EXITED',
+      `the Kafka sinks' producer thread ${why}: its producers' sends and transactions are lost (the task restarts from its last checkpoint)`,
+    );
+  const end = (t: Thread, why: StreamError): void => {
+    if (t.ended !== undefined) return;
+    t.ended = why;
+    if (current === t) current = undefined;
+    for (const c of t.waiting.values()) c.reject(why);
+    t.waiting.clear();
+  };
+  const start = (): Thread => {
+    const worker = new Worker(workerModule, { workerData: { connection, clientIdSuffix } });
+    const t: Thread = { worker, waiting: new Map(), ended: undefined };
+    worker.unref();
+    worker.on('message', (a: Answer) => {
+      const c = t.waiting.get(a.id);
+      if (c === undefined) return;
+      t.waiting.delete(a.id);
+      if (t.waiting.size === 0) worker.unref();
+      c.resolve(a);
+    });
+    worker.on('error', (e) => end(t, gone(`failed: ${e instanceof Error ? e.message : String(e)}`)));
+    worker.on('exit', (code) => end(t, gone(`exited (code ${code})`)));
+    current = t;
+    return t;
+  };
+  const call = (t: Thread, c: Call, transfer?: ArrayBuffer[]): Promise<Answer> => {
+    if (t.ended !== undefined) return Promise.reject(t.ended);
+    return new Promise((resolve, reject) => {
+      const id = nextId++;
+      t.waiting.set(id, { resolve, reject });
+      if (t.waiting.size === 1) t.worker!.ref();
+      t.worker!.postMessage({ id, call: c }, transfer);
+    });
+  };
+  const settle = (a: Answer): void => {
+    if (a.error !== undefined) throw reviveError(a.error);
+  };
+
+  const producer = (config: unknown) => {
+    const t = closed
+      ? { worker: undefined, waiting: new Map(), ended: gone('was closed') }
+      : (current ?? start());
+    const h = nextHandle++;
+    let active = false;
+    const run = async (c: Call, transfer?: ArrayBuffer[]): Promise<void> => {
+      const a = await call(t, c, transfer);
+      if (a.active !== undefined) active = a.active;
+      settle(a);
+    };
+    const send = (txn: boolean, topicMessages: TopicMessages): Promise<void> => {
+      const packed = packSend(topicMessages);
+      return packed === undefined
+        ? run({ op: 'send', h, txn, topicMessages })
+        : run({ op: 'send', h, txn, packed }, transferList(packed));
+    };
+    // Made on the thread at once; a failure shows in the calls that follow (the handle is unknown there).
+    void call(t, { op: 'create', h, config }).catch(() => {});
+    const transaction = {
+      sendBatch: ({ topicMessages }: { topicMessages: TopicMessages }) => send(true, topicMessages),
+      sendOffsets: (offsets: unknown) => run({ op: 'offsets', h, offsets }),
+      commit: () => run({ op: 'commit', h }),
+      abort: () => run({ op: 'abort', h }),
+      isActive: () => active,
+    };
+    return {
+      connect: () => run({ op: 'connect', h }),
+      disconnect: () => run({ op: 'disconnect', h }),
+      sendBatch: ({ topicMessages }: { topicMessages: TopicMessages }) => send(false, topicMessages),
+      transaction: async () => {
+        await run({ op: 'transaction', h });
+        return transaction;
+      },
+    };
+  };
+
+  const proxy = new Proxy(kafka, {
+    get(target, p, receiver) {
+      if (p === 'producer') return producer;
+      return Reflect.get(target, p, receiver);
+    },
+  });
+  return {
+    kafka: proxy,
+    threaded: true,
+    async close() {
+      if (closed) return;
+      closed = true;
+      const t = current;
+      if (t === undefined) return;
+      end(t, gone('was closed'));
+      await t.worker!.terminate();
+    },
+  };
+}
