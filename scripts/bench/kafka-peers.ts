@@ -53,7 +53,8 @@
  * (another kstate tree, e.g. an export of an older commit with its node_modules: its
  * scripts/bench/partitions-runner.ts runs as engine kstate-tree, for a before/after in one run; the
  * ratios are then also printed against it; the ratio table's "paired" columns are the median and
- * range of the round-by-round ratios) --ks-threads=1
+ * range of the round-by-round ratios) --compile-cache=true (NODE_COMPILE_CACHE for every Node engine
+ * alike, as `kstate run` enables for itself; false: each start strips and compiles anew) --ks-threads=1
  * (num.stream.threads) --ks-cache=true (the store's record cache) --build=false (skip mvn).
  *
  * Uses KAFKA_BROKERS when set, else starts a broker with the harness (and stops it at the end).
@@ -103,6 +104,12 @@ const TIMEOUT_MS = intFlag('timeout', 600) * 1000;
 const WARMUP = flag('warmup', 'true') !== 'false';
 const BUILD = flag('build', 'true') !== 'false';
 const SCRATCH = flag('dir', tmpdir());
+/**
+ * Node's compile cache for every Node engine alike (NODE_COMPILE_CACHE, kept under --dir across
+ * runs): TypeScript type stripping and compilation at start are cached as `kstate run` does for
+ * itself (cli.ts). Off, each process strips and compiles every module it loads at every start.
+ */
+const COMPILE_CACHE = flag('compile-cache', 'true') !== 'false';
 const PROFILE_DIR = flag('profile', '');
 const KS_THREADS = intFlag('ks-threads', 1);
 const KS_CACHE = flag('ks-cache', 'true') !== 'false';
@@ -373,7 +380,11 @@ async function runEngine(
   const start = performance.now();
   const startEpoch = Date.now();
   const child = spawn(launch.command, [...launch.args], {
-    env: { ...process.env, ...launch.env },
+    env: {
+      ...process.env,
+      ...(COMPILE_CACHE ? { NODE_COMPILE_CACHE: join(SCRATCH, 'kafka-peers-compile-cache') } : {}),
+      ...launch.env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const out = collectOutput(child);
@@ -631,7 +642,7 @@ async function main(): Promise<void> {
     await admin.connect();
     const cpu = cpus();
     say(
-      `node ${process.version}, ${cpu.length} x ${cpu[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB; Kafka ${version} at ${brokers}`,
+      `node ${process.version}, ${cpu.length} x ${cpu[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB; Kafka ${version} at ${brokers}; Node compile cache ${COMPILE_CACHE ? 'on' : 'off'}`,
     );
     const input = `peers-${runTag}.in`;
     say(
