@@ -174,6 +174,31 @@ test('a thread that crashes fails the calls waiting on it and its producers late
   );
 });
 
+test('a producer the thread could not make, or whose config cannot reach it, fails each call with why; the thread goes on', async () => {
+  const thread = startProducerThread(
+    createKafka({ brokers: ['127.0.0.1:9'] }),
+    { brokers: ['127.0.0.1:9'] },
+    '',
+    new URL('../test/support/crashing-producer-worker.ts', import.meta.url),
+  );
+  try {
+    const refused = thread.kafka.producer({ refuse: 'bad producer config' } as never);
+    for (const call of [() => refused.connect(), () => refused.transaction(), () => refused.disconnect()])
+      await assert.rejects(call(), (e: unknown) => e instanceof Error && e.message === 'bad producer config');
+    // A function cannot be copied to another thread: refused at once, and nothing waits for an answer.
+    const uncopyable = thread.kafka.producer({ createPartitioner: () => () => 0 } as never);
+    await assert.rejects(
+      uncopyable.connect(),
+      (e: unknown) => e instanceof Error && e.name === 'DataCloneError',
+    );
+    const ok = thread.kafka.producer({ transactionalId: 't' });
+    await ok.connect();
+    assert.equal((await ok.transaction()).isActive(), true);
+  } finally {
+    await thread.close();
+  }
+});
+
 test("a connection that cannot be copied to a thread keeps the producers on the caller's thread", async () => {
   const kafka = createKafka({ brokers: ['127.0.0.1:9'] });
   const connection = {

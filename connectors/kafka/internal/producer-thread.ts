@@ -13,10 +13,13 @@
  * Everything else of the `Kafka` is the caller's own client.
  *
  * Contract:
- * - A proxy's calls settle as the thread's producer's calls settled, in the order they were made;
- *   a failure is the thread's error rebuilt with what the error catalogue reads (`name`, `message`,
+ * - A proxy's calls start on the thread in the order they were made and settle as the thread's
+ *   producer's calls settled; a failure is the thread's error rebuilt with what the error catalogue reads (`name`, `message`,
  *   `retriable`, `type`, `code`, `cause`, `errors`), so `classifyKafkaError` decides as it would
  *   in-thread. `isActive()` is the thread's transaction's `isActive()` after its last call settled.
+ *   A producer the thread could not make (kafkajs refused its config) fails every call with why; a
+ *   call holding something that cannot be copied to another thread (a function) rejects at once
+ *   with the `DataCloneError`.
  * - Sends of records without headers or an explicit partition (the sink's common case) cross as
  *   one string of their text keys and values, one buffer of their byte ones and one array of
  *   lengths and timestamps (moved, not copied); any other send is cloned (its Buffers arrive as
@@ -115,9 +118,15 @@ export function startProducerThread(
     if (t.ended !== undefined) return Promise.reject(t.ended);
     return new Promise((resolve, reject) => {
       const id = nextId++;
+      try {
+        t.worker!.postMessage({ id, call: c }, transfer);
+      } catch (e) {
+        // Something in the call cannot be copied to another thread (a function in a config).
+        reject(e);
+        return;
+      }
       t.waiting.set(id, { resolve, reject });
       if (t.waiting.size === 1) t.worker!.ref();
-      t.worker!.postMessage({ id, call: c }, transfer);
     });
   };
   const settle = (a: Answer): void => {
@@ -130,7 +139,11 @@ export function startProducerThread(
       : (current ?? start());
     const h = nextHandle++;
     let active = false;
+    // Made on the thread at once; should that fail, every call of this producer fails with why.
+    const created = call(t, { op: 'create', h, config }).then(settle);
+    created.catch(() => {});
     const run = async (c: Call, transfer?: ArrayBuffer[]): Promise<void> => {
+      await created;
       const a = await call(t, c, transfer);
       if (a.active !== undefined) active = a.active;
       settle(a);
@@ -141,8 +154,6 @@ export function startProducerThread(
         ? run({ op: 'send', h, txn, topicMessages })
         : run({ op: 'send', h, txn, packed }, transferList(packed));
     };
-    // Made on the thread at once; a failure shows in the calls that follow (the handle is unknown there).
-    void call(t, { op: 'create', h, config }).catch(() => {});
     const transaction = {
       sendBatch: ({ topicMessages }: { topicMessages: TopicMessages }) => send(true, topicMessages),
       sendOffsets: (offsets: unknown) => run({ op: 'offsets', h, offsets }),
