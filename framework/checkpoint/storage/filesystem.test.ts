@@ -212,6 +212,66 @@ describe('filesystem checkpoint storage', () => {
     await check();
   });
 
+  test("another process's sweep of a write's temporary file, or removal of its empty directory: the write is made again", async (t) => {
+    const directory = await fresh(t);
+    // Instances of one job share a scope (its topology record): one's first retention sweeps
+    // `.tmp-*` files it cannot know another process still writes, or removes the scope's directory
+    // while it is empty, between this write's steps.
+    let sweeps = 0;
+    const sweeping: CheckpointFs = {
+      ...nodeFs,
+      link: async (from, to) => {
+        if (sweeps++ === 0) await nodeFs.unlink(from);
+        return nodeFs.link(from, to);
+      },
+    };
+    const { storage } = await withCommitted(directory, { fs: sweeping });
+    const ref = await storage.writeFile(SCOPE, 2, 'state', bytesOf('second state'));
+    await storage.commit(checkpointMeta(SCOPE, 2, [ref]));
+    assert.ok(sweeps >= 3, `links: ${sweeps}`);
+    assert.equal((await storage.latest(SCOPE))?.checkpointId, 2);
+    assert.equal(new TextDecoder().decode(await storage.readFile(ref)), 'second state');
+    assert.deepEqual(await temps(directory), []);
+    const other: Scope = { jobId: 'orders-job', taskId: '_topology' };
+    let removals = 0;
+    const removing: CheckpointFs = {
+      ...nodeFs,
+      open: async (path, flags, mode) => {
+        if (String(path).includes('/.tmp-') && removals++ === 0) await nodeFs.rmdir(join(String(path), '..'));
+        return nodeFs.open(path, flags, mode);
+      },
+    };
+    const fresh2 = new FilesystemCheckpointStorage({ directory, fs: removing });
+    await fresh2.commit(checkpointMeta(other, 1, []));
+    assert.equal(removals, 2);
+    assert.equal((await new FilesystemCheckpointStorage({ directory }).latest(other))?.checkpointId, 1);
+  });
+
+  test('a write that meets ENOENT every time fails after three attempts, naming the path', async (t) => {
+    const directory = await fresh(t);
+    let links = 0;
+    const gone: CheckpointFs = {
+      ...nodeFs,
+      link: async (from, to) => {
+        if (String(to).endsWith('chk-2.json')) {
+          links++;
+          throw errno('ENOENT', 'link', to);
+        }
+        return nodeFs.link(from, to);
+      },
+    };
+    const { storage, check } = await withCommitted(directory, { fs: gone });
+    await rejectsWith(
+      storage.commit(checkpointMeta(SCOPE, 2, [])),
+      'CHECKPOINT_STORAGE_FAILED',
+      /ENOENT/,
+      /chk-2\.json/,
+    );
+    assert.equal(links, 3);
+    await check();
+    assert.deepEqual(await temps(directory), []);
+  });
+
   test('write failures are CHECKPOINT_STORAGE_FAILED with the errno, the path and what to do', async (t) => {
     const cases: [string, RegExp][] = [
       ['EACCES', /Permission denied/],

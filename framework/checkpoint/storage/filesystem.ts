@@ -35,6 +35,9 @@ export interface FilesystemStorageOptions extends StorageOptions {
   readonly fs?: CheckpointFs;
 }
 
+/** Attempts of a write whose directory or temporary file another process removed meanwhile (`_create`). */
+const ENOENT_ATTEMPTS = 3;
+
 /** Temporary files being written in this process (any instance): never swept as leftovers. */
 const tempsInFlight = new Set<string>();
 
@@ -157,12 +160,34 @@ export class FilesystemCheckpointStorage extends BaseCheckpointStorage {
     }
   }
 
+  /**
+   * Write `bytes` to a temporary file beside `target`, then give it the name unless taken. Another
+   * process that shares the scope (instances of one job recording its topology, a cleanup) may, in
+   * between, remove the scope's directory while it is empty, or sweep this temporary file as a
+   * crash's leftover (it cannot know another process still writes it): the write then meets ENOENT
+   * and is made again, up to ENOENT_ATTEMPTS times.
+   */
   protected async _create(
     path: string,
     bytes: Uint8Array,
     options: { readonly durable: boolean; readonly replaceIf?: () => Promise<boolean> },
   ): Promise<CreateOutcome> {
     const target = this.#abs(path);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#createOnce(target, bytes, options);
+      } catch (e) {
+        if (attempt < ENOENT_ATTEMPTS && errnoCode(e) === 'ENOENT') continue;
+        throw this.#failed('write', target, e);
+      }
+    }
+  }
+
+  async #createOnce(
+    target: string,
+    bytes: Uint8Array,
+    options: { readonly durable: boolean; readonly replaceIf?: () => Promise<boolean> },
+  ): Promise<CreateOutcome> {
     const dir = nodePath.dirname(target);
     const temp = nodePath.join(
       dir,
@@ -196,8 +221,6 @@ export class FilesystemCheckpointStorage extends BaseCheckpointStorage {
         }
       }
       return outcome;
-    } catch (e) {
-      throw this.#failed('write', target, e);
     } finally {
       await this.#fs.unlink(temp).catch(() => {});
       tempsInFlight.delete(temp);
