@@ -2,8 +2,7 @@
  * What crosses between the task thread and the producer thread (producer-thread.ts): the calls, their
  * answers, sends packed as one string of text keys and values, one buffer of byte ones and one array
  * of lengths and timestamps (moved to the thread, not copied), and errors as the fields the error
- * catalogue reads. Imports
- * nothing but kafkajs's types, so that the producer thread loads little.
+ * catalogue reads. Imports nothing but kafkajs's types, so that the producer thread loads little.
  */
 import type { Message } from './kafkajs.ts';
 
@@ -181,9 +180,15 @@ export function unpackCloned(topicMessages: TopicMessages): { topic: string; mes
     messages: t.messages.map((m) => {
       const out: Message = { ...m, key: buffer(m.key), value: buffer(m.value) };
       if (m.headers !== undefined) {
+        // Defined, not assigned: a header named `__proto__` stays a header.
         const headers: NonNullable<Message['headers']> = {};
         for (const [name, h] of Object.entries(m.headers))
-          headers[name] = Array.isArray(h) ? h.map((x) => buffer(x)) : buffer(h);
+          Object.defineProperty(headers, name, {
+            value: Array.isArray(h) ? h.map((x) => buffer(x)) : buffer(h),
+            enumerable: true,
+            writable: true,
+            configurable: true,
+          });
         out.headers = headers;
       }
       return out;

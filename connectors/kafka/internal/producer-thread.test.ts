@@ -86,7 +86,11 @@ test('a send with headers or an explicit partition is cloned, and its Buffers ar
     {
       key: Buffer.from('key'),
       value: Buffer.from([0, 1, 255]),
-      headers: { 'x-code': 'E', 'x-raw': Buffer.from('raw'), many: ['a', Buffer.from('b')] },
+      // A header named `__proto__` (as JSON.parse makes one) stays a header.
+      headers: Object.assign(JSON.parse('{"x-code":"E","__proto__":"named so"}'), {
+        'x-raw': Buffer.from('raw'),
+        many: ['a', Buffer.from('b')],
+      }),
       partition: 2,
       timestamp: '5',
     },
@@ -98,6 +102,7 @@ test('a send with headers or an explicit partition is cloned, and its Buffers ar
   assert.ok(Buffer.isBuffer(m0!.key) && Buffer.isBuffer(m0!.value));
   assert.ok(Buffer.isBuffer(m0!.headers!['x-raw']));
   assert.ok(Buffer.isBuffer((m0!.headers!.many as unknown[])[1]));
+  assert.deepEqual(Object.keys(m0!.headers!), ['x-code', '__proto__', 'x-raw', 'many']);
   assert.deepEqual(m0, sent[0]);
   assert.deepEqual(m1, sent[1]);
 });
