@@ -24,9 +24,9 @@
  *   one string of their text keys and values, one buffer of their byte ones and one array of
  *   lengths and timestamps (moved, not copied); any other send is cloned (its Buffers arrive as
  *   Buffers).
- * - The thread starts with the first producer (not with the job: its start would compete with the
- *   job's own for the CPU, measured: docs/benchmarks-kafka.md) and holds the process open only
- *   while a call waits for it. Should it exit (a crash), every waiting and later call of
+ * - The thread starts with the first producer (started with the job, it measured no faster: its
+ *   start competes with the job's own for the CPU, docs/benchmarks-kafka.md) and holds the process
+ *   open only while a call waits for it. Should it exit (a crash), every waiting and later call of
  *   its producers rejects with `KAFKA_PRODUCER_THREAD_EXITED` (a task failure: the restart makes
  *   new producers, on a new thread). `close()` ends the thread; calls after it reject.
  * - A connection the thread cannot be given (a SASL mechanism with a function, e.g. OAUTHBEARER's
