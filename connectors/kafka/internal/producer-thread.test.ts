@@ -145,13 +145,18 @@ test("kafkajs's errors keep what the error catalogue reads across the thread", (
   assert.ok(new Set(cases.map((e) => classifyKafkaError(e).code)).size >= 3);
 });
 
-test('a thread that crashes fails the calls waiting on it and its producers later calls; new producers get a new thread', async () => {
-  const thread = startProducerThread(
+/** A producer thread run by the stand-in (test/support/crashing-producer-worker.ts): no broker needed. */
+function standInThread() {
+  return startProducerThread(
     createKafka({ brokers: ['127.0.0.1:9'] }),
     { brokers: ['127.0.0.1:9'] },
     '',
     new URL('../test/support/crashing-producer-worker.ts', import.meta.url),
   );
+}
+
+test('a thread that crashes fails the calls waiting on it and its producers later calls; new producers get a new thread', async () => {
+  const thread = standInThread();
   try {
     assert.equal(thread.threaded, true);
     const p = thread.kafka.producer({ transactionalId: 't', idempotent: true });
@@ -180,12 +185,7 @@ test('a thread that crashes fails the calls waiting on it and its producers late
 });
 
 test('a producer the thread could not make, or whose config cannot reach it, fails each call with why; the thread goes on', async () => {
-  const thread = startProducerThread(
-    createKafka({ brokers: ['127.0.0.1:9'] }),
-    { brokers: ['127.0.0.1:9'] },
-    '',
-    new URL('../test/support/crashing-producer-worker.ts', import.meta.url),
-  );
+  const thread = standInThread();
   try {
     const refused = thread.kafka.producer({ refuse: 'bad producer config' } as never);
     for (const call of [() => refused.connect(), () => refused.transaction(), () => refused.disconnect()])
