@@ -93,12 +93,12 @@ module.exports = {
     {
       name: 'examples-use-public-entry-points',
       comment:
-        'examples and connectors import framework/index.ts (or framework/testing/index.ts), never deep paths',
+        'examples and connectors import framework/index.ts (or framework/testing/index.ts, or framework/core.ts where the runtime must not load), never deep paths',
       severity: 'error',
       from: { path: '^(examples|connectors)/' },
       to: {
         path: '^framework/',
-        pathNot: '^framework/((index|testing/index)\\.ts|node/require(-cli)?\\.js)$',
+        pathNot: '^framework/((index|core|testing/index)\\.ts|node/require(-cli)?\\.js)$',
       },
     },
   ],

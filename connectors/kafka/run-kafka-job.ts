@@ -158,7 +158,7 @@ export async function runKafkaJob(job: StreamJob | JobGraph, o: KafkaJobOptions)
   const producers =
     o.producerThread === false || sinks.length === 0
       ? undefined
-      : startProducerThread(kafka, o.connection, `-${graph.jobId}`);
+      : startProducerThread(kafka, o.connection, `-${graph.jobId}`, undefined, true);
   for (const s of sinks) s.bind(producers?.kafka ?? kafka);
 
   let stopTopicWatch = (): void => {};

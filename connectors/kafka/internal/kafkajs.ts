@@ -32,7 +32,7 @@ import kafkajs, {
   logLevel,
   Partitioners,
 } from 'kafkajs';
-import { StreamError } from '../../../framework/index.ts';
+import { StreamError } from '../../../framework/core.ts';
 import { withMetadataOnConnect } from './admin-connect.ts';
 import { withTopicCreationWait } from './create-topics-wait.ts';
 import { wakeOnResume } from './install-fetch-wake.ts';

@@ -11,7 +11,7 @@
  * Import it for its effect.
  */
 import { createRequire } from 'node:module';
-import { murmur2 } from '../../../framework/index.ts';
+import { murmur2 } from '../../../framework/core.ts';
 
 const require = createRequire(import.meta.url);
 const murmur2Path = require.resolve('kafkajs/src/producer/partitioners/default/murmur2.js');

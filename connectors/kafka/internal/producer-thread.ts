@@ -24,9 +24,9 @@
  *   one string of their text keys and values, one buffer of their byte ones and one array of
  *   lengths and timestamps (moved, not copied); any other send is cloned (its Buffers arrive as
  *   Buffers).
- * - The thread starts with the first producer (started with the job, it measured no faster: its
- *   start competes with the job's own for the CPU, docs/benchmarks-kafka.md) and holds the process
- *   open only while a call waits for it. Should it exit (a crash), every waiting and later call of
+ * - The thread starts with the first producer, or at once with `startNow` (runKafkaJob: its load,
+ *   about 0.1 s, then overlaps the group join instead of delaying a task's fencing; see
+ *   docs/benchmarks-kafka.md), and holds the process open only while a call waits for it. Should it exit (a crash), every waiting and later call of
  *   its producers rejects with `KAFKA_PRODUCER_THREAD_EXITED` (a task failure: the restart makes
  *   new producers, on a new thread). `close()` ends the thread; calls after it reject.
  * - A connection the thread cannot be given (a SASL mechanism with a function, e.g. OAUTHBEARER's
@@ -67,6 +67,8 @@ export function startProducerThread(
   clientIdSuffix = '',
   /** The thread's module (tests give a stand-in). */
   workerModule: URL = WORKER,
+  /** Start the thread now, not with the first producer. */
+  startNow = false,
 ): ProducerThread {
   try {
     structuredClone(connection);
@@ -172,6 +174,7 @@ export function startProducerThread(
     };
   };
 
+  if (startNow) start();
   const proxy = new Proxy(kafka, {
     get(target, p, receiver) {
       if (p === 'producer') return producer;

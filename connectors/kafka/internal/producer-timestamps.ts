@@ -20,7 +20,7 @@
  * Import it for its effect.
  */
 import { createRequire } from 'node:module';
-import { StreamError } from '../../../framework/index.ts';
+import { StreamError } from '../../../framework/core.ts';
 
 const require = createRequire(import.meta.url);
 
