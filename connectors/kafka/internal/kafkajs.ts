@@ -9,7 +9,8 @@
  * producer's grouping of a send's records by partition (quadratic upstream), ./producer-encoding.ts
  * makes its record encoding allocate less (same bytes), ./producer-timestamps.ts reads records'
  * timestamps once as numbers (same bytes), ./producer-murmur2.ts hashes keys for their
- * partition without BigInt (same hash). ./request-queue.ts stops
+ * partition without BigInt (same hash); ./producer-handover.ts lets a transactional producer take over
+ * the producer id and epoch another one's InitProducerId got. ./request-queue.ts stops
  * the 1 ms timer loop every idle kafkajs connection runs; ./create-topics-wait.ts keeps `createTopics`
  * waiting for leaders when the broker does not know the new topics yet; ./admin-connect.ts has an
  * admin's `connect` load the cluster's metadata (its first coordinator call waited for a retry);
@@ -22,6 +23,7 @@ import './producer-encoding.ts';
 import './producer-timestamps.ts';
 import './producer-grouping.ts';
 import './producer-murmur2.ts';
+import './producer-handover.ts';
 import './request-queue.ts';
 import './install-fetch-wake.ts'; // before kafkajs: the consumer's idle sleep (wakeOnResume() below: the rest)
 import { createRequire } from 'node:module';

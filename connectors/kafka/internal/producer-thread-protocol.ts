@@ -5,6 +5,7 @@
  * catalogue reads. Imports nothing but kafkajs's types, so that the producer thread loads little.
  */
 import type { Message } from './kafkajs.ts';
+import type { ProducerIdentity } from './producer-handover.ts';
 
 /** The sink's sends: per topic, its messages. */
 export type TopicMessages = readonly { readonly topic: string; readonly messages: readonly Message[] }[];
@@ -39,7 +40,13 @@ export interface PlainError {
 
 export type Call =
   | { readonly op: 'create'; readonly h: number; readonly config: unknown }
-  | { readonly op: 'connect' | 'disconnect' | 'transaction' | 'commit' | 'abort'; readonly h: number }
+  | { readonly op: 'connect' | 'disconnect' | 'commit' | 'abort'; readonly h: number }
+  | {
+      readonly op: 'transaction';
+      readonly h: number;
+      /** Take over this identity (the fence made on the task's thread) instead of InitProducerId. */
+      readonly identity?: ProducerIdentity & { readonly transactionalId: string };
+    }
   | { readonly op: 'send'; readonly h: number; readonly txn: boolean; readonly packed: PackedSend }
   | { readonly op: 'send'; readonly h: number; readonly txn: boolean; readonly topicMessages: TopicMessages }
   | { readonly op: 'offsets'; readonly h: number; readonly offsets: unknown };

@@ -7,6 +7,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { createKafka, type KafkaConnection } from '../client.ts';
 import type { Producer, ProducerConfig, Transaction } from './kafkajs.ts';
+import { dropIdentity, handIdentity, type ProducerIdentity } from './producer-handover.ts';
 import { type Answer, type Call, plainError, unpackCloned, unpackSend } from './producer-thread-protocol.ts';
 
 const port = parentPort!;
@@ -14,6 +15,8 @@ const data = workerData as { connection: KafkaConnection; clientIdSuffix: string
 const kafka = createKafka(data.connection, data.clientIdSuffix);
 const producers = new Map<number, Producer>();
 const transactions = new Map<number, Transaction>();
+/** Producers handed an identity (dropped at their disconnect if never taken). */
+const handedTo = new Map<number, ProducerIdentity & { readonly transactionalId: string }>();
 
 function producerOf(h: number): Producer {
   const p = producers.get(h);
@@ -34,12 +37,20 @@ async function run(c: Call): Promise<void> {
       return;
     case 'connect':
       return producerOf(c.h).connect();
-    case 'disconnect':
+    case 'disconnect': {
+      const handed = handedTo.get(c.h);
+      if (handed !== undefined) dropIdentity(handed.transactionalId, handed);
+      handedTo.delete(c.h);
       await producerOf(c.h).disconnect();
       producers.delete(c.h);
       transactions.delete(c.h);
       return;
+    }
     case 'transaction':
+      if (c.identity !== undefined) {
+        handIdentity(c.identity.transactionalId, c.identity);
+        handedTo.set(c.h, c.identity);
+      }
       transactions.set(c.h, await producerOf(c.h).transaction());
       return;
     case 'send': {

@@ -145,7 +145,10 @@ test("kafkajs's errors keep what the error catalogue reads across the thread", (
   assert.ok(new Set(cases.map((e) => classifyKafkaError(e).code)).size >= 3);
 });
 
-/** A producer thread run by the stand-in (test/support/crashing-producer-worker.ts): no broker needed. */
+/**
+ * A producer thread run by the stand-in (test/support/crashing-producer-worker.ts): no broker needed.
+ * Its producers are not transactional (a transactional one fences through the caller's client).
+ */
 function standInThread() {
   return startProducerThread(
     createKafka({ brokers: ['127.0.0.1:9'] }),
@@ -159,7 +162,7 @@ test('a thread that crashes fails the calls waiting on it and its producers late
   const thread = standInThread();
   try {
     assert.equal(thread.threaded, true);
-    const p = thread.kafka.producer({ transactionalId: 't', idempotent: true });
+    const p = thread.kafka.producer({ idempotent: true });
     await p.connect();
     const txn = await p.transaction();
     assert.equal(txn.isActive(), true);
@@ -172,7 +175,7 @@ test('a thread that crashes fails the calls waiting on it and its producers late
     await assert.rejects(txn.commit(), exited);
     await assert.rejects(p.disconnect(), exited);
     // The task's restart makes new producers: on a new thread, which answers.
-    const q = thread.kafka.producer({ transactionalId: 't', idempotent: true });
+    const q = thread.kafka.producer({ idempotent: true });
     await q.connect();
     await assert.rejects(p.connect(), exited, 'a producer of the old thread stays gone');
   } finally {
@@ -196,7 +199,7 @@ test('a producer the thread could not make, or whose config cannot reach it, fai
       uncopyable.connect(),
       (e: unknown) => e instanceof Error && e.name === 'DataCloneError',
     );
-    const ok = thread.kafka.producer({ transactionalId: 't' });
+    const ok = thread.kafka.producer({ idempotent: true });
     await ok.connect();
     assert.equal((await ok.transaction()).isActive(), true);
   } finally {
@@ -272,6 +275,88 @@ test('through the thread on a real broker: committed sends are read, aborted one
     );
   } finally {
     await Promise.allSettled([first.disconnect(), second.disconnect()]);
+    await thread.close();
+  }
+});
+
+/** A transactional producer on `thread` fenced as the sink does: connect, a transaction, its abort. */
+async function fencedProducer(thread: { kafka: ReturnType<typeof createKafka> }, transactionalId: string) {
+  const p = thread.kafka.producer({ transactionalId, idempotent: true, maxInFlightRequests: 1 });
+  await p.connect();
+  await (await p.transaction()).abort();
+  return p;
+}
+
+test("a transactional producer fences on the caller's thread: done while the thread does not answer, its next call waits for the thread", {
+  timeout: 60_000,
+}, async () => {
+  const brokers = brokersFromEnv();
+  const thread = startProducerThread(
+    createKafka({ brokers }),
+    { brokers },
+    '',
+    new URL('../test/support/silent-producer-worker.ts', import.meta.url),
+  );
+  try {
+    // Before: the fence waited for the thread's answers, which never come (the test timed out).
+    const p = await fencedProducer(thread, uniqueName('tid'));
+    const next = p.transaction();
+    next.catch(() => {});
+    const outcome = await Promise.race([
+      next.then(
+        () => 'settled',
+        () => 'settled',
+      ),
+      new Promise((r) => setTimeout(r, 500, 'waiting')),
+    ]);
+    assert.equal(outcome, 'waiting');
+    await thread.close();
+    await assert.rejects(next, (e: unknown) => isStreamError(e, 'KAFKA_PRODUCER_THREAD_EXITED'));
+  } finally {
+    await thread.close();
+  }
+});
+
+test("the thread's producer takes the fence's epoch over: an owner that fences it after the fence and commits makes its commit fail, and only that owner's records are read", async () => {
+  const brokers = brokersFromEnv();
+  const topic = uniqueName('producer-handover');
+  const kafka = createKafka({ brokers });
+  const admin = kafka.admin();
+  await admin.connect();
+  await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
+  await admin.disconnect();
+  const transactionalId = uniqueName('tid');
+  const thread = startProducerThread(kafka, { brokers });
+  // Another owner of the id, on a client of its own (an instance that still believes it owns it).
+  const other = createKafka({ brokers }).producer({
+    transactionalId,
+    idempotent: true,
+    maxInFlightRequests: 1,
+  });
+  try {
+    const p = await fencedProducer(thread, transactionalId);
+    // The task would read its committed position now. The other owner fences and commits meanwhile.
+    await other.connect();
+    const o = await other.transaction();
+    await o.sendBatch({ topicMessages: [{ topic, messages: [{ key: 'k', value: 'other' }] }] });
+    await o.commit();
+    // Had the thread asked for an epoch of its own, it would fence the other owner and commit
+    // records from the position read before that owner's commit: that commit's effects twice.
+    const txn = await p.transaction();
+    await assert.rejects(
+      txn
+        .sendBatch({ topicMessages: [{ topic, messages: [{ key: 'k', value: 'task' }] }] })
+        .then(() => txn.commit()),
+      (e: unknown) => classifyKafkaError(e).code === 'KAFKA_TRANSACTION_LOST',
+    );
+    const read = await kcatRecords(topic, (s) => s);
+    assert.deepEqual(
+      read.map((r) => [r.key, r.value]),
+      [['k', 'other']],
+    );
+    await p.disconnect().catch(() => {});
+  } finally {
+    await other.disconnect();
     await thread.close();
   }
 });

@@ -14,12 +14,20 @@
  *
  * Contract:
  * - A proxy's calls start on the thread in the order they were made and settle as the thread's
- *   producer's calls settled; a failure is the thread's error rebuilt with what the error catalogue reads (`name`, `message`,
+ *   producer's calls settled (the fence aside, below); a failure is the thread's error rebuilt with what the error catalogue reads (`name`, `message`,
  *   `retriable`, `type`, `code`, `cause`, `errors`), so `classifyKafkaError` decides as it would
  *   in-thread. `isActive()` is the thread's transaction's `isActive()` after its last call settled.
  *   A producer the thread could not make (kafkajs refused its config) fails every call with why; a
  *   call holding something that cannot be copied to another thread (a function) rejects at once
  *   with the `DataCloneError`.
+ * - A transactional producer fences on the caller's thread: its `connect` connects a producer of the
+ *   caller's client with the same transactional id, whose first `transaction` makes the
+ *   InitProducerId that fences a previous owner; the thread's producer takes that producer id and
+ *   epoch over (./producer-handover.ts says why it must not ask again) and the caller's one
+ *   disconnects. So a task reads its committed position without waiting for the thread to load
+ *   kafkajs (about 0.1 s at a process start, on two cores). The thread's `connect`, `transaction`
+ *   and, when the caller aborts the fence's transaction at once (the sink does), `abort` run
+ *   meanwhile: the producer's next call waits for them and fails with their failure.
  * - Sends of records without headers or an explicit partition (the sink's common case) cross as
  *   one string of their text keys and values, one buffer of their byte ones and one array of
  *   lengths and timestamps (moved, not copied); any other send is cloned (its Buffers arrive as
@@ -36,7 +44,8 @@
 import { Worker } from 'node:worker_threads';
 import { StreamError } from '../../../framework/index.ts';
 import type { KafkaConnection } from '../client.ts';
-import type { Kafka } from './kafkajs.ts';
+import type { Kafka, Producer } from './kafkajs.ts';
+import { takeIdentity, watchIdentity } from './producer-handover.ts';
 import {
   type Answer,
   type Call,
@@ -60,6 +69,14 @@ const WORKER = new URL(
   import.meta.url.endsWith('.js') ? './producer-thread-worker.js' : './producer-thread-worker.ts',
   import.meta.url,
 );
+
+/** The fields of `config` (an object) named in `keys` that it has. */
+function pick(config: unknown, keys: readonly string[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (typeof config !== 'object' || config === null) return out;
+  for (const k of keys) if (k in config) out[k] = (config as Record<string, unknown>)[k];
+  return out;
+}
 
 export function startProducerThread(
   kafka: Kafka,
@@ -144,11 +161,22 @@ export function startProducerThread(
     // Made on the thread at once; should that fail, every call of this producer fails with why.
     const created = call(t, { op: 'create', h, config }).then(settle);
     created.catch(() => {});
-    const run = async (c: Call, transfer?: ArrayBuffer[]): Promise<void> => {
-      await created;
+    /** The thread's calls the caller did not wait for (the fence's): later calls wait for them. */
+    let behind: Promise<void> = created;
+    /** `tracked`: the answer says whether the transaction is active (the caller's calls only). */
+    const post = async (c: Call, transfer?: ArrayBuffer[], tracked = true): Promise<void> => {
       const a = await call(t, c, transfer);
-      if (a.active !== undefined) active = a.active;
+      if (tracked && a.active !== undefined) active = a.active;
       settle(a);
+    };
+    const run = async (c: Call, transfer?: ArrayBuffer[]): Promise<void> => {
+      await behind;
+      return post(c, transfer);
+    };
+    /** Run `c` on the thread after what is behind, without the caller waiting for it. */
+    const later = (c: Call): void => {
+      behind = behind.then(() => post(c, undefined, false));
+      behind.catch(() => {});
     };
     const send = (txn: boolean, topicMessages: TopicMessages): Promise<void> => {
       const packed = packSend(topicMessages);
@@ -163,11 +191,83 @@ export function startProducerThread(
       abort: () => run({ op: 'abort', h }),
       isActive: () => active,
     };
+
+    // A transactional producer fences on the caller's thread (docs above): a producer of the
+    // caller's client connects, and its first transaction's InitProducerId is the fence; the
+    // thread's producer takes that identity over. Until then, `fencer` is that producer.
+    const tid = (config as { transactionalId?: unknown } | null)?.transactionalId;
+    let fencer: Producer | undefined;
+    let fenced = false;
+    const endFencer = (): void => {
+      const f = fencer;
+      fencer = undefined;
+      f?.disconnect().catch(() => {});
+    };
+    const fence = async (id: string, f: Producer) => {
+      watchIdentity(id);
+      try {
+        const txn = await f.transaction();
+        // Its transaction holds nothing: ended here, it sends nothing.
+        await txn.abort();
+      } catch (e) {
+        takeIdentity(id);
+        throw e;
+      }
+      const identity = takeIdentity(id);
+      if (identity === undefined) throw new Error(`fencing ${id}: kafkajs asked for no producer id`);
+      fenced = true;
+      endFencer();
+      later({ op: 'transaction', h, identity: { transactionalId: id, ...identity } });
+      active = true;
+      // The thread's transaction: the caller's calls go to it (after the handover above), but an
+      // abort before any other call (the fence's usual end) waits for nothing: the thread aborts
+      // it in turn.
+      let used = false;
+      const use =
+        <A extends unknown[]>(f: (...a: A) => Promise<void>) =>
+        (...a: A) => {
+          used = true;
+          return f(...a);
+        };
+      return {
+        sendBatch: use(transaction.sendBatch),
+        sendOffsets: use(transaction.sendOffsets),
+        commit: use(transaction.commit),
+        isActive: transaction.isActive,
+        abort: async () => {
+          if (used || !active) return transaction.abort();
+          used = true;
+          active = false;
+          later({ op: 'abort', h });
+        },
+      };
+    };
     return {
-      connect: () => run({ op: 'connect', h }),
-      disconnect: () => run({ op: 'disconnect', h }),
+      connect: async () => {
+        if (typeof tid !== 'string' || fenced || fencer !== undefined) return run({ op: 'connect', h });
+        later({ op: 'connect', h });
+        const f = kafka.producer({
+          transactionalId: tid,
+          ...pick(config, ['transactionTimeout', 'retry']),
+          maxInFlightRequests: 1,
+        });
+        fencer = f;
+        try {
+          await f.connect();
+        } catch (e) {
+          endFencer();
+          throw e;
+        }
+      },
+      disconnect: async () => {
+        endFencer();
+        await created;
+        await behind.catch(() => {});
+        return post({ op: 'disconnect', h });
+      },
       sendBatch: ({ topicMessages }: { topicMessages: TopicMessages }) => send(false, topicMessages),
       transaction: async () => {
+        if (typeof tid === 'string' && fencer !== undefined && !fenced) return fence(tid, fencer);
         await run({ op: 'transaction', h });
         return transaction;
       },
