@@ -33,8 +33,9 @@
  *   lengths and timestamps (moved, not copied); any other send is cloned (its Buffers arrive as
  *   Buffers).
  * - The thread starts with the first producer, or at once with `startNow` (runKafkaJob: its load,
- *   about 0.1 s, then overlaps the group join instead of delaying a task's fencing; see
- *   docs/benchmarks-kafka.md), and holds the process open only while a call waits for it. Should it exit (a crash), every waiting and later call of
+ *   about 0.1 s, then overlaps the job's first round trips and the group join, so that the tasks'
+ *   first sends do not wait for it; docs/benchmarks-kafka.md), and holds the process open only
+ *   while a call waits for it. Should it exit (a crash), every waiting and later call of
  *   its producers rejects with `KAFKA_PRODUCER_THREAD_EXITED` (a task failure: the restart makes
  *   new producers, on a new thread). `close()` ends the thread; calls after it reject.
  * - A connection the thread cannot be given (a SASL mechanism with a function, e.g. OAUTHBEARER's
