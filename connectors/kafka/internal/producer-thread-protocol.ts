@@ -2,7 +2,8 @@
  * What crosses between the task thread and the producer thread (producer-thread.ts): the calls, their
  * answers, sends packed as one string of text keys and values, one buffer of byte ones and one array
  * of lengths and timestamps (moved to the thread, not copied), and errors as the fields the error
- * catalogue reads. Imports nothing but kafkajs's types, so that the producer thread loads little.
+ * catalogue reads. Imports nothing but types (kafkajs's, ./producer-handover.ts's), so that the producer
+ * thread loads little.
  */
 import type { Message } from './kafkajs.ts';
 import type { ProducerIdentity } from './producer-handover.ts';

@@ -219,14 +219,20 @@ test("a connection that cannot be copied to a thread keeps the producers on the 
   await thread.close();
 });
 
-test('through the thread on a real broker: committed sends are read, aborted ones are not, and a fenced producer fails as KAFKA_TRANSACTION_LOST', async () => {
+/** The broker's client and a new topic of one partition named after `prefix`. */
+async function oneTopic(prefix: string) {
   const brokers = brokersFromEnv();
-  const topic = uniqueName('producer-thread');
+  const topic = uniqueName(prefix);
   const kafka = createKafka({ brokers });
   const admin = kafka.admin();
   await admin.connect();
   await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
   await admin.disconnect();
+  return { brokers, kafka, topic };
+}
+
+test('through the thread on a real broker: committed sends are read, aborted ones are not, and a fenced producer fails as KAFKA_TRANSACTION_LOST', async () => {
+  const { brokers, kafka, topic } = await oneTopic('producer-thread');
   const thread = startProducerThread(kafka, { brokers });
   const config = { transactionalId: uniqueName('tid'), idempotent: true, maxInFlightRequests: 1 };
   const first = thread.kafka.producer(config);
@@ -318,13 +324,7 @@ test("a transactional producer fences on the caller's thread: done while the thr
 });
 
 test("the thread's producer takes the fence's epoch over: an owner that fences it after the fence and commits makes its commit fail, and only that owner's records are read", async () => {
-  const brokers = brokersFromEnv();
-  const topic = uniqueName('producer-handover');
-  const kafka = createKafka({ brokers });
-  const admin = kafka.admin();
-  await admin.connect();
-  await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
-  await admin.disconnect();
+  const { brokers, kafka, topic } = await oneTopic('producer-handover');
   const transactionalId = uniqueName('tid');
   const thread = startProducerThread(kafka, { brokers });
   // Another owner of the id, on a client of its own (an instance that still believes it owns it).
